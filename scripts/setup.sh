@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Sets up this machine for berth, idempotently: Debian packages, the `docker` group, a virtualenv
+# with berth installed. Called by `make run` and `make test`; safe to run again (it skips what is done).
+#   TEST_EXTRAS=1  also installs what the test suite drives for real (sshd, systemd-socket-activate)
+#   BENCH_EXTRAS=1 also installs Debian's docker.io, the dockerd that benchmarks compare against
+set -euo pipefail
+PYTHON=${1:-python3}
+VENV=${2:-.venv}
+cd "$(dirname "$0")/.."
+
+say() { printf '[setup] %s\n' "$*"; }
+
+pkgs=(crun conmon nftables iproute2 openssl openssh-client ca-certificates)
+[ "${TEST_EXTRAS:-}" = 1 ] && pkgs+=(openssh-server systemd passwd procps)
+[ "${BENCH_EXTRAS:-}" = 1 ] && pkgs+=(docker.io)
+
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if ! "$PYTHON" -c 'import venv, ensurepip' 2>/dev/null; then
+  missing+=(python3-venv)
+fi
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" != 0 ]; then
+    say "missing Debian packages: ${missing[*]} (run as root to install them)"; exit 1
+  fi
+  say "installing Debian packages: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  # policy-rc.d stops package scripts from starting services (sshd, dockerd) we did not ask for.
+  printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d
+  trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if [ "$(id -u)" = 0 ] && ! getent group docker >/dev/null; then
+  groupadd --system docker
+  say "created the 'docker' group (members may use berthd's socket)"
+fi
+
+if [ ! -x "$VENV/bin/python" ]; then
+  say "creating virtualenv $VENV"
+  "$PYTHON" -m venv "$VENV"
+fi
+# One stamp per extras set, holding the pyproject hash it was installed from; "test" includes "base".
+hash=$(sha256sum pyproject.toml | cut -c1-16)
+kind=base; extras=""
+if [ "${TEST_EXTRAS:-}" = 1 ]; then kind=test; extras="[test]"; fi
+done_already() { [ "$(cat "$VENV/.berth-$1" 2>/dev/null)" = "$hash" ]; }
+if ! done_already "$kind" && ! { [ "$kind" = base ] && done_already test; }; then
+  say "installing berth$extras into $VENV"
+  "$VENV/bin/pip" install -q --disable-pip-version-check -e ".${extras}"
+  printf '%s' "$hash" > "$VENV/.berth-$kind"
+fi

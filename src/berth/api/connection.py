@@ -1,0 +1,518 @@
+"""One HTTP/1.1 connection: httptools feeds callbacks, handlers answer, in request order.
+
+States (one connection, one request in flight at a time; pipelined requests wait in a queue):
+
+    IDLE ──headers──► BODY ──message complete──► queued ──► RESPONDING ──► IDLE (keep-alive)
+                                                              │   │
+                                                              │   └──► STREAMING (chunked) ──► IDLE
+                                                              └──────► HIJACKED (raw) ──► CLOSED
+    any state ──parse error──► 400, CLOSED      ──peer gone──► CLOSED (the running handler is cancelled)
+
+Rules:
+- Routing happens when the headers are complete. A ``stream_body`` route is dispatched then and reads
+  its body as it arrives (reading pauses above 1 MiB buffered); any other route gets its whole body.
+- An ``Upgrade: tcp`` request stops the parser (llhttp reports the offset where raw bytes begin and
+  does not read a body): its Content-Length bytes are taken from the raw stream here, the handler is
+  dispatched, and whatever follows is the client's first stdin for the hijacked stream.
+- A handler that raises a ``BerthError`` produces its kind's status with ``{"message": ...}``; any
+  other exception is a bug: 500, logged with its traceback, and never shown to the client.
+- After a hijack, a stream or an error that cannot be reported any more, the connection closes when
+  the handler ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from email.utils import formatdate
+from http import HTTPStatus
+from typing import Any
+
+import httptools
+
+from berth.api import versions
+from berth.api.errors import error_body, status_for
+from berth.api.hijack import HijackedStream
+from berth.api.http import Request, Response
+from berth.api.router import Route, Router
+from berth.errors import BerthError, InvalidParameter
+from berth.security.identity import ANONYMOUS, Identity
+
+log = logging.getLogger("berth.api")
+
+MAX_BUFFERED_BODY = 64 << 20
+_BODY_HIGH_WATER = 1 << 20
+
+_STATUS_LINES = {
+    s.value: f"HTTP/1.1 {s.value} {s.phrase}\r\n".encode() for s in HTTPStatus
+}
+_STATUS_LINES[101] = b"HTTP/1.1 101 UPGRADED\r\n"
+
+_date_cache: list[Any] = [0, b""]
+
+
+def _date_header() -> bytes:
+    now = int(time.time())
+    if now != _date_cache[0]:
+        _date_cache[0] = now
+        _date_cache[1] = b"Date: " + formatdate(now, usegmt=True).encode() + b"\r\n"
+    return _date_cache[1]
+
+
+class Application:
+    """What every connection shares: the router, the headers every response carries, the logger."""
+
+    def __init__(self, router: Router, *, server: str, debug: bool = False) -> None:
+        self.router = router
+        self.debug = debug
+        self.common_headers = (
+            f"Api-Version: {versions.API_VERSION}\r\n"
+            "Docker-Experimental: false\r\n"
+            "Ostype: linux\r\n"
+            f"Server: {server}\r\n"
+        ).encode()
+        self.connections: set[HttpConnection] = set()
+
+
+class _Job:
+    """A request waiting for its turn, or a canned response (routing or version errors)."""
+
+    __slots__ = ("request", "route", "response", "keep_alive", "upgrade", "body_parts", "body_size",
+                 "body_stream", "complete")
+
+    def __init__(self) -> None:
+        self.request: Request | None = None
+        self.route: Route | None = None
+        self.response: Response | None = None
+        self.keep_alive = True
+        self.upgrade = False
+        self.body_parts: list[bytes] = []
+        self.body_size = 0
+        self.body_stream: _BodyStream | None = None
+        self.complete = False
+
+
+class _BodyStream:
+    """A request body read as it arrives (image load, import, archive upload)."""
+
+    def __init__(self, transport: asyncio.Transport) -> None:
+        self._transport = transport
+        self._chunks: deque[bytes] = deque()
+        self._size = 0
+        self._eof = False
+        self._paused = False
+        self._waiter: asyncio.Future[None] | None = None
+
+    def feed(self, data: bytes) -> None:
+        self._chunks.append(data)
+        self._size += len(data)
+        if not self._paused and self._size > _BODY_HIGH_WATER:
+            self._paused = True
+            self._transport.pause_reading()
+        self._wake()
+
+    def end(self) -> None:
+        self._eof = True
+        self._wake()
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        while True:
+            while not self._chunks and not self._eof:
+                self._waiter = asyncio.get_running_loop().create_future()
+                try:
+                    await self._waiter
+                finally:
+                    self._waiter = None
+            if not self._chunks:
+                return
+            chunk = self._chunks.popleft()
+            self._size -= len(chunk)
+            if self._paused and self._size < _BODY_HIGH_WATER // 2:
+                self._paused = False
+                self._transport.resume_reading()
+            yield chunk
+
+
+class _ChunkedWriter:
+    def __init__(self, conn: HttpConnection, head_only: bool) -> None:
+        self._conn = conn
+        self._head_only = head_only
+        self.closed = False
+
+    async def write(self, data: bytes) -> None:
+        if not data or self._head_only:
+            return
+        conn = self._conn
+        if conn.transport is None or conn.transport.is_closing():
+            raise ConnectionResetError("client disconnected")
+        conn.transport.write(b"%x\r\n%b\r\n" % (len(data), data))
+        await conn.drain()
+
+    async def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        t = self._conn.transport
+        if t is not None and not t.is_closing() and not self._head_only:
+            t.write(b"0\r\n\r\n")
+
+
+class HttpConnection(asyncio.Protocol):
+    def __init__(self, app: Application, identify: Callable[[asyncio.BaseTransport], Identity]) -> None:
+        self.app = app
+        self._identify = identify
+        self.transport: asyncio.Transport | None = None
+        self.identity: Identity = ANONYMOUS
+        self._parser = httptools.HttpRequestParser(self)
+        self._url = b""
+        self._headers: dict[str, str] = {}
+        self._current: _Job | None = None  # the job being parsed
+        self._queue: deque[_Job] = deque()  # parsed, waiting to run
+        self._running: _Job | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._state = "IDLE"
+        self._hijack: HijackedStream | None = None
+        self._raw: bytearray | None = None  # bytes after an upgrade request, before the hijack
+        self._upgrade_job: _Job | None = None
+        self._upgrade_need = 0
+        self._can_write = asyncio.Event()
+        self._can_write.set()
+        self._writer: _ChunkedWriter | None = None
+        self._peer_eof = False
+
+    # ---- asyncio.Protocol -------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        self.app.connections.add(self)
+        try:
+            self.identity = self._identify(transport)
+        except Exception:  # identity must never stop a connection; it is logged and anonymous
+            log.exception("could not determine the caller's identity")
+
+    def data_received(self, data: bytes) -> None:
+        if self._raw is not None:
+            self._raw_received(data)
+            return
+        if self._hijack is not None:
+            self._hijack.feed_data(data)
+            return
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade as exc:
+            self._raw = bytearray()
+            self._raw_received(data[exc.args[0]:])
+        except httptools.HttpParserError as exc:
+            self._bad_request(f"malformed HTTP request: {exc}")
+
+    def eof_received(self) -> bool | None:
+        if self._hijack is not None:
+            self._hijack.feed_eof()
+            return True  # keep our sending side open: the client only half-closed
+        if self._raw is not None:
+            return True
+        if self._running is not None or self._queue:
+            self._peer_eof = True
+            return True  # let the responses in flight finish; the transport closes after them
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._state = "CLOSED"
+        self.app.connections.discard(self)
+        self._can_write.set()
+        if self._hijack is not None:
+            self._hijack.connection_lost()
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+        if self._current is not None and self._current.body_stream is not None:
+            self._current.body_stream.end()
+        self.transport = None
+
+    def pause_writing(self) -> None:
+        self._can_write.clear()
+        if self._hijack is not None:
+            self._hijack.pause_writing()
+
+    def resume_writing(self) -> None:
+        self._can_write.set()
+        if self._hijack is not None:
+            self._hijack.resume_writing()
+
+    async def drain(self) -> None:
+        await self._can_write.wait()
+        if self.transport is None:
+            raise ConnectionResetError("client disconnected")
+
+    # ---- httptools callbacks ----------------------------------------------------------------
+    def on_message_begin(self) -> None:
+        self._url = b""
+        self._headers = {}
+        self._current = _Job()
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._headers[name.decode("latin-1").lower()] = value.decode("latin-1")
+
+    def on_headers_complete(self) -> None:
+        job = self._current
+        assert job is not None
+        job.keep_alive = self._parser.should_keep_alive()
+        job.upgrade = self._parser.should_upgrade()
+        method = self._parser.get_method().decode("latin-1")
+        try:
+            parsed = httptools.parse_url(self._url)
+        except httptools.HttpParserInvalidURLError:
+            job.response = self._error_response(400, f"invalid URL: {self._url!r}")
+            return
+        raw_path = parsed.path.decode("latin-1")
+        query = parsed.query.decode("latin-1") if parsed.query else ""
+        version, path = versions.split_version(raw_path)
+        if version is not None:
+            try:
+                versions.check_version(version)
+            except InvalidParameter as exc:
+                job.response = self._error_response(400, exc.message)
+                return
+        found = self.app.router.match(method, path)
+        if found is None:
+            job.response = self._error_response(404, "page not found")
+            return
+        route, params = found
+        api_version = version or versions.API_VERSION
+        if route.min_version and not versions.at_least(api_version, route.min_version):
+            job.response = self._error_response(404, "page not found")
+            return
+        job.route = route
+        job.request = Request(method, path, query, self._headers, api_version, self.identity, params,
+                              connection=self)
+        if route.stream_body and not job.upgrade:
+            assert self.transport is not None
+            job.body_stream = _BodyStream(self.transport)
+            self._enqueue(job)
+
+    def on_body(self, body: bytes) -> None:
+        job = self._current
+        assert job is not None
+        if job.body_stream is not None:
+            job.body_stream.feed(body)
+            return
+        job.body_size += len(body)
+        if job.body_size > MAX_BUFFERED_BODY:
+            self._bad_request("request body too large", status=413)
+            return
+        job.body_parts.append(body)
+
+    def on_message_complete(self) -> None:
+        job = self._current
+        assert job is not None
+        self._current = None
+        job.complete = True
+        if job.body_stream is not None:
+            job.body_stream.end()
+            return  # dispatched at headers-complete
+        if job.request is not None:
+            job.request.body = b"".join(job.body_parts)
+        if job.upgrade:
+            need = int(self._headers.get("content-length", "0") or 0)
+            if need > 0:  # llhttp does not read an upgrade request's body: we do, from the raw bytes
+                self._upgrade_job, self._upgrade_need = job, need
+                return
+        self._enqueue(job)
+
+    # ---- upgrade: raw bytes before and after the hijack ------------------------------------
+    def _raw_received(self, data: bytes) -> None:
+        assert self._raw is not None
+        self._raw += data
+        job = self._upgrade_job
+        if job is not None and len(self._raw) >= self._upgrade_need:
+            if job.request is not None:
+                job.request.body = bytes(self._raw[: self._upgrade_need])
+            del self._raw[: self._upgrade_need]
+            self._upgrade_job = None
+            self._enqueue(job)
+        if len(self._raw) > MAX_BUFFERED_BODY and self.transport is not None:
+            self.transport.pause_reading()
+
+    # ---- running handlers in order ----------------------------------------------------------
+    def _enqueue(self, job: _Job) -> None:
+        self._queue.append(job)
+        if self._running is None:
+            self._run_next()
+
+    def _run_next(self) -> None:
+        while self._queue and self._running is None and self.transport is not None:
+            job = self._queue.popleft()
+            self._running = job
+            if job.response is not None:
+                self._send(job, job.response)
+                continue
+            route, req = job.route, job.request
+            assert route is not None and req is not None
+            if not route.is_async:
+                try:
+                    resp = route.handler(req)
+                except Exception as exc:  # noqa: BLE001 - mapped to a status in one place
+                    resp = self._exception_response(exc, req)
+                assert resp is None or isinstance(resp, Response)
+                self._send(job, resp if resp is not None else Response.empty())
+                continue
+            self._state = "RESPONDING"
+            self._task = asyncio.get_running_loop().create_task(self._run_async(job))
+            return
+
+    async def _run_async(self, job: _Job) -> None:
+        route, req = job.route, job.request
+        assert route is not None and req is not None
+        try:
+            resp = await route.handler(req)  # type: ignore[misc]
+        except asyncio.CancelledError:
+            return
+        except Exception as exc:  # noqa: BLE001 - mapped to a status in one place
+            resp = self._exception_response(exc, req)
+        finally:
+            self._task = None
+        if self._hijack is not None:
+            self._hijack.close()
+            self._finish(job, keep_alive=False)
+            return
+        if self._writer is not None:
+            writer, self._writer = self._writer, None
+            if not writer.closed:
+                if isinstance(resp, Response) and resp.status >= 400:
+                    # The stream had started: the error cannot be a status any more.
+                    self._finish(job, keep_alive=False)
+                    return
+                await writer.close()
+            self._finish(job, keep_alive=job.keep_alive and job.complete)
+            return
+        if job.upgrade and resp is None:
+            resp = Response.empty()
+        self._send(job, resp if isinstance(resp, Response) else Response.empty())
+
+    def _send(self, job: _Job, resp: Response) -> None:
+        t = self.transport
+        if t is None:
+            return
+        req = job.request
+        head_only = req is not None and req.method == "HEAD"
+        keep_alive = job.keep_alive and not job.upgrade and job.complete
+        parts = [_STATUS_LINES.get(resp.status) or f"HTTP/1.1 {resp.status} Unknown\r\n".encode(),
+                 self.app.common_headers, _date_header()]
+        if resp.content_type:
+            parts.append(b"Content-Type: " + resp.content_type.encode() + b"\r\n")
+        if resp.headers:
+            parts.extend(f"{k}: {v}\r\n".encode() for k, v in resp.headers.items())
+        if resp.status != 304 and resp.status != 204 and resp.status >= 200:
+            parts.append(b"Content-Length: %d\r\n" % len(resp.body))
+        if not keep_alive:
+            parts.append(b"Connection: close\r\n")
+        parts.append(b"\r\n")
+        if resp.body and not head_only and resp.status not in (204, 304):
+            parts.append(resp.body)
+        t.write(b"".join(parts))
+        if self.app.debug and req is not None:
+            log.debug("%s %s %s?%s -> %d", self.identity.principal, req.method, req.path, req.raw_query,
+                      resp.status)
+        self._finish(job, keep_alive)
+
+    def _finish(self, job: _Job, keep_alive: bool) -> None:
+        self._running = None
+        self._state = "IDLE"
+        if self._peer_eof and not self._queue:
+            keep_alive = False
+        if not keep_alive:
+            self._state = "CLOSING"
+            if self.transport is not None:
+                self.transport.close()
+            self._queue.clear()
+            return
+        self._run_next()
+
+    # ---- streaming and hijack (ConnectionControl) --------------------------------------------
+    async def start_stream(
+        self, status: int = 200, content_type: str = "application/json", headers: dict[str, str] | None = None
+    ) -> _ChunkedWriter:
+        """Send the head of a chunked response; the handler then writes chunks and returns None."""
+        job = self._running
+        assert job is not None and self.transport is not None
+        head_only = job.request is not None and job.request.method == "HEAD"
+        parts = [_STATUS_LINES[status], self.app.common_headers, _date_header(),
+                 b"Content-Type: " + content_type.encode() + b"\r\n"]
+        if headers:
+            parts.extend(f"{k}: {v}\r\n".encode() for k, v in headers.items())
+        parts.append(b"Transfer-Encoding: chunked\r\n\r\n")
+        self.transport.write(b"".join(parts))
+        self._state = "STREAMING"
+        self._writer = _ChunkedWriter(self, head_only)
+        await self.drain()
+        return self._writer
+
+    async def hijack(self, content_type: str = "application/vnd.docker.raw-stream") -> HijackedStream:
+        """Answer 101 (or 200 for a client that did not ask to upgrade) and hand over the raw stream."""
+        job = self._running
+        assert job is not None and self.transport is not None
+        if job.upgrade:
+            head = (b"HTTP/1.1 101 UPGRADED\r\nContent-Type: " + content_type.encode()
+                    + b"\r\nConnection: Upgrade\r\nUpgrade: tcp\r\n" + self.app.common_headers + b"\r\n")
+        else:
+            head = (b"HTTP/1.1 200 OK\r\nContent-Type: " + content_type.encode() + b"\r\n"
+                    + self.app.common_headers + b"\r\n")
+        self.transport.write(head)
+        initial = bytes(self._raw) if self._raw is not None else b""
+        self._raw = None
+        stream = HijackedStream(self.transport, initial)
+        self._hijack = stream
+        self._state = "HIJACKED"
+        if not self.transport.is_reading():
+            self.transport.resume_reading()
+        return stream
+
+    def body_stream(self) -> AsyncIterator[bytes]:
+        job = self._running
+        assert job is not None
+        if job.body_stream is not None:
+            return job.body_stream.__aiter__()
+        body = job.request.body if job.request is not None else b""
+
+        async def once() -> AsyncIterator[bytes]:
+            if body:
+                yield body
+
+        return once()
+
+    # ---- errors -------------------------------------------------------------------------------
+    def _error_response(self, status: int, message: str) -> Response:
+        return Response(status, error_body(message))
+
+    def _exception_response(self, exc: BaseException, req: Request) -> Response:
+        status = status_for(exc)
+        if isinstance(exc, BerthError):
+            if status >= 500:
+                log.error("%s %s: %s", req.method, req.path, exc.message)
+            return Response(status, error_body(exc.message))
+        log.error("bug: unhandled error in %s %s", req.method, req.path, exc_info=exc)
+        return Response(500, error_body(f"internal error in berthd: {type(exc).__name__}"))
+
+    def _bad_request(self, message: str, status: int = 400) -> None:
+        t = self.transport
+        if t is not None and self._running is None and self._state != "HIJACKED":
+            body = error_body(message)
+            t.write(_STATUS_LINES[status] + self.app.common_headers
+                    + b"Content-Type: application/json\r\nConnection: close\r\nContent-Length: %d\r\n\r\n"
+                    % len(body) + body)
+        if t is not None:
+            t.close()
+
+    def shutdown(self) -> None:
+        """Close this connection at once (daemon shutdown)."""
+        if self.transport is not None:
+            self.transport.close()

@@ -1,0 +1,121 @@
+"""Request and response values handed between the connection and the handlers.
+
+A handler receives a ``Request`` and either returns a ``Response`` (sent with Content-Length), or
+takes over the output itself through ``Request.connection``: ``start_stream`` for a chunked body
+(events, logs, progress) or ``hijack`` for a raw two-way stream (attach, exec). Those two return
+``None`` from the handler.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+from urllib.parse import parse_qs
+
+from berth.errors import InvalidParameter
+from berth.security.identity import Identity
+
+if TYPE_CHECKING:
+    from berth.api.hijack import HijackedStream
+
+
+class StreamWriter(Protocol):
+    """A chunked response body being written."""
+
+    async def write(self, data: bytes) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+class ConnectionControl(Protocol):
+    """What a handler may ask of the connection beyond returning a Response."""
+
+    async def start_stream(
+        self, status: int = 200, content_type: str = "application/json", headers: dict[str, str] | None = None
+    ) -> StreamWriter: ...
+
+    async def hijack(self, content_type: str = "application/vnd.docker.raw-stream") -> HijackedStream: ...
+
+    def body_stream(self) -> AsyncIterator[bytes]: ...
+
+
+@dataclass(slots=True)
+class Request:
+    method: str
+    path: str  # without the /v1.NN prefix
+    raw_query: str
+    headers: dict[str, str]  # lower-cased names
+    version: str  # the API version this request speaks
+    identity: Identity
+    params: dict[str, str] = field(default_factory=dict)  # from the route pattern
+    body: bytes = b""
+    connection: ConnectionControl | None = None
+    _query: dict[str, list[str]] | None = None
+
+    @property
+    def query(self) -> dict[str, list[str]]:
+        if self._query is None:
+            self._query = parse_qs(self.raw_query, keep_blank_values=True) if self.raw_query else {}
+        return self._query
+
+    def arg(self, name: str, default: str = "") -> str:
+        values = self.query.get(name)
+        return values[-1] if values else default
+
+    def bool_arg(self, name: str, default: bool = False) -> bool:
+        """Docker's boolean query values: absent → default; "", "0", "false", "no" → False."""
+        values = self.query.get(name)
+        if not values:
+            return default
+        return values[-1].strip().lower() not in ("", "0", "false", "no", "off")
+
+    def int_arg(self, name: str, default: int | None = None) -> int | None:
+        text = self.arg(name)
+        if text == "":
+            return default
+        try:
+            return int(text)
+        except ValueError:
+            raise InvalidParameter(f"invalid value for {name}: {text!r}: not an integer") from None
+
+    def json_arg(self, name: str) -> Any:
+        text = self.arg(name)
+        if not text:
+            return None
+        try:
+            return json.loads(text)
+        except ValueError as exc:
+            raise InvalidParameter(f"invalid JSON in query parameter {name}: {exc}") from None
+
+    def json_body(self) -> Any:
+        if not self.body:
+            return None
+        try:
+            return json.loads(self.body)
+        except ValueError as exc:
+            raise InvalidParameter(f"invalid JSON body: {exc}") from None
+
+
+@dataclass(slots=True)
+class Response:
+    status: int = 200
+    body: bytes = b""
+    content_type: str = "application/json"
+    headers: dict[str, str] | None = None
+
+    @classmethod
+    def json(cls, value: Any, status: int = 200) -> Response:
+        return cls(status, json.dumps(value).encode() + b"\n")
+
+    @classmethod
+    def text(cls, text: str, status: int = 200) -> Response:
+        return cls(status, text.encode(), "text/plain; charset=utf-8")
+
+    @classmethod
+    def empty(cls, status: int = 204) -> Response:
+        return cls(status, b"", "")
+
+
+Handler = Callable[[Request], "Awaitable[Response | None] | Response | None"]

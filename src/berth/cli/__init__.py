@@ -1,0 +1,1 @@
+"""berth, the command-line client. It speaks docker's syntax and reaches berthd through docker-py."""

@@ -1,0 +1,1 @@
+"""berth.container: arrives with its issue (see docs/design.md)."""

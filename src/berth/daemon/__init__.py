@@ -1,0 +1,1 @@
+"""berthd: the composition root. Configuration, listeners, backends and lifecycle live here."""

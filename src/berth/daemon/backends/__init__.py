@@ -1,0 +1,1 @@
+"""Classes that implement the api's backend Protocols by orchestrating the domain packages."""

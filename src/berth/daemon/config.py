@@ -1,0 +1,266 @@
+"""berthd's configuration: dockerd's flags and daemon.json keys, merged and validated once.
+
+Rules, as dockerd's ``findConfigurationConflicts``:
+- a daemon.json key that no dockerd option has → "the following directives don't match any
+  configuration option: KEY";
+- a key set both as a flag and in the file → one error listing every such key as
+  "KEY: (from flag: V, from file: V)";
+- a dockerd key berth does not honour yet → refused, named, rather than silently ignored;
+- wrong types and bad values → refused, naming the key and the value.
+All problems of one kind are reported together.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from berth import __version__
+from berth.daemon.hosts import HostAddr, is_loopback, parse_host
+from berth.errors import InvalidParameter
+
+DEFAULT_CONFIG_FILE = "/etc/berth/daemon.json"
+LOG_LEVELS = ("debug", "info", "warn", "error", "fatal", "panic")
+
+# Every key dockerd's daemon.json accepts on Linux (so that an unknown key and a key berth does not
+# honour yet get different, precise errors).
+DOCKERD_KEYS = frozenset("""
+allow-nondistributable-artifacts api-cors-header authorization-plugins bip bip6 bridge builder
+cdi-spec-dirs cgroup-parent containerd containerd-namespace containerd-plugins-namespace
+cpu-rt-period cpu-rt-runtime cri-containerd data-root debug default-address-pools
+default-cgroupns-mode default-gateway default-gateway-v6 default-ipc-mode default-network-opts
+default-runtime default-shm-size default-ulimits dns dns-opts dns-search exec-opts exec-root
+experimental features firewall-backend fixed-cidr fixed-cidr-v6 group host-gateway-ip
+host-gateway-ips hosts icc init init-path insecure-registries ip ip-forward ip-forward-no-drop
+ip-masq ip6tables iptables ipv6 labels live-restore log-driver log-format log-level log-opts
+max-concurrent-downloads max-concurrent-uploads max-download-attempts min-api-version mtu
+no-new-privileges node-generic-resources oom-score-adjust pidfile proxies raw-logs
+registry-mirrors runtimes seccomp-profile selinux-enabled shutdown-timeout storage-driver
+storage-opts swarm-default-advertise-addr tls tlscacert tlscert tlskey tlsverify userland-proxy
+userland-proxy-path userns-remap
+""".split())
+
+
+@dataclass(frozen=True, slots=True)
+class Option:
+    key: str  # daemon.json key
+    flags: tuple[str, ...]  # command-line spellings
+    kind: type  # bool, str or list
+    help: str
+    metavar: str | None = None
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option("hosts", ("-H", "--host"), list, "daemon socket(s) to listen on (repeatable)", "ADDR"),
+    Option("group", ("-G", "--group"), str, "group for the unix socket (default \"docker\")"),
+    Option("tls", ("--tls",), bool, "use TLS; implied by --tlsverify"),
+    Option("tlsverify", ("--tlsverify",), bool, "use TLS and require client certificates signed by --tlscacert"),
+    Option("tlscacert", ("--tlscacert",), str, "trust client certificates signed only by this CA"),
+    Option("tlscert", ("--tlscert",), str, "path to the server's TLS certificate"),
+    Option("tlskey", ("--tlskey",), str, "path to the server's TLS key"),
+    Option("data-root", ("--data-root",), str, "root of persistent berth state (default /var/lib/berth)"),
+    Option("exec-root", ("--exec-root",), str, "root of runtime state (default /var/run/berth)"),
+    Option("pidfile", ("-p", "--pidfile"), str, "path to the daemon's PID file (default /var/run/berth.pid)"),
+    Option("debug", ("-D", "--debug"), bool, "enable debug logging"),
+    Option("log-level", ("-l", "--log-level"), str, "debug, info, warn, error or fatal (default info)"),
+    Option("labels", ("--label",), list, "a key=value label for this daemon (repeatable)", "KEY=VALUE"),
+)
+_BY_KEY = {o.key: o for o in OPTIONS}
+
+
+@dataclass(slots=True)
+class Config:
+    hosts: list[HostAddr] = field(default_factory=list)
+    group: str = "docker"
+    group_explicit: bool = False
+    tls: bool = False
+    tls_explicit_false: bool = False
+    tlsverify: bool = False
+    tlscacert: str = ""
+    tlscert: str = ""
+    tlskey: str = ""
+    data_root: str = "/var/lib/berth"
+    exec_root: str = "/var/run/berth"
+    pidfile: str = "/var/run/berth.pid"
+    debug: bool = False
+    log_level: str = "info"
+    labels: list[str] = field(default_factory=list)
+    config_file: str = DEFAULT_CONFIG_FILE
+    validate_only: bool = False
+    raw_hosts: list[str] = field(default_factory=list)
+
+
+def _parse_bool(text: str) -> bool:
+    low = text.strip().lower()
+    if low in ("1", "t", "true", "yes", "on"):
+        return True
+    if low in ("0", "f", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"invalid boolean value {text!r}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="berthd",
+        description="berthd serves the Docker Engine API. Flags and daemon.json keys mirror dockerd's.",
+    )
+    for o in OPTIONS:
+        dest = o.key.replace("-", "_")
+        if o.kind is bool:
+            p.add_argument(*o.flags, dest=dest, nargs="?", const=True, default=None, type=_parse_bool,
+                           metavar="BOOL", help=o.help)
+        elif o.kind is list:
+            p.add_argument(*o.flags, dest=dest, action="append", default=None, metavar=o.metavar, help=o.help)
+        else:
+            p.add_argument(*o.flags, dest=dest, default=None, metavar=o.metavar, help=o.help)
+    p.add_argument("--config-file", default=None, help=f"daemon configuration file (default {DEFAULT_CONFIG_FILE})")
+    p.add_argument("--validate", action="store_true", help="validate the configuration and exit")
+    p.add_argument("-v", "--version", action="version", version=f"berthd {__version__}")
+    return p
+
+
+def _go_format(value: Any) -> str:
+    """Values printed as dockerd prints them in conflict messages: lists as [a b]."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list):
+        return "[" + " ".join(_go_format(v) for v in value) + "]"
+    return str(value)
+
+
+def _load_file(path: str, explicit: bool) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        if explicit:
+            raise InvalidParameter(f"unable to configure the berth daemon with file {path}: file does not exist") from None
+        return {}
+    except OSError as exc:
+        raise InvalidParameter(f"unable to read the berth daemon configuration file {path}: {exc.strerror}") from None
+    if not data.strip():
+        return {}
+    try:
+        loaded = json.loads(data)
+    except ValueError as exc:
+        raise InvalidParameter(f"unable to configure the berth daemon with file {path}: {exc}") from None
+    if not isinstance(loaded, dict):
+        raise InvalidParameter(f"unable to configure the berth daemon with file {path}: the top level must be a JSON object")
+    return loaded
+
+
+def _check_file_keys(path: str, file_cfg: dict[str, Any], flag_values: dict[str, Any]) -> None:
+    def fail(msg: str) -> None:
+        raise InvalidParameter(f"unable to configure the berth daemon with file {path}: {msg}")
+
+    unknown = sorted(k for k in file_cfg if k not in DOCKERD_KEYS)
+    if unknown:
+        fail("the following directives don't match any configuration option: " + ", ".join(unknown))
+    conflicts = [
+        f"{key}: (from flag: {_go_format(flag_values[key])}, from file: {_go_format(file_cfg[key])})"
+        for key in _BY_KEY if key in flag_values and key in file_cfg
+    ]
+    if conflicts:
+        fail("the following directives are specified both as a flag and in the configuration file: "
+             + ", ".join(conflicts))
+    unsupported = sorted(k for k in file_cfg if k not in _BY_KEY)
+    if unsupported:
+        fail("the following directives are dockerd options that berth does not support yet: "
+             + ", ".join(unsupported))
+    bad = []
+    for key, value in file_cfg.items():
+        kind = _BY_KEY[key].kind
+        ok = (isinstance(value, bool) if kind is bool
+              else isinstance(value, str) if kind is str
+              else isinstance(value, list) and all(isinstance(v, str) for v in value))
+        if not ok:
+            want = {bool: "a boolean", str: "a string", list: "a list of strings"}[kind]
+            bad.append(f"{key} must be {want}, got {json.dumps(value)}")
+    if bad:
+        fail("invalid type: " + "; ".join(bad))
+
+
+def load(argv: list[str], environ: dict[str, str] | None = None) -> Config:
+    """Parse flags and daemon.json into a Config; raises InvalidParameter with every problem found."""
+    env = os.environ if environ is None else environ
+    ns = build_parser().parse_args(argv)
+    flag_values = {o.key: getattr(ns, o.key.replace("-", "_")) for o in OPTIONS}
+    flag_values = {k: v for k, v in flag_values.items() if v is not None}
+    explicit_file = ns.config_file is not None
+    path = ns.config_file or DEFAULT_CONFIG_FILE
+    file_cfg = _load_file(path, explicit_file)
+    _check_file_keys(path, file_cfg, flag_values)
+    merged: dict[str, Any] = {**file_cfg, **flag_values}
+
+    cfg = Config(config_file=path, validate_only=ns.validate)
+    cert_dir = env.get("DOCKER_CERT_PATH") or os.path.join(os.path.expanduser("~"), ".docker")
+    cfg.tlscacert = merged.get("tlscacert", os.path.join(cert_dir, "ca.pem"))
+    cfg.tlscert = merged.get("tlscert", os.path.join(cert_dir, "cert.pem"))
+    cfg.tlskey = merged.get("tlskey", os.path.join(cert_dir, "key.pem"))
+    cfg.tlsverify = bool(merged.get("tlsverify", False))
+    cfg.tls = bool(merged.get("tls", False)) or cfg.tlsverify
+    cfg.tls_explicit_false = merged.get("tls") is False and not cfg.tlsverify
+    cfg.group = merged.get("group", "docker")
+    cfg.group_explicit = "group" in merged
+    for key in ("data-root", "exec-root", "pidfile"):
+        if key in merged:
+            value = merged[key]
+            if not value:
+                raise InvalidParameter(f"invalid value for {key}: it must not be empty")
+            setattr(cfg, key.replace("-", "_"), os.path.abspath(value))
+    cfg.debug = bool(merged.get("debug", False))
+    level = merged.get("log-level", "debug" if cfg.debug else "info")
+    if level.lower() not in LOG_LEVELS:
+        raise InvalidParameter(f"unable to parse logging level: {level} (use one of {', '.join(LOG_LEVELS[:5])})")
+    cfg.log_level = "debug" if cfg.debug else level.lower()
+    labels = merged.get("labels", [])
+    bad_labels = [lb for lb in labels if "=" not in lb or not lb.split("=", 1)[0]]
+    if bad_labels:
+        raise InvalidParameter(f"invalid label {bad_labels[0]!r}: labels must be KEY=VALUE")
+    cfg.labels = list(labels)
+    cfg.raw_hosts = merged.get("hosts") or ["unix://"]
+    cfg.hosts = [parse_host(h, cfg.tls) for h in cfg.raw_hosts]
+    _check_security(cfg)
+    return cfg
+
+
+def _check_security(cfg: Config) -> None:
+    """TCP without TLS only on loopback, unless --tls=false says the operator means it."""
+    for h in cfg.hosts:
+        if h.proto != "tcp" or cfg.tls:
+            continue
+        if is_loopback(h.host):
+            continue
+        if not cfg.tls_explicit_false:
+            raise InvalidParameter(
+                f"refusing to listen on tcp://{h.address} without TLS: anyone who can reach this address "
+                "would have root on this host.\n"
+                "  To secure it:   berth pki init --dir /etc/berth/pki && "
+                "berth pki server --dir /etc/berth/pki --cn $(hostname) --san DNS:$(hostname) "
+                "--san IP:<address> --out /etc/berth/pki\n"
+                "                  berthd --tlsverify --tlscacert /etc/berth/pki/ca.pem "
+                "--tlscert /etc/berth/pki/cert.pem --tlskey /etc/berth/pki/key.pem "
+                f"-H tcp://{h.host}:2376\n"
+                "  To accept the risk explicitly: add --tls=false"
+            )
+    if cfg.tls:
+        missing = [f"{name} {path}" for name, path in (("--tlscert", cfg.tlscert), ("--tlskey", cfg.tlskey))
+                   if not os.path.isfile(path)]
+        if cfg.tlsverify and not os.path.isfile(cfg.tlscacert):
+            missing.append(f"--tlscacert {cfg.tlscacert}")
+        if missing and any(h.proto in ("tcp", "fd") for h in cfg.hosts):
+            raise InvalidParameter("TLS is on but these files do not exist: " + ", ".join(missing))
+
+
+def reloadable(cfg: Config, path: str) -> dict[str, Any]:
+    """The keys SIGHUP may change (debug, log-level, labels), read again from the file."""
+    file_cfg = _load_file(path, explicit=False)
+    _check_file_keys(path, file_cfg, {})
+    out: dict[str, Any] = {}
+    for key in ("debug", "log-level", "labels"):
+        if key in file_cfg:
+            out[key] = file_cfg[key]
+    return out

@@ -1,0 +1,200 @@
+"""berthd's lifecycle: take the pidfile, open every listener (all or none), serve, stop cleanly.
+
+SIGTERM/SIGINT stop the daemon: listeners close (unix socket files are removed), connections close,
+the pidfile goes. SIGHUP reloads debug, log-level and labels from daemon.json and emits a daemon
+"reload" event, as dockerd does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import os
+import signal
+import ssl
+import uuid
+from contextlib import ExitStack
+
+from berth import API_VERSION, __version__
+from berth.api.connection import Application, HttpConnection
+from berth.api.router import Router
+from berth.api.routes import system as system_routes
+from berth.daemon import config as config_mod
+from berth.daemon import logs
+from berth.daemon.backends.system import SystemService
+from berth.daemon.config import Config
+from berth.daemon.events import EventBus, make_event
+from berth.daemon.listeners import Site, fd_sites, server_tls_context, tcp_site, unix_site
+from berth.errors import BerthError, Conflict
+from berth.linux import systemd
+
+log = logging.getLogger("berth.daemon")
+
+
+def _take_pidfile(path: str) -> None:
+    try:
+        with open(path) as f:
+            old = f.read().strip()
+    except FileNotFoundError:
+        old = ""
+    if old.isdigit() and int(old) != os.getpid():
+        try:
+            os.kill(int(old), 0)
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            raise Conflict(f"pid file found, ensure berthd is not running or delete {path}") from None
+        else:
+            raise Conflict(f"pid file found, ensure berthd is not running or delete {path}")
+    os.makedirs(os.path.dirname(path) or "/", exist_ok=True)
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "w") as f:
+        f.write(f"{os.getpid()}")
+    os.replace(tmp, path)
+
+
+def _engine_id(data_root: str) -> str:
+    path = os.path.join(data_root, "engine-id")
+    try:
+        with open(path) as f:
+            value = f.read().strip()
+        if value:
+            return value
+    except FileNotFoundError:
+        pass
+    value = str(uuid.uuid4())
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(value)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    return value
+
+
+def open_sites(cfg: Config) -> list[Site]:
+    """Open every listener or none: on a failure the ones already open are closed."""
+    tls: ssl.SSLContext | None = None
+    if cfg.tls and any(h.proto in ("tcp", "fd") for h in cfg.hosts):
+        tls = server_tls_context(cfg.tlscert, cfg.tlskey, cfg.tlscacert, cfg.tlsverify)
+    fds = systemd.listen_fds() if any(h.proto == "fd" for h in cfg.hosts) else []
+    sites: list[Site] = []
+    try:
+        for h in cfg.hosts:
+            if h.proto == "unix":
+                sites.append(unix_site(h.address, cfg.group, cfg.group_explicit))
+            elif h.proto == "tcp":
+                if tls is None:
+                    log.warning("API is accessible on http://%s without encryption: anyone who can reach it "
+                                "has root on this host. Only loopback is allowed without TLS.", h.address)
+                sites.append(tcp_site(h, tls, cfg.tlsverify))
+            else:
+                sites.extend(fd_sites(h, fds, tls, cfg.tlsverify))
+    except BaseException:
+        for s in sites:
+            s.close()
+        raise
+    return sites
+
+
+class Daemon:
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+        self.bus = EventBus()
+        self._stop = asyncio.Event()
+
+    def reload(self) -> None:
+        try:
+            changes = config_mod.reloadable(self.cfg, self.cfg.config_file)
+        except BerthError as exc:
+            log.error("reload failed, keeping the current configuration: %s", exc.message)
+            return
+        if "debug" in changes:
+            self.cfg.debug = bool(changes["debug"])
+        if "log-level" in changes:
+            self.cfg.log_level = str(changes["log-level"])
+        if "labels" in changes:
+            self.system.labels = list(changes["labels"])
+        logs.set_level("debug" if self.cfg.debug else self.cfg.log_level)
+        self.app.debug = self.cfg.debug
+        attrs = {"debug": str(self.cfg.debug).lower(), "labels": "[" + ", ".join(self.system.labels) + "]",
+                 "name": os.uname().nodename}
+        self.bus.publish(make_event("daemon", "reload", self.system.engine_id, attrs))
+        log.info("reloaded the configuration from %s", self.cfg.config_file)
+
+    async def run(self) -> int:
+        cfg = self.cfg
+        with ExitStack() as stack:
+            _take_pidfile(cfg.pidfile)
+            stack.callback(_remove, cfg.pidfile)
+            for path, mode in ((cfg.data_root, 0o711), (cfg.exec_root, 0o700)):
+                os.makedirs(path, mode=mode, exist_ok=True)
+            self.system = SystemService(cfg, self.bus, _engine_id(cfg.data_root))
+            self.app = Application(Router(system_routes.routes(self.system)),
+                                   server=f"berth/{__version__} (linux)", debug=cfg.debug)
+            sites = open_sites(cfg)
+            for s in sites:
+                stack.callback(s.close)
+            loop = asyncio.get_running_loop()
+            loop.add_signal_handler(signal.SIGTERM, self._stop.set)
+            loop.add_signal_handler(signal.SIGINT, self._stop.set)
+            loop.add_signal_handler(signal.SIGHUP, self.reload)
+            app = self.app
+
+            def factory(identify):  # type: ignore[no-untyped-def]
+                return HttpConnection(app, identify)
+
+            tasks = [loop.create_task(s.serve(factory), name=s.name) for s in sites]
+            for s in sites:
+                log.info("API listen on %s", s.name)
+            log.info("berthd %s ready (API %s, data root %s)", __version__, API_VERSION, cfg.data_root)
+            systemd.notify("READY=1")
+            stopper = loop.create_task(self._stop.wait())
+            done, _ = await asyncio.wait([*tasks, stopper], return_when=asyncio.FIRST_COMPLETED)
+            failed = [t for t in done if t is not stopper and t.exception() is not None]
+            systemd.notify("STOPPING=1")
+            log.info("shutting down")
+            for t in (*tasks, stopper):
+                t.cancel()
+            for conn in list(app.connections):
+                conn.shutdown()
+            await asyncio.sleep(0)
+            if failed:
+                exc = failed[0].exception()
+                log.error("listener %s failed: %s", failed[0].get_name(), exc)
+                return 1
+        return 0
+
+
+def _remove(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def main(argv: list[str] | None = None) -> int:
+    import sys
+
+    args = sys.argv[1:] if argv is None else argv
+    try:
+        cfg = config_mod.load(args)
+    except BerthError as exc:
+        print(f"berthd: {exc.message}", file=sys.stderr)
+        return 1
+    if cfg.validate_only:
+        print("configuration OK")
+        return 0
+    logs.setup(cfg.log_level)
+    try:
+        return asyncio.run(Daemon(cfg).run())
+    except BerthError as exc:
+        log.error("%s", exc.message)
+        return 1
+    except OSError as exc:
+        if exc.errno == errno.EACCES:
+            log.error("permission denied: %s (berthd must run as root)", exc)
+        else:
+            log.error("%s", exc)
+        return 1

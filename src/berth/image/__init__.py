@@ -1,0 +1,1 @@
+"""berth.image: arrives with its issue (see docs/design.md)."""

@@ -1,0 +1,1 @@
+"""Thin, typed wrappers over the operating system. Failures become kinds from ``berth.errors``."""

@@ -1,0 +1,1 @@
+"""berth.network: arrives with its issue (see docs/design.md)."""

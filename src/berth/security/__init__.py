@@ -1,0 +1,1 @@
+"""Who is calling (identity), and the PKI that secures the TCP listener."""

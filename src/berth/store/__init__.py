@@ -1,0 +1,1 @@
+"""berth.store: arrives with its issue (see docs/design.md)."""

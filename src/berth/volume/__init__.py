@@ -1,0 +1,1 @@
+"""berth.volume: arrives with its issue (see docs/design.md)."""
