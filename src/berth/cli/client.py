@@ -9,9 +9,9 @@ import docker
 import docker.errors
 from docker.tls import TLSConfig
 
-from berth import API_VERSION
+from berth import API_VERSION, MIN_API_VERSION
 from berth.cli.hosts import Endpoint
-from berth.errors import Unavailable
+from berth.errors import InvalidParameter, Unavailable
 
 _SSH_BASE = "http+docker://berthssh"
 
@@ -27,7 +27,15 @@ def _version_tuple(v: str) -> tuple[int, int]:
 
 def make_client(ep: Endpoint, environ: dict[str, str], timeout: int = 60) -> docker.APIClient:
     """A docker-py APIClient for ``ep`` speaking the negotiated API version."""
-    pinned = environ.get("DOCKER_API_VERSION")
+    pinned = environ.get("DOCKER_API_VERSION") or None
+    if pinned is not None:
+        try:
+            wanted = _version_tuple(pinned)
+        except ValueError:
+            raise InvalidParameter(f"invalid DOCKER_API_VERSION {pinned!r}: use a version such as 1.47") from None
+        if wanted < _version_tuple(MIN_API_VERSION):
+            raise InvalidParameter(f"DOCKER_API_VERSION={pinned} is too old: berth speaks API {MIN_API_VERSION} "
+                                   f"to {API_VERSION}")
     if ep.scheme == "ssh":
         client = docker.APIClient(base_url="unix:///nonexistent", version=pinned or API_VERSION, timeout=timeout)
         from berth.cli.sshconn import SSHCommandAdapter

@@ -152,8 +152,10 @@ def _guarded(fn: Callable[[], int | None], cli: CLI) -> int:
     except Exception as exc:  # noqa: BLE001 - the one place that turns errors into exit codes
         import requests
 
-        if isinstance(exc, (requests.exceptions.ConnectionError, docker.errors.DockerException, OSError)):
+        if isinstance(exc, (requests.exceptions.ConnectionError, OSError)):
             print(connect_error(exc, cli.endpoint).message, file=cli.err)
+        elif isinstance(exc, docker.errors.DockerException):
+            print(str(exc), file=cli.err)
         else:
             print(f"berth: unexpected error: {type(exc).__name__}: {exc}", file=cli.err)
         if cli.debug:

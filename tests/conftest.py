@@ -1,0 +1,87 @@
+"""Session guards and isolation: every test gets its own HOME and DOCKER_CONFIG, so neither the
+docker CLI nor berth reads or writes the real user's contexts and certificates."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+
+from tests.lib.cleanup import Cleanup
+from tests.lib.daemon import Berthd
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Tests run the real thing: sockets owned by other users, sshd, groups. That needs root.
+    if os.geteuid() != 0:
+        config.issue_config_time_warning(pytest.PytestWarning("not root: tests marked needs_root will skip"), 2)
+
+
+@pytest.fixture(autouse=True)
+def isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    home = tmp_path_factory.mktemp("home")
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("DOCKER_CONFIG", str(home / ".docker"))
+    for var in ("DOCKER_HOST", "DOCKER_TLS_VERIFY", "DOCKER_CERT_PATH", "DOCKER_CONTEXT", "DOCKER_API_VERSION",
+                "DOCKER_TLS"):
+        monkeypatch.delenv(var, raising=False)
+    yield str(home)
+
+
+@pytest.fixture
+def cleanup() -> Iterator[Cleanup]:
+    c = Cleanup()
+    try:
+        yield c
+    finally:
+        c.run()
+
+
+@pytest.fixture
+def berthd(request: pytest.FixtureRequest) -> Iterator[Berthd]:
+    """A running berthd on a private socket and data root, stopped and removed afterwards."""
+    d = Berthd()
+    try:
+        d.start()
+        yield d
+    finally:
+        d.stop()
+        rep = getattr(request.node, "rep_call", None)
+        if rep is not None and rep.failed:
+            print(f"\n----- berthd log ({d.log_path}) -----\n{d.log()}")
+        d.cleanup()
+
+
+@pytest.fixture
+def make_berthd(request: pytest.FixtureRequest) -> Iterator[type[Berthd]]:
+    """A factory for daemons with custom flags/config; each one is stopped and removed afterwards."""
+    made: list[Berthd] = []
+
+    class Tracked(Berthd):
+        def __init__(self, *a: object, **kw: object) -> None:
+            super().__init__(*a, **kw)  # type: ignore[arg-type]
+            made.append(self)
+
+    try:
+        yield Tracked
+    finally:
+        rep = getattr(request.node, "rep_call", None)
+        for d in made:
+            d.stop()
+            if rep is not None and rep.failed:
+                print(f"\n----- berthd log ({d.log_path}) -----\n{d.log()}")
+            d.cleanup()
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    rep = yield
+    if rep.when == "call":
+        item.rep_call = rep  # type: ignore[attr-defined]
+    return rep
+
+
+def require_root() -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root")

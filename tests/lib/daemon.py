@@ -1,0 +1,128 @@
+"""The berthd fixture's engine: a real daemon on private paths, polled until /_ping answers, with its
+log kept for the failure report, and always stopped."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+BERTHD = shutil.which("berthd", path=os.path.dirname(sys.executable)) or "berthd"
+BERTH = shutil.which("berth", path=os.path.dirname(sys.executable)) or "berth"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def public_tmpdir(prefix: str = "berth-test-") -> str:
+    """A temporary directory other users can traverse (for sockets they must reach)."""
+    d = tempfile.mkdtemp(prefix=prefix, dir="/tmp")
+    os.chmod(d, 0o755)
+    return d
+
+
+def unix_ping(path: str, timeout: float = 1.0) -> bool:
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(timeout)
+            s.connect(path)
+            s.sendall(b"GET /_ping HTTP/1.1\r\nHost: berth\r\n\r\n")
+            return s.recv(64).startswith(b"HTTP/1.1 200")
+    except OSError:
+        return False
+
+
+def tcp_open(port: int, host: str = "127.0.0.1") -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+class Berthd:
+    """One berthd process. ``start()`` returns once every listener answers; ``stop()`` is idempotent."""
+
+    def __init__(self, root: str | None = None, args: list[str] | None = None, config: dict | None = None,
+                 env: dict[str, str] | None = None, hosts: list[str] | None = None) -> None:
+        self.root = root or public_tmpdir()
+        self.sock = os.path.join(self.root, "berth.sock")
+        self.hosts = hosts if hosts is not None else [f"unix://{self.sock}"]
+        self.args = list(args or [])
+        self.config = config
+        self.env = env
+        self.log_path = os.path.join(self.root, "berthd.log")
+        self.pidfile = os.path.join(self.root, "berthd.pid")
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"unix://{self.sock}"
+
+    def argv(self) -> list[str]:
+        argv = [BERTHD, "--data-root", os.path.join(self.root, "data"), "--exec-root",
+                os.path.join(self.root, "exec"), "--pidfile", self.pidfile]
+        cfg_path = os.path.join(self.root, "daemon.json")
+        with open(cfg_path, "w") as f:
+            json.dump(self.config or {}, f)
+        argv += ["--config-file", cfg_path]
+        for h in self.hosts:
+            argv += ["-H", h]
+        return argv + self.args
+
+    def start(self, timeout: float = 15, wait_for: list[int] | None = None, pass_fds: tuple[int, ...] = (),
+              prefix: list[str] | None = None) -> Berthd:
+        log = open(self.log_path, "ab")
+        env = {**os.environ, **(self.env or {})}
+        self.proc = subprocess.Popen([*(prefix or []), *self.argv()], stdout=log, stderr=subprocess.STDOUT,
+                                     env=env, pass_fds=pass_fds, start_new_session=True)
+        log.close()
+        deadline = time.monotonic() + timeout
+        unix_paths = [h[len("unix://"):] for h in self.hosts if h.startswith("unix://")]
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"berthd exited with {self.proc.returncode}:\n{self.log()}")
+            if all(unix_ping(p) for p in unix_paths) and all(tcp_open(p) for p in (wait_for or [])):
+                return self
+            time.sleep(0.02)
+        self.stop()
+        raise RuntimeError(f"berthd did not answer within {timeout}s:\n{self.log()}")
+
+    def run_to_exit(self, timeout: float = 20) -> tuple[int, str]:
+        """Run berthd expecting it to refuse to start: (exit code, everything it printed)."""
+        r = subprocess.run(self.argv(), capture_output=True, text=True, timeout=timeout,
+                           env={**os.environ, **(self.env or {})})
+        return r.returncode, r.stdout + r.stderr
+
+    def signal(self, sig: int) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+
+    def stop(self) -> int | None:
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+    def log(self) -> str:
+        return Path(self.log_path).read_text(errors="replace") if os.path.exists(self.log_path) else ""
+
+    def cleanup(self) -> None:
+        self.stop()
+        shutil.rmtree(self.root, ignore_errors=True)
