@@ -12,7 +12,7 @@ say() { printf '[setup] %s\n' "$*"; }
 
 pkgs=(crun conmon nftables iproute2 openssl openssh-client ca-certificates)
 [ "${TEST_EXTRAS:-}" = 1 ] && pkgs+=(openssh-server systemd passwd procps)
-[ "${BENCH_EXTRAS:-}" = 1 ] && pkgs+=(docker.io)
+[ "${BENCH_EXTRAS:-}" = 1 ] && pkgs+=(docker.io gcc libssl-dev)
 
 missing=()
 for p in "${pkgs[@]}"; do

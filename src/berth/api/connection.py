@@ -52,6 +52,9 @@ _STATUS_LINES = {
 _STATUS_LINES[101] = b"HTTP/1.1 101 UPGRADED\r\n"
 
 _date_cache: list[Any] = [0, b""]
+# Encoded static responses, keyed by (id(response), head_only, keep_alive); rebuilt when the Date
+# header changes, i.e. at most once a second per key.
+_static_cache: dict[tuple[int, bool, bool], tuple[bytes, bytes]] = {}
 
 
 def _date_header() -> bytes:
@@ -164,9 +167,18 @@ class _ChunkedWriter:
             t.write(b"0\r\n\r\n")
 
 
-class HttpConnection(asyncio.Protocol):
+_READ_BUFFER = 65536
+
+
+class HttpConnection(asyncio.BufferedProtocol):
+    """asyncio reads into this connection's own buffer (``get_buffer``/``buffer_updated``): a plain
+    Protocol makes asyncio allocate a fresh 256 KiB bytes object per read, which costs an mmap, an
+    mremap and a munmap syscall for every request (measured: see docs/performance.md)."""
+
     def __init__(self, app: Application, identify: Callable[[asyncio.BaseTransport], Identity]) -> None:
         self.app = app
+        self._rbuf = bytearray(_READ_BUFFER)
+        self._rview = memoryview(self._rbuf)
         self._identify = identify
         self.transport: asyncio.Transport | None = None
         self.identity: Identity = ANONYMOUS
@@ -197,7 +209,15 @@ class HttpConnection(asyncio.Protocol):
         except Exception:  # identity must never stop a connection; it is logged and anonymous
             log.exception("could not determine the caller's identity")
 
-    def data_received(self, data: bytes) -> None:
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self._rview
+
+    def buffer_updated(self, nbytes: int) -> None:
+        # Everything downstream copies what it keeps (httptools hands out bytes; the raw and hijack
+        # buffers append), so the read buffer can be reused at once.
+        self.data_received(self._rview[:nbytes])
+
+    def data_received(self, data: bytes | memoryview) -> None:
         if self._raw is not None:
             self._raw_received(data)
             return
@@ -260,7 +280,7 @@ class HttpConnection(asyncio.Protocol):
         self._url += url
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._headers[name.decode("latin-1").lower()] = value.decode("latin-1")
+        self._headers[name.lower().decode("latin-1")] = value.decode("latin-1")
 
     def on_headers_complete(self) -> None:
         job = self._current
@@ -329,7 +349,7 @@ class HttpConnection(asyncio.Protocol):
         self._enqueue(job)
 
     # ---- upgrade: raw bytes before and after the hijack ------------------------------------
-    def _raw_received(self, data: bytes) -> None:
+    def _raw_received(self, data: bytes | memoryview) -> None:
         assert self._raw is not None
         self._raw += data
         job = self._upgrade_job
@@ -405,8 +425,23 @@ class HttpConnection(asyncio.Protocol):
         req = job.request
         head_only = req is not None and req.method == "HEAD"
         keep_alive = job.keep_alive and not job.upgrade and job.complete
+        date = _date_header()
+        if resp.static:
+            key = (id(resp), head_only, keep_alive)
+            hit = _static_cache.get(key)
+            if hit is None or hit[0] is not date:
+                hit = _static_cache[key] = (date, self._encode(resp, date, head_only, keep_alive))
+            t.write(hit[1])
+        else:
+            t.write(self._encode(resp, date, head_only, keep_alive))
+        if self.app.debug and req is not None:
+            log.debug("%s %s %s%s -> %d", self.identity.principal, req.method, req.path,
+                      "?" + req.raw_query if req.raw_query else "", resp.status)
+        self._finish(job, keep_alive)
+
+    def _encode(self, resp: Response, date: bytes, head_only: bool, keep_alive: bool) -> bytes:
         parts = [_STATUS_LINES.get(resp.status) or f"HTTP/1.1 {resp.status} Unknown\r\n".encode(),
-                 self.app.common_headers, _date_header()]
+                 self.app.common_headers, date]
         if resp.content_type:
             parts.append(b"Content-Type: " + resp.content_type.encode() + b"\r\n")
         if resp.headers:
@@ -418,11 +453,7 @@ class HttpConnection(asyncio.Protocol):
         parts.append(b"\r\n")
         if resp.body and not head_only and resp.status not in (204, 304):
             parts.append(resp.body)
-        t.write(b"".join(parts))
-        if self.app.debug and req is not None:
-            log.debug("%s %s %s?%s -> %d", self.identity.principal, req.method, req.path, req.raw_query,
-                      resp.status)
-        self._finish(job, keep_alive)
+        return b"".join(parts)
 
     def _finish(self, job: _Job, keep_alive: bool) -> None:
         self._running = None

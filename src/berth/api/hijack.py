@@ -33,7 +33,7 @@ class HijackedStream:
         self._closed = False
 
     # --- fed by the connection -------------------------------------------------------------
-    def feed_data(self, data: bytes) -> None:
+    def feed_data(self, data: bytes | memoryview) -> None:
         self._buffer += data
         if not self._paused and len(self._buffer) > _READ_HIGH_WATER:
             self._paused = True

@@ -104,6 +104,7 @@ class Response:
     body: bytes = b""
     content_type: str = "application/json"
     headers: dict[str, str] | None = None
+    static: bool = False  # never changes: the connection may reuse its encoded bytes
 
     @classmethod
     def json(cls, value: Any, status: int = 200) -> Response:

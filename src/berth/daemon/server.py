@@ -27,7 +27,7 @@ from berth.daemon.config import Config
 from berth.daemon.events import EventBus, make_event
 from berth.daemon.listeners import Site, fd_sites, server_tls_context, tcp_site, unix_site
 from berth.errors import BerthError, Conflict
-from berth.linux import systemd
+from berth.linux import spinpoll, systemd
 
 log = logging.getLogger("berth.daemon")
 
@@ -188,7 +188,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     logs.setup(cfg.log_level)
     try:
-        return asyncio.run(Daemon(cfg).run())
+        with asyncio.Runner(loop_factory=spinpoll.new_event_loop) as runner:
+            return runner.run(Daemon(cfg).run())
     except BerthError as exc:
         log.error("%s", exc.message)
         return 1

@@ -26,6 +26,7 @@ _PING = Response(
         "Pragma": "no-cache",
         "Swarm": "inactive",
     },
+    static=True,
 )
 
 

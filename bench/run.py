@@ -1,0 +1,234 @@
+"""Side-by-side benchmarks: berthd against dockerd (Debian's docker.io) when it is installed.
+
+Measures, each as a median over alternating rounds so that machine noise hits both daemons alike:
+  start      daemon start until /_ping answers (spawn → first 200)
+  ping-unix  /_ping requests per second, one keep-alive client, over the unix socket
+  ping-tls   the same over mutual TLS on loopback
+  cli        median wall time of `docker version` with the real docker CLI
+Traffic goes only to the daemons' unix sockets and to 127.0.0.1. Every daemon is stopped and its
+temporary directory removed at the end, also on failure.
+
+    python bench/run.py [--quick] [--json PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+BIN = os.path.dirname(sys.executable)
+BERTHD = os.path.join(BIN, "berthd")
+BERTH = os.path.join(BIN, "berth")
+DOCKERD = shutil.which("dockerd")
+DOCKER = shutil.which("docker")
+
+
+def build_pingload() -> str:
+    out_dir = os.path.join(HERE, ".build")
+    os.makedirs(out_dir, exist_ok=True)
+    out = os.path.join(out_dir, "pingload")
+    src = os.path.join(HERE, "pingload.c")
+    if not os.path.exists(out) or os.path.getmtime(out) < os.path.getmtime(src):
+        subprocess.run(["gcc", "-O2", "-Wall", "-Werror", "-o", out, src, "-lssl", "-lcrypto"], check=True)
+    return out
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def ping_ok(path: str) -> bool:
+    try:
+        with socket.socket(socket.AF_UNIX) as s:
+            s.settimeout(1)
+            s.connect(path)
+            s.sendall(b"GET /_ping HTTP/1.1\r\nHost: b\r\n\r\n")
+            return s.recv(12) == b"HTTP/1.1 200"
+    except OSError:
+        return False
+
+
+@dataclass
+class Daemon:
+    kind: str  # "berthd" | "dockerd"
+    root: str = field(default_factory=lambda: tempfile.mkdtemp(prefix="berth-bench-"))
+    proc: subprocess.Popen[bytes] | None = None
+    tls_port: int = 0
+
+    @property
+    def sock(self) -> str:
+        return os.path.join(self.root, "api.sock")
+
+    def argv(self, tls_dir: str | None) -> list[str]:
+        cfg = os.path.join(self.root, "daemon.json")
+        with open(cfg, "w") as f:
+            f.write("{}")
+        common = ["-H", f"unix://{self.sock}", "--data-root", f"{self.root}/data", "--exec-root",
+                  f"{self.root}/exec", "--pidfile", f"{self.root}/pid", "--config-file", cfg]
+        if tls_dir:
+            self.tls_port = free_port()
+            common += ["-H", f"tcp://127.0.0.1:{self.tls_port}", "--tlsverify", "--tlscacert", f"{tls_dir}/ca.pem",
+                       "--tlscert", f"{tls_dir}/cert.pem", "--tlskey", f"{tls_dir}/key.pem"]
+        if self.kind == "berthd":
+            return [BERTHD, *common]
+        assert DOCKERD is not None
+        return [DOCKERD, *common, "--bridge=none", "--iptables=false", "--ip-masq=false"]
+
+    def start(self, tls_dir: str | None = None) -> float:
+        """Start; return seconds from spawn until /_ping answered."""
+        log = open(os.path.join(self.root, "log"), "ab")
+        t0 = time.perf_counter()
+        self.proc = subprocess.Popen(self.argv(tls_dir), stdout=log, stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+        while not ping_ok(self.sock):
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.kind} exited: " + open(os.path.join(self.root, "log")).read()[-2000:])
+            if time.perf_counter() - t0 > 60:
+                raise RuntimeError(f"{self.kind} did not answer within 60 s")
+            time.sleep(0.001)
+        elapsed = time.perf_counter() - t0
+        if self.tls_port:
+            deadline = time.time() + 30
+            while time.time() < deadline:
+                try:
+                    socket.create_connection(("127.0.0.1", self.tls_port), timeout=0.5).close()
+                    break
+                except OSError:
+                    time.sleep(0.01)
+        return elapsed
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    def rss_kib(self) -> int:
+        assert self.proc is not None
+        with open(f"/proc/{self.proc.pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+        return 0
+
+    def remove(self) -> None:
+        self.stop()
+        subprocess.run(["umount", "-R", "-l", self.root], capture_output=True)
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def rps(pingload: str, args: list[str]) -> float:
+    out = subprocess.run([pingload, *args], capture_output=True, text=True, timeout=120)
+    if out.returncode != 0:
+        raise RuntimeError(f"pingload failed: {out.stderr}")
+    n, secs = out.stdout.split()
+    return int(n) / float(secs)
+
+
+def cli_latency(sock: str, runs: int) -> float:
+    assert DOCKER is not None
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DOCKER_")}
+    env["DOCKER_CONFIG"] = tempfile.mkdtemp(prefix="berth-bench-cfg-")
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        subprocess.run([DOCKER, "-H", f"unix://{sock}", "version"], capture_output=True, check=True, env=env)
+        times.append(time.perf_counter() - t0)
+    shutil.rmtree(env["DOCKER_CONFIG"], ignore_errors=True)
+    return statistics.median(times)
+
+
+def make_certs(root: str) -> tuple[str, str]:
+    def pki(*args: str) -> None:
+        subprocess.run([BERTH, "pki", *args], check=True, capture_output=True)
+
+    pki("init", "--dir", f"{root}/ca")
+    pki("server", "--dir", f"{root}/ca", "--cn", "localhost", "--san", "IP:127.0.0.1", "--out", f"{root}/server")
+    pki("client", "--dir", f"{root}/ca", "--cn", "bench", "--out", f"{root}/client")
+    return f"{root}/server", f"{root}/client"
+
+
+def alternate(kinds: list[str], rounds: int, fn: Callable[[str], float]) -> dict[str, float]:
+    samples: dict[str, list[float]] = {k: [] for k in kinds}
+    for i in range(rounds):
+        for k in (kinds if i % 2 == 0 else list(reversed(kinds))):
+            samples[k].append(fn(k))
+    return {k: statistics.median(v) for k, v in samples.items()}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true", help="fewer and shorter rounds")
+    ap.add_argument("--json", help="also write the results here")
+    opts = ap.parse_args()
+    rounds, seconds, cli_runs, starts = (2, 1.0, 5, 2) if opts.quick else (5, 3.0, 21, 5)
+    kinds = ["berthd"] + (["dockerd"] if DOCKERD else [])
+    if not DOCKERD:
+        print("dockerd is not installed (apt-get install docker.io, or `make bench` does it): berthd alone")
+    pingload = build_pingload()
+    certs_root = tempfile.mkdtemp(prefix="berth-bench-pki-")
+    server_tls, client_tls = make_certs(certs_root)
+    daemons: dict[str, Daemon] = {}
+    results: dict[str, dict[str, float]] = {}
+    try:
+        def start_once(kind: str) -> float:
+            d = Daemon(kind)
+            try:
+                return d.start()
+            finally:
+                d.remove()
+
+        results["start (s)"] = alternate(kinds, starts, start_once)
+        for k in kinds:
+            daemons[k] = Daemon(k)
+            daemons[k].start(server_tls)
+        time.sleep(1)
+        results["ping unix (req/s)"] = alternate(
+            kinds, rounds, lambda k: rps(pingload, ["unix", daemons[k].sock, str(seconds)]))
+        results["ping mTLS (req/s)"] = alternate(
+            kinds, rounds, lambda k: rps(pingload, ["tcp", "127.0.0.1", str(daemons[k].tls_port), str(seconds),
+                                                    f"{client_tls}/ca.pem", f"{client_tls}/cert.pem",
+                                                    f"{client_tls}/key.pem"]))
+        if DOCKER:
+            results["docker version (s)"] = alternate(kinds, 1, lambda k: cli_latency(daemons[k].sock, cli_runs))
+        results["idle RSS (MiB)"] = {k: daemons[k].rss_kib() / 1024 for k in kinds}
+    finally:
+        for d in daemons.values():
+            d.remove()
+        shutil.rmtree(certs_root, ignore_errors=True)
+
+    higher_is_better = {"ping unix (req/s)", "ping mTLS (req/s)"}
+    print(f"\n{'measure':<22}{'berthd':>12}{'dockerd':>12}  ratio (berthd better when > 1)")
+    for name, vals in results.items():
+        b = vals["berthd"]
+        d = vals.get("dockerd")
+        if d is None:
+            print(f"{name:<22}{b:>12.4g}{'-':>12}")
+            continue
+        ratio = b / d if name in higher_is_better else d / b
+        print(f"{name:<22}{b:>12.4g}{d:>12.4g}  {ratio:.2f}x")
+    if opts.json:
+        with open(opts.json, "w") as f:
+            json.dump(results, f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
