@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import time
 
 from tests.lib.clis import base_env, berth, docker
 
@@ -36,8 +34,7 @@ def test_info_and_events(make_berthd):
     r = berth("-H", d.url, "info")
     assert r.returncode == 0 and " Labels: zone=a" in r.stdout
     assert json.loads(berth("-H", d.url, "system", "info", "--format", "json").stdout)["Labels"] == ["zone=a"]
-    d.signal(signal.SIGHUP)
-    time.sleep(0.3)
+    d.reload()
     r = berth("-H", d.url, "events", "--since", "1m", "--until", "0s")
     assert r.returncode == 0, r.stderr
     assert " daemon reload " in r.stdout and "labels=[zone=a]" in r.stdout

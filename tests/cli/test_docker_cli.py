@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import signal
 import time
 
 from tests.lib.clis import base_env, docker
@@ -47,8 +46,7 @@ def test_pinned_api_version_out_of_range_gets_dockerd_message(berthd):
 def test_docker_events_since_until(make_berthd):
     d = make_berthd().start()
     t0 = int(time.time()) - 1
-    d.signal(signal.SIGHUP)
-    time.sleep(0.3)
+    d.reload()
     r = docker("-H", d.url, "events", "--since", str(t0), "--until", str(int(time.time()) + 1),
                "--filter", "type=daemon", "--format", "{{.Type}} {{.Action}}")
     assert r.returncode == 0, r.stderr

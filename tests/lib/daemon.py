@@ -108,6 +108,16 @@ class Berthd:
         assert self.proc is not None
         self.proc.send_signal(sig)
 
+    def reload(self, timeout: float = 10) -> None:
+        """SIGHUP, then wait until the daemon says it reloaded (or failed to)."""
+        before = self.log().count("reload")
+        self.signal(signal.SIGHUP)
+        deadline = time.monotonic() + timeout
+        while self.log().count("reload") == before:
+            if time.monotonic() > deadline:
+                raise RuntimeError("berthd did not reload:\n" + self.log())
+            time.sleep(0.02)
+
     def stop(self) -> int | None:
         if self.proc is None:
             return None
