@@ -135,3 +135,12 @@ def test_sigterm_removes_socket_and_pidfile(make_berthd):
     assert os.path.exists(d.sock) and os.path.exists(d.pidfile)
     assert d.stop() == 0
     assert not os.path.exists(d.sock) and not os.path.exists(d.pidfile)
+
+
+def test_reload_cannot_override_a_flag(make_berthd):
+    d = make_berthd(args=["--label", "from=flag"]).start()
+    with open(f"{d.root}/daemon.json", "w") as f:
+        json.dump({"labels": ["from=file"]}, f)
+    d.reload()
+    assert client(d).info()["Labels"] == ["from=flag"]
+    assert "specified both as a flag and in the configuration file: labels" in d.log()

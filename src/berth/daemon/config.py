@@ -90,7 +90,7 @@ class Config:
     labels: list[str] = field(default_factory=list)
     config_file: str = DEFAULT_CONFIG_FILE
     validate_only: bool = False
-    raw_hosts: list[str] = field(default_factory=list)
+    flag_values: dict[str, Any] = field(default_factory=dict)  # what was given on the command line
 
 
 def _parse_bool(text: str) -> bool:
@@ -195,7 +195,7 @@ def load(argv: list[str], environ: dict[str, str] | None = None) -> Config:
     _check_file_keys(path, file_cfg, flag_values)
     merged: dict[str, Any] = {**file_cfg, **flag_values}
 
-    cfg = Config(config_file=path, validate_only=ns.validate)
+    cfg = Config(config_file=path, validate_only=ns.validate, flag_values=flag_values)
     cert_dir = env.get("DOCKER_CERT_PATH") or os.path.join(os.path.expanduser("~"), ".docker")
     cfg.tlscacert = merged.get("tlscacert", os.path.join(cert_dir, "ca.pem"))
     cfg.tlscert = merged.get("tlscert", os.path.join(cert_dir, "cert.pem"))
@@ -221,8 +221,7 @@ def load(argv: list[str], environ: dict[str, str] | None = None) -> Config:
     if bad_labels:
         raise InvalidParameter(f"invalid label {bad_labels[0]!r}: labels must be KEY=VALUE")
     cfg.labels = list(labels)
-    cfg.raw_hosts = merged.get("hosts") or ["unix://"]
-    cfg.hosts = [parse_host(h, cfg.tls) for h in cfg.raw_hosts]
+    cfg.hosts = [parse_host(h, cfg.tls) for h in merged.get("hosts") or ["unix://"]]
     _check_security(cfg)
     return cfg
 
@@ -256,9 +255,10 @@ def _check_security(cfg: Config) -> None:
 
 
 def reloadable(cfg: Config, path: str) -> dict[str, Any]:
-    """The keys SIGHUP may change (debug, log-level, labels), read again from the file."""
+    """The keys SIGHUP may change (debug, log-level, labels), read again from the file. The file is
+    checked as at start, conflicts with the command line included, so a reload cannot override a flag."""
     file_cfg = _load_file(path, explicit=False)
-    _check_file_keys(path, file_cfg, {})
+    _check_file_keys(path, file_cfg, cfg.flag_values)
     out: dict[str, Any] = {}
     for key in ("debug", "log-level", "labels"):
         if key in file_cfg:
