@@ -1,0 +1,220 @@
+"""A tar reader that keeps every header's raw bytes, so a layer can be written back byte for byte.
+
+Python's tarfile hides the raw header blocks. Image layers are addressed by the sha256 of their
+exact bytes (the diff ID), so berth records, for each entry, the header blocks as they were (pax and
+GNU long-name headers included) and re-reads file contents from the extracted layer when saving;
+what follows the last entry (end-of-archive blocks, padding) is kept as the trailer.
+
+Supported: ustar, GNU and pax headers; regular files, hard links, symlinks, character and block
+devices, directories, FIFOs; pax path/linkpath/size/uid/gid/mtime and SCHILY.xattr.*; GNU base-256
+numbers. Refused with ``InvalidParameter``: sparse files, unknown entry types, bad checksums,
+truncated archives.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import BinaryIO
+
+from berth.errors import InvalidParameter
+
+BLOCK = 512
+REGULAR, HARDLINK, SYMLINK, CHAR, BLOCKDEV, DIR, FIFO = "0", "1", "2", "3", "4", "5", "6"
+_KNOWN = {REGULAR, HARDLINK, SYMLINK, CHAR, BLOCKDEV, DIR, FIFO, "7"}
+MAX_META = 1 << 20  # pax / long-name header data larger than this is refused
+
+
+@dataclass(slots=True)
+class Entry:
+    raw_header: bytes  # every header block of this entry, extended headers included
+    name: str
+    type: str
+    size: int
+    mode: int
+    uid: int
+    gid: int
+    mtime: float
+    linkname: str = ""
+    devmajor: int = 0
+    devminor: int = 0
+    xattrs: dict[str, bytes] = field(default_factory=dict)
+
+    @property
+    def padded_size(self) -> int:
+        return (self.size + BLOCK - 1) // BLOCK * BLOCK
+
+
+def _number(field_: bytes, what: str) -> int:
+    if field_ and field_[0] & 0x80:  # GNU base-256
+        value = int.from_bytes(field_, "big", signed=False) & ~(0x80 << (8 * (len(field_) - 1)))
+        return value
+    text = field_.split(b"\0", 1)[0].strip(b" \0")
+    if not text:
+        return 0
+    try:
+        return int(text, 8)
+    except ValueError:
+        raise InvalidParameter(f"corrupt tar header: bad {what} field {text!r}") from None
+
+
+def _string(field_: bytes) -> str:
+    return field_.split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
+
+
+def _checksum_ok(block: bytes) -> bool:
+    stored = block[148:156]
+    unsigned = sum(block[:148]) + 8 * 32 + sum(block[156:])
+    try:
+        want = _number(stored, "checksum")
+    except InvalidParameter:
+        return False
+    signed = sum((b - 256 if b > 127 else b) for b in block[:148]) + 256 + \
+        sum((b - 256 if b > 127 else b) for b in block[156:])
+    return want in (unsigned, signed)
+
+
+def _parse_pax(data: bytes) -> dict[str, bytes]:
+    out: dict[str, bytes] = {}
+    pos = 0
+    while pos < len(data):
+        space = data.find(b" ", pos)
+        if space < 0:
+            raise InvalidParameter("corrupt pax header")
+        try:
+            length = int(data[pos:space])
+        except ValueError:
+            raise InvalidParameter("corrupt pax header: bad record length") from None
+        if length <= 0 or pos + length > len(data):
+            raise InvalidParameter("corrupt pax header: record length out of range")
+        record = data[space + 1: pos + length - 1]
+        key, eq, value = record.partition(b"=")
+        if not eq:
+            raise InvalidParameter("corrupt pax header: record without '='")
+        out[key.decode("utf-8", "surrogateescape")] = value
+        pos += length
+    return out
+
+
+class TarReader:
+    """Iterate over entries of an uncompressed tar stream, reading nothing twice.
+
+    After iterating an entry, call ``read_data`` (or ``skip_data``) before the next one. ``trailer``
+    holds the bytes after the last entry once iteration ends.
+    """
+
+    def __init__(self, f: BinaryIO) -> None:
+        self._f = f
+        self.trailer = b""
+        self._pending = 0  # padded data bytes of the current entry not yet consumed
+
+    def _read_exact(self, n: int) -> bytes:
+        chunks = []
+        need = n
+        while need:
+            chunk = self._f.read(need)
+            if not chunk:
+                raise InvalidParameter("unexpected end of tar archive (truncated)")
+            chunks.append(chunk)
+            need -= len(chunk)
+        return b"".join(chunks)
+
+    def _read_block(self) -> bytes | None:
+        first = self._f.read(BLOCK)
+        if not first:
+            return None
+        if len(first) < BLOCK:
+            first += self._read_exact(BLOCK - len(first))
+        return first
+
+    def __iter__(self) -> Iterator[Entry]:
+        while True:
+            if self._pending:
+                self.skip_data()
+            raw = bytearray()
+            pax: dict[str, bytes] = {}
+            long_name = long_link = None
+            while True:
+                block = self._read_block()
+                if block is None:
+                    raise InvalidParameter("unexpected end of tar archive (no end-of-archive marker)")
+                if block == bytes(BLOCK):
+                    rest = bytearray(block)
+                    while chunk := self._f.read(65536):
+                        rest += chunk
+                        if len(rest) > 1 << 20:
+                            raise InvalidParameter("tar archive has more than 1 MiB after its end marker")
+                    if raw:
+                        raise InvalidParameter("corrupt tar: extended header without an entry")
+                    self.trailer = bytes(rest)
+                    return
+                if not _checksum_ok(block):
+                    raise InvalidParameter("corrupt tar header (checksum mismatch)")
+                raw += block
+                typ = chr(block[156]) if block[156] else REGULAR
+                size = _number(block[124:136], "size")
+                if typ in ("x", "g", "L", "K"):
+                    if size > MAX_META:
+                        raise InvalidParameter("tar extended header too large")
+                    padded = (size + BLOCK - 1) // BLOCK * BLOCK
+                    data = self._read_exact(padded)
+                    raw += data
+                    if typ == "x":
+                        pax.update(_parse_pax(data[:size]))
+                    elif typ == "L":
+                        long_name = data[:size].split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
+                    elif typ == "K":
+                        long_link = data[:size].split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
+                    continue  # "g" (global) headers carry nothing berth uses
+                if typ == "S":
+                    raise InvalidParameter("tar contains a sparse file, which berth does not support")
+                if typ not in _KNOWN:
+                    raise InvalidParameter(f"tar contains an entry of unknown type {typ!r}")
+                break
+            name = _string(block[0:100])
+            prefix = _string(block[345:500]) if block[257:262] == b"ustar" else ""
+            if prefix and block[257:263] == b"ustar\0":
+                name = prefix + "/" + name
+            if long_name is not None:
+                name = long_name
+            if "path" in pax:
+                name = pax["path"].decode("utf-8", "surrogateescape")
+            link = long_link if long_link is not None else _string(block[157:257])
+            if "linkpath" in pax:
+                link = pax["linkpath"].decode("utf-8", "surrogateescape")
+            if "size" in pax:
+                size = int(pax["size"])
+            # only regular files carry data; other types' size fields are ignored, as tar does
+            data_size = size if typ in (REGULAR, "7") else 0
+            entry = Entry(
+                raw_header=bytes(raw), name=name, type=REGULAR if typ == "7" else typ, size=data_size,
+                mode=_number(block[100:108], "mode") & 0o7777,
+                uid=int(pax["uid"]) if "uid" in pax else _number(block[108:116], "uid"),
+                gid=int(pax["gid"]) if "gid" in pax else _number(block[116:124], "gid"),
+                mtime=float(pax["mtime"]) if "mtime" in pax else float(_number(block[136:148], "mtime")),
+                linkname=link,
+                devmajor=_number(block[329:337], "devmajor") if typ in (CHAR, BLOCKDEV) else 0,
+                devminor=_number(block[337:345], "devminor") if typ in (CHAR, BLOCKDEV) else 0,
+                xattrs={k[len("SCHILY.xattr."):]: v for k, v in pax.items() if k.startswith("SCHILY.xattr.")},
+            )
+            self._pending = entry.padded_size
+            self._data_left = entry.size
+            yield entry
+
+    def read_data(self, n: int = 1 << 20) -> bytes:
+        """Up to ``n`` bytes of the current entry's data; b"" when it is all read."""
+        if self._data_left <= 0:
+            return b""
+        chunk = self._f.read(min(n, self._data_left))
+        if not chunk:
+            raise InvalidParameter("unexpected end of tar archive (truncated file data)")
+        self._data_left -= len(chunk)
+        self._pending -= len(chunk)
+        return chunk
+
+    def skip_data(self) -> None:
+        while self._data_left > 0:
+            self.read_data()
+        if self._pending:
+            self._read_exact(self._pending)
+            self._pending = 0
