@@ -24,3 +24,41 @@ class SystemBackend(Protocol):
         Ends by itself only when ``until`` is reached; otherwise runs until the caller stops it.
         """
         ...
+
+
+class ImageBackend(Protocol):
+    async def images_list(self, all_: bool, digests: bool, filters: Filters, api_version: str) -> list[dict[str, Any]]:
+        """The body of GET /images/json."""
+        ...
+
+    async def image_inspect(self, name: str, api_version: str) -> dict[str, Any]:
+        """The body of GET /images/{name}/json; NotFound ("No such image: NAME")."""
+        ...
+
+    async def image_history(self, name: str) -> list[dict[str, Any]]:
+        ...
+
+    async def image_tag(self, name: str, repo: str, tag: str) -> None:
+        ...
+
+    async def image_delete(self, name: str, force: bool, noprune: bool) -> list[dict[str, str]]:
+        ...
+
+    async def images_prune(self, filters: Filters) -> dict[str, Any]:
+        ...
+
+    async def image_import(self, body: AsyncIterator[bytes], repo: str, tag: str, message: str,
+                           changes: list[str]) -> str:
+        """Import a root filesystem tar as a one-layer image; returns its ID."""
+        ...
+
+    def image_load(self, body: AsyncIterator[bytes], quiet: bool) -> AsyncIterator[dict[str, Any]]:
+        """Load an archive; yields JSON progress messages, the last ones "Loaded image: ..."."""
+        ...
+
+    async def image_save(self, names: list[str]) -> AsyncIterator[bytes]:
+        """Resolve every name first (NotFound before any byte), then return the tar stream."""
+        ...
+
+    async def system_df_images(self) -> dict[str, Any]:
+        ...

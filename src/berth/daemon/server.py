@@ -19,15 +19,19 @@ from contextlib import ExitStack
 from berth import API_VERSION, __version__
 from berth.api.connection import Application, HttpConnection
 from berth.api.router import Router
+from berth.api.routes import images as image_routes
 from berth.api.routes import system as system_routes
 from berth.daemon import config as config_mod
 from berth.daemon import logs
+from berth.daemon.backends.images import ImageService
 from berth.daemon.backends.system import SystemService
 from berth.daemon.config import Config
 from berth.daemon.events import EventBus, make_event
 from berth.daemon.listeners import Site, fd_sites, server_tls_context, tcp_site, unix_site
 from berth.errors import BerthError, Conflict
+from berth.image.store import ImageStore
 from berth.linux import spinpoll, systemd
+from berth.store.db import Database
 
 log = logging.getLogger("berth.daemon")
 
@@ -130,9 +134,15 @@ class Daemon:
             stack.callback(_remove, cfg.pidfile)
             for path, mode in ((cfg.data_root, 0o711), (cfg.exec_root, 0o700)):
                 os.makedirs(path, mode=mode, exist_ok=True)
-            self.system = SystemService(cfg, self.bus, _engine_id(cfg.data_root))
-            self.app = Application(Router(system_routes.routes(self.system)),
-                                   server=f"berth/{__version__} (linux)", debug=cfg.debug)
+            db = Database(os.path.join(cfg.data_root, "berth.db"))
+            stack.callback(db.close)
+            image_store = ImageStore(os.path.join(cfg.data_root, "image"), db)
+            for leftover in image_store.sweep():
+                log.warning("removed %s, left over from an interrupted operation", leftover)
+            images = ImageService(image_store, self.bus)
+            self.system = SystemService(cfg, self.bus, _engine_id(cfg.data_root), image_count=images.counts)
+            router = Router([*system_routes.routes(self.system), *image_routes.routes(images)])
+            self.app = Application(router, server=f"berth/{__version__} (linux)", debug=cfg.debug)
             sites = open_sites(cfg)
             for s in sites:
                 stack.callback(s.close)

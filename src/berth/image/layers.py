@@ -70,6 +70,7 @@ class Extracted:
     staging: str  # the staging directory (holds diff/, tar-split, shadow/)
     diff_id: str
     size: int  # bytes of the extracted files (regular file data)
+    tar_size: int  # bytes of the uncompressed layer tar
 
 
 def _clean_name(name: str) -> list[str]:
@@ -184,7 +185,6 @@ class _Extractor:
                 os.utime(fd, (e.mtime, e.mtime))
             finally:
                 os.close(fd)
-            self.size += e.size
         elif t == tarfmt.SYMLINK:
             self.record(b"H", e.raw_header)
             target = e.linkname
@@ -233,6 +233,24 @@ class _Extractor:
         self.split.close()
         for path, mtime in reversed(self.dir_times):
             os.utime(path, (mtime, mtime), follow_symlinks=False)
+        self.size = disk_size(self.root)
+
+
+def disk_size(root: str) -> int:
+    """Docker's layer size: lstat sizes of everything but directories, each inode once."""
+    total = 0
+    seen: set[int] = set()
+    stack = [root]
+    while stack:
+        with os.scandir(stack.pop()) as it:
+            for entry in it:
+                st = entry.stat(follow_symlinks=False)
+                if stat.S_ISDIR(st.st_mode):
+                    stack.append(entry.path)
+                elif st.st_ino not in seen:
+                    seen.add(st.st_ino)
+                    total += st.st_size
+    return total
 
 
 class LayerStore:
@@ -283,7 +301,7 @@ class LayerStore:
             if type(exc).__name__ in ("BadGzipFile", "ZstdError"):
                 raise InvalidParameter(f"invalid compressed layer: {exc}") from None
             raise
-        return Extracted(staging, hashed.digest, ex.size)
+        return Extracted(staging, hashed.digest, ex.size, hashed.size)
 
     def commit(self, ex: Extracted, chain_id: str) -> bool:
         """Move a synced staging directory into place as ``chain_id``; False if it already exists."""

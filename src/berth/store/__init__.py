@@ -1,1 +1,2 @@
-"""berth.store: arrives with its issue (see docs/design.md)."""
+"""berth's state in SQLite (WAL mode) under --data-root: one database, migrations, and one
+repository module per group of tables. Writing happens only inside ``Database.transaction``."""

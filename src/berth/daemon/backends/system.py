@@ -8,7 +8,7 @@ import platform
 import shutil
 import socket
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from berth import API_VERSION, MIN_API_VERSION, __version__
@@ -64,8 +64,10 @@ async def _tool_version(path: str) -> str:
 
 
 class SystemService:
-    def __init__(self, cfg: Config, bus: EventBus, engine_id: str) -> None:
+    def __init__(self, cfg: Config, bus: EventBus, engine_id: str,
+                 image_count: Callable[[], int] = lambda: 0) -> None:
         self.cfg = cfg
+        self.image_count = image_count
         self.bus = bus
         self.engine_id = engine_id
         self.labels = list(cfg.labels)
@@ -128,7 +130,7 @@ class SystemService:
         return {
             "ID": self.engine_id,
             "Containers": 0, "ContainersRunning": 0, "ContainersPaused": 0, "ContainersStopped": 0,
-            "Images": 0,
+            "Images": self.image_count(),
             "Driver": "overlayfs",
             "DriverStatus": [["Backing Filesystem", _fs_type(self.cfg.data_root)]],
             "Plugins": {"Volume": [], "Network": ["host", "null"], "Authorization": None, "Log": ["json-file"]},

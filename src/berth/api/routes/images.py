@@ -1,0 +1,106 @@
+"""Images: list, inspect, history, tag, delete, prune, import, load, save."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from berth.api.backends import ImageBackend
+from berth.api.filters import parse_filters
+from berth.api.http import Request, Response
+from berth.api.router import Route, route
+from berth.errors import InvalidParameter, NotSupported
+
+LIST_FILTERS = ("before", "dangling", "label", "reference", "since", "until")
+PRUNE_FILTERS = ("dangling", "label", "until")
+
+
+def _json_line(msg: dict[str, Any]) -> bytes:
+    return json.dumps(msg, separators=(",", ":")).encode() + b"\n"
+
+
+def routes(backend: ImageBackend) -> list[Route]:
+    async def list_(req: Request) -> Response:
+        filters = parse_filters(req.arg("filters"), LIST_FILTERS)
+        if req.arg("filter"):  # API < 1.41 spelling of a reference filter
+            filters.setdefault("reference", []).append(req.arg("filter"))
+        return Response.json(await backend.images_list(req.bool_arg("all"), req.bool_arg("digests"), filters,
+                                                       req.version))
+
+    async def inspect(req: Request) -> Response:
+        return Response.json(await backend.image_inspect(req.params["name"], req.version))
+
+    async def history(req: Request) -> Response:
+        return Response.json(await backend.image_history(req.params["name"]))
+
+    async def tag(req: Request) -> Response:
+        repo = req.arg("repo")
+        if not repo:
+            raise InvalidParameter("repository name (repo) is required")
+        await backend.image_tag(req.params["name"], repo, req.arg("tag"))
+        return Response.empty(201)
+
+    async def delete(req: Request) -> Response:
+        return Response.json(await backend.image_delete(req.params["name"], req.bool_arg("force"),
+                                                        req.bool_arg("noprune")))
+
+    async def prune(req: Request) -> Response:
+        return Response.json(await backend.images_prune(parse_filters(req.arg("filters"), PRUNE_FILTERS)))
+
+    async def create(req: Request) -> Response:
+        assert req.connection is not None
+        if req.arg("fromImage"):
+            raise NotSupported("pulling images from a registry is not supported yet: use docker save / berth load")
+        if req.arg("fromSrc") != "-":
+            raise InvalidParameter("import needs fromSrc=- (the root filesystem tar as the request body); "
+                                   "importing from a URL is not supported")
+        changes = req.query.get("changes", [])
+        image_id = await backend.image_import(req.connection.body_stream(), req.arg("repo"), req.arg("tag"),
+                                              req.arg("message"), changes)
+        return Response(200, _json_line({"status": image_id}))
+
+    async def load(req: Request) -> Response | None:
+        assert req.connection is not None
+        quiet = req.bool_arg("quiet")
+        messages = backend.image_load(req.connection.body_stream(), quiet)
+        if quiet:
+            # Nothing is sent until the load is over, so an error is a real status code.
+            lines = [_json_line(m) async for m in messages]
+            return Response(200, b"".join(lines))
+        writer = await req.connection.start_stream(200, "application/json")
+        try:
+            async for m in messages:
+                await writer.write(_json_line(m))
+        except InvalidParameter as exc:  # the status line is sent: report as docker does, in the stream
+            await writer.write(_json_line({"errorDetail": {"message": exc.message}, "error": exc.message}))
+        await writer.close()
+        return None
+
+    async def save(req: Request) -> None:
+        assert req.connection is not None
+        names = req.query.get("names", []) if "name" not in req.params else [req.params["name"]]
+        if not names:
+            raise InvalidParameter("no image names given (names=...)")
+        stream = await backend.image_save(names)
+        writer = await req.connection.start_stream(200, "application/x-tar")
+        async for chunk in stream:
+            await writer.write(chunk)
+        await writer.close()
+        return None
+
+    async def df(req: Request) -> Response:
+        return Response.json(await backend.system_df_images())
+
+    return [
+        route("GET", "/images/json", list_),
+        route("POST", "/images/create", create, stream_body=True),
+        route("POST", "/images/load", load, stream_body=True),
+        route("GET", "/images/get", save),
+        route("POST", "/images/prune", prune),
+        route("GET", "/images/{name:path}/json", inspect),
+        route("GET", "/images/{name:path}/history", history),
+        route("GET", "/images/{name:path}/get", save),
+        route("POST", "/images/{name:path}/tag", tag),
+        route("DELETE", "/images/{name:path}", delete),
+        route("GET", "/system/df", df),
+    ]

@@ -1,0 +1,109 @@
+"""Moving bytes between the event loop and worker threads, with bounded memory both ways.
+
+Layer extraction and archive writing are blocking file work, so they run in threads; the HTTP body
+arrives (and the response leaves) on the event loop. ``BodyPipe`` feeds a request body to a thread
+as a file object; ``iterate_in_thread`` drains a blocking generator from the loop. Each holds at most
+a few chunks, so peak memory does not grow with the size of an image.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import TypeVar
+
+T = TypeVar("T")
+_EOF = b""
+_ABORT = None
+
+
+class BodyPipe:
+    """A file object for a worker thread, fed from the event loop with ``feed``."""
+
+    def __init__(self, depth: int = 16) -> None:
+        self._q: queue.Queue[bytes | None] = queue.Queue(depth)
+        self._buf = b""
+        self._eof = False
+        self.aborted = threading.Event()
+
+    async def feed(self, body: AsyncIterator[bytes]) -> None:
+        """Copy ``body`` into the pipe (waiting while it is full), then mark its end."""
+        try:
+            async for chunk in body:
+                await self._put(bytes(chunk))
+            await self._put(_EOF)
+        except BaseException:
+            self.abort()
+            raise
+
+    async def _put(self, item: bytes) -> None:
+        while not self.aborted.is_set():
+            try:
+                self._q.put_nowait(item)
+                return
+            except queue.Full:
+                await asyncio.sleep(0.002)
+
+    def abort(self) -> None:
+        """Make the reading thread fail at its next read (the client went away)."""
+        self.aborted.set()
+        try:
+            self._q.put_nowait(_ABORT)
+        except queue.Full:
+            pass
+
+    def read(self, n: int = -1) -> bytes:
+        while not self._eof and (n < 0 or len(self._buf) < n):
+            try:
+                item = self._q.get(timeout=0.5)
+            except queue.Empty:
+                if self.aborted.is_set():
+                    raise ConnectionAbortedError("the client went away")
+                continue
+            if item is _ABORT:
+                raise ConnectionAbortedError("the client went away")
+            if item == _EOF:
+                self._eof = True
+                break
+            self._buf += item
+        if n < 0:
+            data, self._buf = self._buf, b""
+        else:
+            data, self._buf = self._buf[:n], self._buf[n:]
+        return data
+
+
+async def iterate_in_thread(make: Callable[[], Iterator[T]], depth: int = 8) -> AsyncIterator[T]:
+    """Run the generator ``make()`` in a thread and yield its items on the event loop."""
+    loop = asyncio.get_running_loop()
+    q: asyncio.Queue[tuple[str, object]] = asyncio.Queue(depth)
+    stop = threading.Event()
+
+    def run() -> None:
+        try:
+            for item in make():
+                if stop.is_set():
+                    return
+                asyncio.run_coroutine_threadsafe(q.put(("item", item)), loop).result()
+            asyncio.run_coroutine_threadsafe(q.put(("end", None)), loop).result()
+        except BaseException as exc:  # noqa: BLE001 - handed to the loop side, raised there
+            if not stop.is_set():
+                asyncio.run_coroutine_threadsafe(q.put(("error", exc)), loop).result()
+
+    thread = threading.Thread(target=run, name="berth-stream", daemon=True)
+    thread.start()
+    try:
+        while True:
+            kind, value = await q.get()
+            if kind == "end":
+                return
+            if kind == "error":
+                assert isinstance(value, BaseException)
+                raise value
+            yield value  # type: ignore[misc]
+    finally:
+        stop.set()
+        while not q.empty():
+            q.get_nowait()

@@ -1,0 +1,279 @@
+"""The image backend: the api's ImageBackend over berth.image, work in threads, events on the bus."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import fnmatch
+from collections.abc import AsyncIterator
+from typing import Any
+
+from berth.api import versions
+from berth.daemon.backends.bridge import BodyPipe, iterate_in_thread
+from berth.daemon.events import EventBus, make_event
+from berth.errors import InvalidParameter
+from berth.image import archive, importer, reference
+from berth.image.store import ImageRecord, ImageStore
+
+
+def _unix(created: str) -> int:
+    if not created:
+        return 0
+    try:
+        return int(dt.datetime.fromisoformat(created.replace("Z", "+00:00")[:26] + "+00:00"
+                                             if created.endswith("Z") else created).timestamp())
+    except ValueError:
+        try:
+            return int(dt.datetime.fromisoformat(created[:19]).replace(tzinfo=dt.UTC).timestamp())
+        except ValueError:
+            return 0
+
+
+def _familiar(refs: list[str]) -> list[str]:
+    return [reference.parse(r).familiar for r in refs]
+
+
+class ImageService:
+    def __init__(self, store: ImageStore, bus: EventBus) -> None:
+        self.store = store
+        self.bus = bus
+
+    def _event(self, action: str, image_id: str, name: str = "") -> None:
+        attrs = {"name": name} if name else {}
+        self.bus.publish(make_event("image", action, name or image_id, attrs))
+
+    async def _resolve(self, name: str) -> str:
+        return await asyncio.to_thread(self.store.resolve, name)
+
+    # ---- listing and inspecting ----------------------------------------------------------------
+    def _summary(self, rec: ImageRecord, cfg: dict[str, Any], api_version: str) -> dict[str, Any]:
+        labels = (cfg.get("config") or {}).get("Labels") or {}
+        out: dict[str, Any] = {
+            "Id": rec.id, "ParentId": rec.parent or "", "RepoTags": _familiar(rec.tags),
+            "RepoDigests": _familiar(rec.digests), "Created": _unix(rec.created), "Size": rec.size,
+            "SharedSize": -1, "Labels": labels or {}, "Containers": -1,
+        }
+        if not versions.at_least(api_version, "1.44"):
+            out["VirtualSize"] = rec.size
+        return out
+
+    def _list(self, filters: dict[str, list[str]], api_version: str) -> list[dict[str, Any]]:
+        records = self.store.all()
+        if "dangling" in filters:
+            want = filters["dangling"][-1].lower()
+            if want not in ("true", "false", "1", "0"):
+                raise InvalidParameter(f"invalid filter 'dangling={want}'")
+            dangling = want in ("true", "1")
+            records = [r for r in records if (not r.tags) == dangling]
+        for key in ("before", "since"):
+            for value in filters.get(key, []):
+                pivot = self.store.get(self.store.resolve(value))
+                records = [r for r in records if (r.added < pivot.added if key == "before" else r.added > pivot.added)]
+        if "reference" in filters:
+            def matches(rec: ImageRecord) -> bool:
+                for ref in rec.tags:
+                    r = reference.parse(ref)
+                    for pattern in filters["reference"]:
+                        name_part, _, tag_part = pattern.partition(":")
+                        names = (r.familiar_name, r.name)
+                        if any(fnmatch.fnmatchcase(n, name_part) for n in names) and \
+                                (not tag_part or fnmatch.fnmatchcase(r.tag or "", tag_part)):
+                            return True
+                return False
+            records = [r for r in records if matches(r)]
+        out = []
+        for rec in records:
+            cfg = self.store.config(rec.id)
+            if "label" in filters:
+                labels = (cfg.get("config") or {}).get("Labels") or {}
+                if not all(lbl.partition("=")[0] in labels and (not lbl.partition("=")[1]
+                           or labels[lbl.partition("=")[0]] == lbl.partition("=")[2]) for lbl in filters["label"]):
+                    continue
+            out.append(self._summary(rec, cfg, api_version))
+        return out
+
+    async def images_list(self, all_: bool, digests: bool, filters: dict[str, list[str]],
+                          api_version: str) -> list[dict[str, Any]]:
+        return await asyncio.to_thread(self._list, filters, api_version)
+
+    def _inspect(self, name: str, api_version: str) -> dict[str, Any]:
+        rec = self.store.get(self.store.resolve(name))
+        cfg = self.store.config(rec.id)
+        rows = self.store.layer_rows(rec.layers)
+        lower = ":".join(self.store.layers.diff_path(c) for c in reversed(rec.layers))
+        out: dict[str, Any] = {
+            "Id": rec.id, "RepoTags": _familiar(rec.tags), "RepoDigests": _familiar(rec.digests),
+            "Parent": rec.parent or "", "Comment": cfg.get("comment", ""), "Created": rec.created,
+            "DockerVersion": cfg.get("docker_version", ""), "Author": cfg.get("author", ""),
+            "Config": cfg.get("config"), "Architecture": cfg.get("architecture", ""),
+            "Os": cfg.get("os", ""), "Size": rec.size,
+            "GraphDriver": {"Name": "overlay2", "Data": {"LowerDir": lower}},
+            "RootFS": {"Type": "layers", "Layers": [r["diff_id"] for r in rows]},
+            "Metadata": {"LastTagTime": dt.datetime.fromtimestamp(rec.added, dt.UTC).isoformat()},
+        }
+        if cfg.get("variant"):
+            out["Variant"] = cfg["variant"]
+        if not versions.at_least(api_version, "1.44"):
+            out["VirtualSize"] = rec.size
+        if not versions.at_least(api_version, "1.45"):
+            out["Container"] = cfg.get("container", "")
+            out["ContainerConfig"] = cfg.get("container_config") or {}
+        return out
+
+    async def image_inspect(self, name: str, api_version: str) -> dict[str, Any]:
+        return await asyncio.to_thread(self._inspect, name, api_version)
+
+    def _history(self, name: str) -> list[dict[str, Any]]:
+        rec = self.store.get(self.store.resolve(name))
+        cfg = self.store.config(rec.id)
+        rows = self.store.layer_rows(rec.layers)
+        sizes = [r["size"] for r in rows]
+        entries = []
+        layer_i = 0
+        for h in cfg.get("history") or []:
+            size = 0
+            if not h.get("empty_layer"):
+                size = sizes[layer_i] if layer_i < len(sizes) else 0
+                layer_i += 1
+            entries.append({"Id": "<missing>", "Created": _unix(h.get("created", "")),
+                            "CreatedBy": h.get("created_by", ""), "Tags": None, "Size": size,
+                            "Comment": h.get("comment", "")})
+        if not entries:
+            entries = [{"Id": "<missing>", "Created": _unix(rec.created), "CreatedBy": "", "Tags": None,
+                        "Size": rec.size, "Comment": ""}]
+        entries.reverse()
+        entries[0]["Id"] = rec.id
+        entries[0]["Tags"] = _familiar(rec.tags) or None
+        return entries
+
+    async def image_history(self, name: str) -> list[dict[str, Any]]:
+        return await asyncio.to_thread(self._history, name)
+
+    # ---- changing -----------------------------------------------------------------------------
+    async def image_tag(self, name: str, repo: str, tag: str) -> None:
+        image_id = await self._resolve(name)
+        ref = await asyncio.to_thread(self.store.tag, image_id, f"{repo}:{tag}" if tag else repo)
+        self._event("tag", image_id, ref.familiar)
+
+    async def image_delete(self, name: str, force: bool, noprune: bool) -> list[dict[str, str]]:
+        image_id = await self._resolve(name)
+        out = await asyncio.to_thread(self.store.delete, name, force, noprune)
+        for item in out:
+            if "Untagged" in item:
+                self._event("untag", image_id, item["Untagged"])
+        if any(item.get("Deleted") == image_id for item in out):
+            self._event("delete", image_id)
+        return out
+
+    def _prune(self, filters: dict[str, list[str]]) -> dict[str, Any]:
+        dangling_only = filters.get("dangling", ["true"])[-1].lower() in ("true", "1")
+        deleted: list[dict[str, str]] = []
+        reclaimed = 0
+        for rec in self.store.all():
+            if dangling_only and rec.tags:
+                continue
+            sizes = {r["chain_id"]: r["size"] for r in self.store.layer_rows(rec.layers)}
+            for item in self.store.delete(rec.id, force=True, noprune=False):
+                deleted.append(item)
+                reclaimed += sizes.get(item.get("Deleted", ""), 0)
+        return {"ImagesDeleted": deleted or None, "SpaceReclaimed": reclaimed}
+
+    async def images_prune(self, filters: dict[str, list[str]]) -> dict[str, Any]:
+        result = await asyncio.to_thread(self._prune, filters)
+        self.bus.publish(make_event("image", "prune", "", {"reclaimed": str(result["SpaceReclaimed"])}))
+        return result
+
+    async def image_import(self, body: AsyncIterator[bytes], repo: str, tag: str, message: str,
+                           changes: list[str]) -> str:
+        tags = []
+        if repo:
+            tags.append(f"{repo}:{tag}" if tag else repo)
+            reference.parse(tags[0])  # a bad name fails before any byte is read
+        pipe = BodyPipe()
+        work = asyncio.create_task(asyncio.to_thread(importer.import_rootfs, self.store, pipe, tags,  # type: ignore[arg-type]
+                                                     message, changes))
+        try:
+            await pipe.feed(body)
+            image_id = await work
+        except BaseException:
+            pipe.abort()
+            await asyncio.gather(work, return_exceptions=True)
+            raise
+        self._event("import", image_id, reference.parse(tags[0]).familiar if tags else "")
+        return image_id
+
+    async def image_load(self, body: AsyncIterator[bytes], quiet: bool) -> AsyncIterator[dict[str, Any]]:
+        pipe = BodyPipe()
+        loop = asyncio.get_running_loop()
+        progress: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+
+        def report(msg: dict[str, Any]) -> None:
+            if not quiet:
+                loop.call_soon_threadsafe(progress.put_nowait, msg)
+
+        work = asyncio.create_task(asyncio.to_thread(archive.load, self.store, pipe, report))  # type: ignore[arg-type]
+        feeder = asyncio.create_task(pipe.feed(body))
+        try:
+            while not work.done():
+                getter = asyncio.create_task(progress.get())
+                done, _ = await asyncio.wait({work, getter}, return_when=asyncio.FIRST_COMPLETED)
+                if getter in done:
+                    yield _progress_message(getter.result())
+                else:
+                    getter.cancel()
+            while not progress.empty():
+                yield _progress_message(progress.get_nowait())
+            loaded = work.result()
+            await feeder
+        except BaseException:
+            pipe.abort()
+            feeder.cancel()
+            await asyncio.gather(work, feeder, return_exceptions=True)
+            raise
+        for item in loaded:
+            if item.tags:
+                for t in item.tags:
+                    name = reference.parse(t).familiar
+                    self._event("load", item.image_id, name)
+                    yield {"stream": f"Loaded image: {name}\n"}
+            else:
+                self._event("load", item.image_id)
+                yield {"stream": f"Loaded image ID: {item.image_id}\n"}
+
+    async def image_save(self, names: list[str]) -> AsyncIterator[bytes]:
+        stream = await asyncio.to_thread(archive.save, self.store, names)  # resolves every name now
+        for name in names:
+            self._event("save", await self._resolve(name), name)
+        return iterate_in_thread(lambda: stream)
+
+    async def system_df_images(self) -> dict[str, Any]:
+        def df() -> dict[str, Any]:
+            images = []
+            layers_size = 0
+            seen: set[str] = set()
+            for rec in self.store.all():
+                cfg = self.store.config(rec.id)
+                s = self._summary(rec, cfg, "1.47")
+                rows = self.store.layer_rows(rec.layers)
+                shared = 0
+                for r in rows:
+                    if r["chain_id"] not in seen:
+                        seen.add(r["chain_id"])
+                        layers_size += r["size"]
+                s["SharedSize"] = shared
+                s["Containers"] = 0
+                images.append(s)
+            return {"LayersSize": layers_size, "Images": images, "Containers": [], "Volumes": [],
+                    "BuildCache": []}
+        return await asyncio.to_thread(df)
+
+    def counts(self) -> int:
+        with self.store.db.read() as c:
+            return int(c.execute("SELECT COUNT(*) FROM images").fetchone()[0])
+
+
+def _progress_message(m: dict[str, Any]) -> dict[str, Any]:
+    total = m.get("total", 0)
+    current = total if m["status"] == "Loaded layer" else 0
+    return {"status": "Loading layer", "progressDetail": {"current": current, "total": total},
+            "id": m.get("id", "")}

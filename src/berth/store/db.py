@@ -1,0 +1,94 @@
+"""The SQLite database: WAL mode, foreign keys on, numbered migrations, one writer at a time.
+
+Connections are used from the event loop and from worker threads (extraction runs in threads), so
+every use goes through ``read()`` or ``transaction()``, which hold one lock: SQLite serializes
+writers anyway, and the lock keeps a transaction on one connection from interleaving with another.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from berth.errors import System
+
+MIGRATIONS: list[str] = [
+    # 1: images and layers
+    """
+    CREATE TABLE layers (
+        chain_id TEXT PRIMARY KEY,
+        diff_id TEXT NOT NULL,
+        parent TEXT,
+        size INTEGER NOT NULL,       -- bytes of the extracted files
+        tar_size INTEGER NOT NULL,   -- bytes of the uncompressed layer tar
+        created REAL NOT NULL
+    );
+    CREATE TABLE images (
+        id TEXT PRIMARY KEY,          -- sha256:<hex of the config>
+        created TEXT NOT NULL,        -- from the config, RFC 3339
+        size INTEGER NOT NULL,        -- sum of its layers' sizes
+        added REAL NOT NULL,          -- when this daemon got it
+        parent TEXT
+    );
+    CREATE TABLE image_layers (
+        image_id TEXT NOT NULL REFERENCES images(id) ON DELETE CASCADE,
+        position INTEGER NOT NULL,
+        chain_id TEXT NOT NULL REFERENCES layers(chain_id),
+        PRIMARY KEY (image_id, position)
+    );
+    CREATE INDEX image_layers_chain ON image_layers(chain_id);
+    CREATE TABLE refs (
+        ref TEXT PRIMARY KEY,         -- docker.io/library/busybox:latest or name@sha256:...
+        image_id TEXT NOT NULL REFERENCES images(id) ON DELETE CASCADE,
+        kind TEXT NOT NULL CHECK (kind IN ('tag', 'digest')),
+        added REAL NOT NULL
+    );
+    CREATE INDEX refs_image ON refs(image_id);
+    """,
+]
+
+
+class Database:
+    def __init__(self, path: str) -> None:
+        try:
+            self._conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute("PRAGMA synchronous=FULL")
+            self._conn.execute("PRAGMA foreign_keys=ON")
+        except sqlite3.Error as exc:
+            raise System(f"cannot open the database {path}: {exc}", cause=exc) from None
+        self._conn.row_factory = sqlite3.Row
+        self._lock = threading.RLock()
+        self._migrate()
+
+    def _migrate(self) -> None:
+        with self.transaction() as c:
+            version = c.execute("PRAGMA user_version").fetchone()[0]
+            for n, sql in enumerate(MIGRATIONS[version:], start=version + 1):
+                # executescript() would COMMIT mid-transaction: run the statements one by one
+                for stmt in filter(None, (s.strip() for s in sql.split(";"))):
+                    c.execute(stmt)
+                c.execute(f"PRAGMA user_version = {n}")
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """BEGIN IMMEDIATE … COMMIT, or ROLLBACK on any exception."""
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._conn
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
+
+    @contextmanager
+    def read(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            yield self._conn
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()

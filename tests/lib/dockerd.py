@@ -1,0 +1,63 @@
+"""Real dockerd (Debian's docker.io) on a private socket, data root and exec root, for comparing
+berth with it. ``--bridge=none --iptables=false``: it touches no network configuration."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import time
+
+import pytest
+
+from tests.lib.daemon import public_tmpdir, unix_ping
+
+DOCKERD = shutil.which("dockerd")
+
+
+class Dockerd:
+    def __init__(self) -> None:
+        if DOCKERD is None:
+            pytest.skip("dockerd is not installed (Debian package docker.io)")
+        self.root = public_tmpdir("berth-dockerd-")
+        self.sock = os.path.join(self.root, "docker.sock")
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"unix://{self.sock}"
+
+    def start(self) -> Dockerd:
+        cfg = os.path.join(self.root, "daemon.json")
+        with open(cfg, "w") as f:
+            json.dump({}, f)
+        assert DOCKERD is not None
+        self.proc = subprocess.Popen(
+            [DOCKERD, "-H", self.url, "--data-root", f"{self.root}/data", "--exec-root", f"{self.root}/exec",
+             "--pidfile", f"{self.root}/pid", "--config-file", cfg, "--bridge=none", "--iptables=false",
+             "--ip-masq=false"], stdout=open(f"{self.root}/log", "wb"), stderr=subprocess.STDOUT,
+            start_new_session=True)
+        deadline = time.time() + 60
+        while not unix_ping(self.sock):
+            if self.proc.poll() is not None or time.time() > deadline:
+                log = open(f"{self.root}/log").read()[-3000:]
+                self.stop()
+                pytest.skip(f"dockerd would not start here: {log}")
+            time.sleep(0.05)
+        return self
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        # containerd's and overlay mounts under the root, if any survived
+        with open("/proc/mounts") as f:
+            mounts = [line.split()[1] for line in f if self.root in line.split()[1]]
+        for m in sorted(mounts, key=len, reverse=True):
+            subprocess.run(["umount", "-l", m], capture_output=True)
+        shutil.rmtree(self.root, ignore_errors=True)
