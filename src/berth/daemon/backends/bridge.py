@@ -60,7 +60,7 @@ class BodyPipe:
                 item = self._q.get(timeout=0.5)
             except queue.Empty:
                 if self.aborted.is_set():
-                    raise ConnectionAbortedError("the client went away")
+                    raise ConnectionAbortedError("the client went away") from None
                 continue
             if item is _ABORT:
                 raise ConnectionAbortedError("the client went away")
