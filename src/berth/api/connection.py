@@ -44,6 +44,9 @@ from berth.security.identity import ANONYMOUS, Identity
 log = logging.getLogger("berth.api")
 
 MAX_BUFFERED_BODY = 64 << 20
+# After an early answer (a 400 before the whole upload arrived), this much of the rest of the body is
+# read and dropped so that the client, still sending, can read the answer instead of a broken pipe.
+MAX_DISCARD = 64 << 20
 _BODY_HIGH_WATER = 1 << 20
 
 _STATUS_LINES = {
@@ -108,8 +111,23 @@ class _BodyStream:
         self._eof = False
         self._paused = False
         self._waiter: asyncio.Future[None] | None = None
+        self.discarded = -1  # >= 0 once the handler answered early and the rest is thrown away
+
+    def discard(self) -> None:
+        """The handler answered before reading everything: drop what is buffered and what comes."""
+        self.discarded = 0
+        self._chunks.clear()
+        self._size = 0
+        if self._paused:
+            self._paused = False
+            self._transport.resume_reading()
 
     def feed(self, data: bytes) -> None:
+        if self.discarded >= 0:
+            self.discarded += len(data)
+            if self.discarded > MAX_DISCARD:
+                self._transport.close()
+            return
         self._chunks.append(data)
         self._size += len(data)
         if not self._paused and self._size > _BODY_HIGH_WATER:
@@ -338,6 +356,8 @@ class HttpConnection(asyncio.BufferedProtocol):
         job.complete = True
         if job.body_stream is not None:
             job.body_stream.end()
+            if job.body_stream.discarded >= 0 and self.transport is not None:
+                self.transport.close()  # the early answer is sent; the upload is over
             return  # dispatched at headers-complete
         if job.request is not None:
             job.request.body = b"".join(job.body_parts)
@@ -460,6 +480,11 @@ class HttpConnection(asyncio.BufferedProtocol):
         self._state = "IDLE"
         if self._peer_eof and not self._queue:
             keep_alive = False
+        if job.body_stream is not None and not job.complete:
+            job.body_stream.discard()  # closed when the rest of the upload has arrived
+            self._state = "DRAINING"
+            self._queue.clear()
+            return
         if not keep_alive:
             self._state = "CLOSING"
             if self.transport is not None:

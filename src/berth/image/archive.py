@@ -88,7 +88,10 @@ class _Loader:
                 name = _norm(member.name)
                 f = tf.extractfile(member)
                 assert f is not None
-                if member.size <= SMALL:
+                if name in ("manifest.json", "index.json", "repositories") and member.size > MAX_MANIFEST:
+                    raise InvalidParameter(f"invalid archive: {name} is too large ({member.size} bytes; the limit "
+                                           f"is {MAX_MANIFEST >> 20} MiB)")
+                if member.size <= SMALL or name in ("manifest.json", "index.json", "repositories"):
                     data = f.read()
                     if len(data) != member.size:
                         raise InvalidParameter(f"invalid archive: {name} is truncated")
@@ -110,7 +113,8 @@ class _Loader:
                 self.blobs[name] = _Blob(hashed.digest, extracted=ex)
                 self.progress({"status": "Loaded layer", "id": name[-12:], "total": member.size})
         except tarfile.TarError as exc:
-            raise InvalidParameter(f"invalid archive: {exc}") from None
+            hint = " (truncated)" if "unexpected end" in str(exc) else ""
+            raise InvalidParameter(f"invalid archive: {exc}{hint}") from None
         except EOFError:
             raise InvalidParameter("invalid archive: unexpected end of data (truncated)") from None
 
@@ -152,8 +156,6 @@ class _Loader:
             return None
         if b.data is None:
             raise InvalidParameter(f"{name} is too large (over {SMALL >> 20} MiB)")
-        if len(b.data) > MAX_MANIFEST:
-            raise InvalidParameter(f"{name} is too large")
         try:
             return json.loads(b.data)
         except ValueError as exc:
