@@ -29,5 +29,6 @@ def docker(*args: str, env: dict[str, str] | None = None, timeout: float = 30, *
 
 
 def berth(*args: str, env: dict[str, str] | None = None, timeout: float = 30, **kw: object) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([BERTH, *args], capture_output=True, text=True, timeout=timeout,
+    kw.setdefault("text", True)
+    return subprocess.run([BERTH, *args], capture_output=True, timeout=timeout,
                           env=env if env is not None else base_env(), **kw)  # type: ignore[call-overload]

@@ -23,6 +23,14 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "system": ("system", "Manage berth (info, events, dial-stdio)"),
     "context": ("context", "Manage contexts"),
     "pki": ("pki", "Make the CA, server and client certificates for mutual TLS"),
+    "image": ("image", "Manage images"),
+    "images": ("image", "List images"),
+    "import": ("image", "Import the contents from a tarball to create a filesystem image"),
+    "load": ("image", "Load an image from a tar archive or STDIN"),
+    "save": ("image", "Save one or more images to a tar archive (streamed to STDOUT by default)"),
+    "history": ("image", "Show the history of an image"),
+    "tag": ("image", "Create a tag TARGET_IMAGE that refers to SOURCE_IMAGE"),
+    "rmi": ("image", "Remove one or more images"),
 }
 _VALUE_OPTS = {"-H", "--host", "-c", "--context", "--tlscacert", "--tlscert", "--tlskey", "-l", "--log-level",
                "--config"}
@@ -126,7 +134,12 @@ def run(argv: list[str], environ: dict[str, str] | None = None) -> int:
     cli = CLI(conn, env, debug=g.debug)
     module = importlib.import_module(f"berth.cli.commands.{COMMANDS[command][0]}")
     parser = argparse.ArgumentParser(prog=f"berth {command}", description=COMMANDS[command][1])
-    module.add_arguments(parser)
+    alias = getattr(module, "ALIASES", {}).get(command)
+    if alias is not None:  # a top-level alias of a sub-command: "berth images" = "berth image ls"
+        module.add_verb_arguments(alias, parser)
+        parser.set_defaults(verb=alias)
+    else:
+        module.add_arguments(parser)
     try:
         opts = parser.parse_args(rest)
     except SystemExit as exc:
