@@ -173,10 +173,15 @@ def alternate(kinds: list[str], rounds: int, fn: Callable[[str], float]) -> dict
     return {k: statistics.median(v) for k, v in samples.items()}
 
 
+class _SkipSystem(Exception):
+    pass
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="fewer and shorter rounds")
     ap.add_argument("--json", help="also write the results here")
+    ap.add_argument("--only", choices=["system", "images"], help="run one group of measures")
     opts = ap.parse_args()
     rounds, seconds, cli_runs, starts = (2, 1.0, 5, 2) if opts.quick else (5, 3.0, 21, 5)
     kinds = ["berthd"] + (["dockerd"] if DOCKERD else [])
@@ -187,7 +192,11 @@ def main() -> int:
     server_tls, client_tls = make_certs(certs_root)
     daemons: dict[str, Daemon] = {}
     results: dict[str, dict[str, float]] = {}
+    if opts.only == "images":
+        rounds = 0
     try:
+        if rounds == 0:
+            raise _SkipSystem
         def start_once(kind: str) -> float:
             d = Daemon(kind)
             try:
@@ -209,10 +218,16 @@ def main() -> int:
         if DOCKER:
             results["docker version (s)"] = alternate(kinds, 1, lambda k: cli_latency(daemons[k].sock, cli_runs))
         results["idle RSS (MiB)"] = {k: daemons[k].rss_kib() / 1024 for k in kinds}
+    except _SkipSystem:
+        pass
     finally:
         for d in daemons.values():
             d.remove()
         shutil.rmtree(certs_root, ignore_errors=True)
+    if opts.only != "system":
+        import images
+
+        results.update(images.main(rounds=2 if opts.quick else 3))
 
     higher_is_better = {"ping unix (req/s)", "ping mTLS (req/s)"}
     print(f"\n{'measure':<22}{'berthd':>12}{'dockerd':>12}  ratio (berthd better when > 1)")

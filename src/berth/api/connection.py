@@ -186,6 +186,7 @@ class _ChunkedWriter:
 
 
 _READ_BUFFER = 65536
+_UPLOAD_BUFFER = 1 << 20  # while a request body streams in (image load): fewer, larger reads
 
 
 class HttpConnection(asyncio.BufferedProtocol):
@@ -197,6 +198,7 @@ class HttpConnection(asyncio.BufferedProtocol):
         self.app = app
         self._rbuf = bytearray(_READ_BUFFER)
         self._rview = memoryview(self._rbuf)
+        self._small_buffer_later = False
         self._identify = identify
         self.transport: asyncio.Transport | None = None
         self.identity: Identity = ANONYMOUS
@@ -228,6 +230,10 @@ class HttpConnection(asyncio.BufferedProtocol):
             log.exception("could not determine the caller's identity")
 
     def get_buffer(self, sizehint: int) -> memoryview:
+        if self._small_buffer_later:  # the upload is over: give the large buffer back
+            self._small_buffer_later = False
+            self._rbuf = bytearray(_READ_BUFFER)
+            self._rview = memoryview(self._rbuf)
         return self._rview
 
     def buffer_updated(self, nbytes: int) -> None:
@@ -335,6 +341,9 @@ class HttpConnection(asyncio.BufferedProtocol):
         if route.stream_body and not job.upgrade:
             assert self.transport is not None
             job.body_stream = _BodyStream(self.transport)
+            if len(self._rbuf) < _UPLOAD_BUFFER:
+                self._rbuf = bytearray(_UPLOAD_BUFFER)
+                self._rview = memoryview(self._rbuf)
             self._enqueue(job)
 
     def on_body(self, body: bytes) -> None:
@@ -356,6 +365,7 @@ class HttpConnection(asyncio.BufferedProtocol):
         job.complete = True
         if job.body_stream is not None:
             job.body_stream.end()
+            self._small_buffer_later = True
             if job.body_stream.discarded >= 0 and self.transport is not None:
                 self.transport.close()  # the early answer is sent; the upload is over
             return  # dispatched at headers-complete

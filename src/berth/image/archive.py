@@ -23,10 +23,10 @@ from dataclasses import dataclass
 from typing import Any, BinaryIO
 
 from berth.errors import InvalidParameter
-from berth.image import reference
+from berth.image import reference, tarfmt
 from berth.image.layers import Extracted
 from berth.image.store import ImageStore, NewLayer, digest_of, parse_config
-from berth.image.streams import HashingReader
+from berth.image.streams import decompressed
 
 SMALL = 1 << 20  # members up to this size are kept in memory until the manifest is read
 MAX_SMALL_TOTAL = 256 << 20
@@ -37,6 +37,19 @@ DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
 
 Progress = Callable[[dict[str, Any]], None]
+
+
+_METADATA = ("manifest.json", "index.json", "repositories")
+
+
+class _MemberView:
+    """The data of the archive member being read, as a file object (never past its end)."""
+
+    def __init__(self, reader: tarfmt.TarReader) -> None:
+        self._reader = reader
+
+    def read(self, n: int = -1) -> bytes:
+        return self._reader.read_data(n if n >= 0 else 1 << 30)
 
 
 @dataclass
@@ -73,50 +86,43 @@ class _Loader:
 
     def read_archive(self, src: BinaryIO) -> None:
         try:
-            tf = tarfile.open(fileobj=src, mode="r|*")
-        except (tarfile.TarError, EOFError, OSError) as exc:
-            raise InvalidParameter(f"invalid archive: {exc}") from None
-        try:
-            for member in tf:
-                if member.issym() or member.islnk():
-                    base = posixpath.dirname(_norm(member.name)) if member.issym() else ""
-                    target = posixpath.normpath(posixpath.join(base, member.linkname))
-                    self.aliases[_norm(member.name)] = _norm(target)
+            reader = tarfmt.TarReader(decompressed(src))
+            for entry in reader:
+                name = _norm(entry.name)
+                if entry.type in (tarfmt.SYMLINK, tarfmt.HARDLINK):
+                    base = posixpath.dirname(name) if entry.type == tarfmt.SYMLINK else ""
+                    self.aliases[name] = _norm(posixpath.normpath(posixpath.join(base, entry.linkname)))
                     continue
-                if not member.isfile():
+                if entry.type != tarfmt.REGULAR:
                     continue
-                name = _norm(member.name)
-                f = tf.extractfile(member)
-                assert f is not None
-                if name in ("manifest.json", "index.json", "repositories") and member.size > MAX_MANIFEST:
-                    raise InvalidParameter(f"invalid archive: {name} is too large ({member.size} bytes; the limit "
+                if name in _METADATA and entry.size > MAX_MANIFEST:
+                    raise InvalidParameter(f"invalid archive: {name} is too large ({entry.size} bytes; the limit "
                                            f"is {MAX_MANIFEST >> 20} MiB)")
-                if member.size <= SMALL or name in ("manifest.json", "index.json", "repositories"):
-                    data = f.read()
-                    if len(data) != member.size:
-                        raise InvalidParameter(f"invalid archive: {name} is truncated")
+                if entry.size <= SMALL or name in _METADATA:
+                    data = b"".join(iter(reader.read_data, b""))
                     self.small_total += len(data)
                     if self.small_total > MAX_SMALL_TOTAL:
                         raise InvalidParameter("invalid archive: too much metadata (small files over 256 MiB)")
                     self.blobs[name] = _Blob(digest_of(data), data=data)
                     continue
-                self.progress({"status": "Loading layer", "id": name[-12:], "total": member.size})
-                hashed = HashingReader(f)  # type: ignore[arg-type]
+                self.progress({"status": "Loading layer", "id": name[-12:], "total": entry.size})
+                view = _MemberView(reader)
                 try:
-                    ex = self.store.layers.extract(hashed)  # type: ignore[arg-type]
+                    ex = self.store.layers.extract(view)  # type: ignore[arg-type]
                 except InvalidParameter as exc:
                     raise InvalidParameter(f"invalid layer {name} in the archive: {exc.message}") from None
-                hashed.drain()
-                if hashed.size != member.size:
-                    self.store.layers.discard(ex.staging)
-                    raise InvalidParameter(f"invalid archive: {name} is truncated")
-                self.blobs[name] = _Blob(hashed.digest, extracted=ex)
-                self.progress({"status": "Loaded layer", "id": name[-12:], "total": member.size})
-        except tarfile.TarError as exc:
-            hint = " (truncated)" if "unexpected end" in str(exc) else ""
-            raise InvalidParameter(f"invalid archive: {exc}{hint}") from None
-        except EOFError:
-            raise InvalidParameter("invalid archive: unexpected end of data (truncated)") from None
+                while view.read(1 << 20):  # bytes after the layer's own end marker
+                    pass
+                self.blobs[name] = _Blob(ex.raw_digest, extracted=ex)
+                self.progress({"status": "Loaded layer", "id": name[-12:], "total": entry.size})
+        except InvalidParameter as exc:
+            if "truncated" in exc.message or "unexpected end" in exc.message:
+                raise InvalidParameter(f"invalid archive: {exc.message}") from None
+            if exc.message.startswith(("invalid", "the archive")):
+                raise
+            raise InvalidParameter(f"invalid archive: {exc.message}") from None
+        except (EOFError, OSError) as exc:
+            raise InvalidParameter(f"invalid archive: {exc}") from None
 
     def _find(self, name: str) -> _Blob | None:
         name = _norm(name)

@@ -30,7 +30,7 @@ from typing import BinaryIO
 
 from berth.errors import InvalidParameter, NotFound, System
 from berth.image import tarfmt
-from berth.image.streams import HashingReader, decompressed
+from berth.image.streams import HashingReader, open_layer
 
 WHITEOUT_PREFIX = ".wh."
 OPAQUE = ".wh..wh..opq"
@@ -71,6 +71,8 @@ class Extracted:
     diff_id: str
     size: int  # bytes of the extracted files (regular file data)
     tar_size: int  # bytes of the uncompressed layer tar
+    raw_digest: str = ""  # sha256 of the bytes as given (compressed or not)
+    raw_size: int = 0
 
 
 def _clean_name(name: str) -> list[str]:
@@ -284,12 +286,15 @@ class LayerStore:
         """
         staging = staging or self.new_staging()
         try:
-            hashed = HashingReader(decompressed(src))
+            plain, raw = open_layer(src)
+            hashed = HashingReader(plain)
             reader = tarfmt.TarReader(hashed)  # type: ignore[arg-type]
             ex = _Extractor(staging)
             for entry in reader:
                 ex.apply(reader, entry)
             hashed.drain()
+            if raw is not None:
+                raw.drain()
             ex.finish(reader.trailer)
         except BaseException as exc:
             self.discard(staging)
@@ -301,7 +306,8 @@ class LayerStore:
             if type(exc).__name__ in ("BadGzipFile", "ZstdError"):
                 raise InvalidParameter(f"invalid compressed layer: {exc}") from None
             raise
-        return Extracted(staging, hashed.digest, ex.size, hashed.size)
+        raw_digest, raw_size = (raw.digest, raw.size) if raw is not None else (hashed.digest, hashed.size)
+        return Extracted(staging, hashed.digest, ex.size, hashed.size, raw_digest, raw_size)
 
     def commit(self, ex: Extracted, chain_id: str) -> bool:
         """Move a synced staging directory into place as ``chain_id``; False if it already exists."""

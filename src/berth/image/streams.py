@@ -64,15 +64,24 @@ class PeekReader:
 
 def decompressed(f: BinaryIO) -> BinaryIO:
     """``f`` itself when it is a plain tar, else a decompressing reader (gzip or zstd)."""
+    return open_layer(f)[0]
+
+
+def open_layer(f: BinaryIO) -> tuple[BinaryIO, HashingReader | None]:
+    """(uncompressed reader, hashing reader of the compressed bytes or None when not compressed).
+
+    For a plain tar the compressed digest *is* the uncompressed one, so it is computed once."""
     p = PeekReader(f)
     head = p.peek(4)
-    if head[:2] == GZIP_MAGIC:
-        return cast(BinaryIO, gzip.GzipFile(fileobj=cast(BinaryIO, p), mode="rb"))
-    if head == ZSTD_MAGIC:
+    if head[:2] == GZIP_MAGIC or head == ZSTD_MAGIC:
+        raw = HashingReader(cast(BinaryIO, p))
+        if head[:2] == GZIP_MAGIC:
+            return cast(BinaryIO, gzip.GzipFile(fileobj=cast(BinaryIO, raw), mode="rb")), raw
         import zstandard
 
-        return cast(BinaryIO, zstandard.ZstdDecompressor().stream_reader(cast(BinaryIO, p), read_across_frames=True))
+        return cast(BinaryIO, zstandard.ZstdDecompressor().stream_reader(cast(BinaryIO, raw),
+                                                                          read_across_frames=True)), raw
     if head[:3] == b"BZh" or head == b"\xfd7zX":
         raise InvalidParameter("layer is compressed with bzip2 or xz, which berth does not support "
                                "(use gzip, zstd or no compression)")
-    return cast(BinaryIO, p)
+    return cast(BinaryIO, p), None

@@ -55,7 +55,9 @@ class BodyPipe:
             pass
 
     def read(self, n: int = -1) -> bytes:
-        while not self._eof and (n < 0 or len(self._buf) < n):
+        """Up to ``n`` bytes (all that is left for n < 0); b"" at the end. Returns the current chunk
+        or a slice of it, so large reads cost no copying."""
+        while not self._buf and not self._eof:
             try:
                 item = self._q.get(timeout=0.5)
             except queue.Empty:
@@ -67,11 +69,17 @@ class BodyPipe:
             if item == _EOF:
                 self._eof = True
                 break
-            self._buf += item
+            self._buf = item
         if n < 0:
+            parts = [self._buf]
+            self._buf = b""
+            while chunk := self.read(1 << 20):
+                parts.append(chunk)
+            return b"".join(parts)
+        if len(self._buf) <= n:
             data, self._buf = self._buf, b""
-        else:
-            data, self._buf = self._buf[:n], self._buf[n:]
+            return data
+        data, self._buf = self._buf[:n], self._buf[n:]
         return data
 
 
