@@ -291,3 +291,30 @@ def test_kill_during_load_leaves_nothing_half_registered(make_berthd):
     assert_nothing_left(d)
     r = load(d, archive)  # and the same load now succeeds
     assert r.status == 200 and b"Loaded image: half:1" in r.body
+
+
+def test_disk_full_during_load_is_a_clean_error(make_berthd, cleanup):
+    """A 4 MiB tmpfs as the data root: an 8 MiB image cannot fit."""
+    import subprocess
+
+    d = make_berthd()
+    data = os.path.join(d.root, "data")
+    os.makedirs(data)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "berth-test-full", data], check=True)
+    cleanup.add(f"tmpfs {data}", lambda: subprocess.run(["umount", "-l", data], check=False))
+    d.start()
+    big = layer_tar({"big": os.urandom(8 << 20)})
+    r = load(d, docker_archive([(config_for([big]), [big], ["full:1"])]))
+    assert r.status == 500 and "no space left" in r.json()["message"]
+    assert_nothing_left(d)
+    small = layer_tar({"s": b"fits"})
+    assert load(d, docker_archive([(config_for([small]), [small], ["small:1"])])).status == 200
+    d.stop()
+
+
+def test_gzipped_archive_loads(berthd):
+    import gzip
+
+    cfg = config_for([L1])
+    r = load(berthd, gzip.compress(docker_archive([(cfg, [L1], ["gz:1"])])))
+    assert r.status == 200 and b"Loaded image: gz:1" in r.body

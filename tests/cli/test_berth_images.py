@@ -65,3 +65,26 @@ def test_prune_and_filters(berthd, tmp_path):
     r = berth(*h, "image", "prune", "-f")
     assert r.returncode == 0 and "Total reclaimed space:" in r.stdout
     assert berth(*h, "images", "--format", "{{.Repository}}:{{.Tag}}").stdout.split() == ["kept:1"]
+
+
+def test_load_on_a_terminal_shows_progress(berthd, tmp_path):
+    """Under a pseudo-terminal (script(1)) berth asks for progress and draws it with rich."""
+    import shlex
+    import shutil
+    import subprocess
+
+    import pytest
+
+    from tests.lib.daemon import BERTH
+
+    if not shutil.which("script"):
+        pytest.skip("script(1) is not installed (util-linux)")
+    big = layer_tar({"big": os.urandom(3 << 20)})
+    archive = tmp_path / "p.tar"
+    archive.write_bytes(docker_archive([(config_for([big]), [big], ["tty:1"])]))
+    cmd = f"{shlex.quote(BERTH)} -H {berthd.url} load -i {shlex.quote(str(archive))}"
+    r = subprocess.run(["script", "-qec", cmd, "/dev/null"], capture_output=True, text=True, timeout=60,
+                       env={**os.environ, "COLUMNS": "100", "TERM": "xterm"})
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "Loaded image: tty:1" in r.stdout
+    assert "Loading layer" in r.stdout and "\x1b[" in r.stdout  # drawn, not just printed
