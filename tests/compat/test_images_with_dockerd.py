@@ -130,3 +130,20 @@ def test_import_makes_the_same_layer_as_dockerd(dockerd, berthd):
     theirs = docker("-H", d.url, "image", "inspect", "--format", "{{.RootFS.Layers}}", "bb:base").stdout
     assert ours.split(" [sh] ")[0] == theirs.strip()  # same diff ID: the same bytes
     assert ours.strip().endswith("[sh] via berth")
+
+
+def test_tag_and_rmi_print_what_dockerd_prints(dockerd, berthd, tmp_path):
+    d, _ = dockerd
+    src = str(tmp_path / "a.tar")
+    assert docker("-H", d.url, "save", "-o", src, "bb:wh").returncode == 0
+    outputs = {}
+    for name, url in (("berth", berthd.url), ("dockerd", d.url)):
+        if name == "dockerd":  # a second dockerd copy under another name, so that removing it is harmless
+            assert docker("-H", url, "tag", "bb:wh", "cmp/wh:1").returncode == 0
+        else:
+            assert docker("-H", url, "load", "-i", src).returncode == 0
+            assert docker("-H", url, "tag", "bb:wh", "cmp/wh:1").returncode == 0
+        r1 = docker("-H", url, "rmi", "cmp/wh:1")
+        r2 = docker("-H", url, "rmi", "nosuch:tag")
+        outputs[name] = (r1.returncode, r1.stdout, r2.returncode, r2.stderr)
+    assert outputs["berth"] == outputs["dockerd"]

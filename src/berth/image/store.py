@@ -245,9 +245,9 @@ class ImageStore:
                     out.append({"Untagged": reference.parse(r).familiar})
                 c.execute("DELETE FROM refs WHERE image_id = ?", (image_id,))
                 c.execute("DELETE FROM images WHERE id = ?", (image_id,))
-                doomed = [r[0] for r in c.execute(
-                    "SELECT l.chain_id FROM layers l WHERE NOT EXISTS "
-                    "(SELECT 1 FROM image_layers il WHERE il.chain_id = l.chain_id) ORDER BY l.created DESC")]
+                # this image's layers, top first (as dockerd reports them), that no other image uses
+                doomed = [ch for ch in reversed(rec.layers) if c.execute(
+                    "SELECT 1 FROM image_layers WHERE chain_id = ?", (ch,)).fetchone() is None]
                 c.executemany("DELETE FROM layers WHERE chain_id = ?", [(d,) for d in doomed])
             out.append({"Deleted": image_id})
             for d in doomed:
