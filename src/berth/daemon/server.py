@@ -31,6 +31,7 @@ from berth.daemon.listeners import Site, fd_sites, server_tls_context, tcp_site,
 from berth.errors import BerthError, Conflict
 from berth.image.store import ImageStore
 from berth.linux import spinpoll, systemd
+from berth.linux.files import write_atomic
 from berth.store.db import Database
 
 log = logging.getLogger("berth.daemon")
@@ -68,12 +69,7 @@ def _engine_id(data_root: str) -> str:
     except FileNotFoundError:
         pass
     value = str(uuid.uuid4())
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        f.write(value)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    write_atomic(path, value.encode(), 0o644)
     return value
 
 

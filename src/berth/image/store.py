@@ -19,6 +19,7 @@ from typing import Any
 from berth.errors import Conflict, InvalidParameter, NotFound
 from berth.image import reference
 from berth.image.layers import Extracted, LayerStore, chain_ids
+from berth.linux.files import write_atomic
 from berth.store.db import Database
 
 
@@ -169,12 +170,7 @@ class ImageStore:
         with self.lock:
             cfg_path = os.path.join(self.configs, image_id.split(":", 1)[1])
             if not os.path.exists(cfg_path):
-                tmp = cfg_path + ".tmp"
-                with open(tmp, "wb") as f:
-                    f.write(config)
-                    f.flush()
-                    os.fsync(f.fileno())
-                os.replace(tmp, cfg_path)
+                write_atomic(cfg_path, config)
             sizes: list[tuple[int, int] | None] = []  # (files size, tar size) of layers new to the store
             for layer, chain in zip(layers, chains, strict=True):
                 if layer.extracted is not None and not self.has_layer(chain):

@@ -11,6 +11,7 @@ from typing import Any
 
 import docker.errors
 
+from berth.cli.commands.events import parse_filters
 from berth.cli.main import CLI
 from berth.cli.output import human_size, since, table
 from berth.cli.templates import render
@@ -70,22 +71,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                                                (["remove"] if verb == "rm" else [])))
 
 
-def _filters(items: list[str]) -> dict[str, list[str]]:
-    out: dict[str, list[str]] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise InvalidParameter(f"bad format of filter (expected name=value): {item}")
-        out.setdefault(key, []).append(value)
-    return out
-
-
 def _short(image_id: str, no_trunc: bool = False) -> str:
     return image_id if no_trunc else image_id.split(":", 1)[-1][:12]
 
 
 def ls(cli: CLI, o: argparse.Namespace) -> int:
-    filters = _filters(o.filter)
+    filters = parse_filters(o.filter)
     if o.repository:
         filters.setdefault("reference", []).append(o.repository)
     images = cli.client().images(all=o.all, filters=filters or None)
@@ -175,7 +166,7 @@ def rm(cli: CLI, o: argparse.Namespace) -> int:
 
 
 def prune(cli: CLI, o: argparse.Namespace) -> int:
-    filters = _filters(o.filter)
+    filters = parse_filters(o.filter)
     filters["dangling"] = ["false" if o.all else "true"]
     if not o.force:
         what = "all images without at least one container associated to them" if o.all else "all dangling images"
