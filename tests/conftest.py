@@ -46,6 +46,7 @@ def berthd(request: pytest.FixtureRequest) -> Iterator[Berthd]:
         d.start()
         yield d
     finally:
+        d.remove_containers()
         d.stop()
         rep = getattr(request.node, "rep_call", None)
         if rep is not None and rep.failed:
@@ -68,6 +69,7 @@ def make_berthd(request: pytest.FixtureRequest) -> Iterator[type[Berthd]]:
     finally:
         rep = getattr(request.node, "rep_call", None)
         for d in made:
+            d.remove_containers()
             d.stop()
             if rep is not None and rep.failed:
                 print(f"\n----- berthd log ({d.log_path}) -----\n{d.log()}")
@@ -85,3 +87,17 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 def require_root() -> None:
     if os.geteuid() != 0:
         pytest.skip("needs root")
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """crun makes a shared parent cgroup "berth" in each hierarchy: remove it once it is empty (rmdir
+    fails harmlessly while another test worker still has containers in it)."""
+    root = "/sys/fs/cgroup"
+    if not os.path.isdir(root):
+        return
+    for ctrl in os.listdir(root):
+        for path in (os.path.join(root, ctrl, "berth"), os.path.join(root, "berth")):
+            try:
+                os.rmdir(path)
+            except OSError:
+                pass

@@ -133,6 +133,58 @@ class Berthd:
     def log(self) -> str:
         return Path(self.log_path).read_text(errors="replace") if os.path.exists(self.log_path) else ""
 
+    def remove_containers(self) -> list[str]:
+        """Force-remove every container through the API (containers outlive berthd by design)."""
+        ids: list[str] = []
+        if self.proc is None or self.proc.poll() is not None or not unix_ping(self.sock):
+            return ids
+        try:
+            from tests.lib import rawhttp
+
+            r = rawhttp.request(self.sock, "GET", "/containers/json?all=1", timeout=10)
+            ids = [c["Id"] for c in r.json()] if r.status == 200 else []
+            for cid in ids:
+                rawhttp.request(self.sock, "DELETE", f"/containers/{cid}?force=1", timeout=40)
+        except (OSError, ValueError):
+            pass
+        return ids
+
     def cleanup(self) -> None:
+        ids = self.remove_containers()
         self.stop()
+        kill_leftovers(self.root, ids)
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+def kill_leftovers(root: str, ids: list[str]) -> None:
+    """The safety net: conmon processes, mounts and cgroups of containers under ``root``."""
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            cmdline = open(f"/proc/{pid}/cmdline", "rb").read()
+        except OSError:
+            continue
+        if cmdline.startswith(b"conmon") or b"/conmon\0" in cmdline[:40]:
+            if root.encode() in cmdline:
+                try:
+                    os.kill(int(pid), signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                ids.extend(c.decode() for c in cmdline.split(b"\0") if len(c) == 64)
+    with open("/proc/mounts") as f:
+        mounts = [line.split()[1] for line in f if line.split()[1].startswith(root)]
+    for m in sorted(mounts, key=len, reverse=True):
+        subprocess.run(["umount", "-l", m], capture_output=True)
+    for cid in set(ids):
+        for ctrl in os.listdir("/sys/fs/cgroup"):
+            path = f"/sys/fs/cgroup/{ctrl}/berth/{cid}"
+            if os.path.isdir(path):
+                try:
+                    with open(os.path.join(path, "cgroup.procs")) as f:
+                        for pid in f.read().split():
+                            os.kill(int(pid), signal.SIGKILL)
+                    time.sleep(0.05)
+                    os.rmdir(path)
+                except OSError:
+                    pass

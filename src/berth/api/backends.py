@@ -3,7 +3,7 @@ Engine API's JSON). The daemon's backends satisfy these without importing this m
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from typing import Any, Protocol
 
 from berth.api.filters import Filters
@@ -61,4 +61,34 @@ class ImageBackend(Protocol):
         ...
 
     async def system_df_images(self) -> dict[str, Any]:
+        ...
+
+
+class ContainerBackend(Protocol):
+    def container_create(self, body: dict[str, Any], name: str, api_version: str) -> dict[str, Any]: ...
+
+    async def container_start(self, name: str) -> None: ...
+
+    async def container_wait(self, name: str, condition: str) -> Awaitable[int]:
+        """Register the wait at once (NotFound now, not later); the returned awaitable gives the code."""
+        ...
+
+    async def container_stop(self, name: str, timeout: int | None, signal: str) -> None: ...
+
+    async def container_kill(self, name: str, signal: str) -> None: ...
+
+    async def container_restart(self, name: str, timeout: int | None, signal: str) -> None: ...
+
+    async def container_remove(self, name: str, force: bool, volumes: bool) -> None: ...
+
+    def container_list(self, all_: bool, limit: int | None, filters: Filters) -> list[dict[str, Any]]: ...
+
+    def container_inspect(self, name: str) -> dict[str, Any]: ...
+
+    async def containers_prune(self, filters: Filters) -> dict[str, Any]: ...
+
+    def container_output(self, name: str, *, stdout: bool, stderr: bool, since: float, until: float | None,
+                         tail: int | None, follow: bool, timestamps: bool, from_start: bool) -> AsyncIterator[bytes]:
+        """Log lines as the API sends them (stdcopy frames without a TTY); NotFound when there is no
+        such container, raised on the first iteration."""
         ...

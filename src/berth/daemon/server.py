@@ -11,6 +11,7 @@ import asyncio
 import errno
 import logging
 import os
+import shutil
 import signal
 import ssl
 import uuid
@@ -19,10 +20,13 @@ from contextlib import ExitStack
 from berth import API_VERSION, __version__
 from berth.api.connection import Application, HttpConnection
 from berth.api.router import Router
+from berth.api.routes import containers as container_routes
 from berth.api.routes import images as image_routes
 from berth.api.routes import system as system_routes
+from berth.container.runtime import OCIRuntime
 from berth.daemon import config as config_mod
 from berth.daemon import logs
+from berth.daemon.backends.containers import ContainerAPI
 from berth.daemon.backends.images import ImageService
 from berth.daemon.backends.system import SystemService
 from berth.daemon.config import Config
@@ -30,7 +34,7 @@ from berth.daemon.events import EventBus, make_event
 from berth.daemon.listeners import Site, fd_sites, server_tls_context, tcp_site, unix_site
 from berth.errors import BerthError, Conflict
 from berth.image.store import ImageStore
-from berth.linux import spinpoll, systemd
+from berth.linux import cgroups, spinpoll, systemd
 from berth.linux.files import write_atomic
 from berth.store.db import Database
 
@@ -71,6 +75,28 @@ def _engine_id(data_root: str) -> str:
     value = str(uuid.uuid4())
     write_atomic(path, value.encode(), 0o644)
     return value
+
+
+def _runtimes(exec_root: str) -> dict[str, OCIRuntime]:
+    """The OCI runtimes found on this host. For crun on a hybrid cgroup host, move cgroup2's
+    controllers to v1 hierarchies (crun refuses hybrid mode otherwise), and say so."""
+    found = {}
+    for name in ("crun", "runc"):
+        path = shutil.which(name)
+        if path:
+            found[name] = OCIRuntime(name, path, os.path.join(exec_root, "runtime-" + name))
+    if "crun" in found and os.geteuid() == 0:
+        try:
+            done = cgroups.fix_hybrid_for_crun()
+        except BerthError as exc:
+            log.warning("%s; crun is not used", exc.message)
+            found.pop("crun")
+        else:
+            if done:
+                log.warning("%s", done)
+    if not found:
+        log.warning("neither crun nor runc is installed: containers cannot run (apt-get install crun conmon)")
+    return found
 
 
 def open_sites(cfg: Config) -> list[Site]:
@@ -135,14 +161,20 @@ class Daemon:
             image_store = ImageStore(os.path.join(cfg.data_root, "image"), db)
             for leftover in image_store.sweep():
                 log.warning("removed %s, left over from an interrupted operation", leftover)
-            images = ImageService(image_store, self.bus)
+            runtimes = _runtimes(cfg.exec_root)
+            containers = ContainerAPI(db, image_store, self.bus, cfg.data_root, cfg.exec_root, runtimes,
+                                      "crun" if "crun" in runtimes else "runc")
+            images = ImageService(image_store, self.bus, in_use=containers.images_in_use)
             self.system = SystemService(cfg, self.bus, _engine_id(cfg.data_root), image_count=images.counts)
-            router = Router([*system_routes.routes(self.system), *image_routes.routes(images)])
+            router = Router([*system_routes.routes(self.system), *image_routes.routes(images),
+                             *container_routes.routes(containers)])
             self.app = Application(router, server=f"berth/{__version__} (linux)", debug=cfg.debug)
             sites = open_sites(cfg)
             for s in sites:
                 stack.callback(s.close)
             loop = asyncio.get_running_loop()
+            containers.watch_exits()
+            await containers.reconcile()
             loop.add_signal_handler(signal.SIGTERM, self._stop.set)
             loop.add_signal_handler(signal.SIGINT, self._stop.set)
             loop.add_signal_handler(signal.SIGHUP, self.reload)

@@ -47,6 +47,21 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX refs_image ON refs(image_id);
     """,
+    # 2: containers
+    """
+    CREATE TABLE containers (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,    -- without the leading slash
+        image TEXT NOT NULL,          -- as the client named it
+        image_id TEXT NOT NULL REFERENCES images(id),
+        created TEXT NOT NULL,        -- RFC 3339 with nanoseconds
+        config TEXT NOT NULL,         -- JSON: Config (image defaults applied)
+        host_config TEXT NOT NULL,    -- JSON: HostConfig
+        state TEXT NOT NULL,          -- JSON: State
+        runtime TEXT NOT NULL
+    );
+    CREATE INDEX containers_image ON containers(image_id);
+    """,
 ]
 
 

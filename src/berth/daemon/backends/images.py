@@ -5,13 +5,13 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import fnmatch
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from berth.api import versions
 from berth.daemon.backends.bridge import BodyPipe, iterate_in_thread
 from berth.daemon.events import EventBus, make_event
-from berth.errors import InvalidParameter
+from berth.errors import Conflict, InvalidParameter
 from berth.image import archive, importer, reference
 from berth.image.store import ImageRecord, ImageStore
 
@@ -34,9 +34,10 @@ def _familiar(refs: list[str]) -> list[str]:
 
 
 class ImageService:
-    def __init__(self, store: ImageStore, bus: EventBus) -> None:
+    def __init__(self, store: ImageStore, bus: EventBus, in_use: Callable[[], set[str]] = set) -> None:
         self.store = store
         self.bus = bus
+        self.in_use = in_use  # IDs of images that containers use
 
     def _event(self, action: str, image_id: str, name: str = "") -> None:
         attrs = {"name": name} if name else {}
@@ -157,6 +158,12 @@ class ImageService:
 
     async def image_delete(self, name: str, force: bool, noprune: bool) -> list[dict[str, str]]:
         image_id = await self._resolve(name)
+        if image_id in self.in_use() and not force:
+            rec = await asyncio.to_thread(self.store.get, image_id)
+            by_tag = reference.looks_like_id(name) is None and len(rec.tags) > 1
+            if not by_tag:
+                raise Conflict(f"conflict: unable to delete {image_id[7:19]} (must be forced) - image is being "
+                               "used by a container")
         out = await asyncio.to_thread(self.store.delete, name, force, noprune)
         for item in out:
             if "Untagged" in item:
@@ -169,8 +176,9 @@ class ImageService:
         dangling_only = filters.get("dangling", ["true"])[-1].lower() in ("true", "1")
         deleted: list[dict[str, str]] = []
         reclaimed = 0
+        used = self.in_use()
         for rec in self.store.all():
-            if dangling_only and rec.tags:
+            if dangling_only and rec.tags or rec.id in used:
                 continue
             sizes = {r["chain_id"]: r["size"] for r in self.store.layer_rows(rec.layers)}
             for item in self.store.delete(rec.id, force=True, noprune=False):

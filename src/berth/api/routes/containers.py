@@ -1,0 +1,122 @@
+"""Containers: create, start, wait, attach (output), logs, stop, kill, restart, rm, list, inspect, prune."""
+
+from __future__ import annotations
+
+import json
+import time
+
+from berth.api.backends import ContainerBackend
+from berth.api.filters import parse_filters
+from berth.api.http import Request, Response
+from berth.api.router import Route, route
+from berth.api.routes.system import parse_timestamp
+from berth.errors import InvalidParameter
+
+LIST_FILTERS = ("ancestor", "before", "exited", "id", "label", "name", "since", "status", "volume", "network")
+MULTIPLEXED = "application/vnd.docker.multiplexed-stream"
+
+
+def routes(backend: ContainerBackend) -> list[Route]:
+    async def create(req: Request) -> Response:
+        body = req.json_body()
+        if body is None:
+            raise InvalidParameter("the container config is missing (a JSON body)")
+        return Response.json(backend.container_create(body, req.arg("name"), req.version), status=201)
+
+    async def start(req: Request) -> Response:
+        await backend.container_start(req.params["id"])
+        return Response.empty(204)
+
+    async def wait(req: Request) -> None:
+        assert req.connection is not None
+        waiter = await backend.container_wait(req.params["id"], req.arg("condition"))
+        # Headers go out at once, as dockerd does, so the client knows its wait is registered.
+        writer = await req.connection.start_stream(200, "application/json")
+        code = await waiter
+        await writer.write(json.dumps({"StatusCode": code, "Error": None}).encode() + b"\n")
+        await writer.close()
+        return None
+
+    def _t(req: Request) -> int | None:
+        return req.int_arg("t", req.int_arg("timeout"))
+
+    async def stop(req: Request) -> Response:
+        await backend.container_stop(req.params["id"], _t(req), req.arg("signal"))
+        return Response.empty(204)
+
+    async def kill(req: Request) -> Response:
+        await backend.container_kill(req.params["id"], req.arg("signal", "KILL"))
+        return Response.empty(204)
+
+    async def restart(req: Request) -> Response:
+        await backend.container_restart(req.params["id"], _t(req), req.arg("signal"))
+        return Response.empty(204)
+
+    async def remove(req: Request) -> Response:
+        await backend.container_remove(req.params["id"], req.bool_arg("force"), req.bool_arg("v"))
+        return Response.empty(204)
+
+    def list_(req: Request) -> Response:
+        filters = parse_filters(req.arg("filters"), LIST_FILTERS)
+        return Response.json(backend.container_list(req.bool_arg("all"), req.int_arg("limit"), filters))
+
+    def inspect(req: Request) -> Response:
+        return Response.json(backend.container_inspect(req.params["id"]))
+
+    async def prune(req: Request) -> Response:
+        return Response.json(await backend.containers_prune(parse_filters(req.arg("filters"), ("label", "until"))))
+
+    async def logs(req: Request) -> None:
+        assert req.connection is not None
+        stdout, stderr = req.bool_arg("stdout"), req.bool_arg("stderr")
+        if not stdout and not stderr:
+            raise InvalidParameter("Bad parameters: you must choose at least one stream")
+        now = time.time()
+        since = parse_timestamp(req.arg("since"), now) if req.arg("since") not in ("", "0") else 0.0
+        until = parse_timestamp(req.arg("until"), now) if req.arg("until") not in ("", "0") else None
+        tail_text = req.arg("tail", "all")
+        tail = None if tail_text in ("all", "") else int(tail_text) if tail_text.isdigit() else None
+        out = backend.container_output(req.params["id"], stdout=stdout, stderr=stderr, since=since, until=until,
+                                       tail=tail, follow=req.bool_arg("follow"), timestamps=req.bool_arg("timestamps"),
+                                       from_start=True)
+        first = await anext(aiter(out), None)  # NotFound surfaces here, before the status line
+        writer = await req.connection.start_stream(200, MULTIPLEXED)
+        if first is not None:
+            await writer.write(first)
+            async for chunk in out:
+                await writer.write(chunk)
+        await writer.close()
+        return None
+
+    async def attach(req: Request) -> None:
+        assert req.connection is not None
+        if req.bool_arg("stdin"):
+            pass  # berth refuses OpenStdin at create; a stdin stream here has nothing to feed
+        out = backend.container_output(req.params["id"], stdout=req.bool_arg("stdout"),
+                                       stderr=req.bool_arg("stderr"), since=0.0, until=None, tail=None,
+                                       follow=req.bool_arg("stream"), timestamps=False,
+                                       from_start=req.bool_arg("logs"))
+        backend.container_inspect(req.params["id"])  # 404 before the upgrade
+        stream = await req.connection.hijack(MULTIPLEXED)
+        try:
+            async for chunk in out:
+                await stream.write(chunk)
+        except ConnectionResetError:
+            return None
+        stream.send_eof()
+        return None
+
+    return [
+        route("POST", "/containers/create", create),
+        route("GET", "/containers/json", list_),
+        route("POST", "/containers/prune", prune),
+        route("GET", "/containers/{id}/json", inspect),
+        route("POST", "/containers/{id}/start", start),
+        route("POST", "/containers/{id}/wait", wait),
+        route("POST", "/containers/{id}/stop", stop),
+        route("POST", "/containers/{id}/kill", kill),
+        route("POST", "/containers/{id}/restart", restart),
+        route("POST", "/containers/{id}/attach", attach),
+        route("GET", "/containers/{id}/logs", logs),
+        route("DELETE", "/containers/{id}", remove),
+    ]

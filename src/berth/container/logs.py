@@ -1,0 +1,109 @@
+"""Container logs as conmon writes them (k8s-file) and as the Engine API sends them.
+
+conmon's k8s-file lines: ``<RFC3339Nano> <stdout|stderr> <F|P> <text>``, where P marks a partial
+line (the text had no newline yet) and F a full one. Without a TTY the API multiplexes stdout and
+stderr in frames of an 8-byte header (stream 1 or 2, three zero bytes, big-endian length) and the
+payload; with a TTY it sends the raw bytes.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import struct
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import BinaryIO
+
+STDOUT, STDERR = 1, 2
+_FRAME = struct.Struct(">BxxxI")
+
+
+def frame(stream: int, data: bytes) -> bytes:
+    return _FRAME.pack(stream, len(data)) + data
+
+
+@dataclass(frozen=True, slots=True)
+class Line:
+    time: str  # RFC 3339 with nanoseconds, as conmon wrote it
+    stream: int
+    data: bytes  # with its newline when the line was complete
+
+    @property
+    def unix(self) -> float:
+        return parse_time(self.time)
+
+
+def parse_time(text: str) -> float:
+    base, _, frac = text.partition(".")
+    tz = ""
+    for sep in ("+", "-", "Z"):
+        if sep in frac:
+            frac, _, rest = frac.partition(sep)
+            tz = sep + rest if sep != "Z" else "+00:00"
+            break
+    try:
+        t = dt.datetime.fromisoformat(base + (tz or "+00:00")).timestamp()
+    except ValueError:
+        return 0.0
+    return t + (int(frac.ljust(9, "0")[:9]) / 1e9 if frac.isdigit() else 0.0)
+
+
+def parse_lines(raw: bytes) -> Iterator[Line]:
+    """Complete k8s-file records in ``raw`` (an incomplete last record is not yielded)."""
+    for rec in raw.split(b"\n"):
+        parts = rec.split(b" ", 3)
+        if len(parts) < 3:
+            continue
+        ts, stream, tag = parts[0], parts[1], parts[2]
+        text = parts[3] if len(parts) > 3 else b""
+        yield Line(ts.decode(), STDERR if stream == b"stderr" else STDOUT, text if tag == b"P" else text + b"\n")
+
+
+class LogReader:
+    """Reads a k8s-file log from an offset, record by record (safe against a half-written last line).
+    The file stays open once found, so its end can still be read after the container is removed."""
+
+    def __init__(self, path: str, offset: int = 0) -> None:
+        self.path = path
+        self.offset = offset
+        self._pending = b""
+        self._f: BinaryIO | None = None
+
+    def read_new(self) -> list[Line]:
+        if self._f is None:
+            try:
+                self._f = open(self.path, "rb")
+            except FileNotFoundError:
+                return []
+            self._f.seek(self.offset)
+        data = self._f.read()
+        self.offset += len(data)
+        data = self._pending + data
+        cut = data.rfind(b"\n")
+        if cut < 0:
+            self._pending = data
+            return []
+        self._pending = data[cut + 1:]
+        return list(parse_lines(data[:cut]))
+
+    def close(self) -> None:
+        if self._f is not None:
+            self._f.close()
+            self._f = None
+
+
+def select(lines: list[Line], stdout: bool, stderr: bool, since: float, until: float | None,
+           tail: int | None) -> list[Line]:
+    out = [ln for ln in lines if (stdout and ln.stream == STDOUT or stderr and ln.stream == STDERR)
+           and ln.unix >= since and (until is None or ln.unix <= until)]
+    if tail is not None and tail >= 0:
+        out = list(deque(out, maxlen=tail)) if tail else []
+    return out
+
+
+def encode(line: Line, tty: bool, timestamps: bool) -> bytes:
+    data = line.data
+    if timestamps:
+        data = line.time.encode() + b" " + data
+    return data if tty else frame(line.stream, data)

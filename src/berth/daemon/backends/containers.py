@@ -1,0 +1,632 @@
+"""The container backend: create/start/stop/kill/wait/logs/attach/rm/list/inspect.
+
+It composes the image store (rootfs layers), the container package (spec, runtime, logs) and the
+database. Every multi-step operation collects its undo steps in an ExitStack that is disarmed only on
+success, so a failed start leaves no mount, runtime container or half-updated state behind.
+
+Exits: conmon writes ``<exit dir>/<id>`` when a container ends; an inotify watch on that directory
+calls ``_exited``, which records the code, releases the runtime container and the rootfs mount,
+wakes waiters, emits "die", and removes AutoRemove containers. At start, ``reconcile`` does the same
+for containers that ended while berthd was down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import json
+import logging
+import os
+import secrets
+import shutil
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from berth.container import logs as clogs
+from berth.container import names, spec
+from berth.container.runtime import OCIRuntime, Paths, parse_signal, pid_alive, read_exit_code, wait_pid_gone
+from berth.daemon.events import EventBus, make_event
+from berth.errors import BerthError, Conflict, InvalidParameter, NotFound, NotModified, NotSupported, System
+from berth.image.store import ImageStore
+from berth.linux import cgroups
+from berth.linux.inotify import DirWatch
+from berth.linux.mount import is_mounted, mount, umount
+from berth.store.db import Database
+
+log = logging.getLogger("berth.containers")
+
+# HostConfig fields berth does not honour yet, with the value that means "not used".
+_UNSUPPORTED_HOST: dict[str, tuple[Any, ...]] = {
+    "Binds": (None, []), "Mounts": (None, []), "Memory": (0, None), "MemorySwap": (0, None),
+    "NanoCpus": (0, None), "CpuShares": (0, None), "CpuQuota": (0, None), "CpuPeriod": (0, None),
+    "CpusetCpus": ("", None), "PidsLimit": (0, None, -1), "Privileged": (False, None), "CapAdd": (None, []),
+    "CapDrop": (None, []), "Devices": (None, []), "PortBindings": (None, {}), "PublishAllPorts": (False, None),
+    "Ulimits": (None, []), "Sysctls": (None, {}), "Init": (None, False), "VolumesFrom": (None, []),
+    "Links": (None, []), "Dns": (None, []), "ExtraHosts": (None, []), "Tmpfs": (None, {}),
+    "SecurityOpt": (None, []),
+}
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%f000Z")
+
+
+def _unix(ts: str) -> float:
+    return clogs.parse_time(ts.replace("Z", "+00:00")) if ts else 0.0
+
+
+@dataclass
+class Ctr:
+    id: str
+    name: str
+    image: str
+    image_id: str
+    created: str
+    config: dict[str, Any]
+    host_config: dict[str, Any]
+    state: dict[str, Any]
+    runtime: str
+
+    @property
+    def running(self) -> bool:
+        return bool(self.state.get("Running"))
+
+
+def _new_state() -> dict[str, Any]:
+    return {"Status": "created", "Running": False, "Paused": False, "Restarting": False, "OOMKilled": False,
+            "Dead": False, "Pid": 0, "ExitCode": 0, "Error": "", "StartedAt": "0001-01-01T00:00:00Z",
+            "FinishedAt": "0001-01-01T00:00:00Z"}
+
+
+class ContainerService:
+    def __init__(self, db: Database, images: ImageStore, bus: EventBus, data_root: str, exec_root: str,
+                 runtimes: dict[str, OCIRuntime], default_runtime: str) -> None:
+        self.db = db
+        self.images = images
+        self.bus = bus
+        self.root = os.path.join(data_root, "containers")
+        self.run_root = os.path.join(exec_root, "containers")
+        self.exit_dir = os.path.join(exec_root, "exits")
+        for d in (self.root, self.run_root, self.exit_dir):
+            os.makedirs(d, mode=0o700, exist_ok=True)
+        self.runtimes = runtimes
+        self.default_runtime = default_runtime
+        self._waiters: dict[str, list[tuple[str, asyncio.Future[int]]]] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._watch: DirWatch | None = None
+        self.cgroup_v2 = cgroups.layout() == "v2"
+
+    # ---- persistence ---------------------------------------------------------------------------
+    def _row(self, r: Any) -> Ctr:
+        return Ctr(r["id"], r["name"], r["image"], r["image_id"], r["created"], json.loads(r["config"]),
+                   json.loads(r["host_config"]), json.loads(r["state"]), r["runtime"])
+
+    def _get(self, name_or_id: str) -> Ctr:
+        key = name_or_id.lstrip("/")
+        with self.db.read() as c:
+            r = c.execute("SELECT * FROM containers WHERE id = ? OR name = ?", (key, key)).fetchone()
+            if r is None and key:
+                rows = c.execute("SELECT * FROM containers WHERE id LIKE ?", (key + "%",)).fetchall()
+                if len(rows) > 1:
+                    raise InvalidParameter(f"multiple IDs found with provided prefix: {key}")
+                r = rows[0] if rows else None
+        if r is None:
+            raise NotFound(f"No such container: {name_or_id}")
+        return self._row(r)
+
+    def _save_state(self, ctr: Ctr) -> None:
+        with self.db.transaction() as c:
+            c.execute("UPDATE containers SET state = ? WHERE id = ?", (json.dumps(ctr.state), ctr.id))
+
+    def all(self) -> list[Ctr]:
+        with self.db.read() as c:
+            return [self._row(r) for r in c.execute("SELECT * FROM containers ORDER BY created DESC")]
+
+    def images_in_use(self) -> set[str]:
+        with self.db.read() as c:
+            return {r[0] for r in c.execute("SELECT DISTINCT image_id FROM containers")}
+
+    def _lock(self, cid: str) -> asyncio.Lock:
+        return self._locks.setdefault(cid, asyncio.Lock())
+
+    def _paths(self, ctr: Ctr) -> Paths:
+        run = os.path.join(self.run_root, ctr.id)
+        return Paths(bundle=run, run_dir=os.path.join(run, "run"), exit_dir=self.exit_dir,
+                     log_path=os.path.join(self.root, ctr.id, f"{ctr.id}-json.log"))
+
+    def _event(self, action: str, ctr: Ctr, **extra: str) -> None:
+        attrs = {"name": ctr.name, "image": ctr.image, **(ctr.config.get("Labels") or {}), **extra}
+        self.bus.publish(make_event("container", action, ctr.id, attrs))
+
+    # ---- create --------------------------------------------------------------------------------
+    def _check_host_config(self, hc: dict[str, Any]) -> None:
+        for key, defaults in _UNSUPPORTED_HOST.items():
+            if key in hc and hc[key] not in defaults:
+                raise NotSupported(f"HostConfig.{key} is not supported by berth yet")
+        mode = hc.get("NetworkMode") or "default"
+        if mode not in ("default", "none", "host", "bridge"):
+            raise NotSupported(f"network mode {mode!r} is not supported yet (none and host are)")
+        restart = (hc.get("RestartPolicy") or {}).get("Name") or "no"
+        if restart != "no":
+            raise NotSupported("restart policies are not supported by berth yet")
+        log_type = (hc.get("LogConfig") or {}).get("Type") or "json-file"
+        if log_type not in ("json-file", "k8s-file"):
+            raise NotSupported(f"log driver {log_type!r} is not supported yet")
+
+    def create(self, body: dict[str, Any], name: str, api_version: str) -> dict[str, Any]:
+        if not isinstance(body, dict):
+            raise InvalidParameter("the container config must be a JSON object")
+        image_name = body.get("Image")
+        if not image_name or not isinstance(image_name, str):
+            raise InvalidParameter("no image specified")
+        if body.get("Tty"):
+            raise NotSupported("TTY containers (-t) are not supported by berth yet")
+        if body.get("OpenStdin") or body.get("AttachStdin"):
+            raise NotSupported("stdin (-i) is not supported by berth yet")
+        hc = body.get("HostConfig") or {}
+        self._check_host_config(hc)
+        try:
+            image_id = self.images.resolve(image_name)
+        except NotFound:
+            raise NotFound(f"No such image: {image_name}") from None
+        icfg = self.images.config(image_id).get("config") or {}
+        cfg: dict[str, Any] = {
+            "Hostname": body.get("Hostname") or "", "Domainname": body.get("Domainname") or "",
+            "User": body.get("User") or icfg.get("User") or "", "AttachStdin": False,
+            "AttachStdout": bool(body.get("AttachStdout")), "AttachStderr": bool(body.get("AttachStderr")),
+            "Tty": False, "OpenStdin": False, "StdinOnce": False, "Image": image_name,
+            "WorkingDir": body.get("WorkingDir") or icfg.get("WorkingDir") or "",
+            "StopSignal": body.get("StopSignal") or icfg.get("StopSignal") or "SIGTERM",
+        }
+        if body.get("StopTimeout") is not None:
+            cfg["StopTimeout"] = body["StopTimeout"]
+        env = {e.split("=", 1)[0]: e for e in icfg.get("Env") or []}
+        for e in body.get("Env") or []:
+            env[e.split("=", 1)[0]] = e
+        cfg["Env"] = list(env.values())
+        entry = body.get("Entrypoint")
+        if entry is not None:
+            cfg["Entrypoint"] = [entry] if isinstance(entry, str) else entry
+            cfg["Cmd"] = body.get("Cmd") or None
+        else:
+            cfg["Entrypoint"] = icfg.get("Entrypoint")
+            cfg["Cmd"] = body.get("Cmd") or icfg.get("Cmd")
+        if isinstance(cfg["Cmd"], str):
+            cfg["Cmd"] = [cfg["Cmd"]]
+        if not (cfg.get("Entrypoint") or []) + (cfg.get("Cmd") or []):
+            raise InvalidParameter("no command specified")
+        cfg["Labels"] = {**(icfg.get("Labels") or {}), **(body.get("Labels") or {})}
+        cfg["ExposedPorts"] = body.get("ExposedPorts") or icfg.get("ExposedPorts")
+        cid = secrets.token_hex(32)
+        if not cfg["Hostname"]:
+            cfg["Hostname"] = cid[:12]
+        hc = {**hc, "NetworkMode": "none" if (hc.get("NetworkMode") or "default") in ("default", "bridge")
+              else hc["NetworkMode"], "LogConfig": {"Type": "json-file", "Config": {}}}
+        runtime = hc.get("Runtime") or self.default_runtime
+        if runtime not in self.runtimes:
+            raise InvalidParameter(f"unknown or invalid runtime name: {runtime}")
+        with self.db.read() as c:
+            taken = {r[0] for r in c.execute("SELECT name FROM containers")}
+        name = names.check(name) if name else names.random_name(taken)
+        ctr = Ctr(cid, name, image_name, image_id, _now(), cfg, hc, _new_state(), runtime)
+        cdir = os.path.join(self.root, cid)
+        with contextlib.ExitStack() as undo:
+            os.makedirs(os.path.join(cdir, "upper"), mode=0o755)
+            undo.callback(shutil.rmtree, cdir, True)
+            os.makedirs(os.path.join(cdir, "work"), mode=0o700)
+            try:
+                with self.db.transaction() as c:
+                    c.execute("INSERT INTO containers VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                              (cid, name, image_name, image_id, ctr.created, json.dumps(cfg), json.dumps(hc),
+                               json.dumps(ctr.state), runtime))
+            except Exception as exc:
+                if "UNIQUE" in str(exc) and "name" in str(exc):
+                    other = self._get(name)
+                    raise Conflict(f'Conflict. The container name "/{name}" is already in use by container '
+                                   f'"{other.id}". You have to remove (or rename) that container to be able to '
+                                   "reuse that name.") from None
+                raise
+            undo.pop_all()
+        self._event("create", ctr)
+        return {"Id": cid, "Warnings": []}
+
+    # ---- start ---------------------------------------------------------------------------------
+    def _write_etc(self, ctr: Ctr) -> dict[str, str]:
+        cdir = os.path.join(self.root, ctr.id)
+        hostname = ctr.config["Hostname"]
+        files = {
+            "/etc/hostname": (os.path.join(cdir, "hostname"), hostname + "\n"),
+            "/etc/hosts": (os.path.join(cdir, "hosts"),
+                           "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+                           "fe00::0\tip6-localnet\nff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\n"
+                           "ff02::2\tip6-allrouters\n"),
+        }
+        try:
+            resolv = open("/etc/resolv.conf").read() if ctr.host_config.get("NetworkMode") == "host" else ""
+        except OSError:
+            resolv = ""
+        files["/etc/resolv.conf"] = (os.path.join(cdir, "resolv.conf"), resolv)
+        for _, (path, text) in files.items():
+            with open(path, "w") as f:
+                f.write(text)
+        return {dest: path for dest, (path, _) in files.items()}
+
+    def _start_sync(self, ctr: Ctr) -> None:
+        p = self._paths(ctr)
+        runtime = self.runtimes[ctr.runtime]
+        cdir = os.path.join(self.root, ctr.id)
+        rootfs = os.path.join(p.bundle, "rootfs")
+        with contextlib.ExitStack() as undo:
+            os.makedirs(rootfs, mode=0o755, exist_ok=True)
+            rec = self.images.get(ctr.image_id)
+            lowers = ":".join(self.images.layers.diff_path(ch) for ch in reversed(rec.layers))
+            if is_mounted(rootfs):
+                umount(rootfs)
+            mount("overlay", rootfs, "overlay", 0,
+                  f"lowerdir={lowers},upperdir={cdir}/upper,workdir={cdir}/work")
+            undo.callback(umount, rootfs, True)
+            etc = self._write_etc(ctr)
+            cfg = ctr.config
+            user = spec.resolve_user(rootfs, cfg.get("User") or "")
+            cwd = cfg.get("WorkingDir") or "/"
+            if cwd != "/":
+                os.makedirs(os.path.join(rootfs, cwd.lstrip("/")), exist_ok=True)
+            args = (cfg.get("Entrypoint") or []) + (cfg.get("Cmd") or [])
+            config = spec.build(rootfs=rootfs, args=args, env=cfg.get("Env") or [], cwd=cwd, user=user,
+                                hostname=cfg["Hostname"], tty=False, stdin=False,
+                                readonly_rootfs=bool(ctr.host_config.get("ReadonlyRootfs")),
+                                network_mode=ctr.host_config.get("NetworkMode", "none"),
+                                cgroups_path=f"/berth/{ctr.id}", etc_files=etc, cgroup_v2=self.cgroup_v2)
+            with open(os.path.join(p.bundle, "config.json"), "w") as f:
+                json.dump(config, f)
+            try:
+                os.unlink(os.path.join(self.exit_dir, ctr.id))
+            except FileNotFoundError:
+                pass
+            pid = runtime.create(ctr.id, ctr.name, p)
+            undo.callback(runtime.delete, ctr.id, True)
+            runtime.start(ctr.id, p)
+            undo.pop_all()
+        ctr.state.update(Status="running", Running=True, Paused=False, Pid=pid, ExitCode=0, Error="",
+                         StartedAt=_now(), FinishedAt="0001-01-01T00:00:00Z", OOMKilled=False, Dead=False)
+        self._save_state(ctr)
+
+    async def start(self, name: str) -> None:
+        ctr = self._get(name)
+        async with self._lock(ctr.id):
+            ctr = self._get(ctr.id)
+            if ctr.running:
+                raise NotModified("container already started")
+            try:
+                await asyncio.to_thread(self._start_sync, ctr)
+            except BerthError as exc:
+                # as dockerd: exit code 127 (command not found) or 126, the error recorded
+                code = 127 if "not found" in exc.message else 126 if isinstance(exc, InvalidParameter) else 128
+                ctr.state.update(ExitCode=code, Error=exc.message)
+                self._save_state(ctr)
+                failed: BerthError | None = exc
+            else:
+                failed = None
+        if failed is not None:
+            if ctr.host_config.get("AutoRemove"):  # the docker CLI waits for this removal after a failed start
+                await self.remove(ctr.id, force=True, volumes=False)
+            raise failed
+        self._event("start", ctr)
+
+    # ---- exits ---------------------------------------------------------------------------------
+    def watch_exits(self) -> None:
+        self._watch = DirWatch(self.exit_dir)
+        asyncio.get_running_loop().add_reader(self._watch.fileno(), self._on_exit_files)
+
+    def _on_exit_files(self) -> None:
+        assert self._watch is not None
+        for cid in self._watch.read():
+            code = read_exit_code(self.exit_dir, cid)
+            if code is not None:
+                asyncio.get_running_loop().create_task(self._exited(cid, code))
+
+    async def _exited(self, cid: str, code: int, lost: bool = False) -> None:
+        try:
+            ctr = self._get(cid)
+        except NotFound:
+            return
+        async with self._lock(cid):
+            ctr = self._get(cid)
+            if not ctr.running and not lost:
+                return
+            p = self._paths(ctr)
+            # conmon exits once it has drained the container's output: wait for it, so that the
+            # log is complete when anyone learns that the container stopped.
+            conmon_pid = _read_int(os.path.join(p.run_dir, "conmon.pid"))
+            if conmon_pid:
+                await asyncio.to_thread(wait_pid_gone, conmon_pid, 5.0)
+            await asyncio.to_thread(self._release, ctr, p)
+            ctr.state.update(Status="exited", Running=False, Paused=False, Pid=0, ExitCode=code,
+                             FinishedAt=_now(), Error="berthd lost track of this container" if lost else "")
+            self._save_state(ctr)
+        self._event("die", ctr, exitCode=str(code))
+        self._wake(cid, code, ("next-exit", "not-running"))
+        if ctr.host_config.get("AutoRemove"):
+            await self.remove(cid, force=True, volumes=False)
+
+    def _release(self, ctr: Ctr, p: Paths) -> None:
+        try:
+            self.runtimes[ctr.runtime].delete(ctr.id, True)
+        except System as exc:
+            log.warning("%s", exc.message)
+        umount(os.path.join(p.bundle, "rootfs"), detach=True)
+
+    def _wake(self, cid: str, code: int, conditions: tuple[str, ...]) -> None:
+        keep = []
+        for cond, fut in self._waiters.get(cid, []):
+            if cond in conditions and not fut.done():
+                fut.set_result(code)
+            elif not fut.done():
+                keep.append((cond, fut))
+        self._waiters[cid] = keep
+
+    async def reconcile(self) -> None:
+        """After a (re)start of berthd: containers that ended while it was down are marked exited."""
+        for ctr in self.all():
+            if not ctr.running:
+                continue
+            code = read_exit_code(self.exit_dir, ctr.id)
+            conmon_pid = _read_int(os.path.join(self._paths(ctr).run_dir, "conmon.pid"))
+            if code is not None:
+                await self._exited(ctr.id, code)
+            elif not (conmon_pid and pid_alive(conmon_pid)):
+                await self._exited(ctr.id, 255, lost=True)
+            else:
+                log.info("container %s (%s) is still running under conmon %d", ctr.id[:12], ctr.name, conmon_pid)
+
+    # ---- wait, stop, kill, remove ----------------------------------------------------------------
+    def register_wait(self, name: str, condition: str) -> tuple[Ctr, asyncio.Future[int]]:
+        """Register a waiter now (before the container may exit); await the future for the exit code."""
+        if condition not in ("not-running", "next-exit", "removed", ""):
+            raise InvalidParameter(f"invalid condition: {condition!r}")
+        ctr = self._get(name)
+        fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        cond = condition or "not-running"
+        if cond == "not-running" and not ctr.running:
+            fut.set_result(int(ctr.state.get("ExitCode", 0)))
+        else:
+            self._waiters.setdefault(ctr.id, []).append((cond, fut))
+        return ctr, fut
+
+    async def kill(self, name: str, sig: str) -> None:
+        ctr = self._get(name)
+        if not ctr.running:
+            raise Conflict(f"Cannot kill container: {name}: Container {ctr.id} is not running")
+        signum = parse_signal(sig or "KILL")
+        await asyncio.to_thread(self.runtimes[ctr.runtime].kill, ctr.id, signum)
+        self._event("kill", ctr, signal=str(signum))
+
+    async def stop(self, name: str, timeout: int | None, sig: str = "") -> None:
+        ctr = self._get(name)
+        if not ctr.running:
+            raise NotModified("container already stopped")
+        if timeout is None:
+            timeout = int(ctr.config.get("StopTimeout", 10))
+        _, fut = self.register_wait(ctr.id, "next-exit")
+        signum = parse_signal(sig or ctr.config.get("StopSignal") or "SIGTERM")
+        runtime = self.runtimes[ctr.runtime]
+        with contextlib.suppress(Conflict):
+            await asyncio.to_thread(runtime.kill, ctr.id, signum)
+        try:
+            await asyncio.wait_for(asyncio.shield(fut), timeout if timeout >= 0 else None)
+        except TimeoutError:
+            with contextlib.suppress(Conflict):
+                await asyncio.to_thread(runtime.kill, ctr.id, 9)
+            await asyncio.wait_for(fut, 30)
+        self._event("stop", ctr)
+
+    async def remove(self, name: str, force: bool, volumes: bool) -> None:
+        ctr = self._get(name)
+        if ctr.running:
+            if not force:
+                raise Conflict(f"You cannot remove a running container {ctr.id}. Stop the container before "
+                               "attempting removal or force remove")
+            _, fut = self.register_wait(ctr.id, "next-exit")
+            with contextlib.suppress(Conflict):
+                await asyncio.to_thread(self.runtimes[ctr.runtime].kill, ctr.id, 9)
+            await asyncio.wait_for(fut, 30)
+            if ctr.host_config.get("AutoRemove"):
+                return  # the exit removed it
+        async with self._lock(ctr.id):
+            try:
+                ctr = self._get(ctr.id)
+            except NotFound:
+                return
+            with self.db.transaction() as c:
+                c.execute("DELETE FROM containers WHERE id = ?", (ctr.id,))
+            p = self._paths(ctr)
+            await asyncio.to_thread(self._release, ctr, p)
+            shutil.rmtree(p.bundle, ignore_errors=True)
+            shutil.rmtree(os.path.join(self.root, ctr.id), ignore_errors=True)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(os.path.join(self.exit_dir, ctr.id))
+        self._event("destroy", ctr)
+        self._wake(ctr.id, int(ctr.state.get("ExitCode", 0)), ("removed", "next-exit", "not-running"))
+        self._locks.pop(ctr.id, None)
+
+    # ---- logs ------------------------------------------------------------------------------------
+    async def follow_logs(self, name: str, stdout: bool, stderr: bool, since: float, until: float | None,
+                          tail: int | None, follow: bool, from_start: bool = True) -> AsyncIterator[clogs.Line]:
+        """Yield log Lines; with ``follow``, until the container stops and its log is drained."""
+        ctr = self._get(name)
+        reader = clogs.LogReader(self._paths(ctr).log_path)
+        if not from_start:
+            with contextlib.suppress(FileNotFoundError):
+                reader.offset = os.path.getsize(reader.path)
+        try:
+            for line in clogs.select(reader.read_new(), stdout, stderr, since, until, tail):
+                yield line
+            if not follow:
+                return
+            while True:
+                state = self._get(ctr.id).state if self._exists(ctr.id) else None
+                lines = reader.read_new()
+                for line in clogs.select(lines, stdout, stderr, since, until, None):
+                    yield line
+                if until is not None and time.time() > until:
+                    return
+                # Done once the container has run and stopped (or is gone) and the log is drained;
+                # a container not started yet (attach before start) is waited for.
+                if not lines and (state is None or state.get("Status") not in ("created", "running", "paused")):
+                    lines = reader.read_new()
+                    for line in clogs.select(lines, stdout, stderr, since, until, None):
+                        yield line
+                    return
+                await asyncio.sleep(0.02)
+        finally:
+            reader.close()
+
+    def _exists(self, cid: str) -> bool:
+        with self.db.read() as c:
+            return c.execute("SELECT 1 FROM containers WHERE id = ?", (cid,)).fetchone() is not None
+
+    # ---- views -----------------------------------------------------------------------------------
+    def _status_text(self, ctr: Ctr) -> str:
+        st = ctr.state
+        if st.get("Running"):
+            return "Up " + _since(_unix(st["StartedAt"]))
+        if st.get("Status") == "exited":
+            return f"Exited ({st.get('ExitCode', 0)}) {_since(_unix(st['FinishedAt']))} ago"
+        return "Created"
+
+    def summary(self, ctr: Ctr) -> dict[str, Any]:
+        cmd = (ctr.config.get("Entrypoint") or []) + (ctr.config.get("Cmd") or [])
+        return {"Id": ctr.id, "Names": ["/" + ctr.name], "Image": ctr.image, "ImageID": ctr.image_id,
+                "Command": " ".join(cmd), "Created": int(_unix(ctr.created)), "Ports": [],
+                "Labels": ctr.config.get("Labels") or {}, "State": ctr.state.get("Status", "created"),
+                "Status": self._status_text(ctr), "HostConfig": {"NetworkMode": ctr.host_config.get("NetworkMode")},
+                "NetworkSettings": {"Networks": {}}, "Mounts": []}
+
+    def inspect(self, name: str) -> dict[str, Any]:
+        ctr = self._get(name)
+        p = self._paths(ctr)
+        cmd = (ctr.config.get("Entrypoint") or []) + (ctr.config.get("Cmd") or [])
+        return {
+            "Id": ctr.id, "Created": ctr.created, "Path": cmd[0] if cmd else "", "Args": cmd[1:],
+            "State": ctr.state, "Image": ctr.image_id, "ResolvConfPath": os.path.join(self.root, ctr.id, "resolv.conf"),
+            "HostnamePath": os.path.join(self.root, ctr.id, "hostname"),
+            "HostsPath": os.path.join(self.root, ctr.id, "hosts"), "LogPath": p.log_path, "Name": "/" + ctr.name,
+            "RestartCount": 0, "Driver": "overlay2", "Platform": "linux", "MountLabel": "", "ProcessLabel": "",
+            "AppArmorProfile": "", "ExecIDs": None, "HostConfig": ctr.host_config,
+            "GraphDriver": {"Name": "overlay2", "Data": {
+                "LowerDir": ":".join(self.images.layers.diff_path(ch) for ch in reversed(self.images.get(ctr.image_id).layers)),
+                "UpperDir": os.path.join(self.root, ctr.id, "upper"), "WorkDir": os.path.join(self.root, ctr.id, "work"),
+                "MergedDir": os.path.join(p.bundle, "rootfs")}},
+            "Mounts": [], "Config": ctr.config,
+            "NetworkSettings": {"Bridge": "", "SandboxID": "", "Ports": {}, "Networks": {}},
+        }
+
+
+def _since(t: float) -> str:
+    """docker's units.HumanDuration."""
+    s = max(0, int(time.time() - t))
+    if s < 1:
+        return "Less than a second"
+    if s == 1:
+        return "1 second"
+    if s < 60:
+        return f"{s} seconds"
+    if s < 3600:
+        return f"{s // 60} minutes" if s >= 120 else "About a minute"
+    h = round(s / 3600)
+    if h == 1:
+        return "About an hour"
+    return f"{h} hours" if h < 48 else f"{h // 24} days"
+
+
+def _read_int(path: str) -> int:
+    try:
+        with open(path) as f:
+            return int(f.read().strip() or 0)
+    except (OSError, ValueError):
+        return 0
+
+
+class ContainerAPI(ContainerService):
+    """ContainerService in the api's ContainerBackend shape."""
+
+    def container_create(self, body: dict[str, Any], name: str, api_version: str) -> dict[str, Any]:
+        return self.create(body, name, api_version)
+
+    async def container_start(self, name: str) -> None:
+        await self.start(name)
+
+    async def container_wait(self, name: str, condition: str) -> asyncio.Future[int]:
+        return self.register_wait(name, condition)[1]
+
+    async def container_stop(self, name: str, timeout: int | None, signal: str) -> None:
+        await self.stop(name, timeout, signal)
+
+    async def container_kill(self, name: str, signal: str) -> None:
+        await self.kill(name, signal)
+
+    async def container_restart(self, name: str, timeout: int | None, signal: str) -> None:
+        with contextlib.suppress(NotModified):
+            await self.stop(name, timeout, signal)
+        await self.start(name)
+        self._event("restart", self._get(name))
+
+    async def container_remove(self, name: str, force: bool, volumes: bool) -> None:
+        await self.remove(name, force, volumes)
+
+    def container_list(self, all_: bool, limit: int | None, filters: dict[str, list[str]]) -> list[dict[str, Any]]:
+        ctrs = self.all()
+        if not all_ and not filters.get("status") and (limit is None or limit <= 0):
+            ctrs = [c for c in ctrs if c.running]
+        if "status" in filters:
+            ctrs = [c for c in ctrs if c.state.get("Status") in filters["status"]]
+        if "name" in filters:
+            import re
+
+            ctrs = [c for c in ctrs if any(re.search(p, c.name) for p in filters["name"])]
+        if "id" in filters:
+            ctrs = [c for c in ctrs if any(c.id.startswith(p) for p in filters["id"])]
+        if "label" in filters:
+            def has(c: Ctr, want: str) -> bool:
+                k, eq, v = want.partition("=")
+                labels = c.config.get("Labels") or {}
+                return k in labels and (not eq or labels[k] == v)
+            ctrs = [c for c in ctrs if all(has(c, w) for w in filters["label"])]
+        if "exited" in filters:
+            ctrs = [c for c in ctrs if c.state.get("Status") == "exited"
+                    and str(c.state.get("ExitCode")) in filters["exited"]]
+        if "ancestor" in filters:
+            wanted = set()
+            for a in filters["ancestor"]:
+                with contextlib.suppress(NotFound, InvalidParameter):
+                    wanted.add(self.images.resolve(a))
+            ctrs = [c for c in ctrs if c.image_id in wanted]
+        for key in ("before", "since"):
+            for value in filters.get(key, []):
+                pivot = self._get(value)
+                ctrs = [c for c in ctrs if (c.created < pivot.created if key == "before" else c.created > pivot.created)]
+        if limit is not None and limit > 0:
+            ctrs = ctrs[:limit]
+        return [self.summary(c) for c in ctrs]
+
+    def container_inspect(self, name: str) -> dict[str, Any]:
+        return self.inspect(name)
+
+    async def containers_prune(self, filters: dict[str, list[str]]) -> dict[str, Any]:
+        deleted = []
+        for c in self.all():
+            if not c.running:
+                await self.remove(c.id, force=False, volumes=False)
+                deleted.append(c.id)
+        return {"ContainersDeleted": deleted or None, "SpaceReclaimed": 0}
+
+    async def container_output(self, name: str, *, stdout: bool, stderr: bool, since: float,
+                               until: float | None, tail: int | None, follow: bool, timestamps: bool,
+                               from_start: bool) -> AsyncIterator[bytes]:
+        ctr = self._get(name)
+        tty = bool(ctr.config.get("Tty"))
+        async for line in self.follow_logs(name, stdout, stderr, since, until, tail, follow, from_start):
+            yield clogs.encode(line, tty, timestamps)

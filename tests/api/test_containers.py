@@ -1,0 +1,119 @@
+"""Containers on a real berthd with the real runtime (crun or runc under conmon), through the docker
+CLI and docker-py. The image is made here from Debian's busybox-static."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+
+import docker
+import pytest
+
+from tests.lib import rawhttp
+from tests.lib.clis import docker as docker_cli
+from tests.lib.images import busybox_rootfs_tar
+
+
+@pytest.fixture
+def bb(berthd):  # type: ignore[no-untyped-def]
+    r = rawhttp.request(berthd.sock, "POST", "/images/create?fromSrc=-&repo=bb&tag=latest", body=busybox_rootfs_tar())
+    assert r.status == 200, r.body
+    return berthd
+
+
+def run(d, *args: str, **kw: object) -> subprocess.CompletedProcess[str]:  # type: ignore[no-untyped-def]
+    return docker_cli("-H", d.url, *args, **kw)
+
+
+def test_run_rm_echo(bb):
+    r = run(bb, "run", "--rm", "bb", "echo", "hi")
+    assert r.returncode == 0 and r.stdout == "hi\n", r.stderr
+    assert run(bb, "ps", "-aq").stdout == ""  # --rm removed it
+
+
+def test_exit_code_and_both_streams(bb):
+    r = run(bb, "run", "--rm", "bb", "sh", "-c", "echo out; echo err >&2; exit 3")
+    assert r.returncode == 3 and r.stdout == "out\n" and r.stderr == "err\n"
+
+
+def test_command_not_found_is_127_and_nothing_left(bb):
+    r = run(bb, "run", "--rm", "bb", "nonexistent")
+    assert r.returncode == 127
+    assert 'exec: "nonexistent": executable file not found in $PATH' in r.stderr
+    assert run(bb, "ps", "-aq").stdout == ""
+    mounts = open("/proc/mounts").read()
+    assert bb.root not in mounts
+
+
+def test_detached_logs_stop_wait_rm(bb):
+    cid = run(bb, "run", "-d", "--name", "ticker", "bb", "sh", "-c",
+              "i=0; while true; do echo tick $i; i=$((i+1)); sleep 0.1; done").stdout.strip()
+    assert len(cid) == 64
+    ps = run(bb, "ps", "--format", "{{.Names}} {{.State}}").stdout
+    assert ps.strip() == "ticker running"
+    logs = subprocess.run(["timeout", "1", "docker", "-H", bb.url, "logs", "-f", "ticker"], capture_output=True,
+                          text=True).stdout
+    assert logs.startswith("tick 0\ntick 1\n")
+    assert run(bb, "stop", "-t", "1", "ticker").stdout.strip() == "ticker"  # sh ignores TERM: killed after 1 s
+    assert run(bb, "wait", "ticker").stdout.strip() == "137"
+    info = docker.APIClient(base_url=bb.url, version="1.47").inspect_container("ticker")
+    assert info["State"]["Status"] == "exited" and info["State"]["ExitCode"] == 137
+    assert run(bb, "logs", "--tail", "1", "ticker").stdout.startswith("tick ")
+    assert run(bb, "rm", "ticker").returncode == 0
+    assert bb.root not in open("/proc/mounts").read()
+
+
+def test_errors_have_dockerd_status_and_words(bb):
+    c = docker.APIClient(base_url=bb.url, version="1.47")
+    c.create_container("bb", ["true"], name="dup")
+    with pytest.raises(docker.errors.APIError) as e:
+        c.create_container("bb", ["true"], name="dup")
+    assert e.value.status_code == 409 and 'The container name "/dup" is already in use' in str(e.value)
+    with pytest.raises(docker.errors.ImageNotFound):
+        c.create_container("nosuch:image", ["true"])
+    with pytest.raises(docker.errors.NotFound):
+        c.start("nosuchcontainer")
+    r = rawhttp.request(bb.sock, "POST", "/containers/dup/kill")
+    assert r.status == 409 and "is not running" in r.json()["message"]
+    r = rawhttp.request(bb.sock, "POST", "/containers/create", body=b'{"Image": "bb", "Cmd": ["true"], '
+                        b'"HostConfig": {"Memory": 16777216}}', headers={"Content-Type": "application/json"})
+    assert r.status == 501 and "HostConfig.Memory is not supported by berth yet" in r.json()["message"]
+    r = rawhttp.request(bb.sock, "POST", "/containers/create", body=b"{not json",
+                        headers={"Content-Type": "application/json"})
+    assert r.status == 400
+    r = rawhttp.request(bb.sock, "DELETE", "/images/bb")
+    assert r.status == 409 and "being used by a container" in r.json()["message"]
+
+
+def test_docker_py_run_logs_wait(bb):
+    hc = docker.DockerClient(base_url=bb.url, version="1.47")
+    out = hc.containers.run("bb", ["sh", "-c", "echo via docker-py; cat /etc/hostname"], remove=True)
+    assert out.decode().startswith("via docker-py\n")
+    ctr = hc.containers.run("bb", ["sh", "-c", "exit 7"], detach=True)
+    assert ctr.wait()["StatusCode"] == 7
+    ctr.remove()
+
+
+def test_containers_survive_a_daemon_crash(make_berthd):
+    d = make_berthd().start()
+    assert rawhttp.request(d.sock, "POST", "/images/create?fromSrc=-&repo=bb", body=busybox_rootfs_tar()).status == 200
+    run(d, "run", "-d", "--name", "keeps", "bb", "sh", "-c",
+        "i=0; while true; do echo n $i; i=$((i+1)); sleep 0.05; done")
+    run(d, "run", "-d", "--name", "ends", "bb", "sh", "-c", "sleep 1; exit 42")
+    d.signal(signal.SIGKILL)
+    d.proc.wait()
+    import time
+
+    time.sleep(1.5)  # "ends" exits while berthd is down
+    d.start()
+    assert "still running under conmon" in d.log()
+    states = {line.split()[0]: line.split()[1] for line in
+              run(d, "ps", "-a", "--format", "{{.Names}} {{.State}}").stdout.splitlines()}
+    assert states == {"keeps": "running", "ends": "exited"}
+    assert run(d, "inspect", "-f", "{{.State.ExitCode}}", "ends").stdout.strip() == "42"
+    numbers = [int(line.split()[1]) for line in run(d, "logs", "keeps").stdout.splitlines()]
+    assert numbers == list(range(len(numbers))) and len(numbers) > 20  # no gap across the crash
+    assert run(d, "stop", "-t", "0", "keeps").returncode == 0
+    assert run(d, "inspect", "-f", "{{.State.Status}}", "keeps").stdout.strip() == "exited"
+    assert not os.path.exists(os.path.join(d.root, "exec", "containers", "x"))
