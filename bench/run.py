@@ -181,7 +181,7 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="fewer and shorter rounds")
     ap.add_argument("--json", help="also write the results here")
-    ap.add_argument("--only", choices=["system", "images"], help="run one group of measures")
+    ap.add_argument("--only", choices=["system", "images", "containers"], help="run one group of measures")
     opts = ap.parse_args()
     rounds, seconds, cli_runs, starts = (2, 1.0, 5, 2) if opts.quick else (5, 3.0, 21, 5)
     kinds = ["berthd"] + (["dockerd"] if DOCKERD else [])
@@ -192,7 +192,7 @@ def main() -> int:
     server_tls, client_tls = make_certs(certs_root)
     daemons: dict[str, Daemon] = {}
     results: dict[str, dict[str, float]] = {}
-    if opts.only == "images":
+    if opts.only in ("images", "containers"):
         rounds = 0
     try:
         if rounds == 0:
@@ -224,10 +224,14 @@ def main() -> int:
         for d in daemons.values():
             d.remove()
         shutil.rmtree(certs_root, ignore_errors=True)
-    if opts.only != "system":
+    if opts.only in (None, "images"):
         import images
 
         results.update(images.main(rounds=2 if opts.quick else 3))
+    if opts.only in (None, "containers"):
+        import containers
+
+        results.update(containers.main(runs=5 if opts.quick else 11))
 
     higher_is_better = {"ping unix (req/s)", "ping mTLS (req/s)"}
     print(f"\n{'measure':<22}{'berthd':>12}{'dockerd':>12}  ratio (berthd better when > 1)")

@@ -34,6 +34,20 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
+# crun refuses hybrid cgroups while cgroup2 still holds a controller (hugetlb on these hosts);
+# mounting it as a v1 hierarchy fixes that. berthd does the same at start; doing it here makes
+# `crun` usable by hand too.
+if [ "$(id -u)" = 0 ] && [ -f /sys/fs/cgroup/unified/cgroup.controllers ] && [ ! -f /sys/fs/cgroup/cgroup.controllers ]; then
+  for ctrl in $(cat /sys/fs/cgroup/unified/cgroup.controllers); do
+    mkdir -p "/sys/fs/cgroup/$ctrl"
+    if mount -t cgroup -o "$ctrl" cgroup "/sys/fs/cgroup/$ctrl" 2>/dev/null; then
+      say "cgroups are hybrid and cgroup2 held '$ctrl', which crun refuses: mounted it as a v1 hierarchy at /sys/fs/cgroup/$ctrl"
+    else
+      say "cgroups are hybrid and cgroup2 holds '$ctrl'; mounting it as v1 failed: crun will not run containers (runc will)"
+    fi
+  done
+fi
+
 if [ "$(id -u)" = 0 ] && ! getent group docker >/dev/null; then
   groupadd --system docker
   say "created the 'docker' group (members may use berthd's socket)"
