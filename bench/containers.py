@@ -39,7 +39,7 @@ def main(runs: int = 11) -> dict[str, dict[str, float]]:
     daemons = {k: Daemon(k) for k in kinds}
     samples: dict[str, list[float]] = {k: [] for k in kinds}
     try:
-        for k, d in daemons.items():
+        for d in daemons.values():
             d.start()
             subprocess.run([DOCKER, "-H", f"unix://{d.sock}", "import", "-", "bb:latest"], input=rootfs_tar(),
                            check=True, capture_output=True, env=env)
