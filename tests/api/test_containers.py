@@ -117,3 +117,14 @@ def test_containers_survive_a_daemon_crash(make_berthd):
     assert run(d, "stop", "-t", "0", "keeps").returncode == 0
     assert run(d, "inspect", "-f", "{{.State.Status}}", "keeps").stdout.strip() == "exited"
     assert not os.path.exists(os.path.join(d.root, "exec", "containers", "x"))
+
+
+def test_stdin_with_half_close(bb):
+    r = run(bb, "run", "-i", "--rm", "bb", "cat", input="data\n")
+    assert r.returncode == 0 and r.stdout == "data\n", r.stderr
+    big = "".join(f"{i}\n" for i in range(20000))  # many conmon messages (8 KiB each)
+    r = run(bb, "run", "-i", "--rm", "bb", "sh", "-c", "cat | tail -n 1")
+    r = run(bb, "run", "-i", "--rm", "bb", "cat", input=big)
+    assert r.returncode == 0 and r.stdout == big
+    r = run(bb, "run", "-i", "--rm", "bb", "cat", input="")
+    assert r.returncode == 0 and r.stdout == ""

@@ -174,3 +174,15 @@ def test_berth_pki_certificates_with_rsa(make_berthd, tmp_path):
     pki("client", "--dir", f"{root}/ca", "--cn", "c", "--rsa", "2048", "--out", f"{root}/c")
     t = start_tls(make_berthd, f"{root}/s")
     assert docker("version", env=t.env(f"{root}/c")).returncode == 0
+
+
+def test_run_interactive_over_mutual_tls(make_berthd, pki_dirs):
+    """The docker CLI half-closes with close_notify when stdin ends; the output must still arrive."""
+    from tests.lib import rawhttp
+    from tests.lib.images import busybox_rootfs_tar
+
+    t = start_tls(make_berthd, f"{pki_dirs}/server")
+    assert rawhttp.request(t.d.sock, "POST", "/images/create?fromSrc=-&repo=bb", body=busybox_rootfs_tar()).status == 200
+    data = "".join(f"line {i}\n" for i in range(5000))
+    r = docker("run", "-i", "--rm", "bb", "cat", env=t.env(f"{pki_dirs}/client"), input=data)
+    assert r.returncode == 0 and r.stdout == data, r.stderr

@@ -85,6 +85,11 @@ class ContainerBackend(Protocol):
 
     def container_inspect(self, name: str) -> dict[str, Any]: ...
 
+    async def container_stdin(self, name: str, source: Any) -> None:
+        """Copy ``source`` (has ``async read(n) -> bytes``, b"" at its end) to the container's stdin,
+        waiting for the container to start if need be; then close the container's stdin."""
+        ...
+
     async def containers_prune(self, filters: Filters) -> dict[str, Any]: ...
 
     def container_output(self, name: str, *, stdout: bool, stderr: bool, since: float, until: float | None,

@@ -18,6 +18,7 @@ import re
 import select
 import shutil
 import signal
+import socket
 import subprocess
 import time
 from dataclasses import dataclass
@@ -60,7 +61,7 @@ class OCIRuntime:
         if tty:
             args.append("-t")
         if stdin:
-            args += ["-i", "--leave-stdin-open"] if not tty else ["-i"]
+            args.append("-i")  # conmon closes the container's stdin when the attach client half-closes
         return args
 
     def create(self, cid: str, name: str, p: Paths, tty: bool = False, stdin: bool = False,
@@ -160,6 +161,22 @@ class OCIRuntime:
         if r.returncode != 0:
             raise NotFound(f"{self.name} has no container {cid[:12]}")
         return json.loads(r.stdout)  # type: ignore[no-any-return, unused-ignore]
+
+
+def connect_attach(bundle: str) -> socket.socket:
+    """conmon's attach socket (SOCK_SEQPACKET; what is sent goes to the container's stdin). The path
+    can exceed the 108-byte limit of unix socket names, so it is reached through /proc/self/fd."""
+    dfd = os.open(bundle, os.O_PATH | os.O_DIRECTORY)
+    try:
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
+        try:
+            s.connect(f"/proc/self/fd/{dfd}/attach")
+        except OSError as exc:
+            s.close()
+            raise System(f"cannot attach to the container's stdin: {exc.strerror}") from None
+        return s
+    finally:
+        os.close(dfd)
 
 
 def read_exit_code(exit_dir: str, cid: str) -> int | None:

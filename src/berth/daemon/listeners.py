@@ -19,6 +19,7 @@ import ssl
 import stat
 from collections.abc import Callable
 
+from berth.api.tlsconn import TLSConnection
 from berth.daemon.hosts import HostAddr
 from berth.errors import InvalidParameter, System
 from berth.linux.peercred import group_id, peer_credentials, user_name
@@ -117,8 +118,10 @@ class Site:
                 log.info("%s: a client spoke plain HTTP to the TLS port; answered with a TLS alert", self.name)
                 _refuse_plain(conn)
                 return
-            await loop.connect_accepted_socket(lambda: factory(self.identify), conn, ssl=self.tls,
-                                               ssl_handshake_timeout=10)
+            tls = self.tls
+            assert tls is not None
+            await loop.connect_accepted_socket(
+                lambda: TLSConnection(tls, lambda: factory(self.identify), name=self.name), conn)
         except (TimeoutError, OSError, ssl.SSLError, ConnectionError) as exc:
             log.info("%s: TLS connection refused: %s", self.name, exc)
             conn.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 
@@ -90,19 +91,24 @@ def routes(backend: ContainerBackend) -> list[Route]:
 
     async def attach(req: Request) -> None:
         assert req.connection is not None
-        if req.bool_arg("stdin"):
-            pass  # berth refuses OpenStdin at create; a stdin stream here has nothing to feed
+        backend.container_inspect(req.params["id"])  # 404 before the upgrade
         out = backend.container_output(req.params["id"], stdout=req.bool_arg("stdout"),
                                        stderr=req.bool_arg("stderr"), since=0.0, until=None, tail=None,
                                        follow=req.bool_arg("stream"), timestamps=False,
                                        from_start=req.bool_arg("logs"))
-        backend.container_inspect(req.params["id"])  # 404 before the upgrade
         stream = await req.connection.hijack(MULTIPLEXED)
+        pump = None
+        if req.bool_arg("stdin"):
+            pump = asyncio.ensure_future(backend.container_stdin(req.params["id"], stream))
         try:
             async for chunk in out:
                 await stream.write(chunk)
         except ConnectionResetError:
             return None
+        finally:
+            if pump is not None:
+                pump.cancel()
+                await asyncio.gather(pump, return_exceptions=True)
         stream.send_eof()
         return None
 

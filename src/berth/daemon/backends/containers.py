@@ -20,6 +20,7 @@ import logging
 import os
 import secrets
 import shutil
+import socket
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -27,7 +28,15 @@ from typing import Any
 
 from berth.container import logs as clogs
 from berth.container import names, spec
-from berth.container.runtime import OCIRuntime, Paths, parse_signal, pid_alive, read_exit_code, wait_pid_gone
+from berth.container.runtime import (
+    OCIRuntime,
+    Paths,
+    connect_attach,
+    parse_signal,
+    pid_alive,
+    read_exit_code,
+    wait_pid_gone,
+)
 from berth.daemon.events import EventBus, make_event
 from berth.errors import BerthError, Conflict, InvalidParameter, NotFound, NotModified, NotSupported, System
 from berth.image.store import ImageStore
@@ -97,6 +106,9 @@ class ContainerService:
         self._waiters: dict[str, list[tuple[str, asyncio.Future[int]]]] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._watch: DirWatch | None = None
+        # attach calls waiting for a container's stdin socket (the docker CLI attaches before start)
+        self._stdin_waiters: dict[str, list[asyncio.Future[socket.socket]]] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.cgroup_v2 = cgroups.layout() == "v2"
 
     # ---- persistence ---------------------------------------------------------------------------
@@ -164,8 +176,6 @@ class ContainerService:
             raise InvalidParameter("no image specified")
         if body.get("Tty"):
             raise NotSupported("TTY containers (-t) are not supported by berth yet")
-        if body.get("OpenStdin") or body.get("AttachStdin"):
-            raise NotSupported("stdin (-i) is not supported by berth yet")
         hc = body.get("HostConfig") or {}
         self._check_host_config(hc)
         try:
@@ -175,9 +185,10 @@ class ContainerService:
         icfg = self.images.config(image_id).get("config") or {}
         cfg: dict[str, Any] = {
             "Hostname": body.get("Hostname") or "", "Domainname": body.get("Domainname") or "",
-            "User": body.get("User") or icfg.get("User") or "", "AttachStdin": False,
+            "User": body.get("User") or icfg.get("User") or "", "AttachStdin": bool(body.get("AttachStdin")),
             "AttachStdout": bool(body.get("AttachStdout")), "AttachStderr": bool(body.get("AttachStderr")),
-            "Tty": False, "OpenStdin": False, "StdinOnce": False, "Image": image_name,
+            "Tty": False, "OpenStdin": bool(body.get("OpenStdin")), "StdinOnce": bool(body.get("StdinOnce")),
+            "Image": image_name,
             "WorkingDir": body.get("WorkingDir") or icfg.get("WorkingDir") or "",
             "StopSignal": body.get("StopSignal") or icfg.get("StopSignal") or "SIGTERM",
         }
@@ -286,13 +297,34 @@ class ContainerService:
                 os.unlink(os.path.join(self.exit_dir, ctr.id))
             except FileNotFoundError:
                 pass
-            pid = runtime.create(ctr.id, ctr.name, p)
+            pid = runtime.create(ctr.id, ctr.name, p, stdin=bool(cfg.get("OpenStdin")))
             undo.callback(runtime.delete, ctr.id, True)
+            self._hand_out_stdin(ctr.id, p)  # before start: no input can be missed
             runtime.start(ctr.id, p)
             undo.pop_all()
         ctr.state.update(Status="running", Running=True, Paused=False, Pid=pid, ExitCode=0, Error="",
                          StartedAt=_now(), FinishedAt="0001-01-01T00:00:00Z", OOMKilled=False, Dead=False)
         self._save_state(ctr)
+
+    def _hand_out_stdin(self, cid: str, p: Paths) -> None:
+        """Connect every attach call that is waiting for this container's stdin (in the start thread)."""
+        waiters = self._stdin_waiters.pop(cid, [])
+        loop = self._loop
+        for fut in waiters:
+            sock = connect_attach(p.bundle)
+            if loop is not None:
+                loop.call_soon_threadsafe(_deliver, fut, sock)
+
+    async def stdin_socket(self, name: str) -> socket.socket:
+        """The container's stdin: now if it runs, else once it is started."""
+        ctr = self._get(name)
+        if not ctr.config.get("OpenStdin"):
+            raise InvalidParameter("the container was not created with stdin open (-i)")
+        if ctr.running:
+            return await asyncio.to_thread(connect_attach, self._paths(ctr).bundle)
+        fut: asyncio.Future[socket.socket] = asyncio.get_running_loop().create_future()
+        self._stdin_waiters.setdefault(ctr.id, []).append(fut)
+        return await fut
 
     async def start(self, name: str) -> None:
         ctr = self._get(name)
@@ -318,6 +350,7 @@ class ContainerService:
 
     # ---- exits ---------------------------------------------------------------------------------
     def watch_exits(self) -> None:
+        self._loop = asyncio.get_running_loop()
         self._watch = DirWatch(self.exit_dir)
         asyncio.get_running_loop().add_reader(self._watch.fileno(), self._on_exit_files)
 
@@ -542,6 +575,13 @@ def _since(t: float) -> str:
     return f"{h} hours" if h < 48 else f"{h // 24} days"
 
 
+def _deliver(fut: asyncio.Future[socket.socket], sock: socket.socket) -> None:
+    if fut.done():
+        sock.close()  # the attach call went away meanwhile
+    else:
+        fut.set_result(sock)
+
+
 def _read_int(path: str) -> int:
     try:
         with open(path) as f:
@@ -614,6 +654,23 @@ class ContainerAPI(ContainerService):
 
     def container_inspect(self, name: str) -> dict[str, Any]:
         return self.inspect(name)
+
+    async def container_stdin(self, name: str, source: Any) -> None:
+        """Copy the hijacked stream's bytes to the container's stdin until the client half-closes,
+        then close the container's stdin (conmon does on our half-close)."""
+        sock = await self.stdin_socket(name)
+        loop = asyncio.get_running_loop()
+        sock.setblocking(False)
+        try:
+            while data := await source.read(8192):  # one SEQPACKET message at most: conmon reads 8 KiB
+                for i in range(0, len(data), 8192):
+                    await loop.sock_sendall(sock, data[i:i + 8192])
+            sock.shutdown(socket.SHUT_WR)
+            await asyncio.sleep(0)
+        except OSError:
+            pass
+        finally:
+            sock.close()
 
     async def containers_prune(self, filters: dict[str, list[str]]) -> dict[str, Any]:
         deleted = []
