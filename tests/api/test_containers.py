@@ -128,3 +128,36 @@ def test_stdin_with_half_close(bb):
     assert r.returncode == 0 and r.stdout == big
     r = run(bb, "run", "-i", "--rm", "bb", "cat", input="")
     assert r.returncode == 0 and r.stdout == ""
+
+
+def test_binds_tmpfs_and_their_errors(bb, tmp_path):
+    host = tmp_path / "host"
+    host.mkdir()
+    (host / "f").write_text("from the host\n")
+    r = run(bb, "run", "--rm", "-v", f"{host}:/data:ro", "bb", "sh", "-c", "cat /data/f; echo x > /data/g")
+    assert r.stdout == "from the host\n" and "Read-only file system" in r.stderr and r.returncode != 0
+    r = run(bb, "run", "--rm", "-v", f"{host}:/data", "bb", "sh", "-c", "echo written > /data/g")
+    assert r.returncode == 0 and (host / "g").read_text() == "written\n"
+    missing = tmp_path / "missing"
+    r = run(bb, "run", "--rm", "--mount", f"type=bind,source={missing},target=/x", "bb", "true")
+    assert r.returncode == 125 and "bind source path does not exist" in r.stderr
+    r = run(bb, "run", "--rm", "-v", f"{missing}:/x", "bb", "true")  # -v creates it, as dockerd does
+    assert r.returncode == 0 and missing.is_dir()
+    r = run(bb, "run", "--rm", "--tmpfs", "/scratch:size=1m", "bb", "cat", "/proc/mounts")
+    assert any(" /scratch tmpfs " in line and "size=1024k" in line for line in r.stdout.splitlines()), r.stdout
+
+
+def test_memory_limit_oom_is_137_and_reported(bb):
+    r = run(bb, "run", "-m", "16m", "--name", "hog", "bb", "sh", "-c", 'x=a; while true; do x="$x$x"; done')
+    assert r.returncode == 137
+    assert run(bb, "inspect", "-f", "{{.State.OOMKilled}} {{.State.ExitCode}}", "hog").stdout.split() == ["true", "137"]
+    r = run(bb, "run", "--rm", "-m", "1m", "bb", "true")
+    assert r.returncode == 125 and "Minimum memory limit allowed is 6MB" in r.stderr
+
+
+def test_cpu_and_pids_limits_reach_the_cgroup(bb):
+    r = run(bb, "run", "--rm", "--cpus", "0.5", "--pids-limit", "50", "bb", "sh", "-c",
+            "cat /sys/fs/cgroup/pids/pids.max /sys/fs/cgroup/cpu/cpu.cfs_quota_us 2>/dev/null || "
+            "cat /sys/fs/cgroup/pids.max /sys/fs/cgroup/cpu.max")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split()[0] == "50" and r.stdout.split()[1] in ("50000", "50000 100000")

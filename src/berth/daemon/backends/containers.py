@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from berth.container import logs as clogs
+from berth.container import mounts as cmounts
 from berth.container import names, spec
 from berth.container.runtime import (
     OCIRuntime,
@@ -49,12 +50,10 @@ log = logging.getLogger("berth.containers")
 
 # HostConfig fields berth does not honour yet, with the value that means "not used".
 _UNSUPPORTED_HOST: dict[str, tuple[Any, ...]] = {
-    "Binds": (None, []), "Mounts": (None, []), "Memory": (0, None), "MemorySwap": (0, None),
-    "NanoCpus": (0, None), "CpuShares": (0, None), "CpuQuota": (0, None), "CpuPeriod": (0, None),
-    "CpusetCpus": ("", None), "PidsLimit": (0, None, -1), "Privileged": (False, None), "CapAdd": (None, []),
+    "Privileged": (False, None), "CapAdd": (None, []),
     "CapDrop": (None, []), "Devices": (None, []), "PortBindings": (None, {}), "PublishAllPorts": (False, None),
     "Ulimits": (None, []), "Sysctls": (None, {}), "Init": (None, False), "VolumesFrom": (None, []),
-    "Links": (None, []), "Dns": (None, []), "ExtraHosts": (None, []), "Tmpfs": (None, {}),
+    "Links": (None, []), "Dns": (None, []), "ExtraHosts": (None, []),
     "SecurityOpt": (None, []),
 }
 
@@ -110,6 +109,7 @@ class ContainerService:
         self._stdin_waiters: dict[str, list[asyncio.Future[socket.socket]]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self.cgroup_v2 = cgroups.layout() == "v2"
+        self.memsw = self.cgroup_v2 or os.path.exists("/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes")
 
     # ---- persistence ---------------------------------------------------------------------------
     def _row(self, r: Any) -> Ctr:
@@ -178,6 +178,11 @@ class ContainerService:
             raise NotSupported("TTY containers (-t) are not supported by berth yet")
         hc = body.get("HostConfig") or {}
         self._check_host_config(hc)
+        cmounts.resources(hc, memsw=True)  # bad limits are refused at create, as dockerd does
+        for m in hc.get("Mounts") or []:
+            if m.get("Type") == "bind" and m.get("Source", "").startswith("/") and not os.path.exists(m["Source"]):
+                raise InvalidParameter('invalid mount config for type "bind": bind source path does not exist: '
+                                       f'{m["Source"]}')
         try:
             image_id = self.images.resolve(image_name)
         except NotFound:
@@ -291,6 +296,8 @@ class ContainerService:
                                 readonly_rootfs=bool(ctr.host_config.get("ReadonlyRootfs")),
                                 network_mode=ctr.host_config.get("NetworkMode", "none"),
                                 cgroups_path=f"/berth/{ctr.id}", etc_files=etc, cgroup_v2=self.cgroup_v2)
+            config["mounts"].extend(cmounts.mounts(ctr.host_config))
+            config["linux"]["resources"].update(cmounts.resources(ctr.host_config, memsw=self.memsw))
             with open(os.path.join(p.bundle, "config.json"), "w") as f:
                 json.dump(config, f)
             try:
@@ -376,14 +383,29 @@ class ContainerService:
             conmon_pid = _read_int(os.path.join(p.run_dir, "conmon.pid"))
             if conmon_pid:
                 await asyncio.to_thread(wait_pid_gone, conmon_pid, 5.0)
+            oom = await asyncio.to_thread(self._oom_killed, ctr)
             await asyncio.to_thread(self._release, ctr, p)
-            ctr.state.update(Status="exited", Running=False, Paused=False, Pid=0, ExitCode=code,
+            ctr.state.update(Status="exited", Running=False, Paused=False, Pid=0, ExitCode=code, OOMKilled=oom,
                              FinishedAt=_now(), Error="berthd lost track of this container" if lost else "")
             self._save_state(ctr)
         self._event("die", ctr, exitCode=str(code))
         self._wake(cid, code, ("next-exit", "not-running"))
         if ctr.host_config.get("AutoRemove"):
             await self.remove(cid, force=True, volumes=False)
+
+    def _oom_killed(self, ctr: Ctr) -> bool:
+        """Whether the kernel's OOM killer struck in the container's memory cgroup."""
+        path = (f"/sys/fs/cgroup/berth/{ctr.id}/memory.events" if self.cgroup_v2
+                else f"/sys/fs/cgroup/memory/berth/{ctr.id}/memory.oom_control")
+        try:
+            with open(path) as f:
+                for line in f:
+                    key, _, value = line.partition(" ")
+                    if key == "oom_kill" and int(value) > 0:
+                        return True
+        except (OSError, ValueError):
+            pass
+        return False
 
     def _release(self, ctr: Ctr, p: Paths) -> None:
         try:
