@@ -31,6 +31,17 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "history": ("image", "Show the history of an image"),
     "tag": ("image", "Create a tag TARGET_IMAGE that refers to SOURCE_IMAGE"),
     "rmi": ("image", "Remove one or more images"),
+    "container": ("container", "Manage containers"),
+    "run": ("container", "Create and run a new container from an image"),
+    "create": ("container", "Create a new container"),
+    "start": ("container", "Start one or more stopped containers"),
+    "ps": ("container", "List containers"),
+    "logs": ("container", "Fetch the logs of a container"),
+    "stop": ("container", "Stop one or more running containers"),
+    "kill": ("container", "Kill one or more running containers"),
+    "restart": ("container", "Restart one or more containers"),
+    "rm": ("container", "Remove one or more containers"),
+    "wait": ("container", "Block until one or more containers stop, then print their exit codes"),
 }
 _VALUE_OPTS = {"-H", "--host", "-c", "--context", "--tlscacert", "--tlscert", "--tlskey", "-l", "--log-level",
                "--config"}
@@ -133,7 +144,8 @@ def run(argv: list[str], environ: dict[str, str] | None = None) -> int:
     conn = ConnectionOptions(g.host, g.context, g.tls, g.tlsverify, g.tlscacert, g.tlscert, g.tlskey)
     cli = CLI(conn, env, debug=g.debug)
     module = importlib.import_module(f"berth.cli.commands.{COMMANDS[command][0]}")
-    parser = argparse.ArgumentParser(prog=f"berth {command}", description=COMMANDS[command][1])
+    parser = argparse.ArgumentParser(prog=f"berth {command}", description=COMMANDS[command][1],
+                                     conflict_handler="resolve")  # `run -h` is --hostname, as in docker
     alias = getattr(module, "ALIASES", {}).get(command)
     if alias is not None:  # a top-level alias of a sub-command: "berth images" = "berth image ls"
         module.add_verb_arguments(alias, parser)
