@@ -161,3 +161,24 @@ def test_cpu_and_pids_limits_reach_the_cgroup(bb):
             "cat /sys/fs/cgroup/pids.max /sys/fs/cgroup/cpu.max")
     assert r.returncode == 0, r.stderr
     assert r.stdout.split()[0] == "50" and r.stdout.split()[1] in ("50000", "50000 100000")
+
+
+def test_exec(bb):
+    assert run(bb, "run", "-d", "--name", "svc", "bb", "sh", "-c", "while true; do sleep 1; done").returncode == 0
+    r = run(bb, "exec", "svc", "sh", "-c", "echo out; echo err >&2; exit 5")
+    assert (r.returncode, r.stdout, r.stderr) == (5, "out\n", "err\n")
+    r = run(bb, "exec", "-i", "-e", "X=1", "-w", "/etc", "svc", "sh", "-c", 'echo "$X $(cat)"; cat passwd',
+            input="from stdin")
+    assert r.returncode == 0 and r.stdout.startswith("1 from stdin\nroot:"), r.stderr
+    r = run(bb, "exec", "svc", "nonexistent")
+    assert r.returncode == 127
+    c = docker.APIClient(base_url=bb.url, version="1.47")
+    ex = c.exec_create("svc", ["sh", "-c", "exit 3"])
+    c.exec_start(ex["Id"])
+    info = c.exec_inspect(ex["Id"])
+    assert info["ExitCode"] == 3 and not info["Running"]
+    with pytest.raises(docker.errors.NotFound):
+        c.exec_inspect("nosuchexec")
+    run(bb, "stop", "-t", "0", "svc")
+    r = run(bb, "exec", "svc", "true")
+    assert r.returncode != 0 and "is not running" in r.stderr

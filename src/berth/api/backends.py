@@ -97,3 +97,14 @@ class ContainerBackend(Protocol):
         """Log lines as the API sends them (stdcopy frames without a TTY); NotFound when there is no
         such container, raised on the first iteration."""
         ...
+
+
+class ExecBackend(Protocol):
+    def exec_create(self, name: str, body: dict[str, Any]) -> dict[str, Any]: ...
+
+    def exec_inspect(self, exec_id: str) -> dict[str, Any]: ...
+
+    async def exec_run(self, exec_id: str, stdin: Any, write: Any) -> int:
+        """Run it: read the client's input from ``stdin`` (``async read(n)``; None when detached) and send
+        output with ``await write(stream, data)``; returns the exit code."""
+        ...

@@ -141,6 +141,10 @@ class OCIRuntime:
                 raise Conflict(f"container {cid[:12]} is not running")
             raise System(f"{self.name} kill failed: {r.stderr.strip()}")
 
+    def exec_argv(self, cid: str, process_file: str) -> list[str]:
+        """The command that runs an extra process (docker exec) in a running container."""
+        return [self.path, "--root", self.root, "exec", "--process", process_file, cid]
+
     def pause(self, cid: str) -> None:
         r = self._run("pause", cid)
         if r.returncode != 0:

@@ -26,7 +26,7 @@ from berth.api.routes import system as system_routes
 from berth.container.runtime import OCIRuntime
 from berth.daemon import config as config_mod
 from berth.daemon import logs
-from berth.daemon.backends.containers import ContainerAPI
+from berth.daemon.backends.containers import ContainerAPI, ExecService
 from berth.daemon.backends.images import ImageService
 from berth.daemon.backends.system import SystemService
 from berth.daemon.config import Config
@@ -167,7 +167,8 @@ class Daemon:
             images = ImageService(image_store, self.bus, in_use=containers.images_in_use)
             self.system = SystemService(cfg, self.bus, _engine_id(cfg.data_root), image_count=images.counts)
             router = Router([*system_routes.routes(self.system), *image_routes.routes(images),
-                             *container_routes.routes(containers)])
+                             *container_routes.routes(containers),
+                             *container_routes.exec_routes(ExecService(containers))])
             self.app = Application(router, server=f"berth/{__version__} (linux)", debug=cfg.debug)
             sites = open_sites(cfg)
             for s in sites:

@@ -6,11 +6,12 @@ import asyncio
 import json
 import time
 
-from berth.api.backends import ContainerBackend
+from berth.api.backends import ContainerBackend, ExecBackend
 from berth.api.filters import parse_filters
 from berth.api.http import Request, Response
 from berth.api.router import Route, route
 from berth.api.routes.system import parse_timestamp
+from berth.container.logs import frame
 from berth.errors import InvalidParameter
 
 LIST_FILTERS = ("ancestor", "before", "exited", "id", "label", "name", "since", "status", "volume", "network")
@@ -125,4 +126,48 @@ def routes(backend: ContainerBackend) -> list[Route]:
         route("POST", "/containers/{id}/attach", attach),
         route("GET", "/containers/{id}/logs", logs),
         route("DELETE", "/containers/{id}", remove),
+    ]
+
+
+def exec_routes(backend: ExecBackend) -> list[Route]:
+    async def create(req: Request) -> Response:
+        body = req.json_body()
+        if not isinstance(body, dict):
+            raise InvalidParameter("the exec config is missing (a JSON body)")
+        return Response.json(backend.exec_create(req.params["id"], body), status=201)
+
+    async def start(req: Request) -> Response | None:
+        assert req.connection is not None
+        body = req.json_body() or {}
+        backend.exec_inspect(req.params["id"])  # 404 before the upgrade
+        if body.get("Detach"):
+            async def nowhere(stream: int, data: bytes) -> None:
+                return None
+
+            asyncio.ensure_future(backend.exec_run(req.params["id"], None, nowhere))
+            return Response.empty(200)
+        stream = await req.connection.hijack(MULTIPLEXED)
+
+        async def write(which: int, data: bytes) -> None:
+            await stream.write(frame(which, data))
+
+        try:
+            await backend.exec_run(req.params["id"], stream, write)
+        except ConnectionResetError:
+            return None
+        stream.send_eof()
+        return None
+
+    def inspect(req: Request) -> Response:
+        return Response.json(backend.exec_inspect(req.params["id"]))
+
+    def resize(req: Request) -> Response:
+        backend.exec_inspect(req.params["id"])
+        return Response.empty(200)  # exec sessions have no TTY yet: nothing to resize
+
+    return [
+        route("POST", "/containers/{id}/exec", create),
+        route("POST", "/exec/{id}/start", start),
+        route("GET", "/exec/{id}/json", inspect),
+        route("POST", "/exec/{id}/resize", resize),
     ]

@@ -709,3 +709,140 @@ class ContainerAPI(ContainerService):
         tty = bool(ctr.config.get("Tty"))
         async for line in self.follow_logs(name, stdout, stderr, since, until, tail, follow, from_start):
             yield clogs.encode(line, tty, timestamps)
+
+
+@dataclass
+class Exec:
+    id: str
+    container_id: str
+    cmd: list[str]
+    env: list[str]
+    user: str
+    workdir: str
+    attach_stdin: bool
+    attach_stdout: bool
+    attach_stderr: bool
+    running: bool = False
+    exit_code: int | None = None
+    pid: int = 0
+
+    def view(self) -> dict[str, Any]:
+        return {"ID": self.id, "Running": self.running, "ExitCode": self.exit_code, "ProcessConfig": {
+            "tty": False, "entrypoint": self.cmd[0] if self.cmd else "", "arguments": self.cmd[1:],
+            "privileged": False, "user": self.user}, "OpenStdin": self.attach_stdin,
+            "OpenStderr": self.attach_stderr, "OpenStdout": self.attach_stdout, "CanRemove": False,
+            "ContainerID": self.container_id, "DetachKeys": "", "Pid": self.pid}
+
+
+class ExecService:
+    """docker exec: ``<runtime> exec --process FILE`` run by berthd, its stdio joined to the client.
+
+    Exec processes are berthd's children: unlike the container itself they end with berthd
+    (dockerd's attached exec sessions break with it too)."""
+
+    def __init__(self, containers: ContainerService) -> None:
+        self.containers = containers
+        self.execs: dict[str, Exec] = {}
+
+    def exec_create(self, name: str, body: dict[str, Any]) -> dict[str, Any]:
+        ctr = self.containers._get(name)
+        if not ctr.running:
+            raise Conflict(f"Container {ctr.id} is not running")
+        cmd = body.get("Cmd")
+        if not cmd or not isinstance(cmd, list):
+            raise InvalidParameter("No exec command specified")
+        if body.get("Tty"):
+            raise NotSupported("TTY exec sessions (-t) are not supported by berth yet")
+        if body.get("Privileged"):
+            raise NotSupported("privileged exec sessions are not supported by berth yet")
+        ex = Exec(secrets.token_hex(32), ctr.id, [str(c) for c in cmd], list(body.get("Env") or []),
+                  body.get("User") or ctr.config.get("User") or "", body.get("WorkingDir") or "",
+                  bool(body.get("AttachStdin")), bool(body.get("AttachStdout")), bool(body.get("AttachStderr")))
+        self.execs[ex.id] = ex
+        self.containers._event("exec_create", ctr, execID=ex.id)
+        return {"Id": ex.id}
+
+    def exec_inspect(self, exec_id: str) -> dict[str, Any]:
+        ex = self.execs.get(exec_id)
+        if ex is None:
+            raise NotFound(f"No such exec instance: {exec_id}")
+        return ex.view()
+
+    def _process_file(self, ex: Exec, ctr: Ctr) -> str:
+        p = self.containers._paths(ctr)
+        with open(os.path.join(p.bundle, "config.json")) as f:
+            process = json.load(f)["process"]
+        env = {e.split("=", 1)[0]: e for e in process.get("env", [])}
+        for e in ex.env:
+            env[e.split("=", 1)[0]] = e
+        uid, gid, extra = spec.resolve_user(os.path.join(p.bundle, "rootfs"), ex.user)
+        process.update(args=ex.cmd, env=list(env.values()), terminal=False,
+                       user={"uid": uid, "gid": gid, "additionalGids": extra})
+        if ex.workdir:
+            process["cwd"] = ex.workdir
+        path = os.path.join(p.run_dir, f"exec-{ex.id}.json")
+        with open(path, "w") as f:
+            json.dump(process, f)
+        return path
+
+    async def exec_run(self, exec_id: str, stdin: Any, write: Any) -> int:
+        """Run the exec; ``stdin`` has ``async read(n)`` (or is None), ``write(stream, data)`` sends output.
+        Returns the exit code."""
+        ex = self.execs.get(exec_id)
+        if ex is None:
+            raise NotFound(f"No such exec instance: {exec_id}")
+        if ex.running or ex.exit_code is not None:
+            raise Conflict(f"Error: Exec command {exec_id} has already run")
+        ctr = self.containers._get(ex.container_id)
+        if not ctr.running:
+            raise Conflict(f"Container {ctr.id} is not running")
+        runtime = self.containers.runtimes[ctr.runtime]
+        process_file = await asyncio.to_thread(self._process_file, ex, ctr)
+        proc = await asyncio.create_subprocess_exec(
+            *runtime.exec_argv(ctr.id, process_file),
+            stdin=asyncio.subprocess.PIPE if ex.attach_stdin and stdin is not None else asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        ex.running, ex.pid = True, proc.pid or 0
+        self.containers._event("exec_start", ctr, execID=ex.id)
+
+        err_tail = bytearray()
+
+        async def pump_out(reader: asyncio.StreamReader, stream: int, wanted: bool) -> None:
+            while data := await reader.read(65536):
+                if stream == 2:
+                    err_tail.extend(data)
+                    del err_tail[:-512]
+                if wanted:
+                    await write(stream, data)
+
+        async def pump_in() -> None:
+            assert proc.stdin is not None
+            try:
+                while data := await stdin.read(65536):
+                    proc.stdin.write(data)
+                    await proc.stdin.drain()
+            except (ConnectionResetError, BrokenPipeError):
+                pass
+            finally:
+                proc.stdin.close()
+
+        feeder = asyncio.ensure_future(pump_in()) if proc.stdin is not None else None
+        try:
+            assert proc.stdout is not None and proc.stderr is not None
+            await asyncio.gather(pump_out(proc.stdout, 1, ex.attach_stdout), pump_out(proc.stderr, 2, ex.attach_stderr))
+            code = await proc.wait()
+            if code == 255 and b"not found in $PATH" in err_tail:
+                code = 127  # as for run: the command does not exist
+            elif code == 255 and b"ermission denied" in err_tail:
+                code = 126
+        finally:
+            if feeder is not None:
+                feeder.cancel()
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(process_file)
+        ex.running, ex.exit_code = False, code
+        self.containers._event("exec_die", ctr, execID=ex.id, exitCode=str(code))
+        return code
