@@ -182,3 +182,50 @@ def test_exec(bb):
     run(bb, "stop", "-t", "0", "svc")
     r = run(bb, "exec", "svc", "true")
     assert r.returncode != 0 and "is not running" in r.stderr
+
+
+def _until(fn, timeout: float = 10.0):  # type: ignore[no-untyped-def]
+    import time
+
+    deadline = time.time() + timeout
+    while True:
+        value = fn()
+        if value or time.time() > deadline:
+            return value
+        time.sleep(0.05)
+
+
+def test_restart_policies(bb):
+    run(bb, "run", "-d", "--name", "flaky", "--restart", "on-failure:2", "bb", "sh", "-c", "echo attempt; exit 1")
+
+    def settled() -> str:
+        out = run(bb, "inspect", "-f", "{{.RestartCount}} {{.State.Status}} {{.State.ExitCode}}", "flaky").stdout.strip()
+        return out if out == "2 exited 1" else ""
+
+    assert _until(settled) == "2 exited 1"
+    assert run(bb, "logs", "flaky").stdout == "attempt\n" * 3
+    run(bb, "run", "-d", "--name", "forever", "--restart", "always", "bb", "sh", "-c", "sleep 0.1")
+    assert _until(lambda: int(run(bb, "inspect", "-f", "{{.RestartCount}}", "forever").stdout) >= 2)
+    assert run(bb, "stop", "-t", "0", "forever").returncode == 0
+    import time
+
+    time.sleep(0.5)
+    assert run(bb, "inspect", "-f", "{{.State.Status}}", "forever").stdout.strip() == "exited"  # stop is final
+    r = rawhttp.request(bb.sock, "POST", "/containers/create", body=b'{"Image": "bb", "Cmd": ["true"], '
+                        b'"HostConfig": {"RestartPolicy": {"Name": "always", "MaximumRetryCount": 3}}}',
+                        headers={"Content-Type": "application/json"})
+    assert r.status == 400 and "only be used with 'on-failure'" in r.json()["message"]
+
+
+def test_restart_policy_applies_after_a_daemon_crash(make_berthd):
+    d = make_berthd().start()
+    assert rawhttp.request(d.sock, "POST", "/images/create?fromSrc=-&repo=bb", body=busybox_rootfs_tar()).status == 200
+    run(d, "run", "-d", "--name", "svc", "--restart", "unless-stopped", "bb", "sh", "-c", "sleep 1; exit 3")
+    d.signal(signal.SIGKILL)
+    d.proc.wait()
+    import time
+
+    time.sleep(1.5)  # it exits while berthd is down
+    d.start()
+    assert _until(lambda: int(run(d, "inspect", "-f", "{{.RestartCount}}", "svc").stdout or 0) >= 1)
+    assert run(d, "stop", "-t", "0", "svc").returncode == 0

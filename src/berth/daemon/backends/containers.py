@@ -108,6 +108,7 @@ class ContainerService:
         # attach calls waiting for a container's stdin socket (the docker CLI attaches before start)
         self._stdin_waiters: dict[str, list[asyncio.Future[socket.socket]]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._pending_restarts: dict[str, asyncio.TimerHandle] = {}
         self.cgroup_v2 = cgroups.layout() == "v2"
         self.memsw = self.cgroup_v2 or os.path.exists("/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes")
 
@@ -161,9 +162,17 @@ class ContainerService:
         mode = hc.get("NetworkMode") or "default"
         if mode not in ("default", "none", "host", "bridge"):
             raise NotSupported(f"network mode {mode!r} is not supported yet (none and host are)")
-        restart = (hc.get("RestartPolicy") or {}).get("Name") or "no"
-        if restart != "no":
-            raise NotSupported("restart policies are not supported by berth yet")
+        policy = hc.get("RestartPolicy") or {}
+        restart = policy.get("Name") or "no"
+        if restart not in ("no", "always", "unless-stopped", "on-failure"):
+            raise InvalidParameter(f"invalid restart policy '{restart}'")
+        retries = int(policy.get("MaximumRetryCount") or 0)
+        if retries and restart != "on-failure":
+            raise InvalidParameter("invalid restart policy: maximum retry count can only be used with 'on-failure'")
+        if retries < 0:
+            raise InvalidParameter("invalid restart policy: maximum retry count cannot be negative")
+        if restart != "no" and hc.get("AutoRemove"):
+            raise InvalidParameter("conflicting options: cannot specify both --restart and --rm")
         log_type = (hc.get("LogConfig") or {}).get("Type") or "json-file"
         if log_type not in ("json-file", "k8s-file"):
             raise NotSupported(f"log driver {log_type!r} is not supported yet")
@@ -333,12 +342,19 @@ class ContainerService:
         self._stdin_waiters.setdefault(ctr.id, []).append(fut)
         return await fut
 
-    async def start(self, name: str) -> None:
+    async def start(self, name: str, keep_count: bool = False) -> None:
         ctr = self._get(name)
         async with self._lock(ctr.id):
             ctr = self._get(ctr.id)
             if ctr.running:
                 raise NotModified("container already started")
+            ctr.state["_ManuallyStopped"] = False
+            if not keep_count:
+                ctr.state["_RestartCount"] = 0
+            pending = self._pending_restarts.pop(ctr.id, None)
+            if pending is not None:
+                pending.cancel()
+                ctr.state.update(Restarting=False)
             try:
                 await asyncio.to_thread(self._start_sync, ctr)
             except BerthError as exc:
@@ -392,6 +408,42 @@ class ContainerService:
         self._wake(cid, code, ("next-exit", "not-running"))
         if ctr.host_config.get("AutoRemove"):
             await self.remove(cid, force=True, volumes=False)
+        elif self._should_restart(ctr, code):
+            self._schedule_restart(ctr)
+
+    def _should_restart(self, ctr: Ctr, code: int) -> bool:
+        policy = ctr.host_config.get("RestartPolicy") or {}
+        name = policy.get("Name") or "no"
+        if ctr.state.get("_ManuallyStopped") or name == "no":
+            return False
+        if name == "on-failure":
+            limit = int(policy.get("MaximumRetryCount") or 0)
+            return code != 0 and (limit == 0 or int(ctr.state.get("_RestartCount", 0)) < limit)
+        return True
+
+    def _schedule_restart(self, ctr: Ctr) -> None:
+        """Restart after 100 ms, doubling with each restart (up to a minute), as dockerd backs off."""
+        count = int(ctr.state.get("_RestartCount", 0))
+        delay = min(0.1 * (2 ** count), 60.0)
+        ctr.state.update(Status="restarting", Restarting=True, _RestartCount=count + 1)
+        self._save_state(ctr)
+
+        def fire() -> None:
+            self._pending_restarts.pop(ctr.id, None)
+            asyncio.ensure_future(self._restart_now(ctr.id))
+
+        self._pending_restarts[ctr.id] = asyncio.get_running_loop().call_later(delay, fire)
+
+    async def _restart_now(self, cid: str) -> None:
+        try:
+            ctr = self._get(cid)
+            if not ctr.state.get("Restarting"):
+                return
+            ctr.state.update(Restarting=False, Status="exited")
+            self._save_state(ctr)
+            await self.start(cid, keep_count=True)
+        except BerthError as exc:
+            log.warning("restarting container %s failed: %s", cid[:12], exc.message)
 
     def _oom_killed(self, ctr: Ctr) -> bool:
         """Whether the kernel's OOM killer struck in the container's memory cgroup."""
@@ -436,6 +488,15 @@ class ContainerService:
                 await self._exited(ctr.id, 255, lost=True)
             else:
                 log.info("container %s (%s) is still running under conmon %d", ctr.id[:12], ctr.name, conmon_pid)
+        for ctr in self.all():
+            policy = (ctr.host_config.get("RestartPolicy") or {}).get("Name") or "no"
+            if not ctr.running and (policy == "always" or policy == "unless-stopped"
+                                    and not ctr.state.get("_ManuallyStopped")):
+                log.info("restarting container %s (%s): restart policy %s", ctr.id[:12], ctr.name, policy)
+                try:
+                    await self.start(ctr.id, keep_count=True)
+                except BerthError as exc:
+                    log.warning("restarting container %s failed: %s", ctr.id[:12], exc.message)
 
     # ---- wait, stop, kill, remove ----------------------------------------------------------------
     def register_wait(self, name: str, condition: str) -> tuple[Ctr, asyncio.Future[int]]:
@@ -456,13 +517,26 @@ class ContainerService:
         if not ctr.running:
             raise Conflict(f"Cannot kill container: {name}: Container {ctr.id} is not running")
         signum = parse_signal(sig or "KILL")
+        self._mark_manual_stop(ctr)
         await asyncio.to_thread(self.runtimes[ctr.runtime].kill, ctr.id, signum)
         self._event("kill", ctr, signal=str(signum))
 
+    def _mark_manual_stop(self, ctr: Ctr) -> None:
+        ctr.state["_ManuallyStopped"] = True
+        pending = self._pending_restarts.pop(ctr.id, None)
+        if pending is not None:
+            pending.cancel()
+            ctr.state.update(Restarting=False, Status="exited")
+        self._save_state(ctr)
+
     async def stop(self, name: str, timeout: int | None, sig: str = "") -> None:
         ctr = self._get(name)
+        if ctr.state.get("Restarting"):
+            self._mark_manual_stop(ctr)
+            return
         if not ctr.running:
             raise NotModified("container already stopped")
+        self._mark_manual_stop(ctr)
         if timeout is None:
             timeout = int(ctr.config.get("StopTimeout", 10))
         _, fut = self.register_wait(ctr.id, "next-exit")
@@ -480,6 +554,9 @@ class ContainerService:
 
     async def remove(self, name: str, force: bool, volumes: bool) -> None:
         ctr = self._get(name)
+        pending = self._pending_restarts.pop(ctr.id, None)
+        if pending is not None:
+            pending.cancel()
         if ctr.running:
             if not force:
                 raise Conflict(f"You cannot remove a running container {ctr.id}. Stop the container before "
@@ -546,6 +623,8 @@ class ContainerService:
     # ---- views -----------------------------------------------------------------------------------
     def _status_text(self, ctr: Ctr) -> str:
         st = ctr.state
+        if st.get("Restarting"):
+            return f"Restarting ({st.get('ExitCode', 0)}) {_since(_unix(st['FinishedAt']))} ago"
         if st.get("Running"):
             return "Up " + _since(_unix(st["StartedAt"]))
         if st.get("Status") == "exited":
@@ -566,10 +645,10 @@ class ContainerService:
         cmd = (ctr.config.get("Entrypoint") or []) + (ctr.config.get("Cmd") or [])
         return {
             "Id": ctr.id, "Created": ctr.created, "Path": cmd[0] if cmd else "", "Args": cmd[1:],
-            "State": ctr.state, "Image": ctr.image_id, "ResolvConfPath": os.path.join(self.root, ctr.id, "resolv.conf"),
+            "State": {k: v for k, v in ctr.state.items() if not k.startswith("_")}, "Image": ctr.image_id, "ResolvConfPath": os.path.join(self.root, ctr.id, "resolv.conf"),
             "HostnamePath": os.path.join(self.root, ctr.id, "hostname"),
             "HostsPath": os.path.join(self.root, ctr.id, "hosts"), "LogPath": p.log_path, "Name": "/" + ctr.name,
-            "RestartCount": 0, "Driver": "overlay2", "Platform": "linux", "MountLabel": "", "ProcessLabel": "",
+            "RestartCount": int(ctr.state.get("_RestartCount", 0)), "Driver": "overlay2", "Platform": "linux", "MountLabel": "", "ProcessLabel": "",
             "AppArmorProfile": "", "ExecIDs": None, "HostConfig": ctr.host_config,
             "GraphDriver": {"Name": "overlay2", "Data": {
                 "LowerDir": ":".join(self.images.layers.diff_path(ch) for ch in reversed(self.images.get(ctr.image_id).layers)),
