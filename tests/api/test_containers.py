@@ -229,3 +229,19 @@ def test_restart_policy_applies_after_a_daemon_crash(make_berthd):
     d.start()
     assert _until(lambda: int(run(d, "inspect", "-f", "{{.RestartCount}}", "svc").stdout or 0) >= 1)
     assert run(d, "stop", "-t", "0", "svc").returncode == 0
+
+
+def test_tty_under_a_pty(bb):
+    """docker run -t / -it, with the docker CLI itself under a pseudo-terminal (script(1))."""
+    import shutil
+
+    if not shutil.which("script"):
+        pytest.skip("script(1) is not installed (util-linux)")
+    r = subprocess.run(["script", "-qec", f"docker -H {bb.url} run --rm -t bb sh -c 'ls -l /proc/self/fd/1; exit 6'",
+                        "/dev/null"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 6 and "/dev/pts/" in r.stdout, r.stdout
+    typed = subprocess.Popen(["sh", "-c", "sleep 1; printf 'echo typed-$((40+2))\\nexit 2\\n'"], stdout=subprocess.PIPE)
+    r = subprocess.run(["script", "-qec", f"docker -H {bb.url} run --rm -it bb sh", "/dev/null"],
+                       stdin=typed.stdout, capture_output=True, text=True, timeout=60)
+    typed.wait()
+    assert r.returncode == 2 and "typed-42" in r.stdout, r.stdout

@@ -85,6 +85,8 @@ class ContainerBackend(Protocol):
 
     def container_inspect(self, name: str) -> dict[str, Any]: ...
 
+    def container_resize(self, name: str, height: int, width: int) -> None: ...
+
     async def container_stdin(self, name: str, source: Any) -> None:
         """Copy ``source`` (has ``async read(n) -> bytes``, b"" at its end) to the container's stdin,
         waiting for the container to start if need be; then close the container's stdin."""

@@ -97,7 +97,8 @@ def routes(backend: ContainerBackend) -> list[Route]:
                                        stderr=req.bool_arg("stderr"), since=0.0, until=None, tail=None,
                                        follow=req.bool_arg("stream"), timestamps=False,
                                        from_start=req.bool_arg("logs"))
-        stream = await req.connection.hijack(MULTIPLEXED)
+        tty = bool((backend.container_inspect(req.params["id"]).get("Config") or {}).get("Tty"))
+        stream = await req.connection.hijack("application/vnd.docker.raw-stream" if tty else MULTIPLEXED)
         pump = None
         if req.bool_arg("stdin"):
             pump = asyncio.ensure_future(backend.container_stdin(req.params["id"], stream))
@@ -113,7 +114,12 @@ def routes(backend: ContainerBackend) -> list[Route]:
         stream.send_eof()
         return None
 
+    def resize(req: Request) -> Response:
+        backend.container_resize(req.params["id"], req.int_arg("h", 0) or 0, req.int_arg("w", 0) or 0)
+        return Response.empty(200)
+
     return [
+        route("POST", "/containers/{id}/resize", resize),
         route("POST", "/containers/create", create),
         route("GET", "/containers/json", list_),
         route("POST", "/containers/prune", prune),

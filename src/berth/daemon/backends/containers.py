@@ -183,8 +183,6 @@ class ContainerService:
         image_name = body.get("Image")
         if not image_name or not isinstance(image_name, str):
             raise InvalidParameter("no image specified")
-        if body.get("Tty"):
-            raise NotSupported("TTY containers (-t) are not supported by berth yet")
         hc = body.get("HostConfig") or {}
         self._check_host_config(hc)
         cmounts.resources(hc, memsw=True)  # bad limits are refused at create, as dockerd does
@@ -201,7 +199,7 @@ class ContainerService:
             "Hostname": body.get("Hostname") or "", "Domainname": body.get("Domainname") or "",
             "User": body.get("User") or icfg.get("User") or "", "AttachStdin": bool(body.get("AttachStdin")),
             "AttachStdout": bool(body.get("AttachStdout")), "AttachStderr": bool(body.get("AttachStderr")),
-            "Tty": False, "OpenStdin": bool(body.get("OpenStdin")), "StdinOnce": bool(body.get("StdinOnce")),
+            "Tty": bool(body.get("Tty")), "OpenStdin": bool(body.get("OpenStdin")), "StdinOnce": bool(body.get("StdinOnce")),
             "Image": image_name,
             "WorkingDir": body.get("WorkingDir") or icfg.get("WorkingDir") or "",
             "StopSignal": body.get("StopSignal") or icfg.get("StopSignal") or "SIGTERM",
@@ -301,7 +299,7 @@ class ContainerService:
                 os.makedirs(os.path.join(rootfs, cwd.lstrip("/")), exist_ok=True)
             args = (cfg.get("Entrypoint") or []) + (cfg.get("Cmd") or [])
             config = spec.build(rootfs=rootfs, args=args, env=cfg.get("Env") or [], cwd=cwd, user=user,
-                                hostname=cfg["Hostname"], tty=False, stdin=False,
+                                hostname=cfg["Hostname"], tty=bool(cfg.get("Tty")), stdin=False,
                                 readonly_rootfs=bool(ctr.host_config.get("ReadonlyRootfs")),
                                 network_mode=ctr.host_config.get("NetworkMode", "none"),
                                 cgroups_path=f"/berth/{ctr.id}", etc_files=etc, cgroup_v2=self.cgroup_v2)
@@ -313,7 +311,7 @@ class ContainerService:
                 os.unlink(os.path.join(self.exit_dir, ctr.id))
             except FileNotFoundError:
                 pass
-            pid = runtime.create(ctr.id, ctr.name, p, stdin=bool(cfg.get("OpenStdin")))
+            pid = runtime.create(ctr.id, ctr.name, p, tty=bool(cfg.get("Tty")), stdin=bool(cfg.get("OpenStdin")))
             undo.callback(runtime.delete, ctr.id, True)
             self._hand_out_stdin(ctr.id, p)  # before start: no input can be missed
             runtime.start(ctr.id, p)
@@ -755,6 +753,19 @@ class ContainerAPI(ContainerService):
 
     def container_inspect(self, name: str) -> dict[str, Any]:
         return self.inspect(name)
+
+    def container_resize(self, name: str, height: int, width: int) -> None:
+        """Resize the container's terminal: conmon's ctl FIFO takes "1 HEIGHT WIDTH"."""
+        ctr = self._get(name)
+        if not ctr.running:
+            raise Conflict(f"Container {ctr.id} is not running")
+        if not ctr.config.get("Tty"):
+            return
+        fd = os.open(os.path.join(self._paths(ctr).bundle, "ctl"), os.O_WRONLY | os.O_NONBLOCK)
+        try:
+            os.write(fd, f"1 {height} {width}\n".encode())
+        finally:
+            os.close(fd)
 
     async def container_stdin(self, name: str, source: Any) -> None:
         """Copy the hijacked stream's bytes to the container's stdin until the client half-closes,
