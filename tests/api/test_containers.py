@@ -245,3 +245,20 @@ def test_tty_under_a_pty(bb):
                        stdin=typed.stdout, capture_output=True, text=True, timeout=60)
     typed.wait()
     assert r.returncode == 2 and "typed-42" in r.stdout, r.stdout
+
+
+def test_pause_unpause_rename_top(bb):
+    run(bb, "run", "-d", "--name", "p1", "bb", "sh", "-c", "while true; do sleep 0.1; done")
+    assert run(bb, "pause", "p1").returncode == 0
+    assert run(bb, "inspect", "-f", "{{.State.Status}} {{.State.Paused}}", "p1").stdout.split() == ["paused", "true"]
+    r = run(bb, "pause", "p1")
+    assert r.returncode != 0 and "is already paused" in r.stderr
+    assert run(bb, "unpause", "p1").returncode == 0
+    assert run(bb, "inspect", "-f", "{{.State.Status}}", "p1").stdout.strip() == "running"
+    assert run(bb, "rename", "p1", "p2").returncode == 0
+    assert run(bb, "ps", "--format", "{{.Names}}").stdout.strip() == "p2"
+    top = run(bb, "top", "p2")
+    assert top.returncode == 0 and "PID" in top.stdout.splitlines()[0] and "while true" in top.stdout
+    run(bb, "run", "-d", "--name", "other", "bb", "sleep", "30")
+    r = run(bb, "rename", "other", "p2")
+    assert r.returncode != 0 and "is already in use" in r.stderr

@@ -118,7 +118,26 @@ def routes(backend: ContainerBackend) -> list[Route]:
         backend.container_resize(req.params["id"], req.int_arg("h", 0) or 0, req.int_arg("w", 0) or 0)
         return Response.empty(200)
 
+    async def pause(req: Request) -> Response:
+        await backend.container_pause(req.params["id"])
+        return Response.empty(204)
+
+    async def unpause(req: Request) -> Response:
+        await backend.container_unpause(req.params["id"])
+        return Response.empty(204)
+
+    def rename(req: Request) -> Response:
+        backend.container_rename(req.params["id"], req.arg("name"))
+        return Response.empty(204)
+
+    def top(req: Request) -> Response:
+        return Response.json(backend.container_top(req.params["id"], req.arg("ps_args")))
+
     return [
+        route("POST", "/containers/{id}/pause", pause),
+        route("POST", "/containers/{id}/unpause", unpause),
+        route("POST", "/containers/{id}/rename", rename),
+        route("GET", "/containers/{id}/top", top),
         route("POST", "/containers/{id}/resize", resize),
         route("POST", "/containers/create", create),
         route("GET", "/containers/json", list_),

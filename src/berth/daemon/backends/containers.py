@@ -754,6 +754,74 @@ class ContainerAPI(ContainerService):
     def container_inspect(self, name: str) -> dict[str, Any]:
         return self.inspect(name)
 
+    async def container_pause(self, name: str) -> None:
+        ctr = self._get(name)
+        if not ctr.running:
+            raise Conflict(f"Container {ctr.id} is not running")
+        if ctr.state.get("Paused"):
+            raise Conflict(f"Container {ctr.id} is already paused")
+        await asyncio.to_thread(self.runtimes[ctr.runtime].pause, ctr.id)
+        ctr.state.update(Paused=True, Status="paused")
+        self._save_state(ctr)
+        self._event("pause", ctr)
+
+    async def container_unpause(self, name: str) -> None:
+        ctr = self._get(name)
+        if not ctr.state.get("Paused"):
+            raise Conflict(f"Container {ctr.id} is not paused")
+        await asyncio.to_thread(self.runtimes[ctr.runtime].resume, ctr.id)
+        ctr.state.update(Paused=False, Status="running")
+        self._save_state(ctr)
+        self._event("unpause", ctr)
+
+    def container_rename(self, name: str, new_name: str) -> None:
+        ctr = self._get(name)
+        if not new_name:
+            raise InvalidParameter("Neither old nor new names may be empty")
+        new = names.check(new_name)
+        try:
+            with self.db.transaction() as c:
+                c.execute("UPDATE containers SET name = ? WHERE id = ?", (new, ctr.id))
+        except Exception as exc:
+            if "UNIQUE" in str(exc):
+                other = self._get(new)
+                raise Conflict(f'Conflict. The container name "/{new}" is already in use by container "{other.id}". '
+                               "You have to remove (or rename) that container to be able to reuse that name.") from None
+            raise
+        self._event("rename", self._get(ctr.id), oldName="/" + ctr.name)
+
+    def container_top(self, name: str, ps_args: str) -> dict[str, Any]:
+        """`ps` on the host, keeping the container's processes (those in its cgroup), as dockerd does."""
+        import subprocess
+
+        ctr = self._get(name)
+        if not ctr.running:
+            raise Conflict(f"Container {ctr.id} is not running")
+        pids: set[str] = set()
+        for path in (f"/sys/fs/cgroup/pids/berth/{ctr.id}/cgroup.procs", f"/sys/fs/cgroup/berth/{ctr.id}/cgroup.procs",
+                     f"/sys/fs/cgroup/memory/berth/{ctr.id}/cgroup.procs"):
+            try:
+                with open(path) as f:
+                    pids.update(f.read().split())
+                break
+            except OSError:
+                continue
+        args = ps_args.split() if ps_args else ["-ef"]
+        out = subprocess.run(["ps", *args], capture_output=True, text=True, timeout=10)
+        if out.returncode != 0:
+            raise InvalidParameter(f"ps: {out.stderr.strip()}")
+        lines = out.stdout.splitlines()
+        titles = lines[0].split()
+        if "PID" not in titles:
+            raise InvalidParameter("Couldn't find PID field in ps output")
+        pid_col = titles.index("PID")
+        procs = []
+        for line in lines[1:]:
+            fields = line.split(None, len(titles) - 1)
+            if len(fields) > pid_col and fields[pid_col] in pids:
+                procs.append(fields)
+        return {"Titles": titles, "Processes": procs}
+
     def container_resize(self, name: str, height: int, width: int) -> None:
         """Resize the container's terminal: conmon's ctl FIFO takes "1 HEIGHT WIDTH"."""
         ctr = self._get(name)
