@@ -262,3 +262,34 @@ def test_pause_unpause_rename_top(bb):
     run(bb, "run", "-d", "--name", "other", "bb", "sleep", "30")
     r = run(bb, "rename", "other", "p2")
     assert r.returncode != 0 and "is already in use" in r.stderr
+
+
+def _status_field(bb, key: str, *args: str) -> str:  # type: ignore[no-untyped-def]
+    r = run(bb, "run", "--rm", *args, "bb", "sh", "-c", f"while read k v; do [ \"$k\" = \"{key}:\" ] && echo $v; done "
+                                                    "< /proc/self/status")
+    assert r.returncode == 0, r.stderr
+    return r.stdout.strip()
+
+
+def test_capabilities_and_security_options(bb):
+    assert _status_field(bb, "CapEff") == "00000000a80425fb"  # Docker's default set, bit for bit
+    assert _status_field(bb, "CapEff", "--cap-drop", "ALL", "--cap-add", "NET_ADMIN") == "0000000000001000"
+    assert _status_field(bb, "CapEff", "--privileged") == open("/proc/self/status").read().split("CapBnd:")[1].split()[0]
+    assert _status_field(bb, "NoNewPrivs", "--security-opt", "no-new-privileges") == "1"
+    r = run(bb, "run", "--rm", "--cap-add", "NOT_A_CAP", "bb", "true")
+    assert r.returncode == 125 and "unknown capability" in r.stderr
+
+
+def test_init_ulimits_sysctls_shm_devices(bb):
+    r = run(bb, "run", "--rm", "--init", "bb", "cat", "/proc/1/cmdline")
+    assert r.stdout.split("\0")[:3] == ["/sbin/docker-init", "--", "cat"]
+    r = run(bb, "run", "--rm", "--ulimit", "nofile=100:200", "bb", "sh", "-c", "ulimit -n; ulimit -Hn")
+    assert r.stdout.split() == ["100", "200"]
+    r = run(bb, "run", "--rm", "--ulimit", "nofile=100:1000000", "bb", "true")
+    assert r.returncode == 125 and "above berthd's own open-files limit" in r.stderr
+    r = run(bb, "run", "--rm", "--sysctl", "net.ipv4.ip_forward=1", "bb", "cat", "/proc/sys/net/ipv4/ip_forward")
+    assert r.stdout.strip() == "1"
+    r = run(bb, "run", "--rm", "--shm-size", "2m", "bb", "cat", "/proc/mounts")
+    assert any(" /dev/shm " in line and "size=2048k" in line for line in r.stdout.splitlines())
+    r = run(bb, "run", "--rm", "--device", "/dev/null:/dev/xnull", "bb", "sh", "-c", "echo x > /dev/xnull && echo ok")
+    assert r.stdout.strip() == "ok", r.stderr

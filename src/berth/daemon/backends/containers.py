@@ -29,6 +29,7 @@ from typing import Any
 from berth.container import logs as clogs
 from berth.container import mounts as cmounts
 from berth.container import names, spec
+from berth.container import security as csecurity
 from berth.container.runtime import (
     OCIRuntime,
     Paths,
@@ -50,11 +51,8 @@ log = logging.getLogger("berth.containers")
 
 # HostConfig fields berth does not honour yet, with the value that means "not used".
 _UNSUPPORTED_HOST: dict[str, tuple[Any, ...]] = {
-    "Privileged": (False, None), "CapAdd": (None, []),
-    "CapDrop": (None, []), "Devices": (None, []), "PortBindings": (None, {}), "PublishAllPorts": (False, None),
-    "Ulimits": (None, []), "Sysctls": (None, {}), "Init": (None, False), "VolumesFrom": (None, []),
+    "PortBindings": (None, {}), "PublishAllPorts": (False, None), "VolumesFrom": (None, []),
     "Links": (None, []), "Dns": (None, []), "ExtraHosts": (None, []),
-    "SecurityOpt": (None, []),
 }
 
 
@@ -186,6 +184,8 @@ class ContainerService:
         hc = body.get("HostConfig") or {}
         self._check_host_config(hc)
         cmounts.resources(hc, memsw=True)  # bad limits are refused at create, as dockerd does
+        csecurity.apply({"process": {"args": ["x"], "rlimits": []}, "mounts": [],
+                         "linux": {"resources": {"devices": []}}}, hc, hc.get("NetworkMode") or "none")
         for m in hc.get("Mounts") or []:
             if m.get("Type") == "bind" and m.get("Source", "").startswith("/") and not os.path.exists(m["Source"]):
                 raise InvalidParameter('invalid mount config for type "bind": bind source path does not exist: '
@@ -305,6 +305,7 @@ class ContainerService:
                                 cgroups_path=f"/berth/{ctr.id}", etc_files=etc, cgroup_v2=self.cgroup_v2)
             config["mounts"].extend(cmounts.mounts(ctr.host_config))
             config["linux"]["resources"].update(cmounts.resources(ctr.host_config, memsw=self.memsw))
+            csecurity.apply(config, ctr.host_config, ctr.host_config.get("NetworkMode", "none"))
             with open(os.path.join(p.bundle, "config.json"), "w") as f:
                 json.dump(config, f)
             try:
