@@ -293,3 +293,30 @@ def test_init_ulimits_sysctls_shm_devices(bb):
     assert any(" /dev/shm " in line and "size=2048k" in line for line in r.stdout.splitlines())
     r = run(bb, "run", "--rm", "--device", "/dev/null:/dev/xnull", "bb", "sh", "-c", "echo x > /dev/xnull && echo ok")
     assert r.stdout.strip() == "ok", r.stderr
+
+
+def test_volumes_named_anonymous_copy_up_and_removal(berthd):
+    rootfs = busybox_rootfs_tar(extra={"data/seed": b"from the image\n"})
+    r = rawhttp.request(berthd.sock, "POST", "/images/create?fromSrc=-&repo=vb&changes=VOLUME%20%2Fdata", body=rootfs)
+    assert r.status == 200, r.body
+    d = berthd
+    assert run(d, "volume", "create", "v1").stdout.strip() == "v1"
+    r = run(d, "run", "--rm", "-v", "v1:/data", "vb", "sh", "-c", "cat /data/seed; echo kept > /data/new")
+    assert r.stdout == "from the image\n", r.stderr  # copied up into the new volume
+    assert run(d, "run", "--rm", "-v", "v1:/data:ro", "vb", "cat", "/data/new").stdout == "kept\n"
+    run(d, "run", "--name", "anon", "vb", "true")  # VOLUME /data: an anonymous volume
+    mounts = docker.APIClient(base_url=d.url, version="1.47").inspect_container("anon")["Mounts"]
+    assert [(m["Type"], m["Destination"]) for m in mounts] == [("volume", "/data")]
+    anon = mounts[0]["Name"]
+    assert anon in run(d, "volume", "ls", "-q").stdout.split()
+    assert run(d, "rm", "-v", "anon").returncode == 0
+    assert anon not in run(d, "volume", "ls", "-q").stdout.split()
+    run(d, "run", "-d", "--name", "user", "-v", "v1:/x", "vb", "sleep", "30")
+    r = run(d, "volume", "rm", "v1")
+    assert r.returncode != 0 and "volume is in use" in r.stderr
+    run(d, "rm", "-f", "user")
+    assert run(d, "volume", "rm", "v1").returncode == 0
+    r = rawhttp.request(d.sock, "GET", "/volumes/v1")
+    assert r.status == 404 and r.json()["message"] == "get v1: no such volume"
+    r = rawhttp.request(d.sock, "POST", "/volumes/create", body=b'{"Name": "bad/name"}')
+    assert r.status == 400 and "invalid characters" in r.json()["message"]

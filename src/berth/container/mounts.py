@@ -30,7 +30,7 @@ def mounts(hc: dict[str, Any]) -> list[dict[str, Any]]:
         src, dst = parts[0], _check_target(parts[1])
         mode = parts[2].split(",") if len(parts) == 3 else []
         if not src.startswith("/"):
-            raise NotSupported(f"named volumes ({src}) are not supported by berth yet: bind a host path")
+            continue  # a named volume: see volume_requests
         if not os.path.exists(src):
             os.makedirs(src, mode=0o755)  # -v creates a missing host directory, as dockerd does
         bad = [m for m in mode if m not in ("ro", "rw", "z", "Z", "rprivate", "private", "rslave", "slave",
@@ -58,11 +58,35 @@ def mounts(hc: dict[str, Any]) -> list[dict[str, Any]]:
             if opts.get("Mode"):
                 options.append(f"mode={int(opts['Mode']):o}")
             out.append({"destination": target, "type": "tmpfs", "source": "tmpfs", "options": options})
-        else:
-            raise NotSupported(f"mounts of type {typ!r} are not supported by berth yet (bind and tmpfs are)")
+        elif typ != "volume":
+            raise NotSupported(f"mounts of type {typ!r} are not supported by berth yet (bind, volume and tmpfs are)")
     for target, opts in (hc.get("Tmpfs") or {}).items():
         options = ["nosuid", "nodev", "noexec"] + [o for o in (opts or "").split(",") if o]
         out.append({"destination": _check_target(target), "type": "tmpfs", "source": "tmpfs", "options": options})
+    return out
+
+
+def volume_requests(hc: dict[str, Any], image_volumes: dict[str, Any] | None) -> list[tuple[str, str, bool]]:
+    """(volume name or "" for a new anonymous one, destination, read-only) for every volume the
+    container needs: -v NAME:DST, --mount type=volume, and the image's VOLUMEs not mounted otherwise."""
+    out: list[tuple[str, str, bool]] = []
+    taken: set[str] = set()
+    for bind in hc.get("Binds") or []:
+        parts = bind.split(":")
+        if len(parts) >= 2:
+            dst = _check_target(parts[1])
+            taken.add(dst)
+            if not parts[0].startswith("/"):
+                out.append((parts[0], dst, len(parts) == 3 and "ro" in parts[2].split(",")))
+    for m in hc.get("Mounts") or []:
+        dst = _check_target(m.get("Target") or m.get("Destination") or "")
+        taken.add(dst)
+        if m.get("Type", "volume") == "volume":
+            out.append((m.get("Source") or "", dst, bool(m.get("ReadOnly"))))
+    taken.update(_check_target(t) for t in (hc.get("Tmpfs") or {}))
+    for dst in sorted(image_volumes or {}):
+        if os.path.normpath(dst) not in taken:
+            out.append(("", os.path.normpath(dst), False))
     return out
 
 

@@ -23,12 +23,14 @@ from berth.api.router import Router
 from berth.api.routes import containers as container_routes
 from berth.api.routes import images as image_routes
 from berth.api.routes import system as system_routes
+from berth.api.routes import volumes as volume_routes
 from berth.container.runtime import OCIRuntime
 from berth.daemon import config as config_mod
 from berth.daemon import logs
 from berth.daemon.backends.containers import ContainerAPI, ExecService
 from berth.daemon.backends.images import ImageService
 from berth.daemon.backends.system import SystemService
+from berth.daemon.backends.volumes import VolumeService
 from berth.daemon.config import Config
 from berth.daemon.events import EventBus, make_event
 from berth.daemon.listeners import Site, fd_sites, server_tls_context, tcp_site, unix_site
@@ -37,6 +39,7 @@ from berth.image.store import ImageStore
 from berth.linux import cgroups, spinpoll, systemd
 from berth.linux.files import write_atomic
 from berth.store.db import Database
+from berth.volume.local import LocalVolumes
 
 log = logging.getLogger("berth.daemon")
 
@@ -162,13 +165,17 @@ class Daemon:
             for leftover in image_store.sweep():
                 log.warning("removed %s, left over from an interrupted operation", leftover)
             runtimes = _runtimes(cfg.exec_root)
+            volumes = LocalVolumes(os.path.join(cfg.data_root, "volumes"), db)
+            for leftover in volumes.sweep():
+                log.warning("removed %s, left over from an interrupted operation", leftover)
             containers = ContainerAPI(db, image_store, self.bus, cfg.data_root, cfg.exec_root, runtimes,
-                                      "crun" if "crun" in runtimes else "runc")
+                                      "crun" if "crun" in runtimes else "runc", volumes)
             images = ImageService(image_store, self.bus, in_use=containers.images_in_use)
             self.system = SystemService(cfg, self.bus, _engine_id(cfg.data_root), image_count=images.counts)
             router = Router([*system_routes.routes(self.system), *image_routes.routes(images),
                              *container_routes.routes(containers),
-                             *container_routes.exec_routes(ExecService(containers))])
+                             *container_routes.exec_routes(ExecService(containers)),
+                             *volume_routes.routes(VolumeService(volumes, self.bus))])
             self.app = Application(router, server=f"berth/{__version__} (linux)", debug=cfg.debug)
             sites = open_sites(cfg)
             for s in sites:

@@ -62,6 +62,26 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX containers_image ON containers(image_id);
     """,
+    # 3: volumes, and which containers use them
+    """
+    CREATE TABLE volumes (
+        name TEXT PRIMARY KEY,
+        driver TEXT NOT NULL,
+        created TEXT NOT NULL,
+        labels TEXT NOT NULL,         -- JSON
+        options TEXT NOT NULL,        -- JSON
+        anonymous INTEGER NOT NULL,
+        needs_copy INTEGER NOT NULL   -- 1 until the first container copied the image's content in
+    );
+    CREATE TABLE container_volumes (
+        container_id TEXT NOT NULL REFERENCES containers(id) ON DELETE CASCADE,
+        name TEXT NOT NULL REFERENCES volumes(name),
+        destination TEXT NOT NULL,
+        read_only INTEGER NOT NULL,
+        PRIMARY KEY (container_id, destination)
+    );
+    CREATE INDEX container_volumes_name ON container_volumes(name);
+    """,
 ]
 
 

@@ -1,1 +1,1 @@
-"""berth.volume: arrives with its issue (see docs/design.md)."""
+"""Volumes: the local driver (a directory under --data-root per volume)."""

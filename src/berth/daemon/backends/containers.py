@@ -21,6 +21,7 @@ import os
 import secrets
 import shutil
 import socket
+import subprocess
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -46,6 +47,7 @@ from berth.linux import cgroups
 from berth.linux.inotify import DirWatch
 from berth.linux.mount import is_mounted, mount, umount
 from berth.store.db import Database
+from berth.volume.local import LocalVolumes
 
 log = logging.getLogger("berth.containers")
 
@@ -89,9 +91,10 @@ def _new_state() -> dict[str, Any]:
 
 class ContainerService:
     def __init__(self, db: Database, images: ImageStore, bus: EventBus, data_root: str, exec_root: str,
-                 runtimes: dict[str, OCIRuntime], default_runtime: str) -> None:
+                 runtimes: dict[str, OCIRuntime], default_runtime: str, volumes: LocalVolumes) -> None:
         self.db = db
         self.images = images
+        self.volumes = volumes
         self.bus = bus
         self.root = os.path.join(data_root, "containers")
         self.run_root = os.path.join(exec_root, "containers")
@@ -240,11 +243,20 @@ class ContainerService:
             os.makedirs(os.path.join(cdir, "upper"), mode=0o755)
             undo.callback(shutil.rmtree, cdir, True)
             os.makedirs(os.path.join(cdir, "work"), mode=0o700)
+            vols = []
+            for vname, dst, ro in cmounts.volume_requests(hc, icfg.get("Volumes")):
+                vol, made = self.volumes.create(vname, anonymous=not vname)
+                if made:
+                    undo.callback(self.volumes.remove, vol.name, True)
+                    self.bus.publish(make_event("volume", "create", vol.name, {"driver": "local"}))
+                vols.append((vol.name, dst, ro))
             try:
                 with self.db.transaction() as c:
                     c.execute("INSERT INTO containers VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                               (cid, name, image_name, image_id, ctr.created, json.dumps(cfg), json.dumps(hc),
                                json.dumps(ctr.state), runtime))
+                    c.executemany("INSERT INTO container_volumes VALUES (?, ?, ?, ?)",
+                                  [(cid, n, d, int(r)) for n, d, r in vols])
             except Exception as exc:
                 if "UNIQUE" in str(exc) and "name" in str(exc):
                     other = self._get(name)
@@ -277,6 +289,26 @@ class ContainerService:
                 f.write(text)
         return {dest: path for dest, (path, _) in files.items()}
 
+    def _volumes_of(self, cid: str) -> list[tuple[str, str, bool]]:
+        with self.db.read() as c:
+            return [(r[0], r[1], bool(r[2])) for r in c.execute(
+                "SELECT name, destination, read_only FROM container_volumes WHERE container_id = ? "
+                "ORDER BY destination", (cid,))]
+
+    def _volume_mounts(self, ctr: Ctr, rootfs: str) -> list[dict[str, Any]]:
+        """Bind mounts of the container's volumes; a new volume first gets the image's content there."""
+        out = []
+        for name, dst, ro in self._volumes_of(ctr.id):
+            vol = self.volumes.get(name)
+            if vol.needs_copy:
+                src = os.path.join(rootfs, dst.lstrip("/"))
+                if os.path.isdir(src) and not os.path.islink(src) and os.listdir(src) and not os.listdir(vol.mountpoint):
+                    subprocess.run(["cp", "-a", "--", src + "/.", vol.mountpoint], check=True, capture_output=True)
+                self.volumes.copied(name)
+            out.append({"destination": dst, "type": "bind", "source": vol.mountpoint,
+                        "options": ["rbind", "rprivate"] + (["ro"] if ro else [])})
+        return out
+
     def _start_sync(self, ctr: Ctr) -> None:
         p = self._paths(ctr)
         runtime = self.runtimes[ctr.runtime]
@@ -304,6 +336,7 @@ class ContainerService:
                                 network_mode=ctr.host_config.get("NetworkMode", "none"),
                                 cgroups_path=f"/berth/{ctr.id}", etc_files=etc, cgroup_v2=self.cgroup_v2)
             config["mounts"].extend(cmounts.mounts(ctr.host_config))
+            config["mounts"].extend(self._volume_mounts(ctr, rootfs))
             config["linux"]["resources"].update(cmounts.resources(ctr.host_config, memsw=self.memsw))
             csecurity.apply(config, ctr.host_config, ctr.host_config.get("NetworkMode", "none"))
             with open(os.path.join(p.bundle, "config.json"), "w") as f:
@@ -571,8 +604,15 @@ class ContainerService:
                 ctr = self._get(ctr.id)
             except NotFound:
                 return
+            vols = self._volumes_of(ctr.id)
             with self.db.transaction() as c:
                 c.execute("DELETE FROM containers WHERE id = ?", (ctr.id,))
+            for vname, _, _ in vols:
+                with contextlib.suppress(NotFound, Conflict):
+                    if volumes or (ctr.host_config.get("AutoRemove") and self.volumes.get(vname).anonymous):
+                        if self.volumes.get(vname).anonymous:
+                            self.volumes.remove(vname)
+                            self.bus.publish(make_event("volume", "destroy", vname, {"driver": "local"}))
             p = self._paths(ctr)
             await asyncio.to_thread(self._release, ctr, p)
             shutil.rmtree(p.bundle, ignore_errors=True)
@@ -653,7 +693,9 @@ class ContainerService:
                 "LowerDir": ":".join(self.images.layers.diff_path(ch) for ch in reversed(self.images.get(ctr.image_id).layers)),
                 "UpperDir": os.path.join(self.root, ctr.id, "upper"), "WorkDir": os.path.join(self.root, ctr.id, "work"),
                 "MergedDir": os.path.join(p.bundle, "rootfs")}},
-            "Mounts": [], "Config": ctr.config,
+            "Mounts": [{"Type": "volume", "Name": n, "Source": self.volumes.get(n).mountpoint, "Destination": d,
+                        "Driver": "local", "Mode": "z", "RW": not ro, "Propagation": ""}
+                       for n, d, ro in self._volumes_of(ctr.id)], "Config": ctr.config,
             "NetworkSettings": {"Bridge": "", "SandboxID": "", "Ports": {}, "Networks": {}},
         }
 

@@ -1,0 +1,120 @@
+"""The local volume driver: ``<data-root>/volumes/<name>/_data``, metadata in SQLite.
+
+A volume is registered only once its directory exists; removing one deletes the row first, then the
+directory (a crash leaves at worst an unreferenced directory, which ``sweep`` removes at start).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import re
+import secrets
+import shutil
+from dataclasses import dataclass
+from typing import Any
+
+from berth.errors import Conflict, InvalidParameter, NotFound, NotSupported
+from berth.store.db import Database
+
+NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]+$")
+
+
+@dataclass
+class Volume:
+    name: str
+    driver: str
+    created: str
+    labels: dict[str, str]
+    options: dict[str, str]
+    anonymous: bool
+    needs_copy: bool
+    mountpoint: str
+
+    def view(self) -> dict[str, Any]:
+        return {"Name": self.name, "Driver": self.driver, "Mountpoint": self.mountpoint, "CreatedAt": self.created,
+                "Labels": self.labels or None, "Scope": "local", "Options": self.options or None}
+
+
+class LocalVolumes:
+    def __init__(self, root: str, db: Database) -> None:
+        self.root = root
+        self.db = db
+        os.makedirs(root, mode=0o701, exist_ok=True)
+
+    def _row(self, r: Any) -> Volume:
+        return Volume(r["name"], r["driver"], r["created"], json.loads(r["labels"]), json.loads(r["options"]),
+                      bool(r["anonymous"]), bool(r["needs_copy"]), os.path.join(self.root, r["name"], "_data"))
+
+    def get(self, name: str) -> Volume:
+        with self.db.read() as c:
+            r = c.execute("SELECT * FROM volumes WHERE name = ?", (name,)).fetchone()
+        if r is None:
+            raise NotFound(f"get {name}: no such volume")
+        return self._row(r)
+
+    def all(self) -> list[Volume]:
+        with self.db.read() as c:
+            return [self._row(r) for r in c.execute("SELECT * FROM volumes ORDER BY created")]
+
+    def users(self, name: str) -> list[str]:
+        with self.db.read() as c:
+            return [r[0] for r in c.execute("SELECT DISTINCT container_id FROM container_volumes WHERE name = ?",
+                                            (name,))]
+
+    def create(self, name: str = "", driver: str = "local", labels: dict[str, str] | None = None,
+               options: dict[str, str] | None = None, anonymous: bool = False) -> tuple[Volume, bool]:
+        """(volume, created): creating an existing volume returns it, as dockerd does."""
+        if driver not in ("", "local"):
+            raise NotSupported(f"volume driver {driver!r} is not supported (berth has the local driver)")
+        if options:
+            raise NotSupported("local volume options (type, device, o) are not supported by berth yet")
+        if not name:
+            name, anonymous = secrets.token_hex(32), True
+        if not NAME.match(name):
+            raise InvalidParameter(f'create {name}: "{name}" includes invalid characters for a local volume name, '
+                                   "only \"[a-zA-Z0-9][a-zA-Z0-9_.-]\" are allowed")
+        try:
+            return self.get(name), False
+        except NotFound:
+            pass
+        data = os.path.join(self.root, name, "_data")
+        os.makedirs(data, mode=0o755, exist_ok=True)
+        created = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        with self.db.transaction() as c:
+            c.execute("INSERT INTO volumes VALUES (?, 'local', ?, ?, ?, ?, 1)",
+                      (name, created, json.dumps(labels or {}), json.dumps(options or {}), int(anonymous)))
+        return self.get(name), True
+
+    def remove(self, name: str, force: bool = False) -> None:
+        v = self.get(name)
+        users = self.users(name)
+        if users:
+            raise Conflict(f"remove {name}: volume is in use - [{', '.join(users)}]")
+        with self.db.transaction() as c:
+            c.execute("DELETE FROM volumes WHERE name = ?", (v.name,))
+        shutil.rmtree(os.path.join(self.root, v.name), ignore_errors=True)
+
+    def copied(self, name: str) -> None:
+        with self.db.transaction() as c:
+            c.execute("UPDATE volumes SET needs_copy = 0 WHERE name = ?", (name,))
+
+    def size(self, name: str) -> int:
+        total = 0
+        for base, _, files in os.walk(os.path.join(self.root, name, "_data")):
+            for f in files:
+                try:
+                    total += os.lstat(os.path.join(base, f)).st_size
+                except OSError:
+                    pass
+        return total
+
+    def sweep(self) -> list[str]:
+        known = {v.name for v in self.all()}
+        removed = []
+        for name in os.listdir(self.root):
+            if name not in known:
+                shutil.rmtree(os.path.join(self.root, name), ignore_errors=True)
+                removed.append(f"volumes/{name}")
+        return removed
