@@ -77,8 +77,9 @@ def test_errors_have_dockerd_status_and_words(bb):
     r = rawhttp.request(bb.sock, "POST", "/containers/dup/kill")
     assert r.status == 409 and "is not running" in r.json()["message"]
     r = rawhttp.request(bb.sock, "POST", "/containers/create", body=b'{"Image": "bb", "Cmd": ["true"], '
-                        b'"HostConfig": {"Privileged": true}}', headers={"Content-Type": "application/json"})
-    assert r.status == 501 and "HostConfig.Privileged is not supported by berth yet" in r.json()["message"]
+                        b'"HostConfig": {"PortBindings": {"80/tcp": [{"HostPort": "8080"}]}}}',
+                        headers={"Content-Type": "application/json"})
+    assert r.status == 501 and "HostConfig.PortBindings is not supported by berth yet" in r.json()["message"]
     r = rawhttp.request(bb.sock, "POST", "/containers/create", body=b"{not json",
                         headers={"Content-Type": "application/json"})
     assert r.status == 400

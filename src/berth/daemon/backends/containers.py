@@ -350,7 +350,7 @@ class ContainerService:
             self._hand_out_stdin(ctr.id, p)  # before start: no input can be missed
             runtime.start(ctr.id, p)
             undo.pop_all()
-        ctr.state.update(Status="running", Running=True, Paused=False, Pid=pid, ExitCode=0, Error="",
+        ctr.state.update(Status="running", Running=True, Paused=False, Restarting=False, Pid=pid, ExitCode=0, Error="",
                          StartedAt=_now(), FinishedAt="0001-01-01T00:00:00Z", OOMKilled=False, Dead=False)
         self._save_state(ctr)
 
@@ -386,13 +386,14 @@ class ContainerService:
             pending = self._pending_restarts.pop(ctr.id, None)
             if pending is not None:
                 pending.cancel()
-                ctr.state.update(Restarting=False)
             try:
                 await asyncio.to_thread(self._start_sync, ctr)
             except BerthError as exc:
                 # as dockerd: exit code 127 (command not found) or 126, the error recorded
                 code = 127 if "not found" in exc.message else 126 if isinstance(exc, InvalidParameter) else 128
                 ctr.state.update(ExitCode=code, Error=exc.message)
+                if ctr.state.get("Restarting"):
+                    ctr.state.update(Restarting=False, Status="exited")
                 self._save_state(ctr)
                 failed: BerthError | None = exc
             else:
@@ -471,9 +472,7 @@ class ContainerService:
             ctr = self._get(cid)
             if not ctr.state.get("Restarting"):
                 return
-            ctr.state.update(Restarting=False, Status="exited")
-            self._save_state(ctr)
-            await self.start(cid, keep_count=True)
+            await self.start(cid, keep_count=True)  # "restarting" until it runs again
         except BerthError as exc:
             log.warning("restarting container %s failed: %s", cid[:12], exc.message)
 
