@@ -321,3 +321,26 @@ def test_volumes_named_anonymous_copy_up_and_removal(berthd):
     assert r.status == 404 and r.json()["message"] == "get v1: no such volume"
     r = rawhttp.request(d.sock, "POST", "/volumes/create", body=b'{"Name": "bad/name"}')
     assert r.status == 400 and "invalid characters" in r.json()["message"]
+
+
+def test_cp_both_ways_inside_the_root(bb, tmp_path):
+    run(bb, "run", "-d", "--name", "cpt", "bb", "sleep", "60")
+    out = tmp_path / "passwd"
+    assert run(bb, "cp", "cpt:/etc/passwd", str(out)).returncode == 0
+    assert out.read_text().startswith("root:x:0:0")
+    (tmp_path / "tree" / "sub").mkdir(parents=True)
+    (tmp_path / "tree" / "sub" / "f").write_text("deep\n")
+    assert run(bb, "cp", str(tmp_path / "tree"), "cpt:/tmp/").returncode == 0
+    assert run(bb, "exec", "cpt", "cat", "/tmp/tree/sub/f").stdout == "deep\n"
+    assert run(bb, "cp", "cpt:/tmp/tree", str(tmp_path / "back")).returncode == 0
+    assert (tmp_path / "back" / "sub" / "f").read_text() == "deep\n"
+    r = run(bb, "cp", "cpt:/nonexistent", str(tmp_path / "x"))
+    assert r.returncode != 0 and "Could not find the file /nonexistent in container cpt" in r.stderr
+    # a symlink to an absolute path resolves inside the container, never on the host
+    run(bb, "exec", "cpt", "sh", "-c", "mkdir /fake && echo not-host > /fake/hostname && ln -s /fake /escape")
+    assert run(bb, "cp", "cpt:/escape/hostname", str(tmp_path / "h")).returncode == 0
+    assert (tmp_path / "h").read_text() == "not-host\n"
+    run(bb, "stop", "-t", "0", "cpt")
+    assert run(bb, "cp", "cpt:/tmp/tree/sub/f", str(tmp_path / "from-stopped")).returncode == 0
+    assert (tmp_path / "from-stopped").read_text() == "deep\n"
+    assert bb.root not in open("/proc/mounts").read()

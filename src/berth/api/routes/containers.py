@@ -133,7 +133,33 @@ def routes(backend: ContainerBackend) -> list[Route]:
     def top(req: Request) -> Response:
         return Response.json(backend.container_top(req.params["id"], req.arg("ps_args")))
 
+    async def archive_get(req: Request) -> Response | None:
+        assert req.connection is not None
+        path = req.arg("path")
+        if not path:
+            raise InvalidParameter("path is required")
+        if req.method == "HEAD":
+            header = backend.archive_stat(req.params["id"], path)
+            return Response(200, b"", "application/x-tar", {"X-Docker-Container-Path-Stat": header})
+        header, chunks = await backend.archive_get(req.params["id"], path)
+        writer = await req.connection.start_stream(200, "application/x-tar", {"X-Docker-Container-Path-Stat": header})
+        async for chunk in chunks:
+            await writer.write(chunk)
+        await writer.close()
+        return None
+
+    async def archive_put(req: Request) -> Response:
+        assert req.connection is not None
+        path = req.arg("path")
+        if not path:
+            raise InvalidParameter("path is required")
+        await backend.archive_put(req.params["id"], path, req.connection.body_stream(),
+                                  req.bool_arg("noOverwriteDirNonDir"))
+        return Response.empty(200)
+
     return [
+        route("GET", "/containers/{id}/archive", archive_get),
+        route("PUT", "/containers/{id}/archive", archive_put, stream_body=True),
         route("POST", "/containers/{id}/pause", pause),
         route("POST", "/containers/{id}/unpause", unpause),
         route("POST", "/containers/{id}/rename", rename),

@@ -27,6 +27,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
+from berth.container import archive as carchive
 from berth.container import logs as clogs
 from berth.container import mounts as cmounts
 from berth.container import names, spec
@@ -40,6 +41,7 @@ from berth.container.runtime import (
     read_exit_code,
     wait_pid_gone,
 )
+from berth.daemon.backends.bridge import BodyPipe, iterate_in_thread
 from berth.daemon.events import EventBus, make_event
 from berth.errors import BerthError, Conflict, InvalidParameter, NotFound, NotModified, NotSupported, System
 from berth.image.store import ImageStore
@@ -863,6 +865,69 @@ class ContainerAPI(ContainerService):
             if len(fields) > pid_col and fields[pid_col] in pids:
                 procs.append(fields)
         return {"Titles": titles, "Processes": procs}
+
+    @contextlib.contextmanager
+    def _root_for(self, ctr: Ctr, path: str) -> Any:
+        """(root, path inside it) for ``path`` as the container sees it: a volume's directory for a
+        path under a volume, else the container's rootfs (mounted for the occasion when stopped)."""
+        norm = os.path.normpath("/" + path)
+        for name, dst, _ in sorted(self._volumes_of(ctr.id), key=lambda v: -len(v[1])):
+            if norm == dst or norm.startswith(dst.rstrip("/") + "/"):
+                yield self.volumes.get(name).mountpoint, norm[len(dst):] or "/"
+                return
+        rootfs = os.path.join(self._paths(ctr).bundle, "rootfs")
+        if is_mounted(rootfs):
+            yield rootfs, path
+            return
+        cdir = os.path.join(self.root, ctr.id)
+        os.makedirs(rootfs, exist_ok=True)
+        rec = self.images.get(ctr.image_id)
+        lowers = ":".join(self.images.layers.diff_path(ch) for ch in reversed(rec.layers))
+        mount("overlay", rootfs, "overlay", 0, f"lowerdir={lowers},upperdir={cdir}/upper,workdir={cdir}/work")
+        try:
+            yield rootfs, path
+        finally:
+            umount(rootfs, detach=True)
+
+    def archive_stat(self, name: str, path: str) -> str:
+        ctr = self._get(name)
+        with self._root_for(ctr, path) as (root, inner):
+            return carchive.stat_path(root, inner, name)[1]
+
+    async def archive_get(self, name: str, path: str) -> tuple[str, AsyncIterator[bytes]]:
+        ctr = self._get(name)
+        stack = contextlib.ExitStack()
+        root, inner = stack.enter_context(self._root_for(ctr, path))
+        try:
+            host, header = carchive.stat_path(root, inner, name)
+        except BaseException:
+            stack.close()
+            raise
+        arcname = os.path.basename(path.rstrip("/")) or "."
+
+        async def chunks() -> AsyncIterator[bytes]:
+            with stack:
+                async for chunk in iterate_in_thread(lambda: carchive.tar_stream(host, arcname)):
+                    yield chunk
+
+        return header, chunks()
+
+    async def archive_put(self, name: str, path: str, body: AsyncIterator[bytes], no_overwrite: bool) -> None:
+        ctr = self._get(name)
+        if ctr.host_config.get("ReadonlyRootfs") and not any(
+                os.path.normpath("/" + path).startswith(d) for _, d, _ in self._volumes_of(ctr.id)):
+            raise Conflict("container rootfs is marked read-only")
+        with self._root_for(ctr, path) as (root, inner):
+            pipe = BodyPipe()
+            work = asyncio.create_task(asyncio.to_thread(carchive.extract, pipe, root, inner, name,  # type: ignore[arg-type]
+                                                         no_overwrite))
+            try:
+                await pipe.feed(body)
+                await work
+            except BaseException:
+                pipe.abort()
+                await asyncio.gather(work, return_exceptions=True)
+                raise
 
     def container_resize(self, name: str, height: int, width: int) -> None:
         """Resize the container's terminal: conmon's ctl FIFO takes "1 HEIGHT WIDTH"."""
