@@ -324,7 +324,7 @@ def test_volumes_named_anonymous_copy_up_and_removal(berthd):
 
 
 def test_cp_both_ways_inside_the_root(bb, tmp_path):
-    run(bb, "run", "-d", "--name", "cpt", "bb", "sleep", "60")
+    assert run(bb, "run", "-d", "--name", "cpt", "bb", "sleep", "60").returncode == 0
     out = tmp_path / "passwd"
     assert run(bb, "cp", "cpt:/etc/passwd", str(out)).returncode == 0
     assert out.read_text().startswith("root:x:0:0")

@@ -23,7 +23,8 @@ def busybox_rootfs_tar(extra: dict[str, bytes] | None = None) -> bytes:
             info.type, info.mode, info.mtime = tarfile.DIRTYPE, 0o755 if d != "tmp" else 0o1777, 1_700_000_000
             tf.addfile(info)
         tf.add(BUSYBOX, "bin/busybox")
-        for applet in ("sh", "ls", "cat", "echo", "rm", "mkdir", "touch", "true"):
+        for applet in ("sh", "ls", "cat", "echo", "rm", "mkdir", "touch", "true", "sleep", "ln", "grep", "wc",
+                       "tail", "head", "hostname", "id", "tr", "ps", "env"):
             info = tarfile.TarInfo(f"bin/{applet}")
             info.type, info.linkname, info.mtime = tarfile.SYMTYPE, "busybox", 1_700_000_000
             tf.addfile(info)
