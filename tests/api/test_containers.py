@@ -344,3 +344,23 @@ def test_cp_both_ways_inside_the_root(bb, tmp_path):
     assert run(bb, "cp", "cpt:/tmp/tree/sub/f", str(tmp_path / "from-stopped")).returncode == 0
     assert (tmp_path / "from-stopped").read_text() == "deep\n"
     assert bb.root not in open("/proc/mounts").read()
+
+
+def test_export_diff_update(bb, tmp_path):
+    import tarfile
+
+    assert run(bb, "run", "-d", "--name", "ex", "bb", "sh", "-c",
+               "echo new > /tmp/new; echo changed > /etc/passwd; rm /etc/greeting; sleep 60").returncode == 0
+    assert _until(lambda: "A /tmp/new" in run(bb, "diff", "ex").stdout)
+    assert run(bb, "diff", "ex").stdout.splitlines() == ["C /etc", "D /etc/greeting", "C /etc/passwd", "C /tmp",
+                                                         "A /tmp/new"]
+    assert run(bb, "update", "--memory", "64m", "--memory-swap", "128m", "ex").returncode == 0
+    assert run(bb, "inspect", "-f", "{{.HostConfig.Memory}}", "ex").stdout.strip() == str(64 << 20)
+    run(bb, "stop", "-t", "0", "ex")
+    out = tmp_path / "ex.tar"
+    assert run(bb, "export", "-o", str(out), "ex").returncode == 0
+    with tarfile.open(out) as tf:
+        names = tf.getnames()
+        assert "tmp/new" in names and "bin/busybox" in names and "etc/greeting" not in names
+        assert tf.extractfile("tmp/new").read() == b"new\n"
+    assert bb.root not in open("/proc/mounts").read()

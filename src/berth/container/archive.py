@@ -87,15 +87,20 @@ class _Sink:
         pass
 
 
-def tar_stream(host_path: str, arcname: str) -> Iterator[bytes]:
-    """A tar of ``host_path`` (a file, link or directory tree) under ``arcname``, produced lazily."""
+def tar_stream(host_path: str, arcname: str, end: bool = True) -> Iterator[bytes]:
+    """A tar of ``host_path`` (a file, link or directory tree) under ``arcname``, produced lazily.
+    With ``end=False`` the end-of-archive blocks are left out, so that streams can be concatenated."""
     sink = _Sink()
-    with tarfile.open(fileobj=sink, mode="w|", format=tarfile.PAX_FORMAT) as tf:  # type: ignore[call-overload]
-        for dirpath, arc in _walk(host_path, arcname):
-            tf.add(dirpath, arcname=arc, recursive=False)
-            if sink.chunks:
-                yield from sink.chunks
-                sink.chunks.clear()
+    tf = tarfile.open(fileobj=sink, mode="w|", format=tarfile.PAX_FORMAT)  # type: ignore[call-overload]
+    for dirpath, arc in _walk(host_path, arcname):
+        tf.add(dirpath, arcname=arc, recursive=False)
+        if sink.chunks:
+            yield from sink.chunks
+            sink.chunks.clear()
+    if end:
+        tf.close()
+    else:
+        tf.fileobj.close()  # flush the last record's data, without the end-of-archive marker
     yield from sink.chunks
 
 

@@ -145,6 +145,11 @@ class OCIRuntime:
         """The command that runs an extra process (docker exec) in a running container."""
         return [self.path, "--root", self.root, "exec", "--process", process_file, cid]
 
+    def update(self, cid: str, resources_file: str) -> None:
+        r = self._run("update", "--resources", resources_file, cid)
+        if r.returncode != 0:
+            raise System(f"{self.name} update failed: {r.stderr.strip()}")
+
     def pause(self, cid: str) -> None:
         r = self._run("pause", cid)
         if r.returncode != 0:

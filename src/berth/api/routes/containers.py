@@ -157,7 +157,28 @@ def routes(backend: ContainerBackend) -> list[Route]:
                                   req.bool_arg("noOverwriteDirNonDir"))
         return Response.empty(200)
 
+    async def export(req: Request) -> None:
+        assert req.connection is not None
+        backend.container_inspect(req.params["id"])  # 404 before the status line
+        writer = await req.connection.start_stream(200, "application/x-tar")
+        async for chunk in backend.container_export(req.params["id"]):
+            await writer.write(chunk)
+        await writer.close()
+        return None
+
+    def changes(req: Request) -> Response:
+        return Response.json(backend.container_changes(req.params["id"]))
+
+    async def update(req: Request) -> Response:
+        body = req.json_body()
+        if not isinstance(body, dict):
+            raise InvalidParameter("the update must be a JSON object")
+        return Response.json(await backend.container_update(req.params["id"], body))
+
     return [
+        route("GET", "/containers/{id}/export", export),
+        route("GET", "/containers/{id}/changes", changes),
+        route("POST", "/containers/{id}/update", update),
         route("GET", "/containers/{id}/archive", archive_get),
         route("PUT", "/containers/{id}/archive", archive_put, stream_body=True),
         route("POST", "/containers/{id}/pause", pause),

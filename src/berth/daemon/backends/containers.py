@@ -21,9 +21,10 @@ import os
 import secrets
 import shutil
 import socket
+import stat
 import subprocess
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -928,6 +929,71 @@ class ContainerAPI(ContainerService):
                 pipe.abort()
                 await asyncio.gather(work, return_exceptions=True)
                 raise
+
+    async def container_export(self, name: str) -> AsyncIterator[bytes]:
+        """The container's filesystem as a tar (volumes not included), as docker export."""
+        ctr = self._get(name)
+        stack = contextlib.ExitStack()
+        root, _ = stack.enter_context(self._root_for(ctr, "/"))  # mounted for the occasion when stopped
+
+        def entries() -> Iterator[bytes]:
+            for entry in sorted(os.listdir(root)):
+                yield from carchive.tar_stream(os.path.join(root, entry), entry, end=False)
+            yield bytes(1024)
+
+        with stack:
+            async for chunk in iterate_in_thread(entries):
+                yield chunk
+        self._event("export", ctr)
+
+    def container_changes(self, name: str) -> list[dict[str, Any]]:
+        """Kind 0: modified, 1: added, 2: deleted — from the container's upper layer."""
+        ctr = self._get(name)
+        upper = os.path.join(self.root, ctr.id, "upper")
+        lowers = [self.images.layers.diff_path(ch) for ch in reversed(self.images.get(ctr.image_id).layers)]
+        # mount points the runtime made in the upper layer are not the container's changes (as dockerd)
+        hidden = {"/dev", "/proc", "/sys", "/etc/hostname", "/etc/hosts", "/etc/resolv.conf", "/sbin/docker-init"}
+        hidden.update(d for _, d, _ in self._volumes_of(ctr.id))
+        hidden.update(m["destination"] for m in cmounts.mounts({k: v for k, v in ctr.host_config.items()
+                                                                 if k in ("Mounts", "Tmpfs")}))
+        out = []
+        for base, dirs, files in os.walk(upper):
+            for entry in sorted(dirs + files):
+                full = os.path.join(base, entry)
+                rel = "/" + os.path.relpath(full, upper)
+                if rel in hidden or any(rel.startswith(h + "/") for h in hidden if h in ("/dev", "/proc", "/sys")):
+                    continue
+                st = os.lstat(full)
+                if stat.S_ISCHR(st.st_mode) and st.st_rdev == 0:
+                    kind = 2
+                elif any(os.path.lexists(os.path.join(low, rel.lstrip("/"))) for low in lowers):
+                    kind = 0
+                else:
+                    kind = 1
+                out.append({"Path": rel, "Kind": kind})
+        return sorted(out, key=lambda c: c["Path"])
+
+    async def container_update(self, name: str, body: dict[str, Any]) -> dict[str, Any]:
+        ctr = self._get(name)
+        allowed = ("Memory", "MemorySwap", "NanoCpus", "CpuShares", "CpuQuota", "CpuPeriod", "CpusetCpus",
+                   "PidsLimit", "RestartPolicy")
+        changes = {k: v for k, v in body.items() if k in allowed and v not in (None, 0, "") or k == "RestartPolicy"
+                   and v}
+        unknown = [k for k, v in body.items() if k not in allowed and v not in (None, 0, "", [], {})]
+        if unknown:
+            raise NotSupported(f"updating {', '.join(sorted(unknown))} is not supported by berth yet")
+        hc = {**ctr.host_config, **changes}
+        self._check_host_config(hc)
+        res = cmounts.resources(hc, memsw=self.memsw)
+        if ctr.running and res:
+            path = os.path.join(self._paths(ctr).run_dir, "update.json")
+            with open(path, "w") as f:
+                json.dump(res, f)
+            await asyncio.to_thread(self.runtimes[ctr.runtime].update, ctr.id, path)
+        with self.db.transaction() as c:
+            c.execute("UPDATE containers SET host_config = ? WHERE id = ?", (json.dumps(hc), ctr.id))
+        self._event("update", ctr)
+        return {"Warnings": []}
 
     def container_resize(self, name: str, height: int, width: int) -> None:
         """Resize the container's terminal: conmon's ctl FIFO takes "1 HEIGHT WIDTH"."""
