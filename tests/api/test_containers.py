@@ -364,3 +364,26 @@ def test_export_diff_update(bb, tmp_path):
         assert "tmp/new" in names and "bin/busybox" in names and "etc/greeting" not in names
         assert tf.extractfile("tmp/new").read() == b"new\n"
     assert bb.root not in open("/proc/mounts").read()
+
+
+def test_stats_from_the_cgroups(bb):
+    run(bb, "run", "-d", "--name", "st", "-m", "64m", "bb", "sh", "-c", "while true; do :; done")
+    r = run(bb, "stats", "--no-stream", "--format", "{{.Name}} {{.MemUsage}} {{.PIDs}} {{.CPUPerc}}", "st")
+    name, usage, _slash, limit, pids, cpu = r.stdout.split()
+    assert (name, limit, pids) == ("st", "64MiB", "1"), r.stdout
+    assert float(cpu.rstrip("%")) > 10  # a busy loop
+    c = docker.APIClient(base_url=bb.url, version="1.47")
+    one = c.stats("st", stream=False, one_shot=True)
+    assert one["memory_stats"]["limit"] == 64 << 20 and one["pids_stats"]["current"] == 1
+
+
+def test_info_counts_and_system_df(bb):
+    run(bb, "run", "-d", "--name", "up", "bb", "sleep", "60")
+    run(bb, "run", "--name", "down", "-v", "dfvol:/v", "bb", "sh", "-c", "echo 12345 > /v/f")
+    info = docker.APIClient(base_url=bb.url, version="1.47").info()
+    assert (info["Containers"], info["ContainersRunning"], info["ContainersStopped"], info["Images"]) == (2, 1, 1, 1)
+    df = docker.APIClient(base_url=bb.url, version="1.47").df()
+    assert sorted(c["Names"][0] for c in df["Containers"]) == ["/down", "/up"]
+    vol = [v for v in df["Volumes"] if v["Name"] == "dfvol"][0]
+    assert vol["UsageData"] == {"Size": 6, "RefCount": 1}
+    assert "TYPE" in run(bb, "system", "df").stdout

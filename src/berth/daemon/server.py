@@ -170,8 +170,9 @@ class Daemon:
                 log.warning("removed %s, left over from an interrupted operation", leftover)
             containers = ContainerAPI(db, image_store, self.bus, cfg.data_root, cfg.exec_root, runtimes,
                                       "crun" if "crun" in runtimes else "runc", volumes)
-            images = ImageService(image_store, self.bus, in_use=containers.images_in_use)
-            self.system = SystemService(cfg, self.bus, _engine_id(cfg.data_root), image_count=images.counts)
+            images = ImageService(image_store, self.bus, in_use=containers.images_in_use, df_extra=containers.df)
+            self.system = SystemService(cfg, self.bus, _engine_id(cfg.data_root), image_count=images.counts,
+                                        container_counts=containers.counts)
             router = Router([*system_routes.routes(self.system), *image_routes.routes(images),
                              *container_routes.routes(containers),
                              *container_routes.exec_routes(ExecService(containers)),

@@ -175,7 +175,18 @@ def routes(backend: ContainerBackend) -> list[Route]:
             raise InvalidParameter("the update must be a JSON object")
         return Response.json(await backend.container_update(req.params["id"], body))
 
+    async def stats(req: Request) -> None:
+        assert req.connection is not None
+        backend.container_inspect(req.params["id"])  # 404 before the status line
+        samples = backend.container_stats(req.params["id"], req.bool_arg("stream", True), req.bool_arg("one-shot"))
+        writer = await req.connection.start_stream(200, "application/json")
+        async for sample in samples:
+            await writer.write(json.dumps(sample).encode() + b"\n")
+        await writer.close()
+        return None
+
     return [
+        route("GET", "/containers/{id}/stats", stats),
         route("GET", "/containers/{id}/export", export),
         route("GET", "/containers/{id}/changes", changes),
         route("POST", "/containers/{id}/update", update),

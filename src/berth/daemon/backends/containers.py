@@ -33,6 +33,7 @@ from berth.container import logs as clogs
 from berth.container import mounts as cmounts
 from berth.container import names, spec
 from berth.container import security as csecurity
+from berth.container import stats as cstats
 from berth.container.runtime import (
     OCIRuntime,
     Paths,
@@ -994,6 +995,50 @@ class ContainerAPI(ContainerService):
             c.execute("UPDATE containers SET host_config = ? WHERE id = ?", (json.dumps(hc), ctr.id))
         self._event("update", ctr)
         return {"Warnings": []}
+
+    async def container_stats(self, name: str, stream: bool, one_shot: bool) -> AsyncIterator[dict[str, Any]]:
+        """One sample (with the previous one a second earlier, unless ``one_shot``), or one a second."""
+        ctr = self._get(name)
+        if not ctr.running:
+            yield cstats.empty(ctr.id, ctr.name)
+            return
+        pre = cstats.sample(ctr.id, ctr.name, self.cgroup_v2)
+        if not stream and not one_shot:
+            await asyncio.sleep(1)  # as dockerd: precpu_stats from a second before, for CPU percentages
+        elif one_shot:
+            cur = pre
+            cur["precpu_stats"], cur["preread"] = {"cpu_usage": {"total_usage": 0}}, "0001-01-01T00:00:00Z"
+            yield cur
+            return
+        while True:
+            cur = cstats.sample(ctr.id, ctr.name, self.cgroup_v2)
+            cur["precpu_stats"], cur["preread"] = pre["cpu_stats"], pre["read"]
+            yield cur
+            if not stream or not self._exists(ctr.id) or not self._get(ctr.id).running:
+                return
+            pre = cur
+            await asyncio.sleep(1)
+
+    def counts(self) -> dict[str, int]:
+        states = [c.state.get("Status") for c in self.all()]
+        return {"Containers": len(states), "ContainersRunning": states.count("running"),
+                "ContainersPaused": states.count("paused"),
+                "ContainersStopped": len(states) - states.count("running") - states.count("paused")}
+
+    def df(self) -> dict[str, Any]:
+        """The containers' and volumes' parts of /system/df."""
+        ctrs = []
+        for c in self.all():
+            s = self.summary(c)
+            s["SizeRw"] = sum(os.lstat(os.path.join(b, f)).st_size for b, _, fs in
+                              os.walk(os.path.join(self.root, c.id, "upper")) for f in fs)
+            ctrs.append(s)
+        vols = []
+        for v in self.volumes.all():
+            view = v.view()
+            view["UsageData"] = {"Size": self.volumes.size(v.name), "RefCount": len(self.volumes.users(v.name))}
+            vols.append(view)
+        return {"Containers": ctrs, "Volumes": vols}
 
     def container_resize(self, name: str, height: int, width: int) -> None:
         """Resize the container's terminal: conmon's ctl FIFO takes "1 HEIGHT WIDTH"."""

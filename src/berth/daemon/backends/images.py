@@ -34,10 +34,12 @@ def _familiar(refs: list[str]) -> list[str]:
 
 
 class ImageService:
-    def __init__(self, store: ImageStore, bus: EventBus, in_use: Callable[[], set[str]] = set) -> None:
+    def __init__(self, store: ImageStore, bus: EventBus, in_use: Callable[[], set[str]] = set,
+                 df_extra: Callable[[], dict[str, Any]] = dict) -> None:
         self.store = store
         self.bus = bus
         self.in_use = in_use  # IDs of images that containers use
+        self.df_extra = df_extra  # the containers' and volumes' parts of /system/df
 
     def _event(self, action: str, image_id: str, name: str = "") -> None:
         attrs = {"name": name} if name else {}
@@ -272,7 +274,7 @@ class ImageService:
                 s["Containers"] = 0
                 images.append(s)
             return {"LayersSize": layers_size, "Images": images, "Containers": [], "Volumes": [],
-                    "BuildCache": []}
+                    "BuildCache": [], **self.df_extra()}
         return await asyncio.to_thread(df)
 
     def counts(self) -> int:

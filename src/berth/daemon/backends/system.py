@@ -65,9 +65,11 @@ async def _tool_version(path: str) -> str:
 
 class SystemService:
     def __init__(self, cfg: Config, bus: EventBus, engine_id: str,
-                 image_count: Callable[[], int] = lambda: 0) -> None:
+                 image_count: Callable[[], int] = lambda: 0,
+                 container_counts: Callable[[], dict[str, int]] = dict) -> None:
         self.cfg = cfg
         self.image_count = image_count
+        self.container_counts = container_counts
         self.bus = bus
         self.engine_id = engine_id
         self.labels = list(cfg.labels)
@@ -129,7 +131,8 @@ class SystemService:
         mem_total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
         return {
             "ID": self.engine_id,
-            "Containers": 0, "ContainersRunning": 0, "ContainersPaused": 0, "ContainersStopped": 0,
+            **{"Containers": 0, "ContainersRunning": 0, "ContainersPaused": 0, "ContainersStopped": 0,
+               **self.container_counts()},
             "Images": self.image_count(),
             "Driver": "overlayfs",
             "DriverStatus": [["Backing Filesystem", _fs_type(self.cfg.data_root)]],
