@@ -387,3 +387,25 @@ def test_info_counts_and_system_df(bb):
     vol = [v for v in df["Volumes"] if v["Name"] == "dfvol"][0]
     assert vol["UsageData"] == {"Size": 6, "RefCount": 1}
     assert "TYPE" in run(bb, "system", "df").stdout
+
+
+def test_healthcheck(bb):
+    import time
+
+    t0 = time.time()
+    run(bb, "run", "-d", "--name", "hc", "--health-cmd", "test -f /tmp/ok", "--health-interval", "200ms",
+        "--health-retries", "2", "bb", "sh", "-c", "touch /tmp/ok; sleep 60")
+
+    def health() -> str:
+        return run(bb, "inspect", "-f", "{{.State.Health.Status}}", "hc").stdout.strip()
+
+    assert _until(lambda: health() == "healthy")
+    assert "(healthy)" in run(bb, "ps", "--format", "{{.Status}}").stdout
+    run(bb, "exec", "hc", "rm", "/tmp/ok")
+    assert _until(lambda: health() == "unhealthy")
+    c = docker.APIClient(base_url=bb.url, version="1.47")
+    log = c.inspect_container("hc")["State"]["Health"]["Log"]
+    assert log[-1]["ExitCode"] == 1 and len(log) <= 5
+    events = [e["Action"] for e in c.events(since=t0, until=time.time(), decode=True,
+                                            filters={"type": ["container"], "container": ["hc"]})]
+    assert "health_status: healthy" in events and "health_status: unhealthy" in events

@@ -114,6 +114,7 @@ class ContainerService:
         self._stdin_waiters: dict[str, list[asyncio.Future[socket.socket]]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._pending_restarts: dict[str, asyncio.TimerHandle] = {}
+        self._health_tasks: dict[str, asyncio.Task[None]] = {}
         self.cgroup_v2 = cgroups.layout() == "v2"
         self.memsw = self.cgroup_v2 or os.path.exists("/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes")
 
@@ -230,6 +231,12 @@ class ContainerService:
             raise InvalidParameter("no command specified")
         cfg["Labels"] = {**(icfg.get("Labels") or {}), **(body.get("Labels") or {})}
         cfg["ExposedPorts"] = body.get("ExposedPorts") or icfg.get("ExposedPorts")
+        health = body.get("Healthcheck") or icfg.get("Healthcheck")
+        if health:
+            test = health.get("Test") or []
+            if test and test[0] not in ("NONE", "CMD", "CMD-SHELL"):
+                raise InvalidParameter(f"invalid healthcheck test: {test[0]!r} (use CMD, CMD-SHELL or NONE)")
+            cfg["Healthcheck"] = health
         cid = secrets.token_hex(32)
         if not cfg["Hostname"]:
             cfg["Hostname"] = cid[:12]
@@ -407,6 +414,7 @@ class ContainerService:
                 await self.remove(ctr.id, force=True, volumes=False)
             raise failed
         self._event("start", ctr)
+        self._start_health(ctr)
 
     # ---- exits ---------------------------------------------------------------------------------
     def watch_exits(self) -> None:
@@ -436,6 +444,9 @@ class ContainerService:
             conmon_pid = _read_int(os.path.join(p.run_dir, "conmon.pid"))
             if conmon_pid:
                 await asyncio.to_thread(wait_pid_gone, conmon_pid, 5.0)
+            task = self._health_tasks.pop(cid, None)
+            if task is not None:
+                task.cancel()
             oom = await asyncio.to_thread(self._oom_killed, ctr)
             await asyncio.to_thread(self._release, ctr, p)
             ctr.state.update(Status="exited", Running=False, Paused=False, Pid=0, ExitCode=code, OOMKilled=oom,
@@ -447,6 +458,82 @@ class ContainerService:
             await self.remove(cid, force=True, volumes=False)
         elif self._should_restart(ctr, code):
             self._schedule_restart(ctr)
+
+    # ---- healthchecks ---------------------------------------------------------------------------
+    def _start_health(self, ctr: Ctr) -> None:
+        health = ctr.config.get("Healthcheck") or {}
+        test = health.get("Test") or []
+        if not test or test[0] == "NONE":
+            return
+        ctr = self._get(ctr.id)
+        ctr.state["Health"] = {"Status": "starting", "FailingStreak": 0, "Log": []}
+        self._save_state(ctr)
+        old = self._health_tasks.pop(ctr.id, None)
+        if old is not None:
+            old.cancel()
+        self._health_tasks[ctr.id] = asyncio.get_running_loop().create_task(self._health_loop(ctr.id))
+
+    async def _health_loop(self, cid: str) -> None:
+        ctr = self._get(cid)
+        h = ctr.config["Healthcheck"]
+        ns = 1e-9
+        interval = (h.get("Interval") or 30_000_000_000) * ns
+        timeout = (h.get("Timeout") or 30_000_000_000) * ns
+        retries = h.get("Retries") or 3
+        start_period = (h.get("StartPeriod") or 0) * ns
+        test = h["Test"]
+        args = ["/bin/sh", "-c", test[1]] if test[0] == "CMD-SHELL" else list(test[1:])
+        started = time.monotonic()
+        while True:
+            await asyncio.sleep(interval)
+            begin = _now()
+            code, output = await self._probe(cid, args, timeout)
+            try:
+                ctr = self._get(cid)
+            except NotFound:
+                return
+            if not ctr.running:
+                return
+            health = ctr.state.get("Health") or {"Status": "starting", "FailingStreak": 0, "Log": []}
+            before = health["Status"]
+            health["Log"] = (health.get("Log") or [])[-4:] + [
+                {"Start": begin, "End": _now(), "ExitCode": code, "Output": output}]
+            if code == 0:
+                health.update(Status="healthy", FailingStreak=0)
+            elif time.monotonic() - started >= start_period or before != "starting":
+                health["FailingStreak"] = int(health.get("FailingStreak", 0)) + 1
+                if health["FailingStreak"] >= retries:
+                    health["Status"] = "unhealthy"
+            ctr.state["Health"] = health
+            self._save_state(ctr)
+            if health["Status"] != before:
+                self._event(f"health_status: {health['Status']}", ctr)
+
+    async def _probe(self, cid: str, args: list[str], timeout: float) -> tuple[int, str]:
+        """Run one healthcheck command in the container: (exit code, first 4 KiB of its output)."""
+        ctr = self._get(cid)
+        p = self._paths(ctr)
+        with open(os.path.join(p.bundle, "config.json")) as f:
+            process = json.load(f)["process"]
+        process.update(args=args, terminal=False)
+        path = os.path.join(p.run_dir, f"health-{secrets.token_hex(4)}.json")
+        with open(path, "w") as f:
+            json.dump(process, f)
+        proc = await asyncio.create_subprocess_exec(*self.runtimes[ctr.runtime].exec_argv(ctr.id, path),
+                                                    stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+                                                    stderr=asyncio.subprocess.STDOUT)
+        try:
+            out, _ = await asyncio.wait_for(proc.communicate(), timeout)
+            code = proc.returncode if proc.returncode is not None else -1
+            text = out[:4096].decode(errors="replace")
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+            code, text = -1, f"Health check exceeded timeout ({timeout:g}s)"
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+        return code, text
 
     def _should_restart(self, ctr: Ctr, code: int) -> bool:
         policy = ctr.host_config.get("RestartPolicy") or {}
@@ -523,6 +610,9 @@ class ContainerService:
                 await self._exited(ctr.id, 255, lost=True)
             else:
                 log.info("container %s (%s) is still running under conmon %d", ctr.id[:12], ctr.name, conmon_pid)
+        for ctr in self.all():
+            if ctr.running:
+                self._start_health(ctr)
         for ctr in self.all():
             policy = (ctr.host_config.get("RestartPolicy") or {}).get("Name") or "no"
             if not ctr.running and (policy == "always" or policy == "unless-stopped"
@@ -668,7 +758,9 @@ class ContainerService:
         if st.get("Restarting"):
             return f"Restarting ({st.get('ExitCode', 0)}) {_since(_unix(st['FinishedAt']))} ago"
         if st.get("Running"):
-            return "Up " + _since(_unix(st["StartedAt"]))
+            health = (st.get("Health") or {}).get("Status")
+            suffix = {"starting": " (health: starting)", "healthy": " (healthy)", "unhealthy": " (unhealthy)"}
+            return "Up " + _since(_unix(st["StartedAt"])) + suffix.get(health or "", "")
         if st.get("Status") == "exited":
             return f"Exited ({st.get('ExitCode', 0)}) {_since(_unix(st['FinishedAt']))} ago"
         return "Created"
