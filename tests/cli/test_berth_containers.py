@@ -39,3 +39,28 @@ def test_detached_lifecycle(berthd):
     assert berth(*h, "container", "inspect", "-f", "{{.State.Status}}", "svc").stdout.strip() == "exited"
     r = berth(*h, "rm", "svc", "nosuch")
     assert r.returncode == 1 and r.stdout.strip() == "svc" and "No such container: nosuch" in r.stderr
+
+
+def test_exec_cp_top_volume_and_friends(berthd, tmp_path):
+    h = ("-H", berthd.url)
+    assert rawhttp.request(berthd.sock, "POST", "/images/create?fromSrc=-&repo=bb", body=busybox_rootfs_tar()).status == 200
+    assert berth(*h, "run", "-d", "--name", "svc", "bb", "sleep", "60").returncode == 0
+    r = berth(*h, "exec", "svc", "sh", "-c", "echo in-exec; exit 3")
+    assert (r.returncode, r.stdout) == (3, "in-exec\n")
+    assert berth(*h, "exec", "-i", "svc", "cat", input="piped\n").stdout == "piped\n"
+    (tmp_path / "f.txt").write_text("local\n")
+    assert berth(*h, "cp", str(tmp_path / "f.txt"), "svc:/tmp/").returncode == 0
+    assert berth(*h, "exec", "svc", "cat", "/tmp/f.txt").stdout == "local\n"
+    assert berth(*h, "cp", "svc:/etc/passwd", str(tmp_path / "p")).returncode == 0
+    assert (tmp_path / "p").read_text().startswith("root:")
+    assert "sleep 60" in berth(*h, "top", "svc").stdout
+    assert berth(*h, "pause", "svc").returncode == 0 and berth(*h, "unpause", "svc").returncode == 0
+    assert berth(*h, "rename", "svc", "svc2").returncode == 0
+    assert "A /tmp/f.txt" in berth(*h, "diff", "svc2").stdout
+    assert berth(*h, "volume", "create", "vv").stdout.strip() == "vv"
+    assert berth(*h, "volume", "ls", "-q").stdout.split() == ["vv"]
+    assert berth(*h, "volume", "rm", "vv").returncode == 0
+    df = berth(*h, "system", "df").stdout
+    assert df.splitlines()[0].split() == ["TYPE", "TOTAL", "ACTIVE", "SIZE"]
+    assert "svc2" in berth(*h, "stats", "--no-stream").stdout
+    assert berth(*h, "rm", "-f", "svc2").returncode == 0

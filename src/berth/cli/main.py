@@ -42,6 +42,16 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "restart": ("container", "Restart one or more containers"),
     "rm": ("container", "Remove one or more containers"),
     "wait": ("container", "Block until one or more containers stop, then print their exit codes"),
+    "exec": ("extra", "Execute a command in a running container"),
+    "cp": ("extra", "Copy files between a container and the local filesystem"),
+    "top": ("extra", "Display the running processes of a container"),
+    "stats": ("extra", "Display resource usage statistics of containers"),
+    "pause": ("extra", "Pause all processes within one or more containers"),
+    "unpause": ("extra", "Unpause all processes within one or more containers"),
+    "rename": ("extra", "Rename a container"),
+    "diff": ("extra", "Inspect changes to files on a container's filesystem"),
+    "export": ("extra", "Export a container's filesystem as a tar archive"),
+    "volume": ("extra", "Manage volumes"),
 }
 _VALUE_OPTS = {"-H", "--host", "-c", "--context", "--tlscacert", "--tlscert", "--tlskey", "-l", "--log-level",
                "--config"}

@@ -28,6 +28,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
     events.add_arguments(ev)
     sub.add_parser("dial-stdio", help="Proxy the stdio stream to the daemon connection (for ssh://)")
+    sub.add_parser("df", help="Show disk usage")
 
 
 def _connect(cli: CLI) -> socket.socket:
@@ -90,6 +91,10 @@ def dial_stdio(cli: CLI) -> int:
 def run(cli: CLI, opts: argparse.Namespace) -> int:
     if opts.sub == "dial-stdio":
         return dial_stdio(cli)
+    if opts.sub == "df":
+        from berth.cli.commands import extra
+
+        return extra.df(cli, opts)
     if opts.sub == "info":
         from berth.cli.commands import info
 
