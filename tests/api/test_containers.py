@@ -409,3 +409,14 @@ def test_healthcheck(bb):
     events = [e["Action"] for e in c.events(since=t0, until=time.time(), decode=True,
                                             filters={"type": ["container"], "container": ["hc"]})]
     assert "health_status: healthy" in events and "health_status: unhealthy" in events
+
+
+def test_default_seccomp_profile(bb):
+    script = "grep Seccomp: /proc/self/status; unshare -U echo made-a-user-namespace"
+    r = run(bb, "run", "--rm", "bb", "sh", "-c", script)
+    assert r.stdout.split()[:2] == ["Seccomp:", "2"] and "made-a-user-namespace" not in r.stdout
+    assert "Operation not permitted" in r.stderr
+    r = run(bb, "run", "--rm", "--security-opt", "seccomp=unconfined", "bb", "sh", "-c", script)
+    assert r.stdout.split()[:2] == ["Seccomp:", "0"] and "made-a-user-namespace" in r.stdout
+    r = run(bb, "run", "--rm", "--cap-add", "SYS_ADMIN", "bb", "sh", "-c", script)
+    assert "made-a-user-namespace" in r.stdout  # the capability lifts the refusal, as in Docker's profile

@@ -8,6 +8,7 @@ import shutil
 import stat
 from typing import Any
 
+from berth.container import seccomp
 from berth.container.spec import DEFAULT_CAPS, nofile_limit
 from berth.errors import InvalidParameter, NotSupported
 
@@ -72,6 +73,8 @@ def apply(config: dict[str, Any], hc: dict[str, Any], network_mode: str) -> None
     process, linux = config["process"], config["linux"]
     caps = capabilities(hc)
     process["capabilities"] = {"bounding": caps, "effective": caps, "permitted": caps}
+    if not hc.get("Privileged"):
+        linux["seccomp"] = seccomp.profile(caps)
     for opt in hc.get("SecurityOpt") or []:
         key, _, value = opt.replace(":", "=", 1).partition("=")
         if key == "no-new-privileges":
