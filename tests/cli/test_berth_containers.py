@@ -64,3 +64,22 @@ def test_exec_cp_top_volume_and_friends(berthd, tmp_path):
     assert df.splitlines()[0].split() == ["TYPE", "TOTAL", "ACTIVE", "SIZE"]
     assert "svc2" in berth(*h, "stats", "--no-stream").stdout
     assert berth(*h, "rm", "-f", "svc2").returncode == 0
+
+
+def test_run_forwards_signals_to_the_container(berthd):
+    import signal
+    import subprocess
+    import time
+
+    from tests.lib.clis import base_env
+    from tests.lib.daemon import BERTH
+
+    assert rawhttp.request(berthd.sock, "POST", "/images/create?fromSrc=-&repo=bb", body=busybox_rootfs_tar()).status == 200
+    p = subprocess.Popen([BERTH, "-H", berthd.url, "run", "--rm", "bb", "sh", "-c",
+                          "trap 'echo got-term; exit 7' TERM; echo ready; while true; do sleep 0.1; done"],
+                         stdout=subprocess.PIPE, text=True, env=base_env())
+    assert p.stdout is not None and p.stdout.readline() == "ready\n"
+    time.sleep(0.2)
+    p.send_signal(signal.SIGTERM)
+    out, _ = p.communicate(timeout=20)
+    assert p.returncode == 7 and "got-term" in out

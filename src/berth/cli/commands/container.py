@@ -199,11 +199,30 @@ def run_container(cli: CLI, o: argparse.Namespace) -> int:
         raise _start_error(exc) from None
     if o.interactive:
         threading.Thread(target=_pump_stdin, args=(raw,), daemon=True).start()
+    _proxy_signals(client, cid)
     for stream, data in frames_iter(sock, tty=False):
         (sys.stdout.buffer if stream == 1 else sys.stderr.buffer).write(data)
         (sys.stdout.buffer if stream == 1 else sys.stderr.buffer).flush()
     waiter.join()
     return int(result.get("StatusCode", 125))
+
+
+def _proxy_signals(client: Any, cid: str) -> None:
+    """As the docker CLI's --sig-proxy (on by default): SIGINT, SIGTERM and SIGHUP go to the container."""
+    import signal as sig
+
+    def forward(signum: int, _frame: Any) -> None:
+        threading.Thread(target=lambda: _quiet_kill(client, cid, signum), daemon=True).start()
+
+    for s in (sig.SIGINT, sig.SIGTERM, sig.SIGHUP):
+        sig.signal(s, forward)
+
+
+def _quiet_kill(client: Any, cid: str, signum: int) -> None:
+    try:
+        client.kill(cid, signal=signum)
+    except docker.errors.APIError:
+        pass
 
 
 def _pump_stdin(raw: socket.socket) -> None:
