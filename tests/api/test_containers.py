@@ -420,3 +420,26 @@ def test_default_seccomp_profile(bb):
     assert r.stdout.split()[:2] == ["Seccomp:", "0"] and "made-a-user-namespace" in r.stdout
     r = run(bb, "run", "--rm", "--cap-add", "SYS_ADMIN", "bb", "sh", "-c", script)
     assert "made-a-user-namespace" in r.stdout  # the capability lifts the refusal, as in Docker's profile
+
+
+def test_log_rotation_and_the_none_driver(bb):
+    import os
+
+    script = "i=0; while [ $i -lt 2000 ]; do echo line-$i-padding-padding-padding; i=$((i+1)); done; sleep 60"
+    run(bb, "run", "-d", "--name", "rot", "--log-opt", "max-size=10k", "--log-opt", "max-file=2", "bb", "sh", "-c", script)
+    info = docker.APIClient(base_url=bb.url, version="1.47").inspect_container("rot")
+    path = info["LogPath"]
+    assert _until(lambda: os.path.exists(path + ".1"))  # rotated by berthd
+    total = sum(os.path.getsize(p) for p in (path, path + ".1") if os.path.exists(p))
+    assert total <= 2 * 10_000 + 4096 and not os.path.exists(path + ".2")  # bounded like max-size x max-file
+    lines = run(bb, "logs", "rot").stdout.splitlines()
+    assert lines and lines[-1] == "line-1999-padding-padding-padding"
+    numbers = [int(x.split("-")[1]) for x in lines]
+    assert numbers == sorted(numbers)  # oldest first, across files
+    r = run(bb, "run", "--rm", "--log-driver", "none", "bb", "echo", "attached")
+    assert r.stdout == "attached\n"  # attach still streams
+    run(bb, "run", "-d", "--name", "nolog", "--log-driver", "none", "bb", "echo", "x")
+    r = run(bb, "logs", "nolog")
+    assert r.returncode != 0 and "configured logging driver does not support reading" in r.stderr
+    r = run(bb, "run", "--rm", "--log-opt", "max-size=abc", "bb", "true")
+    assert r.returncode == 125 and "invalid value for log opt max-size" in r.stderr

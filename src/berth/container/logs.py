@@ -9,6 +9,7 @@ payload; with a TTY it sends the raw bytes.
 from __future__ import annotations
 
 import datetime as dt
+import os
 import struct
 from collections import deque
 from collections.abc import Iterator
@@ -62,7 +63,10 @@ def parse_lines(raw: bytes) -> Iterator[Line]:
 
 class LogReader:
     """Reads a k8s-file log from an offset, record by record (safe against a half-written last line).
-    The file stays open once found, so its end can still be read after the container is removed."""
+
+    The file stays open once found, so its end can still be read after the container is removed;
+    when the log is rotated (the path now names a new file), the reader finishes the old file and
+    moves on to the new one from its start."""
 
     def __init__(self, path: str, offset: int = 0) -> None:
         self.path = path
@@ -78,6 +82,10 @@ class LogReader:
                 return []
             self._f.seek(self.offset)
         data = self._f.read()
+        if not data and self._rotated():
+            self._f.close()
+            self._f, self.offset = None, 0
+            return self.read_new()
         self.offset += len(data)
         data = self._pending + data
         cut = data.rfind(b"\n")
@@ -87,10 +95,50 @@ class LogReader:
         self._pending = data[cut + 1:]
         return list(parse_lines(data[:cut]))
 
+    def _rotated(self) -> bool:
+        assert self._f is not None
+        try:
+            return os.stat(self.path).st_ino != os.fstat(self._f.fileno()).st_ino
+        except FileNotFoundError:
+            return False
+
     def close(self) -> None:
         if self._f is not None:
             self._f.close()
             self._f = None
+
+
+def rotated_files(path: str) -> list[str]:
+    """The rotated logs of ``path``, oldest first (path.N … path.1)."""
+    out = []
+    n = 1
+    while os.path.exists(f"{path}.{n}"):
+        out.append(f"{path}.{n}")
+        n += 1
+    return list(reversed(out))
+
+
+def rotate(path: str, max_files: int) -> None:
+    """path → path.1 → path.2 …, keeping ``max_files`` files in all (the current one included)."""
+    for n in range(max_files - 1, 0, -1):
+        src = path if n == 1 else f"{path}.{n - 1}"
+        if os.path.exists(src):
+            os.replace(src, f"{path}.{n}")
+    if max_files <= 1 and os.path.exists(path):
+        os.unlink(path)
+    for n in range(max(max_files, 1), max(max_files, 1) + 64):  # older leftovers, if max-file shrank
+        if not os.path.exists(f"{path}.{n}"):
+            break
+        os.unlink(f"{path}.{n}")
+
+
+def parse_size(text: str) -> int:
+    """docker's log-opt sizes: 10m, 100k, 1g, or bytes."""
+    t = text.strip().lower()
+    units = {"k": 1000, "m": 1000 ** 2, "g": 1000 ** 3, "b": 1}
+    if t and t[-1] in units:
+        return int(float(t[:-1]) * units[t[-1]])
+    return int(t)
 
 
 def select(lines: list[Line], stdout: bool, stderr: bool, since: float, until: float | None,

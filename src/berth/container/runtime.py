@@ -49,7 +49,7 @@ class OCIRuntime:
         return subprocess.run([self.path, "--root", self.root, *args], capture_output=True, text=True,
                               timeout=timeout)
 
-    def conmon_args(self, cid: str, name: str, p: Paths, tty: bool, stdin: bool) -> list[str]:
+    def conmon_args(self, cid: str, name: str, p: Paths, tty: bool, stdin: bool, log_size_max: int = 0) -> list[str]:
         """conmon's whole command line, in one place."""
         args = [CONMON, "--api-version", "1", "-c", cid, "-u", cid, "-r", self.path, "-b", p.bundle,
                 "-p", os.path.join(p.run_dir, "pidfile"), "-n", name, "--exit-dir", p.exit_dir,
@@ -58,6 +58,8 @@ class OCIRuntime:
                 "--runtime-arg", "--root", "--runtime-arg", self.root,
                 "--runtime-arg", "--log-format=json", "--runtime-arg", "--log",
                 f"--runtime-arg={os.path.join(p.run_dir, 'oci-log')}"]
+        if log_size_max:
+            args += ["--log-size-max", str(log_size_max)]  # a hard cap; berthd rotates below it
         if tty:
             args.append("-t")
         if stdin:
@@ -65,7 +67,7 @@ class OCIRuntime:
         return args
 
     def create(self, cid: str, name: str, p: Paths, tty: bool = False, stdin: bool = False,
-               timeout: float = 30) -> int:
+               timeout: float = 30, log_size_max: int = 0) -> int:
         """Create the container (not started) under conmon; returns the container's pid."""
         os.makedirs(p.run_dir, mode=0o700, exist_ok=True)
         oci_log = os.path.join(p.run_dir, "oci-log")
@@ -80,7 +82,8 @@ class OCIRuntime:
                 os.dup2(w_sync, 3)
                 os.dup2(r_start, 4)
 
-            proc = subprocess.Popen(self.conmon_args(cid, name, p, tty, stdin), env=env, preexec_fn=child_fds,
+            proc = subprocess.Popen(self.conmon_args(cid, name, p, tty, stdin, log_size_max), env=env,
+                                    preexec_fn=child_fds,
                                     pass_fds=(3, 4), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                     stderr=subprocess.PIPE, start_new_session=True)
             os.close(w_sync)

@@ -115,6 +115,7 @@ class ContainerService:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._pending_restarts: dict[str, asyncio.TimerHandle] = {}
         self._health_tasks: dict[str, asyncio.Task[None]] = {}
+        self._rotator: asyncio.Task[None] | None = None
         self.cgroup_v2 = cgroups.layout() == "v2"
         self.memsw = self.cgroup_v2 or os.path.exists("/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes")
 
@@ -179,9 +180,19 @@ class ContainerService:
             raise InvalidParameter("invalid restart policy: maximum retry count cannot be negative")
         if restart != "no" and hc.get("AutoRemove"):
             raise InvalidParameter("conflicting options: cannot specify both --restart and --rm")
-        log_type = (hc.get("LogConfig") or {}).get("Type") or "json-file"
-        if log_type not in ("json-file", "k8s-file"):
-            raise NotSupported(f"log driver {log_type!r} is not supported yet")
+        log_cfg = hc.get("LogConfig") or {}
+        log_type = log_cfg.get("Type") or "json-file"
+        if log_type not in ("json-file", "k8s-file", "none"):
+            raise NotSupported(f"log driver {log_type!r} is not supported yet (json-file and none are)")
+        for key, value in (log_cfg.get("Config") or {}).items():
+            if key not in ("max-size", "max-file") or log_type == "none":
+                raise InvalidParameter(f"unknown log opt '{key}' for {log_type} log driver")
+            try:
+                number = clogs.parse_size(value) if key == "max-size" else int(value)
+            except ValueError:
+                raise InvalidParameter(f"invalid value for log opt {key}: {value!r}") from None
+            if number < 1:
+                raise InvalidParameter(f"invalid value for log opt {key}: {value!r}")
 
     def create(self, body: dict[str, Any], name: str, api_version: str) -> dict[str, Any]:
         if not isinstance(body, dict):
@@ -241,7 +252,9 @@ class ContainerService:
         if not cfg["Hostname"]:
             cfg["Hostname"] = cid[:12]
         hc = {**hc, "NetworkMode": "none" if (hc.get("NetworkMode") or "default") in ("default", "bridge")
-              else hc["NetworkMode"], "LogConfig": {"Type": "json-file", "Config": {}}}
+              else hc["NetworkMode"],
+              "LogConfig": {"Type": (hc.get("LogConfig") or {}).get("Type") or "json-file",
+                            "Config": (hc.get("LogConfig") or {}).get("Config") or {}}}
         runtime = hc.get("Runtime") or self.default_runtime
         if runtime not in self.runtimes:
             raise InvalidParameter(f"unknown or invalid runtime name: {runtime}")
@@ -356,7 +369,9 @@ class ContainerService:
                 os.unlink(os.path.join(self.exit_dir, ctr.id))
             except FileNotFoundError:
                 pass
-            pid = runtime.create(ctr.id, ctr.name, p, tty=bool(cfg.get("Tty")), stdin=bool(cfg.get("OpenStdin")))
+            size, files = self._log_limits(ctr)
+            pid = runtime.create(ctr.id, ctr.name, p, tty=bool(cfg.get("Tty")), stdin=bool(cfg.get("OpenStdin")),
+                                 log_size_max=size * max(files, 1))
             undo.callback(runtime.delete, ctr.id, True)
             self._hand_out_stdin(ctr.id, p)  # before start: no input can be missed
             runtime.start(ctr.id, p)
@@ -417,8 +432,41 @@ class ContainerService:
         self._start_health(ctr)
 
     # ---- exits ---------------------------------------------------------------------------------
+    def _log_limits(self, ctr: Ctr) -> tuple[int, int]:
+        """(max size in bytes, max files) for the container's log; (0, 0) means unlimited."""
+        lc = ctr.host_config.get("LogConfig") or {}
+        if lc.get("Type") == "none":
+            return 1 << 20, 1  # kept only so that attach can stream the output; `logs` refuses
+        opts = lc.get("Config") or {}
+        if "max-size" not in opts:
+            return 0, 0
+        return clogs.parse_size(opts["max-size"]), int(opts.get("max-file", "1"))
+
+    async def _rotate_logs(self) -> None:
+        """Once a second: rotate the logs of running containers that passed their max-size, and have
+        conmon reopen its log file (its ctl FIFO message 2)."""
+        while True:
+            await asyncio.sleep(1)
+            for ctr in self.all():
+                if not ctr.running:
+                    continue
+                size, files = self._log_limits(ctr)
+                path = self._paths(ctr).log_path
+                try:
+                    if not size or os.path.getsize(path) < size:
+                        continue
+                    clogs.rotate(path, files)
+                    fd = os.open(os.path.join(self._paths(ctr).bundle, "ctl"), os.O_WRONLY | os.O_NONBLOCK)
+                    try:
+                        os.write(fd, b"2\n")
+                    finally:
+                        os.close(fd)
+                except OSError as exc:
+                    log.warning("rotating the log of %s: %s", ctr.id[:12], exc)
+
     def watch_exits(self) -> None:
         self._loop = asyncio.get_running_loop()
+        self._rotator = self._loop.create_task(self._rotate_logs())
         self._watch = DirWatch(self.exit_dir)
         asyncio.get_running_loop().add_reader(self._watch.fileno(), self._on_exit_files)
 
@@ -726,7 +774,13 @@ class ContainerService:
             with contextlib.suppress(FileNotFoundError):
                 reader.offset = os.path.getsize(reader.path)
         try:
-            for line in clogs.select(reader.read_new(), stdout, stderr, since, until, tail):
+            older: list[clogs.Line] = []
+            if from_start:
+                for path in clogs.rotated_files(reader.path):
+                    old = clogs.LogReader(path)
+                    older += old.read_new()
+                    old.close()
+            for line in clogs.select(older + reader.read_new(), stdout, stderr, since, until, tail):
                 yield line
             if not follow:
                 return
@@ -1175,6 +1229,8 @@ class ContainerAPI(ContainerService):
                                from_start: bool) -> AsyncIterator[bytes]:
         ctr = self._get(name)
         tty = bool(ctr.config.get("Tty"))
+        if from_start and (ctr.host_config.get("LogConfig") or {}).get("Type") == "none":
+            raise InvalidParameter("configured logging driver does not support reading")
         async for line in self.follow_logs(name, stdout, stderr, since, until, tail, follow, from_start):
             yield clogs.encode(line, tty, timestamps)
 
