@@ -443,3 +443,16 @@ def test_log_rotation_and_the_none_driver(bb):
     assert r.returncode != 0 and "configured logging driver does not support reading" in r.stderr
     r = run(bb, "run", "--rm", "--log-opt", "max-size=abc", "bb", "true")
     assert r.returncode == 125 and "invalid value for log opt max-size" in r.stderr
+
+
+def test_exec_it_under_a_pty(bb):
+    import shutil
+
+    if not shutil.which("script"):
+        pytest.skip("script(1) is not installed (util-linux)")
+    assert run(bb, "run", "-d", "--name", "tx", "bb", "sleep", "60").returncode == 0
+    typed = subprocess.Popen(["sh", "-c", "sleep 1; printf 'echo typed-$((40+2))\\nexit 3\\n'"], stdout=subprocess.PIPE)
+    r = subprocess.run(["script", "-qec", f"docker -H {bb.url} exec -it tx sh", "/dev/null"], stdin=typed.stdout,
+                       capture_output=True, text=True, timeout=60)
+    typed.wait()
+    assert r.returncode == 3 and "typed-42" in r.stdout, r.stdout

@@ -130,6 +130,8 @@ class ExecBackend(Protocol):
 
     def exec_inspect(self, exec_id: str) -> dict[str, Any]: ...
 
+    def exec_resize(self, exec_id: str, height: int, width: int) -> None: ...
+
     async def exec_run(self, exec_id: str, stdin: Any, write: Any) -> int:
         """Run it: read the client's input from ``stdin`` (``async read(n)``; None when detached) and send
         output with ``await write(stream, data)``; returns the exit code."""

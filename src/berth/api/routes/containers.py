@@ -229,10 +229,11 @@ def exec_routes(backend: ExecBackend) -> list[Route]:
 
             asyncio.ensure_future(backend.exec_run(req.params["id"], None, nowhere))
             return Response.empty(200)
-        stream = await req.connection.hijack(MULTIPLEXED)
+        tty = bool(backend.exec_inspect(req.params["id"])["ProcessConfig"]["tty"])
+        stream = await req.connection.hijack("application/vnd.docker.raw-stream" if tty else MULTIPLEXED)
 
         async def write(which: int, data: bytes) -> None:
-            await stream.write(frame(which, data))
+            await stream.write(data if tty else frame(which, data))
 
         try:
             await backend.exec_run(req.params["id"], stream, write)
@@ -245,8 +246,8 @@ def exec_routes(backend: ExecBackend) -> list[Route]:
         return Response.json(backend.exec_inspect(req.params["id"]))
 
     def resize(req: Request) -> Response:
-        backend.exec_inspect(req.params["id"])
-        return Response.empty(200)  # exec sessions have no TTY yet: nothing to resize
+        backend.exec_resize(req.params["id"], req.int_arg("h", 0) or 0, req.int_arg("w", 0) or 0)
+        return Response.empty(200)
 
     return [
         route("POST", "/containers/{id}/exec", create),

@@ -1246,13 +1246,14 @@ class Exec:
     attach_stdin: bool
     attach_stdout: bool
     attach_stderr: bool
+    tty: bool = False
     running: bool = False
     exit_code: int | None = None
     pid: int = 0
 
     def view(self) -> dict[str, Any]:
         return {"ID": self.id, "Running": self.running, "ExitCode": self.exit_code, "ProcessConfig": {
-            "tty": False, "entrypoint": self.cmd[0] if self.cmd else "", "arguments": self.cmd[1:],
+            "tty": self.tty, "entrypoint": self.cmd[0] if self.cmd else "", "arguments": self.cmd[1:],
             "privileged": False, "user": self.user}, "OpenStdin": self.attach_stdin,
             "OpenStderr": self.attach_stderr, "OpenStdout": self.attach_stdout, "CanRemove": False,
             "ContainerID": self.container_id, "DetachKeys": "", "Pid": self.pid}
@@ -1267,6 +1268,7 @@ class ExecService:
     def __init__(self, containers: ContainerService) -> None:
         self.containers = containers
         self.execs: dict[str, Exec] = {}
+        self._ptys: dict[str, int] = {}  # exec ID → pty master, while a TTY exec runs
 
     def exec_create(self, name: str, body: dict[str, Any]) -> dict[str, Any]:
         ctr = self.containers._get(name)
@@ -1275,16 +1277,84 @@ class ExecService:
         cmd = body.get("Cmd")
         if not cmd or not isinstance(cmd, list):
             raise InvalidParameter("No exec command specified")
-        if body.get("Tty"):
-            raise NotSupported("TTY exec sessions (-t) are not supported by berth yet")
         if body.get("Privileged"):
             raise NotSupported("privileged exec sessions are not supported by berth yet")
         ex = Exec(secrets.token_hex(32), ctr.id, [str(c) for c in cmd], list(body.get("Env") or []),
                   body.get("User") or ctr.config.get("User") or "", body.get("WorkingDir") or "",
-                  bool(body.get("AttachStdin")), bool(body.get("AttachStdout")), bool(body.get("AttachStderr")))
+                  bool(body.get("AttachStdin")), bool(body.get("AttachStdout")), bool(body.get("AttachStderr")),
+                  tty=bool(body.get("Tty")))
         self.execs[ex.id] = ex
         self.containers._event("exec_create", ctr, execID=ex.id)
         return {"Id": ex.id}
+
+    async def _run_tty(self, ex: Exec, ctr: Ctr, argv: list[str], process_file: str, stdin: Any,
+                       write: Any) -> int:
+        """A TTY exec: the process's stdio is the slave side of a pty berthd opens; output is raw."""
+        import fcntl
+        import pty
+
+        master, slave = pty.openpty()
+        try:
+            proc = await asyncio.create_subprocess_exec(*argv, stdin=slave, stdout=slave, stderr=slave,
+                                                        start_new_session=True)
+        finally:
+            os.close(slave)
+        fcntl.fcntl(master, fcntl.F_SETFL, fcntl.fcntl(master, fcntl.F_GETFL) | os.O_NONBLOCK)
+        self._ptys[ex.id] = master
+        ex.running, ex.pid = True, proc.pid or 0
+        self.containers._event("exec_start", ctr, execID=ex.id)
+        loop = asyncio.get_running_loop()
+        readable = asyncio.Event()
+        loop.add_reader(master, readable.set)
+
+        async def pump_in() -> None:
+            try:
+                while data := await stdin.read(65536):
+                    await loop.run_in_executor(None, os.write, master, data)
+            except (OSError, ConnectionResetError):
+                pass
+
+        feeder = asyncio.ensure_future(pump_in()) if stdin is not None and ex.attach_stdin else None
+        try:
+            while True:
+                await readable.wait()
+                readable.clear()
+                try:
+                    data = os.read(master, 65536)
+                except BlockingIOError:
+                    continue
+                except OSError:  # EIO: the last process holding the slave side exited
+                    break
+                if not data:
+                    break
+                if ex.attach_stdout:
+                    await write(1, data)
+            code = await proc.wait()
+        finally:
+            loop.remove_reader(master)
+            if feeder is not None:
+                feeder.cancel()
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+            self._ptys.pop(ex.id, None)
+            os.close(master)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(process_file)
+        ex.running, ex.exit_code = False, code
+        self.containers._event("exec_die", ctr, execID=ex.id, exitCode=str(code))
+        return code
+
+    def exec_resize(self, exec_id: str, height: int, width: int) -> None:
+        import fcntl
+        import struct
+        import termios
+
+        if exec_id not in self.execs:
+            raise NotFound(f"No such exec instance: {exec_id}")
+        master = self._ptys.get(exec_id)
+        if master is not None:
+            fcntl.ioctl(master, termios.TIOCSWINSZ, struct.pack("HHHH", height, width, 0, 0))
 
     def exec_inspect(self, exec_id: str) -> dict[str, Any]:
         ex = self.execs.get(exec_id)
@@ -1322,6 +1392,8 @@ class ExecService:
             raise Conflict(f"Container {ctr.id} is not running")
         runtime = self.containers.runtimes[ctr.runtime]
         process_file = await asyncio.to_thread(self._process_file, ex, ctr)
+        if ex.tty:
+            return await self._run_tty(ex, ctr, runtime.exec_argv(ctr.id, process_file), process_file, stdin, write)
         proc = await asyncio.create_subprocess_exec(
             *runtime.exec_argv(ctr.id, process_file),
             stdin=asyncio.subprocess.PIPE if ex.attach_stdin and stdin is not None else asyncio.subprocess.DEVNULL,
