@@ -83,3 +83,19 @@ def test_run_forwards_signals_to_the_container(berthd):
     p.send_signal(signal.SIGTERM)
     out, _ = p.communicate(timeout=20)
     assert p.returncode == 7 and "got-term" in out
+
+
+def test_attach(berthd):
+    import subprocess
+
+    from tests.lib.clis import base_env
+    from tests.lib.daemon import BERTH
+
+    h = ("-H", berthd.url)
+    assert rawhttp.request(berthd.sock, "POST", "/images/create?fromSrc=-&repo=bb", body=busybox_rootfs_tar()).status == 200
+    cid = berth(*h, "create", "-i", "--name", "att", "bb", "sh", "-c", "read x; echo got $x; exit 9").stdout.strip()
+    assert len(cid) == 64
+    assert berth(*h, "start", "att").returncode == 0
+    r = subprocess.run([BERTH, *h, "attach", "att"], input="hello\n", capture_output=True, text=True, timeout=30,
+                       env=base_env())
+    assert r.returncode == 9 and r.stdout == "got hello\n", r.stderr

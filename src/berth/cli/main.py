@@ -42,6 +42,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "restart": ("container", "Restart one or more containers"),
     "rm": ("container", "Remove one or more containers"),
     "wait": ("container", "Block until one or more containers stop, then print their exit codes"),
+    "attach": ("container", "Attach local standard input, output, and error streams to a running container"),
     "exec": ("extra", "Execute a command in a running container"),
     "cp": ("extra", "Copy files between a container and the local filesystem"),
     "top": ("extra", "Display the running processes of a container"),

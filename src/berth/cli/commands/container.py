@@ -25,9 +25,9 @@ from berth.cli.output import human_size, since, table
 from berth.cli.templates import render
 from berth.errors import BerthError, InvalidParameter
 
-VERBS = ("run", "create", "start", "ls", "logs", "stop", "kill", "restart", "rm", "wait", "inspect", "prune")
+VERBS = ("run", "create", "start", "ls", "logs", "stop", "kill", "restart", "rm", "wait", "inspect", "prune", "attach")
 ALIASES = {"run": "run", "create": "create", "start": "start", "ps": "ls", "logs": "logs", "stop": "stop",
-           "kill": "kill", "restart": "restart", "rm": "rm", "wait": "wait"}
+           "kill": "kill", "restart": "restart", "rm": "rm", "wait": "wait", "attach": "attach"}
 
 
 class RunError(BerthError):
@@ -112,6 +112,9 @@ def add_verb_arguments(verb: str, p: argparse.ArgumentParser) -> None:
             p.add_argument("-f", "--format")
     elif verb == "prune":
         p.add_argument("-f", "--force", action="store_true")
+    elif verb == "attach":
+        p.add_argument("container")
+        p.add_argument("--no-stdin", action="store_true")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -371,7 +374,27 @@ def prune(cli: CLI, o: argparse.Namespace) -> int:
     return 0
 
 
-HANDLERS = {"run": run_container, "create": create, "start": start, "ls": ls, "list": ls, "ps": ls, "logs": logs,
+def attach(cli: CLI, o: argparse.Namespace) -> int:
+    """Join the container's output (and its stdin when it was created with -i) until it stops."""
+    client = cli.client()
+    info = client.inspect_container(o.container)
+    stdin = bool(info["Config"].get("OpenStdin")) and not o.no_stdin
+    result: dict[str, Any] = {}
+    waiter = threading.Thread(target=lambda: result.update(client.wait(info["Id"])), daemon=True)
+    waiter.start()
+    sock = client.attach_socket(info["Id"], params={"stdin": int(stdin), "stdout": 1, "stderr": 1, "stream": 1})
+    if stdin:
+        threading.Thread(target=_pump_stdin, args=(getattr(sock, "_sock", sock),), daemon=True).start()
+    _proxy_signals(client, info["Id"])
+    for stream, data in frames_iter(sock, tty=bool(info["Config"].get("Tty"))):
+        out = sys.stdout.buffer if stream != 2 else sys.stderr.buffer
+        out.write(data)
+        out.flush()
+    waiter.join()
+    return int(result.get("StatusCode", 0))
+
+
+HANDLERS = {"run": run_container, "attach": attach, "create": create, "start": start, "ls": ls, "list": ls, "ps": ls, "logs": logs,
             "stop": stop, "kill": kill, "restart": restart, "rm": rm, "wait": wait, "inspect": inspect,
             "prune": prune}
 
