@@ -12,9 +12,9 @@ import tarfile
 import threading
 from typing import Any
 
-import docker.errors
 from docker.utils.socket import frames_iter
 
+from berth.cli.commands.container import _each
 from berth.cli.main import CLI
 from berth.cli.output import human_size, table
 from berth.cli.templates import render
@@ -163,18 +163,6 @@ def stats(cli: CLI, o: argparse.Namespace) -> int:
                      str((s.get("pids_stats") or {}).get("current", 0))])
     table(cli.out, ["CONTAINER ID", "NAME", "CPU %", "MEM USAGE / LIMIT", "PIDS"], rows)
     return 0
-
-
-def _each(cli: CLI, names: list[str], fn: Any) -> int:
-    failed = False
-    for name in names:
-        try:
-            fn(name)
-            print(name, file=cli.out)
-        except docker.errors.APIError as exc:
-            print(f"Error response from daemon: {exc.explanation}", file=cli.err)
-            failed = True
-    return 1 if failed else 0
 
 
 def diff(cli: CLI, o: argparse.Namespace) -> int:
