@@ -26,7 +26,8 @@ async def echo(req: Request) -> None:
 def test_hijack_half_close_over_unix_socket():
     async def main() -> bytes:
         app = Application(Router([route("POST", "/containers/{id}/attach", echo)]), server="t")
-        path = os.path.join(tempfile.mkdtemp(), "s.sock")
+        tmpdir = tempfile.mkdtemp(prefix="berth-hijack-")
+        path = os.path.join(tmpdir, "s.sock")
         server = await asyncio.get_running_loop().create_unix_server(
             lambda: HttpConnection(app, lambda t: ANONYMOUS), path)
         loop = asyncio.get_running_loop()
@@ -44,6 +45,7 @@ def test_hijack_half_close_over_unix_socket():
         server.close()
         await server.wait_closed()
         os.unlink(path)
+        os.rmdir(tmpdir)
         return out
 
     out = asyncio.run(main())

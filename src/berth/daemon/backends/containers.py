@@ -629,6 +629,12 @@ class ContainerService:
             pass
         return False
 
+    def _holds_resources(self, ctr: Ctr, p: Paths) -> bool:
+        """Whether a runtime container or the rootfs mount is still there (cheap checks, no subprocess)."""
+        runtime = self.runtimes.get(ctr.runtime)
+        return (runtime is not None and os.path.isdir(os.path.join(runtime.root, ctr.id))) or \
+            is_mounted(os.path.join(p.bundle, "rootfs"))
+
     def _release(self, ctr: Ctr, p: Paths) -> None:
         try:
             self.runtimes[ctr.runtime].delete(ctr.id, True)
@@ -755,7 +761,8 @@ class ContainerService:
                             self.volumes.remove(vname)
                             self.bus.publish(make_event("volume", "destroy", vname, {"driver": "local"}))
             p = self._paths(ctr)
-            await asyncio.to_thread(self._release, ctr, p)
+            if self._holds_resources(ctr, p):  # normally released at exit already
+                await asyncio.to_thread(self._release, ctr, p)
             shutil.rmtree(p.bundle, ignore_errors=True)
             shutil.rmtree(os.path.join(self.root, ctr.id), ignore_errors=True)
             with contextlib.suppress(FileNotFoundError):
