@@ -170,6 +170,8 @@ class Daemon:
                 log.warning("removed %s, left over from an interrupted operation", leftover)
             containers = ContainerAPI(db, image_store, self.bus, cfg.data_root, cfg.exec_root, runtimes,
                                       "crun" if "crun" in runtimes else "runc", volumes)
+            for leftover in containers.sweep():
+                log.warning("removed %s, left over from an interrupted operation", leftover)
             images = ImageService(image_store, self.bus, in_use=containers.images_in_use, df_extra=containers.df)
             self.system = SystemService(cfg, self.bus, _engine_id(cfg.data_root), image_count=images.counts,
                                         container_counts=containers.counts)

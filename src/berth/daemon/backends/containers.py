@@ -116,6 +116,7 @@ class ContainerService:
         self._pending_restarts: dict[str, asyncio.TimerHandle] = {}
         self._health_tasks: dict[str, asyncio.Task[None]] = {}
         self._rotator: asyncio.Task[None] | None = None
+        self._changed: dict[str, asyncio.Event] = {}  # set when a container stops: log followers finish at once
         self.cgroup_v2 = cgroups.layout() == "v2"
         self.memsw = self.cgroup_v2 or os.path.exists("/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes")
 
@@ -495,13 +496,14 @@ class ContainerService:
             task = self._health_tasks.pop(cid, None)
             if task is not None:
                 task.cancel()
-            oom = await asyncio.to_thread(self._oom_killed, ctr)
-            await asyncio.to_thread(self._release, ctr, p)
+            oom = await asyncio.to_thread(self._oom_killed, ctr)  # before the runtime deletes the cgroup
             ctr.state.update(Status="exited", Running=False, Paused=False, Pid=0, ExitCode=code, OOMKilled=oom,
                              FinishedAt=_now(), Error="berthd lost track of this container" if lost else "")
             self._save_state(ctr)
+            self._wake(cid, code, ("next-exit", "not-running"))  # clients learn of the exit now...
+            self._changed.setdefault(cid, asyncio.Event()).set()
+            await asyncio.to_thread(self._release, ctr, p)  # ...and the runtime's leftovers go meanwhile
         self._event("die", ctr, exitCode=str(code))
-        self._wake(cid, code, ("next-exit", "not-running"))
         if ctr.host_config.get("AutoRemove"):
             await self.remove(cid, force=True, volumes=False)
         elif self._should_restart(ctr, code):
@@ -763,13 +765,37 @@ class ContainerService:
             p = self._paths(ctr)
             if self._holds_resources(ctr, p):  # normally released at exit already
                 await asyncio.to_thread(self._release, ctr, p)
-            shutil.rmtree(p.bundle, ignore_errors=True)
-            shutil.rmtree(os.path.join(self.root, ctr.id), ignore_errors=True)
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(os.path.join(self.exit_dir, ctr.id))
         self._event("destroy", ctr)
         self._wake(ctr.id, int(ctr.state.get("ExitCode", 0)), ("removed", "next-exit", "not-running"))
         self._locks.pop(ctr.id, None)
+        self._changed.pop(ctr.id, asyncio.Event()).set()
+        # The row is gone and nothing is mounted: the files can go after the answer. A crash before
+        # they are gone leaves directories without a row, which sweep() removes at start.
+        await asyncio.to_thread(self._remove_files, ctr.id, p)
+
+    def _remove_files(self, cid: str, p: Paths) -> None:
+        shutil.rmtree(p.bundle, ignore_errors=True)
+        shutil.rmtree(os.path.join(self.root, cid), ignore_errors=True)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(os.path.join(self.exit_dir, cid))
+
+    def sweep(self) -> list[str]:
+        """Remove what an interrupted create or remove left: directories and exit files without a row."""
+        with self.db.read() as c:
+            known = {r[0] for r in c.execute("SELECT id FROM containers")}
+        removed = []
+        for base in (self.root, self.run_root):
+            for name in os.listdir(base):
+                if name in known:
+                    continue
+                umount(os.path.join(base, name, "rootfs"), detach=True)
+                shutil.rmtree(os.path.join(base, name), ignore_errors=True)
+                removed.append(f"containers/{name}")
+        for name in os.listdir(self.exit_dir):
+            if name not in known:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(os.path.join(self.exit_dir, name))
+        return removed
 
     # ---- logs ------------------------------------------------------------------------------------
     async def follow_logs(self, name: str, stdout: bool, stderr: bool, since: float, until: float | None,
@@ -805,7 +831,10 @@ class ContainerService:
                     for line in clogs.select(lines, stdout, stderr, since, until, None):
                         yield line
                     return
-                await asyncio.sleep(0.02)
+                changed = self._changed.setdefault(ctr.id, asyncio.Event())
+                changed.clear()
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(changed.wait(), 0.02)  # new output is polled; an exit wakes us
         finally:
             reader.close()
 
