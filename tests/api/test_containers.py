@@ -456,3 +456,17 @@ def test_exec_it_under_a_pty(bb):
                        capture_output=True, text=True, timeout=60)
     typed.wait()
     assert r.returncode == 3 and "typed-42" in r.stdout, r.stdout
+
+
+def test_container_leftovers_are_swept_at_start(make_berthd):
+    import os
+
+    d = make_berthd().start()
+    d.stop()
+    orphan = "f" * 64  # a container directory whose row is gone (a crash in the middle of a removal)
+    os.makedirs(os.path.join(d.root, "data", "containers", orphan, "upper"))
+    os.makedirs(os.path.join(d.root, "exec", "containers", orphan, "rootfs"))
+    d.start()
+    assert f"removed containers/{orphan}" in d.log()
+    assert not os.path.exists(os.path.join(d.root, "data", "containers", orphan))
+    assert not os.path.exists(os.path.join(d.root, "exec", "containers", orphan))
