@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 
 say() { printf '[setup] %s\n' "$*"; }
 
-pkgs=(crun conmon nftables iproute2 openssl openssh-client ca-certificates procps tini)
+pkgs=(crun conmon nftables iproute2 openssl openssh-client ca-certificates procps tini util-linux)
 [ "${TEST_EXTRAS:-}" = 1 ] && pkgs+=(openssh-server systemd passwd procps docker.io busybox-static)
 [ "${BENCH_EXTRAS:-}" = 1 ] && pkgs+=(docker.io gcc libssl-dev)
 
