@@ -80,7 +80,7 @@ def resolve_user(rootfs: str, user: str) -> tuple[int, int, list[int]]:
 
 
 def build(*, rootfs: str, args: list[str], env: list[str], cwd: str, user: tuple[int, int, list[int]],
-          hostname: str, tty: bool, stdin: bool, readonly_rootfs: bool, network_mode: str, cgroups_path: str,
+          hostname: str, tty: bool, readonly_rootfs: bool, network_mode: str, cgroups_path: str,
           etc_files: dict[str, str], cgroup_v2: bool) -> dict[str, Any]:
     uid, gid, extra_gids = user
     nofile = nofile_limit()

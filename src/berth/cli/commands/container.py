@@ -201,11 +201,9 @@ def run_container(cli: CLI, o: argparse.Namespace) -> int:
             waiter.join(30)
         raise _start_error(exc) from None
     if o.interactive:
-        threading.Thread(target=_pump_stdin, args=(raw,), daemon=True).start()
+        threading.Thread(target=pump_stdin, args=(raw,), daemon=True).start()
     _proxy_signals(client, cid)
-    for stream, data in frames_iter(sock, tty=False):
-        (sys.stdout.buffer if stream == 1 else sys.stderr.buffer).write(data)
-        (sys.stdout.buffer if stream == 1 else sys.stderr.buffer).flush()
+    copy_frames(sock)
     waiter.join()
     return int(result.get("StatusCode", 125))
 
@@ -228,7 +226,15 @@ def _quiet_kill(client: Any, cid: str, signum: int) -> None:
         pass
 
 
-def _pump_stdin(raw: socket.socket) -> None:
+def copy_frames(sock: Any, tty: bool = False) -> None:
+    """Write a demultiplexed attach/exec stream to our stdout and stderr as it arrives."""
+    for stream, data in frames_iter(sock, tty=tty):
+        out = sys.stdout.buffer if stream != 2 else sys.stderr.buffer
+        out.write(data)
+        out.flush()
+
+
+def pump_stdin(raw: socket.socket) -> None:
     try:
         while data := os.read(sys.stdin.fileno(), 65536):
             raw.sendall(data)
@@ -384,12 +390,9 @@ def attach(cli: CLI, o: argparse.Namespace) -> int:
     waiter.start()
     sock = client.attach_socket(info["Id"], params={"stdin": int(stdin), "stdout": 1, "stderr": 1, "stream": 1})
     if stdin:
-        threading.Thread(target=_pump_stdin, args=(getattr(sock, "_sock", sock),), daemon=True).start()
+        threading.Thread(target=pump_stdin, args=(getattr(sock, "_sock", sock),), daemon=True).start()
     _proxy_signals(client, info["Id"])
-    for stream, data in frames_iter(sock, tty=bool(info["Config"].get("Tty"))):
-        out = sys.stdout.buffer if stream != 2 else sys.stderr.buffer
-        out.write(data)
-        out.flush()
+    copy_frames(sock, tty=bool(info["Config"].get("Tty")))
     waiter.join()
     return int(result.get("StatusCode", 0))
 

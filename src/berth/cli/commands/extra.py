@@ -6,15 +6,12 @@ import argparse
 import io
 import json
 import os
-import socket
 import sys
 import tarfile
 import threading
 from typing import Any
 
-from docker.utils.socket import frames_iter
-
-from berth.cli.commands.container import _each
+from berth.cli.commands.container import _each, copy_frames, pump_stdin
 from berth.cli.main import CLI
 from berth.cli.output import human_size, table
 from berth.cli.templates import render
@@ -88,20 +85,9 @@ def exec_(cli: CLI, o: argparse.Namespace) -> int:
         c.exec_start(ex["Id"], detach=True)
         return 0
     sock = c.exec_start(ex["Id"], socket=True)
-    raw = getattr(sock, "_sock", sock)
     if o.interactive:
-        def pump() -> None:
-            try:
-                while data := os.read(sys.stdin.fileno(), 65536):
-                    raw.sendall(data)
-                raw.shutdown(socket.SHUT_WR)
-            except OSError:
-                pass
-        threading.Thread(target=pump, daemon=True).start()
-    for stream, data in frames_iter(sock, tty=False):
-        out = sys.stdout.buffer if stream == 1 else sys.stderr.buffer
-        out.write(data)
-        out.flush()
+        threading.Thread(target=pump_stdin, args=(getattr(sock, "_sock", sock),), daemon=True).start()
+    copy_frames(sock)
     return int(c.exec_inspect(ex["Id"])["ExitCode"] or 0)
 
 

@@ -356,7 +356,7 @@ class ContainerService:
                 os.makedirs(os.path.join(rootfs, cwd.lstrip("/")), exist_ok=True)
             args = (cfg.get("Entrypoint") or []) + (cfg.get("Cmd") or [])
             config = spec.build(rootfs=rootfs, args=args, env=cfg.get("Env") or [], cwd=cwd, user=user,
-                                hostname=cfg["Hostname"], tty=bool(cfg.get("Tty")), stdin=False,
+                                hostname=cfg["Hostname"], tty=bool(cfg.get("Tty")),
                                 readonly_rootfs=bool(ctr.host_config.get("ReadonlyRootfs")),
                                 network_mode=ctr.host_config.get("NetworkMode", "none"),
                                 cgroups_path=f"/berth/{ctr.id}", etc_files=etc, cgroup_v2=self.cgroup_v2)
