@@ -54,8 +54,9 @@ class Berthd:
     """One berthd process. ``start()`` returns once every listener answers; ``stop()`` is idempotent."""
 
     def __init__(self, root: str | None = None, args: list[str] | None = None, config: dict | None = None,
-                 env: dict[str, str] | None = None, hosts: list[str] | None = None) -> None:
+                 env: dict[str, str] | None = None, hosts: list[str] | None = None, network: bool = False) -> None:
         self.root = root or public_tmpdir()
+        self.network = network  # False: --bridge=none (no bridge, no nft table), unless args/config say otherwise
         self.sock = os.path.join(self.root, "berth.sock")
         self.hosts = hosts if hosts is not None else [f"unix://{self.sock}"]
         self.args = list(args or [])
@@ -78,6 +79,9 @@ class Berthd:
         argv += ["--config-file", cfg_path]
         for h in self.hosts:
             argv += ["-H", h]
+        given = self.args + list((self.config or {}).keys())
+        if not self.network and not any(a in ("-b", "bridge") or a.startswith("--bridge") for a in given):
+            argv += ["--bridge=none"]
         return argv + self.args
 
     def start(self, timeout: float = 15, wait_for: list[int] | None = None, pass_fds: tuple[int, ...] = (),

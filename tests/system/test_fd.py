@@ -37,7 +37,7 @@ def _start(cleanup, workdir: str, listen: list[str], names: str, host: str):  # 
         argv += ["-l", addr]
     argv += [f"--fdname={names}", "-E", f"NOTIFY_SOCKET={notify_path}", BERTHD, "-H", host,
              "--data-root", f"{workdir}/data", "--exec-root", f"{workdir}/exec", "--pidfile", f"{workdir}/pid",
-             "--config-file", f"{workdir}/none.json"]
+             "--config-file", f"{workdir}/none.json", "--bridge=none"]
     open(f"{workdir}/none.json", "w").write("{}")
     log = open(f"{workdir}/log", "wb")
     proc = cleanup.process(subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True))

@@ -12,7 +12,8 @@ import pytest
      "the following directives are specified both as a flag and in the configuration file: hosts: "
      "(from flag: [unix://{sock}], from file: [tcp://127.0.0.1:2376])"),
     ({"tls-verify": True}, [], "the following directives don't match any configuration option: tls-verify"),
-    ({"iptables": False}, [], "dockerd options that berth does not support yet: iptables"),
+    ({"storage-driver": "vfs"}, [], "dockerd options that berth does not support yet: storage-driver"),
+    ({"bip": "10.1.0.1/24"}, ["--bip", "10.2.0.1/24"], "bip: (from flag: 10.2.0.1/24, from file: 10.1.0.1/24)"),
     ({"debug": "true"}, [], 'debug must be a boolean, got "true"'),
     ({}, ["-H", "tcp://0.0.0.0:2375"], "refusing to listen on tcp://0.0.0.0:2375 without TLS"),
     ({}, ["-H", "bogus://x"], "invalid bind address format: bogus://x"),

@@ -53,6 +53,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "diff": ("extra", "Inspect changes to files on a container's filesystem"),
     "export": ("extra", "Export a container's filesystem as a tar archive"),
     "volume": ("extra", "Manage volumes"),
+    "network": ("network", "Manage networks"),
+    "port": ("network", "List port mappings or a specific mapping for the container"),
 }
 _VALUE_OPTS = {"-H", "--host", "-c", "--context", "--tlscacert", "--tlscert", "--tlskey", "-l", "--log-level",
                "--config"}

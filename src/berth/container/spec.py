@@ -81,12 +81,12 @@ def resolve_user(rootfs: str, user: str) -> tuple[int, int, list[int]]:
 
 def build(*, rootfs: str, args: list[str], env: list[str], cwd: str, user: tuple[int, int, list[int]],
           hostname: str, tty: bool, readonly_rootfs: bool, network_mode: str, cgroups_path: str,
-          etc_files: dict[str, str], cgroup_v2: bool) -> dict[str, Any]:
+          etc_files: dict[str, str], cgroup_v2: bool, netns_path: str | None = None) -> dict[str, Any]:
     uid, gid, extra_gids = user
     nofile = nofile_limit()
     namespaces = [{"type": t} for t in ("pid", "ipc", "uts", "mount")]
     if network_mode != "host":
-        namespaces.append({"type": "network"})
+        namespaces.append({"type": "network", "path": netns_path} if netns_path else {"type": "network"})
     if cgroup_v2:
         namespaces.append({"type": "cgroup"})
     if not any(e.startswith("PATH=") for e in env):

@@ -48,7 +48,7 @@ userland-proxy-path userns-remap
 class Option:
     key: str  # daemon.json key
     flags: tuple[str, ...]  # command-line spellings
-    kind: type  # bool, str or list
+    kind: Any  # bool, str, int, list or "pools"
     help: str
     metavar: str | None = None
 
@@ -67,6 +67,27 @@ OPTIONS: tuple[Option, ...] = (
     Option("debug", ("-D", "--debug"), bool, "enable debug logging"),
     Option("log-level", ("-l", "--log-level"), str, "debug, info, warn, error or fatal (default info)"),
     Option("labels", ("--label",), list, "a key=value label for this daemon (repeatable)", "KEY=VALUE"),
+    Option("bridge", ("-b", "--bridge"), str, "bridge device of the default network (default berth0; \"none\": no "
+           "default bridge network)"),
+    Option("bip", ("--bip",), str, "address and prefix of the default bridge, such as 10.0.1.1/24", "CIDR"),
+    Option("fixed-cidr", ("--fixed-cidr",), str, "give containers on the default bridge addresses only from this "
+           "range", "CIDR"),
+    Option("fixed-cidr-v6", ("--fixed-cidr-v6",), str, "IPv6 subnet of the default bridge (with --ipv6)", "CIDR"),
+    Option("ipv6", ("--ipv6",), bool, "IPv6 on the default bridge"),
+    Option("iptables", ("--iptables",), bool, "write nftables rules (in berth's own tables; default true)"),
+    Option("ip6tables", ("--ip6tables",), bool, "IPv6 rules too (berth writes them whenever a network has IPv6)"),
+    Option("ip-masq", ("--ip-masq",), bool, "masquerade bridge networks' traffic to the outside (default true)"),
+    Option("ip-forward", ("--ip-forward",), bool, "set net.ipv4.ip_forward=1 (default true)"),
+    Option("icc", ("--icc",), bool, "let containers on the default bridge talk to each other (default true)"),
+    Option("userland-proxy", ("--userland-proxy",), bool, "accepted for dockerd compatibility: berth always "
+           "publishes ports in the kernel, with no proxy process"),
+    Option("mtu", ("--mtu",), int, "MTU of the default bridge's links"),
+    Option("ip", ("--ip",), str, "default host address for published ports (default 0.0.0.0)"),
+    Option("default-address-pools", ("--default-address-pool",), "pools",
+           "where berth picks subnets: base=CIDR,size=N (repeatable)", "base=CIDR,size=N"),
+    Option("dns", ("--dns",), list, "DNS server for containers (repeatable)", "IP"),
+    Option("dns-search", ("--dns-search",), list, "DNS search domain for containers (repeatable)", "DOMAIN"),
+    Option("dns-opts", ("--dns-opt",), list, "DNS option for containers (repeatable)", "OPT"),
 )
 _BY_KEY = {o.key: o for o in OPTIONS}
 
@@ -91,6 +112,23 @@ class Config:
     config_file: str = DEFAULT_CONFIG_FILE
     validate_only: bool = False
     flag_values: dict[str, Any] = field(default_factory=dict)  # what was given on the command line
+    cleanup_network: bool = False
+    bridge: str = "berth0"
+    bip: str = ""
+    fixed_cidr: str = ""
+    fixed_cidr_v6: str = ""
+    ipv6: bool = False
+    iptables: bool = True
+    ip_masq: bool = True
+    ip_forward: bool = True
+    icc: bool = True
+    userland_proxy: bool = False
+    mtu: int = 0
+    default_bind_ip: str = "0.0.0.0"
+    address_pools: list[tuple[str, int]] = field(default_factory=list)
+    dns: list[str] = field(default_factory=list)
+    dns_search: list[str] = field(default_factory=list)
+    dns_opts: list[str] = field(default_factory=list)
 
 
 def _parse_bool(text: str) -> bool:
@@ -112,12 +150,16 @@ def build_parser() -> argparse.ArgumentParser:
         if o.kind is bool:
             p.add_argument(*o.flags, dest=dest, nargs="?", const=True, default=None, type=_parse_bool,
                            metavar="BOOL", help=o.help)
-        elif o.kind is list:
+        elif o.kind is list or o.kind == "pools":
             p.add_argument(*o.flags, dest=dest, action="append", default=None, metavar=o.metavar, help=o.help)
+        elif o.kind is int:
+            p.add_argument(*o.flags, dest=dest, default=None, type=int, metavar=o.metavar or "N", help=o.help)
         else:
             p.add_argument(*o.flags, dest=dest, default=None, metavar=o.metavar, help=o.help)
     p.add_argument("--config-file", default=None, help=f"daemon configuration file (default {DEFAULT_CONFIG_FILE})")
     p.add_argument("--validate", action="store_true", help="validate the configuration and exit")
+    p.add_argument("--cleanup-network", action="store_true",
+                   help="remove berth's nftables tables and the default bridge it made, then exit")
     p.add_argument("-v", "--version", action="version", version=f"berthd {__version__}")
     return p
 
@@ -175,9 +217,12 @@ def _check_file_keys(path: str, file_cfg: dict[str, Any], flag_values: dict[str,
         kind = _BY_KEY[key].kind
         ok = (isinstance(value, bool) if kind is bool
               else isinstance(value, str) if kind is str
+              else isinstance(value, int) and not isinstance(value, bool) if kind is int
+              else isinstance(value, list) and all(isinstance(v, dict) for v in value) if kind == "pools"
               else isinstance(value, list) and all(isinstance(v, str) for v in value))
         if not ok:
-            want = {bool: "a boolean", str: "a string", list: "a list of strings"}[kind]
+            want = {bool: "a boolean", str: "a string", list: "a list of strings", int: "an integer",
+                    "pools": 'a list of {"base": CIDR, "size": N} objects'}[kind]
             bad.append(f"{key} must be {want}, got {json.dumps(value)}")
     if bad:
         fail("invalid type: " + "; ".join(bad))
@@ -222,8 +267,57 @@ def load(argv: list[str], environ: dict[str, str] | None = None) -> Config:
         raise InvalidParameter(f"invalid label {bad_labels[0]!r}: labels must be KEY=VALUE")
     cfg.labels = list(labels)
     cfg.hosts = [parse_host(h, cfg.tls) for h in merged.get("hosts") or ["unix://"]]
+    _network_options(cfg, merged)
+    cfg.cleanup_network = bool(ns.cleanup_network)
     _check_security(cfg)
     return cfg
+
+
+def _network_options(cfg: Config, merged: dict[str, Any]) -> None:
+    import ipaddress
+
+    from berth.network import ipam
+
+    cfg.bridge = merged.get("bridge") or "berth0"
+    for key in ("bip", "fixed-cidr", "fixed-cidr-v6"):
+        value = merged.get(key) or ""
+        if value:
+            try:
+                ipaddress.ip_interface(value)
+            except ValueError:
+                raise InvalidParameter(f"invalid {key} {value!r}: it must be an address with a prefix") from None
+            if "/" not in value:
+                raise InvalidParameter(f"invalid {key} {value!r}: it must be an address with a prefix")
+        setattr(cfg, key.replace("-", "_"), value)
+    if cfg.bridge == "none" and (cfg.bip or cfg.fixed_cidr):
+        raise InvalidParameter("You specified -b & --bip, mutually exclusive options. Please specify only one"
+                               if cfg.bip else "--fixed-cidr needs the default bridge (it is none)")
+    for key in ("ipv6", "iptables", "ip-masq", "ip-forward", "icc"):
+        if key in merged:
+            setattr(cfg, key.replace("-", "_"), bool(merged[key]))
+    if merged.get("ip-masq") and not cfg.iptables:
+        raise InvalidParameter("You specified --iptables=false with --ip-masq=true: masquerading needs firewall "
+                               "rules")
+    cfg.userland_proxy = bool(merged.get("userland-proxy", False))
+    cfg.mtu = int(merged.get("mtu") or 0)
+    if cfg.mtu and not 68 <= cfg.mtu <= 65535:
+        raise InvalidParameter(f"invalid mtu {cfg.mtu}: it must be between 68 and 65535")
+    ip = merged.get("ip") or "0.0.0.0"
+    try:
+        ipaddress.ip_address(ip)
+    except ValueError:
+        raise InvalidParameter(f"invalid ip {ip!r}: it must be an address") from None
+    cfg.default_bind_ip = ip
+    cfg.address_pools = ipam.parse_address_pools(merged.get("default-address-pools") or []) or list(ipam.DEFAULT_POOLS)
+    for key in ("dns",):
+        for server in merged.get(key) or []:
+            try:
+                ipaddress.ip_address(server)
+            except ValueError:
+                raise InvalidParameter(f"{server} is not an ip address") from None
+    cfg.dns = list(merged.get("dns") or [])
+    cfg.dns_search = list(merged.get("dns-search") or [])
+    cfg.dns_opts = list(merged.get("dns-opts") or [])
 
 
 def _check_security(cfg: Config) -> None:

@@ -34,3 +34,4 @@ def set_level(level: str) -> None:
     logging.getLogger().setLevel(_LEVELS.get(level, logging.INFO))
     # asyncio's own chatter (failed TLS handshakes from refused clients) is routine here.
     logging.getLogger("asyncio").setLevel(logging.CRITICAL if level != "debug" else logging.DEBUG)
+    logging.getLogger("pyroute2").setLevel(logging.WARNING)  # it logs every netlink message at debug

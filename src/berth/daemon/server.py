@@ -22,6 +22,7 @@ from berth.api.connection import Application, HttpConnection
 from berth.api.router import Router
 from berth.api.routes import containers as container_routes
 from berth.api.routes import images as image_routes
+from berth.api.routes import networks as network_routes
 from berth.api.routes import system as system_routes
 from berth.api.routes import volumes as volume_routes
 from berth.container.runtime import OCIRuntime
@@ -29,6 +30,7 @@ from berth.daemon import config as config_mod
 from berth.daemon import logs
 from berth.daemon.backends.containers import ContainerAPI, ExecService
 from berth.daemon.backends.images import ImageService
+from berth.daemon.backends.networks import NetSettings, NetworkAPI, NetworkService
 from berth.daemon.backends.system import SystemService
 from berth.daemon.backends.volumes import VolumeService
 from berth.daemon.config import Config
@@ -102,6 +104,13 @@ def _runtimes(exec_root: str) -> dict[str, OCIRuntime]:
     return found
 
 
+def net_settings(cfg: Config) -> NetSettings:
+    return NetSettings(bridge=cfg.bridge, bip=cfg.bip, fixed_cidr=cfg.fixed_cidr, fixed_cidr_v6=cfg.fixed_cidr_v6,
+                       ipv6=cfg.ipv6, iptables=cfg.iptables, ip_masq=cfg.ip_masq, ip_forward=cfg.ip_forward,
+                       icc=cfg.icc, mtu=cfg.mtu, default_bind_ip=cfg.default_bind_ip, pools=cfg.address_pools,
+                       dns=cfg.dns, dns_search=cfg.dns_search, dns_opts=cfg.dns_opts)
+
+
 def open_sites(cfg: Config) -> list[Site]:
     """Open every listener or none: on a failure the ones already open are closed."""
     tls: ssl.SSLContext | None = None
@@ -168,8 +177,9 @@ class Daemon:
             volumes = LocalVolumes(os.path.join(cfg.data_root, "volumes"), db)
             for leftover in volumes.sweep():
                 log.warning("removed %s, left over from an interrupted operation", leftover)
+            networks = NetworkService(db, self.bus, net_settings(cfg), cfg.exec_root)
             containers = ContainerAPI(db, image_store, self.bus, cfg.data_root, cfg.exec_root, runtimes,
-                                      "crun" if "crun" in runtimes else "runc", volumes)
+                                      "crun" if "crun" in runtimes else "runc", volumes, networks)
             for leftover in containers.sweep():
                 log.warning("removed %s, left over from an interrupted operation", leftover)
             images = ImageService(image_store, self.bus, in_use=containers.images_in_use, df_extra=containers.df)
@@ -178,12 +188,15 @@ class Daemon:
             router = Router([*system_routes.routes(self.system), *image_routes.routes(images),
                              *container_routes.routes(containers),
                              *container_routes.exec_routes(ExecService(containers)),
-                             *volume_routes.routes(VolumeService(volumes, self.bus))])
+                             *volume_routes.routes(VolumeService(volumes, self.bus)),
+                             *network_routes.routes(NetworkAPI(networks))])
             self.app = Application(router, server=f"berth/{__version__} (linux)", debug=cfg.debug)
             sites = open_sites(cfg)
             for s in sites:
                 stack.callback(s.close)
             loop = asyncio.get_running_loop()
+            await asyncio.to_thread(networks.init)  # after the listeners: a daemon that refuses to start touches nothing
+            networks.attach_loop(loop)
             containers.watch_exits()
             await containers.reconcile()
             loop.add_signal_handler(signal.SIGTERM, self._stop.set)
@@ -216,6 +229,26 @@ class Daemon:
         return 0
 
 
+def _cleanup_network(cfg: Config) -> int:
+    """``--cleanup-network``: berth's nft tables and the default bridge it made go; then exit."""
+    from berth.network.firewall import Firewall
+
+    try:
+        Firewall().remove()
+        log.info("removed the nftables tables ip berth and ip6 berth")
+        db_path = os.path.join(cfg.data_root, "berth.db")
+        if os.path.exists(db_path):
+            db = Database(db_path)
+            try:
+                NetworkService(db, EventBus(), net_settings(cfg), cfg.exec_root).cleanup()
+            finally:
+                db.close()
+    except BerthError as exc:
+        log.error("%s", exc.message)
+        return 1
+    return 0
+
+
 def _remove(path: str) -> None:
     try:
         os.unlink(path)
@@ -236,6 +269,8 @@ def main(argv: list[str] | None = None) -> int:
         print("configuration OK")
         return 0
     logs.setup(cfg.log_level)
+    if cfg.cleanup_network:
+        return _cleanup_network(cfg)
     try:
         with asyncio.Runner(loop_factory=spinpoll.new_event_loop) as runner:
             return runner.run(Daemon(cfg).run())

@@ -82,6 +82,41 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX container_volumes_name ON container_volumes(name);
     """,
+    # 4: networks, the containers attached to them, addresses given out, published ports
+    """
+    CREATE TABLE networks (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        driver TEXT NOT NULL,
+        created TEXT NOT NULL,
+        data TEXT NOT NULL
+    );
+    CREATE TABLE attachments (
+        container_id TEXT NOT NULL,
+        network_id TEXT NOT NULL,
+        position INTEGER NOT NULL,
+        request TEXT NOT NULL,
+        state TEXT,
+        PRIMARY KEY (container_id, network_id)
+    );
+    CREATE INDEX attachments_network ON attachments(network_id);
+    CREATE TABLE ip_allocs (
+        network_id TEXT NOT NULL,
+        address TEXT NOT NULL,
+        container_id TEXT NOT NULL,
+        PRIMARY KEY (network_id, address)
+    );
+    CREATE TABLE port_maps (
+        container_id TEXT NOT NULL,
+        proto TEXT NOT NULL,
+        host_ip TEXT NOT NULL,
+        host_port INTEGER NOT NULL,
+        container_ip TEXT NOT NULL,
+        container_port INTEGER NOT NULL,
+        device TEXT NOT NULL,
+        PRIMARY KEY (proto, host_ip, host_port)
+    );
+    """,
 ]
 
 

@@ -53,8 +53,25 @@ def test_unknown_key(tmp_path):
 
 
 def test_dockerd_key_not_yet_supported_is_named(tmp_path):
-    with pytest.raises(InvalidParameter, match="does not support yet: bip, iptables"):
-        load(tmp_path, [], {"iptables": False, "bip": "10.0.1.1/24"})
+    with pytest.raises(InvalidParameter, match="does not support yet: seccomp-profile, storage-driver"):
+        load(tmp_path, [], {"storage-driver": "vfs", "seccomp-profile": "/x.json"})
+
+
+def test_network_keys_are_read_and_checked(tmp_path):
+    cfg = load(tmp_path, ["--bip", "10.9.0.1/24"], {"iptables": False, "default-address-pools": [
+        {"base": "10.50.0.0/16", "size": 24}], "dns": ["127.0.0.1"], "mtu": 1400})
+    assert (cfg.bip, cfg.iptables, cfg.address_pools, cfg.dns, cfg.mtu) == (
+        "10.9.0.1/24", False, [("10.50.0.0/16", 24)], ["127.0.0.1"], 1400)
+    with pytest.raises(InvalidParameter, match="bip: \\(from flag: 10.9.0.1/24, from file: 10.8.0.1/24\\)"):
+        load(tmp_path, ["--bip", "10.9.0.1/24"], {"bip": "10.8.0.1/24"})
+    with pytest.raises(InvalidParameter, match="invalid bip"):
+        load(tmp_path, ["--bip", "10.9.0.300/24"], {})
+    with pytest.raises(InvalidParameter, match="size 8 does not fit"):
+        load(tmp_path, [], {"default-address-pools": [{"base": "10.50.0.0/16", "size": 8}]})
+    with pytest.raises(InvalidParameter, match="mtu must be an integer"):
+        load(tmp_path, [], {"mtu": "big"})
+    with pytest.raises(InvalidParameter, match="nope is not an ip address"):
+        load(tmp_path, ["--dns", "nope"], {})
 
 
 @pytest.mark.parametrize("cfg, fragment", [

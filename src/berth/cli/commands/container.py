@@ -62,6 +62,19 @@ def _create_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cpus", type=float)
     p.add_argument("--pids-limit", type=int)
     p.add_argument("--network", "--net", default="")
+    p.add_argument("-p", "--publish", action="append", default=[])
+    p.add_argument("-P", "--publish-all", action="store_true")
+    p.add_argument("--expose", action="append", default=[])
+    p.add_argument("--ip")
+    p.add_argument("--ip6")
+    p.add_argument("--mac-address")
+    p.add_argument("--network-alias", "--net-alias", action="append", default=[])
+    p.add_argument("--dns", action="append", default=[])
+    p.add_argument("--dns-search", action="append", default=[])
+    p.add_argument("--dns-option", "--dns-opt", action="append", default=[])
+    p.add_argument("--add-host", action="append", default=[])
+    p.add_argument("--link", action="append", default=[])
+    p.add_argument("--domainname")
     p.add_argument("--read-only", action="store_true")
     p.add_argument("-h", "--hostname")
     p.add_argument("-l", "--label", action="append", default=[])
@@ -150,11 +163,35 @@ def _body(o: argparse.Namespace, detach: bool) -> dict[str, Any]:
         hc["PidsLimit"] = o.pids_limit
     if o.runtime:
         hc["Runtime"] = o.runtime
+    exposed, bindings = parse_publish(o.publish, o.expose)
+    if bindings:
+        hc["PortBindings"] = bindings
+    if o.publish_all:
+        hc["PublishAllPorts"] = True
+    for key, value in (("Dns", o.dns), ("DnsSearch", o.dns_search), ("DnsOptions", o.dns_option),
+                       ("ExtraHosts", o.add_host), ("Links", o.link)):
+        if value:
+            hc[key] = value
+    endpoint: dict[str, Any] = {}
+    if o.ip or o.ip6:
+        endpoint["IPAMConfig"] = {k: v for k, v in (("IPv4Address", o.ip), ("IPv6Address", o.ip6)) if v}
+    if o.network_alias:
+        endpoint["Aliases"] = o.network_alias
+    if o.mac_address:
+        endpoint["MacAddress"] = o.mac_address
     body: dict[str, Any] = {"Image": o.image, "Env": env, "HostConfig": hc,
                             "Labels": dict(lbl.split("=", 1) if "=" in lbl else (lbl, "") for lbl in o.label),
                             "OpenStdin": o.interactive, "StdinOnce": o.interactive and not detach,
                             "AttachStdin": o.interactive and not detach, "AttachStdout": not detach,
                             "AttachStderr": not detach}
+    if exposed:
+        body["ExposedPorts"] = exposed
+    if endpoint:
+        body["NetworkingConfig"] = {"EndpointsConfig": {o.network or "bridge": endpoint}}
+    if o.mac_address:
+        body["MacAddress"] = o.mac_address
+    if o.domainname:
+        body["Domainname"] = o.domainname
     command = o.command[1:] if o.command[:1] == ["--"] else o.command
     if command:
         body["Cmd"] = command
@@ -165,6 +202,63 @@ def _body(o: argparse.Namespace, detach: bool) -> dict[str, Any]:
         if value is not None:
             body[key] = value
     return body
+
+
+def format_ports(ports: list[dict[str, Any]]) -> str:
+    """docker ps's PORTS column: 127.0.0.1:8080->80/tcp, [::]:8080->80/tcp, 99/tcp."""
+    out = []
+    for p in sorted(ports, key=lambda p: (p.get("PrivatePort", 0), p.get("Type", ""), p.get("IP", ""))):
+        if p.get("PublicPort"):
+            ip = p.get("IP") or "0.0.0.0"
+            host = f"[{ip}]" if ":" in ip else ip
+            out.append(f"{host}:{p['PublicPort']}->{p['PrivatePort']}/{p['Type']}")
+        else:
+            out.append(f"{p['PrivatePort']}/{p['Type']}")
+    return ", ".join(out)
+
+
+def parse_publish(publish: list[str], expose: list[str]) -> tuple[dict[str, Any], dict[str, list[dict[str, str]]]]:
+    """docker's -p [IP:][HOSTPORT:]CONTAINERPORT[/PROTO] (IPv6 hosts in brackets, port ranges) and
+    --expose PORT[/PROTO]: (ExposedPorts, PortBindings)."""
+    exposed: dict[str, Any] = {}
+    bindings: dict[str, list[dict[str, str]]] = {}
+
+    def ports(text: str) -> list[int]:
+        lo, _, hi = text.partition("-")
+        if not lo.isdigit() or (hi and not hi.isdigit()):
+            raise InvalidParameter(f"invalid containerPort: {text}")
+        return list(range(int(lo), int(hi or lo) + 1))
+
+    for e in expose:
+        port, _, proto = e.partition("/")
+        for n in ports(port):
+            exposed[f"{n}/{proto or 'tcp'}"] = {}
+    for spec in publish:
+        rest, _, proto = spec.partition("/")
+        proto = proto or "tcp"
+        host_ip = ""
+        if rest.startswith("["):
+            host_ip, _, rest = rest[1:].partition("]")
+            rest = rest.lstrip(":")
+        parts = rest.split(":")
+        if len(parts) == 3:
+            host_ip, host_port, cport = parts
+        elif len(parts) == 2:
+            host_port, cport = parts
+        elif len(parts) == 1:
+            host_port, cport = "", parts[0]
+        else:
+            raise InvalidParameter(f"invalid port format: {spec}")
+        cports = ports(cport)
+        hports = ports(host_port) if host_port else []
+        if hports and len(hports) != len(cports) and len(cports) != 1:
+            raise InvalidParameter(f"invalid ranges specified for container and host Ports: {cport} and {host_port}")
+        for i, n in enumerate(cports):
+            key = f"{n}/{proto}"
+            exposed[key] = {}
+            hp = (str(hports[i]) if len(hports) == len(cports) else host_port) if hports else ""
+            bindings.setdefault(key, []).append({"HostIp": host_ip, "HostPort": hp})
+    return exposed, bindings
 
 
 def _create(cli: CLI, o: argparse.Namespace, detach: bool) -> str:
@@ -312,7 +406,7 @@ def ls(cli: CLI, o: argparse.Namespace) -> int:
         cmd = c["Command"] if o.no_trunc or len(c["Command"]) <= 20 else c["Command"][:19] + "…"
         rows.append({"ID": c["Id"] if o.no_trunc else c["Id"][:12], "Image": c["Image"], "Command": f'"{cmd}"',
                      "CreatedAt": str(c["Created"]), "RunningFor": since(c["Created"]), "Status": c["Status"],
-                     "State": c["State"], "Ports": "", "Names": ",".join(n.lstrip("/") for n in c["Names"]),
+                     "State": c["State"], "Ports": format_ports(c.get("Ports") or []), "Names": ",".join(n.lstrip("/") for n in c["Names"]),
                      "Labels": ",".join(f"{k}={v}" for k, v in (c.get("Labels") or {}).items())})
     if o.quiet:
         for r in rows:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import ipaddress
 import json
 import logging
 import os
@@ -44,6 +45,7 @@ from berth.container.runtime import (
     wait_pid_gone,
 )
 from berth.daemon.backends.bridge import BodyPipe, iterate_in_thread
+from berth.daemon.backends.networks import Member, NetworkService, Setup
 from berth.daemon.events import EventBus, make_event
 from berth.errors import BerthError, Conflict, InvalidParameter, NotFound, NotModified, NotSupported, System
 from berth.image.store import ImageStore
@@ -56,10 +58,28 @@ from berth.volume.local import LocalVolumes
 log = logging.getLogger("berth.containers")
 
 # HostConfig fields berth does not honour yet, with the value that means "not used".
-_UNSUPPORTED_HOST: dict[str, tuple[Any, ...]] = {
-    "PortBindings": (None, {}), "PublishAllPorts": (False, None), "VolumesFrom": (None, []),
-    "Links": (None, []), "Dns": (None, []), "ExtraHosts": (None, []),
-}
+_UNSUPPORTED_HOST: dict[str, tuple[Any, ...]] = {"VolumesFrom": (None, [])}
+
+
+def _check_ports(hc: dict[str, Any]) -> None:
+    """PortBindings as dockerd checks them: "PORT[/PROTO]" keys, numeric (or range) host ports."""
+    for key, entries in (hc.get("PortBindings") or {}).items():
+        port, _, proto = str(key).partition("/")
+        if not port.isdigit() or not 0 < int(port) <= 65535:
+            raise InvalidParameter(f"invalid port specification: {key!r}")
+        if proto not in ("", "tcp", "udp", "sctp"):
+            raise InvalidParameter(f"invalid proto: {proto!r}")
+        for e in entries or []:
+            hp = str((e or {}).get("HostPort") or "")
+            lo, _, hi = hp.partition("-")
+            if hp and not (lo.isdigit() and (not hi or hi.isdigit()) and int(lo) <= 65535 and int(hi or lo) <= 65535):
+                raise InvalidParameter(f"invalid port specification: {hp!r}")
+            hip = (e or {}).get("HostIp") or ""
+            if hip:
+                try:
+                    ipaddress.ip_address(hip)
+                except ValueError:
+                    raise InvalidParameter(f"invalid IP address: {hip}") from None
 
 
 def _now() -> str:
@@ -95,8 +115,13 @@ def _new_state() -> dict[str, Any]:
 
 class ContainerService:
     def __init__(self, db: Database, images: ImageStore, bus: EventBus, data_root: str, exec_root: str,
-                 runtimes: dict[str, OCIRuntime], default_runtime: str, volumes: LocalVolumes) -> None:
+                 runtimes: dict[str, OCIRuntime], default_runtime: str, volumes: LocalVolumes,
+                 networks: NetworkService) -> None:
         self.db = db
+        self.networks = networks
+        networks.container_ref = self._ref
+        networks.member_of = lambda cid: self._member(self._get(cid))
+        networks.is_running = lambda cid: self._get(cid).running
         self.images = images
         self.volumes = volumes
         self.bus = bus
@@ -167,9 +192,21 @@ class ContainerService:
         for key, defaults in _UNSUPPORTED_HOST.items():
             if key in hc and hc[key] not in defaults:
                 raise NotSupported(f"HostConfig.{key} is not supported by berth yet")
-        mode = hc.get("NetworkMode") or "default"
-        if mode not in ("default", "none", "host", "bridge"):
-            raise NotSupported(f"network mode {mode!r} is not supported yet (none and host are)")
+        _check_ports(hc)
+        for entry in hc.get("ExtraHosts") or []:
+            host, sep, ip = entry.partition(":") if "=" not in entry else entry.partition("=")
+            if not sep or not host:
+                raise InvalidParameter(f"bad format for add-host: {entry!r}")
+            if ip != "host-gateway":
+                try:
+                    ipaddress.ip_address(ip.strip("[]"))
+                except ValueError:
+                    raise InvalidParameter(f"invalid IP address in add-host: {ip!r}") from None
+        for server in hc.get("Dns") or []:
+            try:
+                ipaddress.ip_address(server)
+            except ValueError:
+                raise InvalidParameter(f"{server} is not an ip address") from None
         policy = hc.get("RestartPolicy") or {}
         restart = policy.get("Name") or "no"
         if restart not in ("no", "always", "unless-stopped", "on-failure"):
@@ -252,8 +289,12 @@ class ContainerService:
         cid = secrets.token_hex(32)
         if not cfg["Hostname"]:
             cfg["Hostname"] = cid[:12]
-        hc = {**hc, "NetworkMode": "none" if (hc.get("NetworkMode") or "default") in ("default", "bridge")
-              else hc["NetworkMode"],
+        mode, plan = self.networks.plan(hc, body.get("NetworkingConfig"))
+        if mode != "none" and body.get("NetworkDisabled"):
+            mode, plan = "none", []
+        if body.get("MacAddress"):
+            cfg["MacAddress"] = body["MacAddress"]
+        hc = {**hc, "NetworkMode": mode,
               "LogConfig": {"Type": (hc.get("LogConfig") or {}).get("Type") or "json-file",
                             "Config": (hc.get("LogConfig") or {}).get("Config") or {}}}
         runtime = hc.get("Runtime") or self.default_runtime
@@ -282,6 +323,7 @@ class ContainerService:
                                json.dumps(ctr.state), runtime))
                     c.executemany("INSERT INTO container_volumes VALUES (?, ?, ?, ?)",
                                   [(cid, n, d, int(r)) for n, d, r in vols])
+                    self.networks.register(c, cid, plan)
             except Exception as exc:
                 if "UNIQUE" in str(exc) and "name" in str(exc):
                     other = self._get(name)
@@ -294,21 +336,22 @@ class ContainerService:
         return {"Id": cid, "Warnings": []}
 
     # ---- start ---------------------------------------------------------------------------------
-    def _write_etc(self, ctr: Ctr) -> dict[str, str]:
+    def _ref(self, name: str) -> tuple[str, str]:
+        ctr = self._get(name)
+        return ctr.id, ctr.name
+
+    def _member(self, ctr: Ctr) -> Member:
+        return Member(ctr.id, ctr.name, ctr.config.get("Hostname") or ctr.id[:12], ctr.config.get("Domainname") or "",
+                      ctr.host_config, ctr.config.get("ExposedPorts") or {}, ctr.config.get("MacAddress") or "")
+
+    def _write_etc(self, ctr: Ctr, net: Setup) -> dict[str, str]:
         cdir = os.path.join(self.root, ctr.id)
         hostname = ctr.config["Hostname"]
         files = {
             "/etc/hostname": (os.path.join(cdir, "hostname"), hostname + "\n"),
-            "/etc/hosts": (os.path.join(cdir, "hosts"),
-                           "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
-                           "fe00::0\tip6-localnet\nff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\n"
-                           "ff02::2\tip6-allrouters\n"),
+            "/etc/hosts": (os.path.join(cdir, "hosts"), net.hosts),
+            "/etc/resolv.conf": (os.path.join(cdir, "resolv.conf"), net.resolv),
         }
-        try:
-            resolv = open("/etc/resolv.conf").read() if ctr.host_config.get("NetworkMode") == "host" else ""
-        except OSError:
-            resolv = ""
-        files["/etc/resolv.conf"] = (os.path.join(cdir, "resolv.conf"), resolv)
         for _, (path, text) in files.items():
             with open(path, "w") as f:
                 f.write(text)
@@ -348,7 +391,9 @@ class ContainerService:
             mount("overlay", rootfs, "overlay", 0,
                   f"lowerdir={lowers},upperdir={cdir}/upper,workdir={cdir}/work")
             undo.callback(umount, rootfs, True)
-            etc = self._write_etc(ctr)
+            net = self.networks.setup(self._member(ctr))
+            undo.callback(self.networks.teardown, ctr.id)
+            etc = self._write_etc(ctr, net)
             cfg = ctr.config
             user = spec.resolve_user(rootfs, cfg.get("User") or "")
             cwd = cfg.get("WorkingDir") or "/"
@@ -359,7 +404,8 @@ class ContainerService:
                                 hostname=cfg["Hostname"], tty=bool(cfg.get("Tty")),
                                 readonly_rootfs=bool(ctr.host_config.get("ReadonlyRootfs")),
                                 network_mode=ctr.host_config.get("NetworkMode", "none"),
-                                cgroups_path=f"/berth/{ctr.id}", etc_files=etc, cgroup_v2=self.cgroup_v2)
+                                cgroups_path=f"/berth/{ctr.id}", etc_files=etc, cgroup_v2=self.cgroup_v2,
+                                netns_path=net.netns)
             config["mounts"].extend(cmounts.mounts(ctr.host_config))
             config["mounts"].extend(self._volume_mounts(ctr, rootfs))
             config["linux"]["resources"].update(cmounts.resources(ctr.host_config, memsw=self.memsw))
@@ -430,6 +476,7 @@ class ContainerService:
                 await self.remove(ctr.id, force=True, volumes=False)
             raise failed
         self._event("start", ctr)
+        await self.networks.start_dns(self._member(ctr))
         self._start_health(ctr)
 
     # ---- exits ---------------------------------------------------------------------------------
@@ -643,6 +690,10 @@ class ContainerService:
         except System as exc:
             log.warning("%s", exc.message)
         umount(os.path.join(p.bundle, "rootfs"), detach=True)
+        try:
+            self.networks.teardown(ctr.id)
+        except BerthError as exc:
+            log.warning("releasing the network of %s: %s", ctr.id[:12], exc.message)
 
     def _wake(self, cid: str, code: int, conditions: tuple[str, ...]) -> None:
         keep = []
@@ -666,9 +717,12 @@ class ContainerService:
                 await self._exited(ctr.id, 255, lost=True)
             else:
                 log.info("container %s (%s) is still running under conmon %d", ctr.id[:12], ctr.name, conmon_pid)
+        await asyncio.to_thread(self.networks.reconcile, lambda cid: self._exists(cid) and self._get(cid).running,
+                                [self._member(c) for c in self.all() if c.running])
         for ctr in self.all():
             if ctr.running:
                 self._start_health(ctr)
+                await self.networks.start_dns(self._member(ctr))
         for ctr in self.all():
             policy = (ctr.host_config.get("RestartPolicy") or {}).get("Name") or "no"
             if not ctr.running and (policy == "always" or policy == "unless-stopped"
@@ -754,6 +808,7 @@ class ContainerService:
             except NotFound:
                 return
             vols = self._volumes_of(ctr.id)
+            await asyncio.to_thread(self.networks.forget, ctr.id)
             with self.db.transaction() as c:
                 c.execute("DELETE FROM containers WHERE id = ?", (ctr.id,))
             for vname, _, _ in vols:
@@ -857,11 +912,12 @@ class ContainerService:
 
     def summary(self, ctr: Ctr) -> dict[str, Any]:
         cmd = (ctr.config.get("Entrypoint") or []) + (ctr.config.get("Cmd") or [])
+        ports, networks = self.networks.summary(ctr.id, ctr.host_config, ctr.running)
         return {"Id": ctr.id, "Names": ["/" + ctr.name], "Image": ctr.image, "ImageID": ctr.image_id,
-                "Command": " ".join(cmd), "Created": int(_unix(ctr.created)), "Ports": [],
+                "Command": " ".join(cmd), "Created": int(_unix(ctr.created)), "Ports": ports,
                 "Labels": ctr.config.get("Labels") or {}, "State": ctr.state.get("Status", "created"),
                 "Status": self._status_text(ctr), "HostConfig": {"NetworkMode": ctr.host_config.get("NetworkMode")},
-                "NetworkSettings": {"Networks": {}}, "Mounts": []}
+                "NetworkSettings": {"Networks": networks}, "Mounts": []}
 
     def inspect(self, name: str) -> dict[str, Any]:
         ctr = self._get(name)
@@ -881,7 +937,8 @@ class ContainerService:
             "Mounts": [{"Type": "volume", "Name": n, "Source": self.volumes.get(n).mountpoint, "Destination": d,
                         "Driver": "local", "Mode": "z", "RW": not ro, "Propagation": ""}
                        for n, d, ro in self._volumes_of(ctr.id)], "Config": ctr.config,
-            "NetworkSettings": {"Bridge": "", "SandboxID": "", "Ports": {}, "Networks": {}},
+            "NetworkSettings": self.networks.settings(ctr.id, ctr.host_config, ctr.config.get("ExposedPorts"),
+                                                      ctr.running),
         }
 
 
@@ -971,6 +1028,17 @@ class ContainerAPI(ContainerService):
                 with contextlib.suppress(NotFound, InvalidParameter):
                     wanted.add(self.images.resolve(a))
             ctrs = [c for c in ctrs if c.image_id in wanted]
+        if "network" in filters:
+            ctrs = [c for c in ctrs if any(
+                n in filters["network"] or any(f and self.networks.get(n).id.startswith(f) for f in filters["network"])
+                for n in self.networks.network_names(c.id) + [c.host_config.get("NetworkMode") or ""] if n)]
+        if "volume" in filters:
+            ctrs = [c for c in ctrs if any(n in filters["volume"] or d in filters["volume"]
+                                           for n, d, _ in self._volumes_of(c.id))
+                    or any((m.get("Source") in filters["volume"] or m.get("Target") in filters["volume"])
+                           for m in c.host_config.get("Mounts") or [])
+                    or any(b.split(":")[0] in filters["volume"] or (b.split(":") + [""])[1] in filters["volume"]
+                           for b in c.host_config.get("Binds") or [])]
         for key in ("before", "since"):
             for value in filters.get(key, []):
                 pivot = self._get(value)

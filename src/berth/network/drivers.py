@@ -1,0 +1,153 @@
+"""Network drivers: what a driver does to the host when a network is made or removed, and to a
+container's namespace when it joins or leaves. A small interface (``Driver``) so that more drivers
+(overlay) can be added; ``DRIVERS`` maps the API's names to them.
+
+- ``bridge``: a Linux bridge (``berth0`` for the default network, ``br-<id12>`` or the
+  ``com.docker.network.bridge.name`` option otherwise) holding each pool's gateway address; a
+  container joins through a veth pair whose host end is enslaved to the bridge.
+- ``macvlan`` (bridge mode) and ``ipvlan`` (l2, l3, l3s): a link on the ``parent`` interface moved
+  into the container; ``parent=IFACE.VLAN`` makes the 802.1q sub-interface, removed with the network.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from berth.errors import InvalidParameter, NotFound
+from berth.linux import netlink
+from berth.network.model import MTU_OPT, Network
+
+Iface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
+IFNAME = re.compile(r"^[A-Za-z0-9_.:-]{1,15}$")
+
+
+@dataclass
+class Join:
+    ifname: str  # inside the container: eth0, eth1…
+    addrs: list[Iface]
+    gateways: list[str]
+    default_route: bool
+    mac: str | None = None
+    host_ifname: str = field(default_factory=lambda: "veth" + os.urandom(4).hex()[:7])
+
+
+class Driver(Protocol):
+    name: str
+
+    def create(self, net: Network) -> None: ...
+
+    def delete(self, net: Network) -> None: ...
+
+    def join(self, net: Network, j: Join, netns: str) -> str: ...
+
+    def leave(self, net: Network, host_ifname: str) -> None: ...
+
+
+def _mtu(net: Network) -> int:
+    try:
+        return int(net.options.get(MTU_OPT) or 0)
+    except ValueError:
+        raise InvalidParameter(f"invalid {MTU_OPT}: {net.options[MTU_OPT]!r}") from None
+
+
+class BridgeDriver:
+    name = "bridge"
+
+    def create(self, net: Network) -> None:
+        if not IFNAME.match(net.device):
+            raise InvalidParameter(f"invalid bridge name {net.device!r}")
+        kind = netlink.link_kind(net.device)
+        if kind is not None and kind != "bridge":
+            raise InvalidParameter(f"{net.device} exists and is not a bridge ({kind or 'a device'})")
+        addrs = [ipaddress.ip_interface(f"{p.gateway}/{p.subnet.prefixlen}") for p in net.pools if p.gateway]
+        made = netlink.ensure_bridge(net.device, addrs, _mtu(net))
+        net.made_device = net.made_device or made
+
+    def delete(self, net: Network) -> None:
+        if net.made_device:
+            netlink.delete_link(net.device)
+
+    def join(self, net: Network, j: Join, netns: str) -> str:
+        netlink.add_veth(j.host_ifname, j.ifname, netns, net.device, _mtu(net))
+        try:
+            return netlink.configure(netns, j.ifname, j.addrs, j.gateways, j.mac, j.default_route)
+        except BaseException:
+            netlink.delete_link(j.host_ifname)
+            raise
+
+    def leave(self, net: Network, host_ifname: str) -> None:
+        netlink.delete_link(host_ifname)
+
+
+class _SubLinkDriver:
+    name = ""
+    modes: tuple[str, ...] = ()
+    mode_opt = ""
+
+    def _parent(self, net: Network) -> str:
+        parent = net.options.get("parent") or ""
+        if not parent:
+            raise InvalidParameter(f"{self.name} needs a parent interface: -o parent=IFACE (berth makes no dummy "
+                                   "parent)")
+        if not IFNAME.match(parent):
+            raise InvalidParameter(f"invalid parent interface {parent!r}")
+        return parent
+
+    def create(self, net: Network) -> None:
+        mode = net.options.get(self.mode_opt) or self.modes[0]
+        if mode not in self.modes:
+            raise InvalidParameter(f"{self.name}: invalid {self.mode_opt} {mode!r} (one of {', '.join(self.modes)})")
+        parent = self._parent(net)
+        base, dot, vid = parent.partition(".")
+        net.device = parent
+        if netlink.link_exists(parent):
+            return
+        if dot and vid.isdigit():
+            if not netlink.link_exists(base):
+                raise NotFound(f"the parent interface {base} of {parent} does not exist")
+            try:
+                netlink.add_vlan(base, int(vid))
+            except InvalidParameter as exc:
+                raise InvalidParameter(f"cannot create the 802.1q link {parent}: the kernel refused "
+                                       f"({exc.message.split(': ')[-1]}); it may lack 802.1q support") from None
+            net.made_device = True
+            return
+        raise NotFound(f"the parent interface {parent} does not exist")
+
+    def delete(self, net: Network) -> None:
+        if net.made_device:
+            netlink.delete_link(net.device)
+
+    def join(self, net: Network, j: Join, netns: str) -> str:
+        mode = net.options.get(self.mode_opt) or self.modes[0]
+        try:
+            netlink.add_sublink(self.name, net.device, j.ifname, netns, mode, _mtu(net))
+        except InvalidParameter as exc:
+            raise InvalidParameter(f"cannot create a {self.name} link on {net.device}: {exc.message.split(': ')[-1]}"
+                                   f" (the kernel may lack {self.name} support)") from None
+        device_route = self.name == "ipvlan" and mode != "l2"
+        return netlink.configure(netns, j.ifname, j.addrs, [] if device_route else j.gateways,
+                                 j.mac if self.name == "macvlan" else None, j.default_route,
+                                 device_route=device_route)
+
+    def leave(self, net: Network, host_ifname: str) -> None:
+        return None  # the link lives in the container's namespace and goes with it
+
+
+class MacvlanDriver(_SubLinkDriver):
+    name = "macvlan"
+    modes = ("bridge", "private", "vepa", "passthru")
+    mode_opt = "macvlan_mode"
+
+
+class IpvlanDriver(_SubLinkDriver):
+    name = "ipvlan"
+    modes = ("l2", "l3", "l3s")
+    mode_opt = "ipvlan_mode"
+
+
+DRIVERS: dict[str, Driver] = {d.name: d for d in (BridgeDriver(), MacvlanDriver(), IpvlanDriver())}
