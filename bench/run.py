@@ -67,6 +67,7 @@ class Daemon:
     root: str = field(default_factory=lambda: tempfile.mkdtemp(prefix="berth-bench-"))
     proc: subprocess.Popen[bytes] | None = None
     tls_port: int = 0
+    net_args: list[str] = field(default_factory=lambda: ["--bridge=none"])  # no network unless asked
 
     @property
     def sock(self) -> str:
@@ -83,9 +84,9 @@ class Daemon:
             common += ["-H", f"tcp://127.0.0.1:{self.tls_port}", "--tlsverify", "--tlscacert", f"{tls_dir}/ca.pem",
                        "--tlscert", f"{tls_dir}/cert.pem", "--tlskey", f"{tls_dir}/key.pem"]
         if self.kind == "berthd":
-            return [BERTHD, *common]
+            return [BERTHD, *common, *self.net_args]
         assert DOCKERD is not None
-        return [DOCKERD, *common, "--bridge=none", "--iptables=false", "--ip-masq=false"]
+        return [DOCKERD, *common, *self.net_args, "--iptables=false", "--ip-masq=false"]
 
     def start(self, tls_dir: str | None = None) -> float:
         """Start; return seconds from spawn until /_ping answered."""
@@ -181,7 +182,8 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="fewer and shorter rounds")
     ap.add_argument("--json", help="also write the results here")
-    ap.add_argument("--only", choices=["system", "images", "containers"], help="run one group of measures")
+    ap.add_argument("--only", choices=["system", "images", "containers", "networks"],
+                    help="run one group of measures")
     opts = ap.parse_args()
     rounds, seconds, cli_runs, starts = (2, 1.0, 5, 2) if opts.quick else (5, 3.0, 21, 5)
     kinds = ["berthd"] + (["dockerd"] if DOCKERD else [])
@@ -192,7 +194,7 @@ def main() -> int:
     server_tls, client_tls = make_certs(certs_root)
     daemons: dict[str, Daemon] = {}
     results: dict[str, dict[str, float]] = {}
-    if opts.only in ("images", "containers"):
+    if opts.only in ("images", "containers", "networks"):
         rounds = 0
     try:
         if rounds == 0:
@@ -232,8 +234,13 @@ def main() -> int:
         import containers
 
         results.update(containers.main(runs=5 if opts.quick else 11))
+    if opts.only in (None, "networks"):
+        import networks
 
-    higher_is_better = {"ping unix (req/s)", "ping mTLS (req/s)", "100 ctrs, 8 clients (ctr/s)"}
+        results.update(networks.main(runs=5 if opts.quick else 11, many=100 if opts.quick else 200))
+
+    higher_is_better = {"ping unix (req/s)", "ping mTLS (req/s)", "100 ctrs, 8 clients (ctr/s)",
+                        "200 ctrs on a bridge net (ctr/s)", "100 ctrs on a bridge net (ctr/s)"}
     print(f"\n{'measure':<22}{'berthd':>12}{'dockerd':>12}  ratio (berthd better when > 1)")
     for name, vals in results.items():
         b = vals["berthd"]

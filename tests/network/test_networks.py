@@ -485,3 +485,28 @@ def test_network_events_and_docker_py(netenv):
     events = [json.loads(line) for line in ok(d, "events", "--since", str(since), "--until", str(until),
                                               "--filter", "type=network", "--format", "{{json .}}").splitlines()]
     assert [e["Action"] for e in events] == ["create", "connect", "disconnect", "destroy"]
+
+
+def test_hosts_links_dns_options_internal_icc_and_ipv6(netenv):
+    d = start(netenv, ["--bip", "10.124.0.1/24"])
+    ok(d, "run", "-d", "--name", "srv", "bb", "sleep", "300")
+    out = ok(d, "run", "--rm", "--link", "srv:db", "--add-host", "gw:host-gateway", "--add-host", "other:10.1.2.3",
+             "--dns", "127.0.0.1", "--dns-search", "example.test", "--hostname", "hh", "--domainname", "dom.test",
+             "bb", "sh", "-c", "cat /etc/hosts /etc/resolv.conf; busybox ping -c 1 -W 3 db")
+    assert "10.124.0.1\tgw\n" in out and "10.1.2.3\tother\n" in out
+    assert f"{addr_of(d, 'srv', 'bridge')}\tdb srv\n" in out and "\thh.dom.test hh\n" in out
+    assert "nameserver 127.0.0.1\n" in out and "search example.test\n" in out and "1 packets received" in out
+    ok(d, "network", "create", "--internal", "--subnet", "10.0.16.0/24", "intnet")
+    assert "default" not in ok(d, "run", "--rm", "--network", "intnet", "bb", "busybox", "ip", "route")
+    ok(d, "network", "create", "--subnet", "10.0.17.0/24", "-o", "com.docker.network.bridge.enable_icc=false",
+       "noicc")
+    ok(d, "run", "-d", "--name", "i1", "--network", "noicc", "bb", "sleep", "300")
+    r = dk(d, "run", "--rm", "--network", "noicc", "bb", "busybox", "ping", "-c", "1", "-W", "1", "i1")
+    assert r.returncode != 0 and "0 packets received" in r.stdout
+    ok(d, "network", "create", "--ipv6", "--subnet", "fd00:77::/64", "--subnet", "10.0.18.0/24",
+       "--aux-address", "router=10.0.18.2", "v6net")
+    ok(d, "run", "-d", "--name", "v6a", "--network", "v6net", "bb", "sleep", "300")
+    info = api(d).inspect_container("v6a")["NetworkSettings"]["Networks"]["v6net"]
+    assert info["GlobalIPv6Address"] == "fd00:77::2" and info["IPAddress"] == "10.0.18.3"  # .2 is the aux address
+    out = ok(d, "run", "--rm", "--network", "v6net", "bb", "busybox", "ping6", "-c", "1", "-W", "3", "v6a")
+    assert "fd00:77::2" in out and "1 packets received" in out
