@@ -421,6 +421,8 @@ def test_kill9_during_runs_leaks_no_address(netenv):
         ok(d, "run", "-d", "--name", f"n{i}", "--network", "crash", "bb", "sleep", "300")
         seen.add(addr_of(d, f"n{i}", "crash"))
     assert len(seen) == 4 and keeper_ip not in seen
+    # the keeper's own resolver came back with berthd
+    assert addr_of(d, "n0", "crash") in ok(d, "exec", "keeper", "busybox", "nslookup", "n0", "127.0.0.11")
 
 
 # ---- DNS forwarding, events, docker-py ---------------------------------------------------------------------
@@ -510,3 +512,111 @@ def test_hosts_links_dns_options_internal_icc_and_ipv6(netenv):
     assert info["GlobalIPv6Address"] == "fd00:77::2" and info["IPAddress"] == "10.0.18.3"  # .2 is the aux address
     out = ok(d, "run", "--rm", "--network", "v6net", "bb", "busybox", "ping6", "-c", "1", "-W", "3", "v6a")
     assert "fd00:77::2" in out and "1 packets received" in out
+
+
+def test_container_network_mode_shares_the_namespace(netenv):
+    d = start(netenv)
+    ok(d, "network", "create", "--subnet", "10.0.19.0/24", "pod")
+    ok(d, "run", "-d", "--name", "podhost", "--network", "pod", "--ip", "10.0.19.9", "bb", "sleep", "300")
+    out = ok(d, "run", "--rm", "--network", "container:podhost", "bb", "sh", "-c",
+             "busybox ip -o -4 addr show eth0; cat /etc/resolv.conf")
+    assert "10.0.19.9/24" in out and "nameserver 127.0.0.11" in out
+    r = dk(d, "run", "--rm", "--network", "container:podhost", "-p", "8080:80", "bb", "true")
+    assert r.returncode != 0 and "conflicting options" in r.stderr
+    ok(d, "create", "--name", "stopped", "bb", "true")
+    r = dk(d, "run", "--rm", "--network", "container:stopped", "bb", "true")
+    assert r.returncode != 0 and "non running container" in r.stderr
+
+
+def test_berth_cli_networks_and_ports(netenv):
+    from tests.lib.clis import berth
+
+    d = start(netenv)
+
+    def b(*args: str) -> str:
+        r = berth("-H", d.url, *args)
+        assert r.returncode == 0, (args, r.stdout, r.stderr)
+        return r.stdout
+
+    nid = b("network", "create", "--subnet", "10.0.21.0/24", "--ip-range", "10.0.21.64/26", "--gateway",
+            "10.0.21.254", "--aux-address", "x=10.0.21.64", "-o", "com.docker.network.bridge.name=btcli0",
+            "clinet").strip()
+    assert "btcli0" in _links()
+    assert b("network", "ls", "-q", "--filter", "name=clinet").strip() == nid[:12]
+    assert "clinet" in b("network", "ls").split()
+    info = json.loads(b("network", "inspect", "clinet"))[0]
+    assert info["IPAM"]["Config"] == [{"Subnet": "10.0.21.0/24", "IPRange": "10.0.21.64/26",
+                                       "Gateway": "10.0.21.254", "AuxiliaryAddresses": {"x": "10.0.21.64"}}]
+    port = _free_port()
+    b("run", "-d", "--name", "web", "--network", "clinet", "--network-alias", "www", "-p", f"127.0.0.1:{port}:80",
+      "bb", *HTTPD)
+    assert addr_of(d, "web", "clinet") == "10.0.21.65"  # .64 is the aux address
+    assert _get(f"http://127.0.0.1:{port}/") == "hello-from-httpd\n"
+    assert b("port", "web").strip() == f"80/tcp -> 127.0.0.1:{port}"
+    assert b("port", "web", "80").strip() == f"127.0.0.1:{port}"
+    assert f"127.0.0.1:{port}->80/tcp" in b("ps")
+    b("network", "create", "other")
+    b("network", "connect", "--alias", "second", "other", "web")
+    assert set(api(d).inspect_container("web")["NetworkSettings"]["Networks"]) == {"clinet", "other"}
+    b("network", "disconnect", "other", "web")
+    b("rm", "-f", "web")
+    assert "Deleted Networks:" in b("network", "prune", "-f")
+    assert "btcli0" not in _links()
+
+
+def _keys(value: object, prefix: str = "") -> set[str]:
+    """Every key path of a JSON value (list items merged), for shape comparisons."""
+    out: set[str] = set()
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if prefix.endswith(("Containers", "Networks", "Ports", "Options", "Labels")):
+                k = "*"  # IDs, names, ports: the shape below them matters, not the key
+            out.add(prefix + "." + k)
+            out |= _keys(v, prefix + "." + k)
+    elif isinstance(value, list):
+        for v in value:
+            out |= _keys(v, prefix + "[]")
+    return out
+
+
+def test_network_shapes_match_dockerd(netenv):
+    from tests.lib.dockerd import Dockerd
+
+    dockerd = Dockerd().start()
+    try:
+        d = start(netenv)
+        subprocess.run(["docker", "-H", dockerd.url, "import", "-", "bb:latest"], input=busybox_rootfs_tar(),
+                       check=True, capture_output=True)
+        views = {}
+        for daemon, subnet in ((dockerd, "10.0.30"), (d, "10.0.31")):
+            ok(daemon, "network", "create", "--subnet", f"{subnet}.0/24", "--ip-range", f"{subnet}.128/25",
+               "--gateway", f"{subnet}.1", "--label", "a=b", "shape")
+            ok(daemon, "run", "-d", "--name", "s1", "--network", "shape", "--ip", f"{subnet}.5", "--network-alias",
+               "al", "bb", "sleep", "300")
+            c = docker.APIClient(base_url=daemon.url, version="1.41", timeout=60)
+            views[daemon] = (c.inspect_network("shape"), c.inspect_container("s1")["NetworkSettings"],
+                             c.networks(names=["shape"])[0])
+            r = dk(daemon, "network", "create", "shape")
+            views[(daemon, "dup")] = r.stderr.strip()
+            r = dk(daemon, "network", "rm", "bridge" if daemon is d else "host")
+            views[(daemon, "rm")] = r.stderr.strip()
+        (dn, dset, dls), (bn, bset, bls) = views[dockerd], views[d]
+        assert _keys(dn) - _keys(bn) == set()
+        assert _keys(dset) - _keys(bset) == set()
+        assert _keys(dls) - _keys(bls) == set()
+        for key in ("Driver", "Scope", "Internal", "Attachable", "Labels", "Name", "EnableIPv6"):
+            assert dn[key] == bn[key], key
+        assert [dict(p, Subnet="", IPRange="", Gateway="") for p in dn["IPAM"]["Config"]] == \
+            [dict(p, Subnet="", IPRange="", Gateway="") for p in bn["IPAM"]["Config"]]
+        dnet, bnet = dset["Networks"]["shape"], bset["Networks"]["shape"]
+        assert (dnet["IPAddress"], dnet["IPPrefixLen"], dnet["Gateway"]) == ("10.0.30.5", 24, "10.0.30.1")
+        assert (bnet["IPAddress"], bnet["IPPrefixLen"], bnet["Gateway"]) == ("10.0.31.5", 24, "10.0.31.1")
+        assert dnet["IPAMConfig"] == {"IPv4Address": "10.0.30.5"} and bnet["IPAMConfig"] == {"IPv4Address": "10.0.31.5"}
+        assert "al" in dnet["Aliases"] and "al" in bnet["Aliases"]
+        assert views[(dockerd, "dup")] == views[(d, "dup")]
+        assert "pre-defined network and cannot be removed" in views[(dockerd, "rm")]
+        assert "pre-defined network and cannot be removed" in views[(d, "rm")]
+    finally:
+        subprocess.run(["docker", "-H", dockerd.url, "rm", "-f", "s1"], capture_output=True)
+        subprocess.run(["docker", "-H", dockerd.url, "network", "rm", "shape"], capture_output=True)
+        dockerd.stop()

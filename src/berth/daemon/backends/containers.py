@@ -61,6 +61,14 @@ log = logging.getLogger("berth.containers")
 _UNSUPPORTED_HOST: dict[str, tuple[Any, ...]] = {"VolumesFrom": (None, [])}
 
 
+def _read_text(path: str) -> str:
+    try:
+        with open(path) as f:
+            return f.read()
+    except OSError:
+        return ""
+
+
 def _check_ports(hc: dict[str, Any]) -> None:
     """PortBindings as dockerd checks them: "PORT[/PROTO]" keys, numeric (or range) host ports."""
     for key, entries in (hc.get("PortBindings") or {}).items():
@@ -122,6 +130,9 @@ class ContainerService:
         networks.container_ref = self._ref
         networks.member_of = lambda cid: self._member(self._get(cid))
         networks.is_running = lambda cid: self._get(cid).running
+        networks.pid_of = lambda cid: int(self._get(cid).state.get("Pid") or 0)
+        networks.files_of = lambda cid: (_read_text(os.path.join(self.root, cid, "hosts")),
+                                         _read_text(os.path.join(self.root, cid, "resolv.conf")))
         self.images = images
         self.volumes = volumes
         self.bus = bus

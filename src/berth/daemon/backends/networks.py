@@ -129,6 +129,8 @@ class NetworkService:
         self.container_ref: Callable[[str], tuple[str, str]] | None = None  # name or ID → (id, name)
         self.member_of: Callable[[str], Member] | None = None  # ID → Member (for connect to a running one)
         self.is_running: Callable[[str], bool] = lambda cid: False
+        self.pid_of: Callable[[str], int] = lambda cid: 0  # a running container's init process
+        self.files_of: Callable[[str], tuple[str, str]] = lambda cid: ("", "")  # its /etc/hosts, /etc/resolv.conf
 
     # ---- start -----------------------------------------------------------------------------------
     def init(self) -> None:
@@ -438,7 +440,18 @@ class NetworkService:
         mode = mode_of(hc)
         endpoints = dict((networking or {}).get("EndpointsConfig") or {})
         if mode.startswith("container:"):
-            raise NotSupported("network mode container:<name> is not supported by berth yet")
+            if endpoints:
+                raise InvalidParameter("conflicting options: container type network can't be used with other "
+                                       "networks")
+            if hc.get("PortBindings") or hc.get("PublishAllPorts"):
+                raise InvalidParameter("conflicting options: port publishing and the container type network mode")
+            if hc.get("Links") or hc.get("ExtraHosts") or hc.get("Dns"):
+                raise InvalidParameter("conflicting options: links, add-host or dns and the container type network "
+                                       "mode")
+            if self.container_ref is None:
+                raise System("container references are not wired")
+            target, _ = self.container_ref(mode.split(":", 1)[1])
+            return f"container:{target}", []
         if mode in ("none", "host"):
             if endpoints and any(k != mode for k in endpoints):
                 raise InvalidParameter("container cannot be disconnected from host network or connected to host "
@@ -512,6 +525,14 @@ class NetworkService:
         mode = mode_of(m.host_config)
         if mode == "host":
             return Setup(None, self._hosts_file(m, []), _read("/etc/resolv.conf"))
+        if mode.startswith("container:"):
+            other = mode.split(":", 1)[1]
+            pid = self.pid_of(other) if self.is_running(other) else 0
+            if not pid:
+                raise Conflict(f"cannot join network of a non running container: {other}")
+            path = self.netns_path(other)
+            hosts, resolv = self.files_of(other)
+            return Setup(path if os.path.exists(path) else f"/proc/{pid}/ns/net", hosts, resolv)
         atts = self._attachments(m.id)
         if mode == "none" or not atts:
             return Setup(None, self._hosts_file(m, []), "")
