@@ -73,12 +73,31 @@ class EventBus:
     def __init__(self) -> None:
         self._history: deque[Event] = deque(maxlen=HISTORY)
         self._subscribers: set[_Subscriber] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def bind(self, loop: asyncio.AbstractEventLoop) -> None:
+        """The loop that serves the subscribers (set once berthd's loop runs)."""
+        self._loop = loop
 
     @property
     def listeners(self) -> int:
         return len(self._subscribers)
 
     def publish(self, event: Event) -> None:
+        """Safe from any thread: from a worker thread the event is handed to the subscribers' loop
+        (asyncio.Event.set() from another thread would not wake it)."""
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            try:
+                running = asyncio.get_running_loop()
+            except RuntimeError:
+                running = None
+            if running is not loop:
+                loop.call_soon_threadsafe(self._publish, event)
+                return
+        self._publish(event)
+
+    def _publish(self, event: Event) -> None:
         self._history.append(event)
         for sub in list(self._subscribers):
             if len(sub.pending) >= _SUBSCRIBER_QUEUE:

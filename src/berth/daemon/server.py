@@ -195,6 +195,7 @@ class Daemon:
             for s in sites:
                 stack.callback(s.close)
             loop = asyncio.get_running_loop()
+            self.bus.bind(loop)
             await asyncio.to_thread(networks.init)  # after the listeners: a daemon that refuses to start touches nothing
             networks.attach_loop(loop)
             containers.watch_exits()

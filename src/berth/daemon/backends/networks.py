@@ -699,20 +699,22 @@ class NetworkService:
                 "ORDER BY container_port, proto, host_ip", (cid,))]
 
     def apply_firewall(self) -> None:
+        """Write berth's tables from the database. State is read under the same lock as the write, so
+        two concurrent changes cannot leave the older picture in the kernel."""
         if not self.firewall.enabled:
             return
-        bridges = []
-        for n in self._all():
-            if n.driver != "bridge":
-                continue
-            bridges.append(BridgeRules(n.device, [str(p.subnet) for p in n.pools],
-                                       masquerade=self.cfg.ip_masq and opt_bool(n.options, MASQ_OPT, True),
-                                       icc=opt_bool(n.options, ICC_OPT, True) and (n.name != "bridge" or self.cfg.icc),
-                                       internal=n.internal))
-        with self.db.read() as c:
-            ports = [PortRule(r[0], r[1], r[2], r[3], r[4], r[5]) for r in c.execute(
-                "SELECT proto, host_ip, host_port, container_ip, container_port, device FROM port_maps")]
         with self._fw_lock:
+            bridges = []
+            for n in self._all():
+                if n.driver != "bridge":
+                    continue
+                bridges.append(BridgeRules(n.device, [str(p.subnet) for p in n.pools],
+                                           masquerade=self.cfg.ip_masq and opt_bool(n.options, MASQ_OPT, True),
+                                           icc=opt_bool(n.options, ICC_OPT, True) and (n.name != "bridge" or self.cfg.icc),
+                                           internal=n.internal))
+            with self.db.read() as c:
+                ports = [PortRule(r[0], r[1], r[2], r[3], r[4], r[5]) for r in c.execute(
+                    "SELECT proto, host_ip, host_port, container_ip, container_port, device FROM port_maps")]
             if not bridges and not ports and not self._wrote_table:
                 return  # nothing of berth's to write or to remove: leave nft alone
             self.firewall.apply(Ruleset(bridges, ports, self._guard_forward), self.cfg.ipv6)
