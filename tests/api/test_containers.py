@@ -474,3 +474,23 @@ def test_container_leftovers_are_swept_at_start(make_berthd):
     assert f"removed containers/{orphan}" in d.log()
     assert not os.path.exists(os.path.join(d.root, "data", "containers", orphan))
     assert not os.path.exists(os.path.join(d.root, "exec", "containers", orphan))
+
+
+def test_exec_t_gets_a_terminal_of_the_containers_own_devpts(bb):
+    import shutil
+
+    if not shutil.which("script"):
+        pytest.skip("script(1) is not installed (util-linux)")
+    info = docker.APIClient(base_url=bb.url, version="1.47").version()
+    if not any(c.get("Name") == "crun" for c in info.get("Components") or []):
+        pytest.skip("crun is not the runtime here: with runc the exec's pty is opened on the host's devpts")
+    assert run(bb, "run", "-d", "--name", "tt", "bb", "sleep", "60").returncode == 0
+    r = subprocess.run(["script", "-qec", f"docker -H {bb.url} exec -t tt sh -c 'tty; exit 4'", "/dev/null"],
+                       stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 4 and "/dev/pts/0" in r.stdout, r.stdout
+    r = subprocess.run(["script", "-qec", f"docker -H {bb.url} exec -t tt nosuchcmd", "/dev/null"],
+                       stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 127 and "nosuchcmd" in r.stdout
+    leftovers = [n for n in os.listdir(os.path.join(bb.root, "exec", "containers")) for f in
+                 os.listdir(os.path.join(bb.root, "exec", "containers", n, "run")) if f.startswith("exec-")]
+    assert leftovers == []

@@ -12,6 +12,7 @@ sync pipe (``{"data": PID}``, or a negative value and a message), and only then 
 
 from __future__ import annotations
 
+import array
 import json
 import os
 import re
@@ -148,6 +149,15 @@ class OCIRuntime:
         """The command that runs an extra process (docker exec) in a running container."""
         return [self.path, "--root", self.root, "exec", "--process", process_file, cid]
 
+    def exec_tty_argv(self, cid: str, process_file: str, console_socket: str) -> list[str] | None:
+        """A TTY exec whose pty the runtime opens in the container's own devpts and passes to
+        ``console_socket``; the command stays in the foreground and exits with the process. None when
+        the runtime cannot (runc allows a console socket only with --detach, which loses the exit code)."""
+        if self.name != "crun":
+            return None
+        return [self.path, "--root", self.root, "exec", "--tty", "--console-socket", console_socket, "--process",
+                process_file, cid]
+
     def update(self, cid: str, resources_file: str) -> None:
         r = self._run("update", "--resources", resources_file, cid)
         if r.returncode != 0:
@@ -173,6 +183,22 @@ class OCIRuntime:
         if r.returncode != 0:
             raise NotFound(f"{self.name} has no container {cid[:12]}")
         return json.loads(r.stdout)  # type: ignore[no-any-return, unused-ignore]
+
+
+def receive_console(listener: socket.socket) -> int:
+    """Accept the runtime's connection on a console socket and return the pty master it sends."""
+    conn, _ = listener.accept()
+    with conn:
+        fds = array.array("i")
+        _, ancillary, _, _ = conn.recvmsg(1024, socket.CMSG_SPACE(fds.itemsize))
+        for level, kind, data in ancillary:
+            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                fds.frombytes(data[:len(data) - len(data) % fds.itemsize])
+    if not fds:
+        raise System("the runtime sent no terminal on the console socket")
+    for extra in fds[1:]:
+        os.close(extra)
+    return fds[0]
 
 
 def connect_attach(bundle: str) -> socket.socket:

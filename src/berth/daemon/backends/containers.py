@@ -42,6 +42,7 @@ from berth.container.runtime import (
     parse_signal,
     pid_alive,
     read_exit_code,
+    receive_console,
     wait_pid_gone,
 )
 from berth.daemon.backends.bridge import BodyPipe, iterate_in_thread
@@ -59,6 +60,12 @@ log = logging.getLogger("berth.containers")
 
 # HostConfig fields berth does not honour yet, with the value that means "not used".
 _UNSUPPORTED_HOST: dict[str, tuple[Any, ...]] = {"VolumesFrom": (None, [])}
+
+
+class _ExecFailed(Exception):
+    def __init__(self, code: int, text: str) -> None:
+        super().__init__(text)
+        self.code, self.text = code, text
 
 
 def _read_text(path: str) -> str:
@@ -1402,18 +1409,74 @@ class ExecService:
         self.containers._event("exec_create", ctr, execID=ex.id)
         return {"Id": ex.id}
 
-    async def _run_tty(self, ex: Exec, ctr: Ctr, argv: list[str], process_file: str, stdin: Any,
-                       write: Any) -> int:
-        """A TTY exec: the process's stdio is the slave side of a pty berthd opens; output is raw."""
-        import fcntl
+    async def _open_tty(self, ex: Exec, ctr: Ctr, process_file: str) -> tuple[asyncio.subprocess.Process, int]:
+        """Start a TTY exec: (the runtime's process, the pty master). With crun the pty comes from the
+        container's own devpts through a console socket (``tty`` inside names it); otherwise berthd
+        opens one on the host's devpts and gives the slave side to the runtime as stdio."""
         import pty
 
-        master, slave = pty.openpty()
+        import tempfile
+
+        runtime = self.containers.runtimes[ctr.runtime]
+        console_dir = tempfile.mkdtemp(prefix="berth-tty-")  # a unix socket path must stay under 108 bytes
+        console = os.path.join(console_dir, "console.sock")
+        argv = runtime.exec_tty_argv(ctr.id, process_file, console)
+        if argv is None:
+            os.rmdir(console_dir)
+            with open(process_file) as f:
+                process = json.load(f)
+            process["terminal"] = False
+            with open(process_file, "w") as f:
+                json.dump(process, f)
+            master, slave = pty.openpty()
+            try:
+                proc = await asyncio.create_subprocess_exec(*runtime.exec_argv(ctr.id, process_file), stdin=slave,
+                                                            stdout=slave, stderr=slave, start_new_session=True)
+            finally:
+                os.close(slave)
+            return proc, master
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
         try:
-            proc = await asyncio.create_subprocess_exec(*argv, stdin=slave, stdout=slave, stderr=slave,
-                                                        start_new_session=True)
+            listener.bind(console)
+            listener.listen(1)
+            listener.settimeout(30)
+            proc = await asyncio.create_subprocess_exec(*argv, stdin=asyncio.subprocess.DEVNULL,
+                                                        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+            receiving = asyncio.ensure_future(asyncio.to_thread(receive_console, listener))
+            exited = asyncio.ensure_future(proc.wait())
+            await asyncio.wait([receiving, exited], return_when=asyncio.FIRST_COMPLETED)
+            if not receiving.done():  # the runtime failed before it made the terminal
+                listener.close()
+                with contextlib.suppress(BaseException):
+                    await receiving
+                assert proc.stdout is not None
+                text = (await proc.stdout.read()).decode(errors="replace").strip()
+                raise _ExecFailed(await exited, text)
+            exited.cancel()
+            return proc, receiving.result()
         finally:
-            os.close(slave)
+            listener.close()
+            shutil.rmtree(console_dir, ignore_errors=True)
+
+    async def _run_tty(self, ex: Exec, ctr: Ctr, process_file: str, stdin: Any, write: Any) -> int:
+        """A TTY exec: output is raw, from the pty master."""
+        import fcntl
+
+        try:
+            proc, master = await self._open_tty(ex, ctr, process_file)
+        except BaseException as exc:
+            if not isinstance(exc, _ExecFailed):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(process_file)
+                raise
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(process_file)
+            code = 127 if "not found" in exc.text else 126 if "ermission denied" in exc.text else exc.code
+            if ex.attach_stdout:
+                await write(1, (f"OCI runtime exec failed: {exc.text}\r\n").encode())
+            ex.exit_code = code
+            self.containers._event("exec_die", ctr, execID=ex.id, exitCode=str(code))
+            return code
         fcntl.fcntl(master, fcntl.F_SETFL, fcntl.fcntl(master, fcntl.F_GETFL) | os.O_NONBLOCK)
         self._ptys[ex.id] = master
         ex.running, ex.pid = True, proc.pid or 0
@@ -1430,21 +1493,33 @@ class ExecService:
                 pass
 
         feeder = asyncio.ensure_future(pump_in()) if stdin is not None and ex.attach_stdin else None
+        exited = asyncio.ensure_future(proc.wait())
+        tail = bytearray()
         try:
             while True:
-                await readable.wait()
+                waiter = asyncio.ensure_future(readable.wait())
+                await asyncio.wait([waiter, exited], return_when=asyncio.FIRST_COMPLETED)
+                waiter.cancel()
                 readable.clear()
                 try:
                     data = os.read(master, 65536)
                 except BlockingIOError:
+                    if exited.done():
+                        break  # the process is gone and nothing is left to read
                     continue
                 except OSError:  # EIO: the last process holding the slave side exited
                     break
                 if not data:
                     break
+                tail.extend(data)
+                del tail[:-512]
                 if ex.attach_stdout:
                     await write(1, data)
-            code = await proc.wait()
+            code = await exited
+            if code == 255 and b"not found in $PATH" in tail:
+                code = 127  # the runtime could not run the command: as for run, and as without a TTY
+            elif code == 255 and b"ermission denied" in tail:
+                code = 126
         finally:
             loop.remove_reader(master)
             if feeder is not None:
@@ -1485,7 +1560,7 @@ class ExecService:
         for e in ex.env:
             env[e.split("=", 1)[0]] = e
         uid, gid, extra = spec.resolve_user(os.path.join(p.bundle, "rootfs"), ex.user)
-        process.update(args=ex.cmd, env=list(env.values()), terminal=False,
+        process.update(args=ex.cmd, env=list(env.values()), terminal=ex.tty,
                        user={"uid": uid, "gid": gid, "additionalGids": extra})
         if ex.workdir:
             process["cwd"] = ex.workdir
@@ -1508,7 +1583,7 @@ class ExecService:
         runtime = self.containers.runtimes[ctr.runtime]
         process_file = await asyncio.to_thread(self._process_file, ex, ctr)
         if ex.tty:
-            return await self._run_tty(ex, ctr, runtime.exec_argv(ctr.id, process_file), process_file, stdin, write)
+            return await self._run_tty(ex, ctr, process_file, stdin, write)
         proc = await asyncio.create_subprocess_exec(
             *runtime.exec_argv(ctr.id, process_file),
             stdin=asyncio.subprocess.PIPE if ex.attach_stdin and stdin is not None else asyncio.subprocess.DEVNULL,
