@@ -1414,7 +1414,6 @@ class ExecService:
         container's own devpts through a console socket (``tty`` inside names it); otherwise berthd
         opens one on the host's devpts and gives the slave side to the runtime as stdio."""
         import pty
-
         import tempfile
 
         runtime = self.containers.runtimes[ctr.runtime]
