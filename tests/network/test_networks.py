@@ -620,3 +620,19 @@ def test_network_shapes_match_dockerd(netenv):
         subprocess.run(["docker", "-H", dockerd.url, "rm", "-f", "s1"], capture_output=True)
         subprocess.run(["docker", "-H", dockerd.url, "network", "rm", "shape"], capture_output=True)
         dockerd.stop()
+
+
+def test_netlink_sessions_stay_in_their_namespace(tmp_path):
+    """A container's eth0 has the host's name: a session must never fall back to the host's namespace."""
+    from berth.linux import netlink, netns
+
+    netns.prepare_dir(str(tmp_path))
+    path = str(tmp_path / "ns")
+    netns.create(path)
+    try:
+        assert netlink.link_names(path) == ["lo"]
+        with netlink.session(path) as ipr:
+            assert netlink.index(ipr, "eth0") is None
+    finally:
+        netns.remove(path)
+        subprocess.run(["umount", str(tmp_path)], capture_output=True)

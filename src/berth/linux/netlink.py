@@ -32,10 +32,38 @@ def session(netns: str | None = None) -> Iterator[Any]:
 
     sock = _socket() if netns is None else _netns.inside(netns, _socket)
     ipr = IPRoute(use_socket=sock, groups=0)
+    if netns is not None:
+        _check_namespace(ipr, netns)
     try:
         yield ipr
     finally:
         ipr.close()
+
+
+SIOCGSKNS = 0x894C  # ioctl: a file descriptor of the network namespace a socket belongs to
+
+
+def _check_namespace(ipr: Any, netns: str) -> None:
+    """The session must really talk to ``netns``: a container's ``eth0`` has the host's name, and a
+    session that fell back to the host's namespace would reconfigure the host (its address and default
+    route). Checked on the socket pyroute2 actually uses."""
+    import fcntl
+
+    used = getattr(getattr(ipr, "asyncore", None), "socket", None)
+    ok = False
+    if isinstance(used, socket.socket):
+        try:
+            fd = fcntl.ioctl(used.fileno(), SIOCGSKNS)
+        except OSError:
+            fd = -1
+        if fd >= 0:
+            try:
+                ok = os.fstat(fd).st_ino == os.stat(netns).st_ino
+            finally:
+                os.close(fd)
+    if not ok:
+        ipr.close()
+        raise System(f"the netlink socket is not in the namespace {netns}: refusing to configure links through it")
 
 
 def _error(what: str, exc: Exception) -> Exception:
