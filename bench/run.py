@@ -131,7 +131,10 @@ class Daemon:
 
     def remove(self) -> None:
         self.stop()
-        subprocess.run(["umount", "-R", "-l", self.root], capture_output=True)
+        with open("/proc/mounts") as f:  # overlays, berth's network namespaces and their directory
+            mounts = [line.split()[1] for line in f if line.split()[1].startswith(self.root + "/")]
+        for m in sorted(mounts, key=len, reverse=True):
+            subprocess.run(["umount", "-l", m], capture_output=True)
         shutil.rmtree(self.root, ignore_errors=True)
 
 
