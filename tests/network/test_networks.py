@@ -157,6 +157,9 @@ def test_subnet_range_gateway_static_ip_and_dns(netenv):
         assert "10.0.2.10" in out and "1 packets received" in out
     out = ok(d, "exec", "web", "busybox", "nslookup", "app", "127.0.0.11")
     assert str(auto) in out
+    out = ok(d, "run", "--rm", "--network", "dnet", "--link", "web:dbalias", "bb", "busybox", "ping", "-c", "1",
+             "-W", "3", "dbalias")
+    assert "10.0.2.10" in out  # a --link alias resolves on a user-defined network too
     out = ok(d, "exec", "web", "cat", "/etc/resolv.conf")
     assert "nameserver 127.0.0.11" in out and "ndots:0" in out
     assert "10.0.2.10\twebhost" in ok(d, "exec", "web", "cat", "/etc/hosts")
@@ -301,6 +304,15 @@ def test_iptables_false_leaves_the_ruleset_alone(netenv):
     ok(d, "rm", "-f", "web")
     ok(d, "network", "rm", "quiet")
     assert _nft() == before
+
+
+def test_the_table_goes_with_the_last_bridge_network(netenv):
+    d = start(netenv, ["--bridge=none"])
+    assert "table ip berth" not in _nft()  # no bridge network: nothing written
+    ok(d, "network", "create", "--subnet", "10.0.23.0/24", "only")
+    assert "table ip berth" in _nft()
+    ok(d, "network", "rm", "only")
+    assert "table ip berth" not in _nft()
 
 
 def test_cleanup_network_removes_berths_tables_only(netenv):
@@ -508,6 +520,11 @@ def test_hosts_links_dns_options_internal_icc_and_ipv6(netenv):
     ok(d, "network", "create", "--ipv6", "--subnet", "fd00:77::/64", "--subnet", "10.0.18.0/24",
        "--aux-address", "router=10.0.18.2", "v6net")
     ok(d, "run", "-d", "--name", "v6a", "--network", "v6net", "bb", "sleep", "300")
+    out = ok(d, "run", "--rm", "--network", "v6net", "--ip6", "fd00:77::99", "bb", "busybox", "ip", "-o", "-6",
+             "addr", "show", "eth0")
+    assert "fd00:77::99/64" in out
+    ok(d, "network", "create", "--subnet", "10.0.22.0/24", "-o", "com.docker.network.driver.mtu=1400", "small")
+    assert "mtu 1400" in ok(d, "run", "--rm", "--network", "small", "bb", "busybox", "ip", "link", "show", "eth0")
     info = api(d).inspect_container("v6a")["NetworkSettings"]["Networks"]["v6net"]
     assert info["GlobalIPv6Address"] == "fd00:77::2" and info["IPAddress"] == "10.0.18.3"  # .2 is the aux address
     out = ok(d, "run", "--rm", "--network", "v6net", "bb", "busybox", "ping6", "-c", "1", "-W", "3", "v6a")
