@@ -373,9 +373,13 @@ def test_macvlan_on_a_veth_parent(netenv):
 
 def test_ipvlan_l2_and_l3(netenv):
     parent = _veth_parent(netenv, "10.203.0.1/24")
-    if not _kernel_has("ipvlan", "mode", "l2"):
-        pytest.skip("this kernel has no ipvlan links (CONFIG_IPVLAN); berth's ipvlan driver cannot be exercised")
     d = start(netenv)
+    if not _kernel_has("ipvlan", "mode", "l2"):
+        r = dk(d, "network", "create", "-d", "ipvlan", "--subnet", "10.203.0.0/24", "-o", f"parent={parent}", "iv")
+        assert r.returncode != 0 and "ipvlan networks are not possible here" in r.stderr, r.stderr
+        assert "iv" not in ok(d, "network", "ls", "--format", "{{.Name}}").split()
+        pytest.skip("this kernel has no ipvlan links (CONFIG_IPVLAN): berth refuses ipvlan networks, as checked; "
+                    "containers on one cannot be exercised")
     ok(d, "network", "create", "-d", "ipvlan", "--subnet", "10.203.0.0/24", "--gateway", "10.203.0.1",
        "-o", f"parent={parent}", "-o", "ipvlan_mode=l2", "iv2")
     out = ok(d, "run", "--rm", "--network", "iv2", "bb", "sh", "-c",
@@ -389,9 +393,13 @@ def test_ipvlan_l2_and_l3(netenv):
 
 def test_vlan_parent_is_made_and_removed_with_the_network(netenv):
     parent = _veth_parent(netenv, "10.205.0.1/24")
-    if not _kernel_has("vlan", "id", "7"):
-        pytest.skip("this kernel has no 802.1q VLAN links (CONFIG_VLAN_8021Q); parent=IFACE.VLAN cannot be made")
     d = start(netenv)
+    if not _kernel_has("vlan", "id", "7"):
+        r = dk(d, "network", "create", "-d", "macvlan", "--subnet", "10.205.7.0/24", "-o", f"parent={parent}.7", "v7")
+        assert r.returncode != 0 and "cannot create the 802.1q link" in r.stderr, r.stderr
+        assert f"{parent}.7" not in _links()
+        pytest.skip("this kernel has no 802.1q VLAN links (CONFIG_VLAN_8021Q): berth refuses parent=IFACE.VLAN, as "
+                    "checked; the sub-interface's life cannot be exercised")
     ok(d, "network", "create", "-d", "macvlan", "--subnet", "10.205.7.0/24", "-o", f"parent={parent}.7", "v7")
     assert f"{parent}.7" in _links()
     ok(d, "network", "rm", "v7")

@@ -224,6 +224,29 @@ def add_sublink(kind: str, parent: str, name: str, netns: str, mode: str, mtu: i
         os.close(fd)
 
 
+def probe_sublink(kind: str, parent: str, mode: str) -> None:
+    """Make and delete a ``kind`` link on ``parent`` (in this namespace): raises InvalidParameter, with
+    the kernel's words, when the kernel has no such link type or refuses the mode."""
+    tmp = f"bp{os.urandom(4).hex()}"
+    with session() as ipr:
+        p = index(ipr, parent)
+        if p is None:
+            raise NotFound(f"parent interface {parent} does not exist")
+        kw: dict[str, Any] = {"ifname": tmp, "kind": kind, "link": p}
+        if kind == "macvlan":
+            kw["macvlan_mode"] = mode
+        else:
+            kw["ipvlan_mode"] = {"l2": 0, "l3": 1, "l3s": 2}[mode]
+        try:
+            ipr.link("add", **kw)
+        except Exception as exc:  # noqa: BLE001
+            raise _error(f"creating a {kind} link on {parent}", exc) from None
+        idx = index(ipr, tmp)
+        if idx is not None:
+            with contextlib.suppress(Exception):
+                ipr.link("del", index=idx)
+
+
 def add_vlan(parent: str, vid: int) -> str:
     """``parent.vid``, an 802.1q sub-interface, up; returns its name."""
     name = f"{parent}.{vid}"

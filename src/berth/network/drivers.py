@@ -105,6 +105,7 @@ class _SubLinkDriver:
         base, dot, vid = parent.partition(".")
         net.device = parent
         if netlink.link_exists(parent):
+            self._probe(parent, mode)
             return
         if dot and vid.isdigit():
             if not netlink.link_exists(base):
@@ -115,8 +116,22 @@ class _SubLinkDriver:
                 raise InvalidParameter(f"cannot create the 802.1q link {parent}: the kernel refused "
                                        f"({exc.message.split(': ')[-1]}); it may lack 802.1q support") from None
             net.made_device = True
+            try:
+                self._probe(parent, mode)
+            except BaseException:
+                netlink.delete_link(parent)
+                raise
             return
         raise NotFound(f"the parent interface {parent} does not exist")
+
+    def _probe(self, parent: str, mode: str) -> None:
+        """Refuse the network now, not at the first container, when the kernel cannot make its links."""
+        try:
+            netlink.probe_sublink(self.name, parent, mode)
+        except InvalidParameter as exc:
+            raise InvalidParameter(f"{self.name} networks are not possible here: the kernel refused a {self.name} "
+                                   f"link in {mode} mode on {parent} ({exc.message.split(': ')[-1]}); it may lack "
+                                   f"{self.name} support") from None
 
     def delete(self, net: Network) -> None:
         if net.made_device:
