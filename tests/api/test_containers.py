@@ -495,3 +495,28 @@ def test_exec_t_gets_a_terminal_of_the_containers_own_devpts(bb):
     leftovers = [n for n in os.listdir(os.path.join(bb.root, "exec", "containers")) for f in
                  os.listdir(os.path.join(bb.root, "exec", "containers", n, "run")) if f.startswith("exec-")]
     assert leftovers == []
+
+
+def test_a_container_whose_row_went_is_swept_entirely(make_berthd):
+    """A crash in a removal after the row is deleted and before the runtime's cleanup (`--rm` answers
+    there): at the next start the runtime's state, the process, the mount and the files all go."""
+    import os
+    import sqlite3
+
+    d = make_berthd().start()
+    r = rawhttp.request(d.sock, "POST", "/images/create?fromSrc=-&repo=bb&tag=latest", body=busybox_rootfs_tar())
+    assert r.status == 200
+    cid = run(d, "run", "-d", "bb", "sleep", "300").stdout.strip()
+    pid = docker.APIClient(base_url=d.url, version="1.47").inspect_container(cid)["State"]["Pid"]
+    assert d.proc is not None
+    d.proc.send_signal(signal.SIGKILL)
+    d.proc.wait()
+    db = sqlite3.connect(os.path.join(d.root, "data", "berth.db"))
+    db.execute("DELETE FROM containers WHERE id = ?", (cid,))
+    db.commit()
+    db.close()
+    d.start()
+    assert f"state of {cid[:12]}" in d.log()
+    assert _until(lambda: not os.path.exists(f"/proc/{pid}"))
+    assert d.root + "/exec/containers/" + cid not in open("/proc/mounts").read()
+    assert not os.path.exists(os.path.join(d.root, "data", "containers", cid))

@@ -567,7 +567,8 @@ class ContainerService:
             self._save_state(ctr)
             self._wake(cid, code, ("next-exit", "not-running"))  # clients learn of the exit now...
             self._changed.setdefault(cid, asyncio.Event()).set()
-            await asyncio.to_thread(self._release, ctr, p)  # ...and the runtime's leftovers go meanwhile
+            if not ctr.host_config.get("AutoRemove"):  # (--rm: remove() releases, after its "removed")
+                await asyncio.to_thread(self._release, ctr, p)  # ...and the runtime's leftovers go meanwhile
         self._event("die", ctr, exitCode=str(code))
         if ctr.host_config.get("AutoRemove"):
             await self.remove(cid, force=True, volumes=False)
@@ -836,14 +837,16 @@ class ContainerService:
                             self.volumes.remove(vname)
                             self.bus.publish(make_event("volume", "destroy", vname, {"driver": "local"}))
             p = self._paths(ctr)
-            if self._holds_resources(ctr, p):  # normally released at exit already
-                await asyncio.to_thread(self._release, ctr, p)
+            holds = self._holds_resources(ctr, p)  # released at exit already, except for --rm containers
         self._event("destroy", ctr)
         self._wake(ctr.id, int(ctr.state.get("ExitCode", 0)), ("removed", "next-exit", "not-running"))
         self._locks.pop(ctr.id, None)
         self._changed.pop(ctr.id, asyncio.Event()).set()
-        # The row is gone and nothing is mounted: the files can go after the answer. A crash before
-        # they are gone leaves directories without a row, which sweep() removes at start.
+        # The row is gone: the runtime's state, the mount and the files can go after the answer (for
+        # `docker run --rm` this keeps `crun delete` off the path the CLI waits on). A crash before they
+        # are gone leaves them without a row, which sweep() removes at start.
+        if holds:
+            await asyncio.to_thread(self._release, ctr, p)
         await asyncio.to_thread(self._remove_files, ctr.id, p)
 
     def _remove_files(self, cid: str, p: Paths) -> None:
@@ -857,6 +860,14 @@ class ContainerService:
         with self.db.read() as c:
             known = {r[0] for r in c.execute("SELECT id FROM containers")}
         removed = []
+        for runtime in self.runtimes.values():  # runtime state of containers whose row is gone
+            if not os.path.isdir(runtime.root):
+                continue
+            for name in os.listdir(runtime.root):
+                if len(name) == 64 and name not in known:
+                    with contextlib.suppress(BerthError):
+                        runtime.delete(name, True)
+                    removed.append(f"{runtime.name} state of {name[:12]}")
         for base in (self.root, self.run_root):
             for name in os.listdir(base):
                 if name in known:
