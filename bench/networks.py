@@ -58,11 +58,15 @@ def main(runs: int = 11, many: int = 200) -> dict[str, dict[str, float]]:
                            check=True, capture_output=True, env=env)
             return time.perf_counter() - t0
 
+        times: dict[tuple[str, str], list[float]] = {(k, n): [] for k in kinds for n in ("none", "bridge")}
         for i in range(runs):
             for k in (kinds if i % 2 == 0 else list(reversed(kinds))):
-                nets = ("none", "bridge") if i % 2 == 0 else ("bridge", "none")
-                t = {n: once(k, n) for n in nets}
-                overhead[k].append(t["bridge"] - t["none"])
+                for n in (("none", "bridge") if i % 2 == 0 else ("bridge", "none")):
+                    times[(k, n)].append(once(k, n))
+        for k in kinds:  # the difference of the medians: steadier than the median of differences
+            overhead[k].append(statistics.median(times[(k, "bridge")]) - statistics.median(times[(k, "none")]))
+            print(f"{k}: run --rm with a bridge {1000 * statistics.median(times[(k, 'bridge')]):.1f} ms, "
+                  f"with none {1000 * statistics.median(times[(k, 'none')]):.1f} ms", file=sys.stderr)
         rate, mem = {}, {}
         for k in kinds:
             rate[k], mem[k] = many_on_one_network(daemons[k], many)

@@ -240,7 +240,7 @@ def main() -> int:
     if opts.only in (None, "networks"):
         import networks
 
-        results.update(networks.main(runs=5 if opts.quick else 11, many=100 if opts.quick else 200))
+        results.update(networks.main(runs=7 if opts.quick else 21, many=100 if opts.quick else 200))
 
     higher_is_better = {"ping unix (req/s)", "ping mTLS (req/s)", "100 ctrs, 8 clients (ctr/s)",
                         "200 ctrs on a bridge net (ctr/s)", "100 ctrs on a bridge net (ctr/s)"}

@@ -59,18 +59,20 @@ def prepare_dir(directory: str) -> None:
     mount("none", directory, "none", MS_SHARED | MS_REC)
 
 
-def create(path: str) -> None:
-    """A new, empty network namespace (only ``lo``, down) kept alive by a bind mount on ``path``."""
+def create(path: str, then: Callable[[], T] | None = None) -> T | None:
+    """A new, empty network namespace (only ``lo``, down) kept alive by a bind mount on ``path``;
+    ``then`` runs inside it before the thread ends (to open sockets there without another setns)."""
     with open(path, "x"):
         pass
 
-    def work() -> None:
+    def work() -> T | None:
         if _libc.unshare(CLONE_NEWNET) != 0:
             raise _errno_error("unshare(CLONE_NEWNET)")
         mount(f"/proc/self/task/{threading.get_native_id()}/ns/net", path, "none", MS_BIND)
+        return then() if then is not None else None
 
     try:
-        _in_thread(work)
+        return _in_thread(work)
     except BaseException:
         os.unlink(path)
         raise

@@ -147,7 +147,8 @@ async def forward(data: bytes, servers: list[str], timeout: float = 3.0) -> byte
 
 
 def open_socket() -> socket.socket:
-    """A UDP socket on 127.0.0.11:53 in the calling thread's network namespace."""
+    """A UDP socket on 127.0.0.11:53 in the calling thread's network namespace (``lo`` must be up: bound
+    before, with IP_FREEBIND, its replies would leave from 127.0.0.1 and resolvers would drop them)."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
     with contextlib.suppress(OSError):
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

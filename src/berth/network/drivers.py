@@ -14,6 +14,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
+import socket
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -33,6 +34,7 @@ class Join:
     default_route: bool
     mac: str | None = None
     host_ifname: str = field(default_factory=lambda: "veth" + os.urandom(4).hex()[:7])
+    nl: socket.socket | None = None  # a netlink socket already in the namespace (saves opening one)
 
 
 class Driver(Protocol):
@@ -72,9 +74,10 @@ class BridgeDriver:
             netlink.delete_link(net.device)
 
     def join(self, net: Network, j: Join, netns: str) -> str:
-        netlink.add_veth(j.host_ifname, j.ifname, netns, net.device, _mtu(net))
+        netlink.add_veth(j.host_ifname, j.ifname, netns, net.device, _mtu(net), j.mac)
         try:
-            return netlink.configure(netns, j.ifname, j.addrs, j.gateways, j.mac, j.default_route)
+            return netlink.configure(netns, j.ifname, j.addrs, j.gateways, j.mac, j.default_route, sock=j.nl,
+                                     mac_set=True, lo_up=j.nl is not None)
         except BaseException:
             netlink.delete_link(j.host_ifname)
             raise
@@ -147,7 +150,7 @@ class _SubLinkDriver:
         device_route = self.name == "ipvlan" and mode != "l2"
         return netlink.configure(netns, j.ifname, j.addrs, [] if device_route else j.gateways,
                                  j.mac if self.name == "macvlan" else None, j.default_route,
-                                 device_route=device_route)
+                                 device_route=device_route, sock=j.nl, lo_up=j.nl is not None)
 
     def leave(self, net: Network, host_ifname: str) -> None:
         return None  # the link lives in the container's namespace and goes with it

@@ -542,22 +542,32 @@ class NetworkService:
         if not self._netns_dir_ready:
             netns.prepare_dir(self.netns_dir)
             self._netns_dir_ready = True
-        netns.create(path)
+        embedded_dns = any(not n.predefined for n, _r, _s in atts)
+
+        def sockets() -> tuple[socket.socket, socket.socket | None]:
+            # run by the thread that made the namespace, so inside it: lo up, a netlink socket for eth0's
+            # setup, and the DNS socket, bound before the container's first instruction (its first
+            # question waits in the socket)
+            netlink.loopback_up()
+            return netlink.open_socket(), dns.open_socket() if embedded_dns else None
+
+        nl, dns_sock = netns.create(path, then=sockets)  # type: ignore[misc]
         try:
+            if dns_sock is not None:
+                self._dns_socks[m.id] = dns_sock
             got = []
             for i, (net, req, _st) in enumerate(atts):
-                got.append((net, self._join(m, net, req, path, f"eth{i}", default_route=(i == 0))))
+                got.append((net, self._join(m, net, req, path, f"eth{i}", default_route=(i == 0),
+                                            nl=nl if i == 0 else None)))
             self._publish(m, got)
-            if any(not n.predefined for n, _ in got):
-                # bound before the container's first instruction: its first question waits in the socket
-                self._dns_socks[m.id] = netns.inside(path, dns.open_socket)
         except BaseException:
+            nl.close()
             self.teardown(m.id)
             raise
         return Setup(path, self._hosts_file(m, got), self._resolv_file(m, [n for n, _ in got]))
 
     def _join(self, m: Member, net: Network, req: dict[str, Any], path: str, ifname: str,
-              default_route: bool) -> dict[str, Any]:
+              default_route: bool, nl: socket.socket | None = None) -> dict[str, Any]:
         ipam_cfg = req.get("IPAMConfig") or {}
         addrs: list[tuple[ipam.Pool, ipam.Addr]] = []
         with self._lock, self.db.transaction() as c:
@@ -578,7 +588,7 @@ class NetworkService:
             mac = req.get("MacAddress") or (m.mac if ifname == "eth0" else "") or _mac_for(v4)
             gateways = [str(p.gateway) for p, _a in addrs if p.gateway is not None]
             j = Join(ifname, [ipaddress.ip_interface(f"{a}/{p.subnet.prefixlen}") for p, a in addrs],
-                     gateways, default_route and not net.internal, mac)
+                     gateways, default_route and not net.internal, mac, nl=nl)
             state = {"EndpointID": secrets.token_hex(32), "Ifname": ifname, "HostIfname": j.host_ifname,
                      "MacAddress": mac, "IPAddress": "", "IPPrefixLen": 0, "Gateway": "", "GlobalIPv6Address": "",
                      "GlobalIPv6PrefixLen": 0, "IPv6Gateway": ""}
@@ -591,15 +601,15 @@ class NetworkService:
             c.execute("UPDATE attachments SET state = ? WHERE container_id = ? AND network_id = ?",
                       (json.dumps(state), m.id, net.id))
         try:
-            state["MacAddress"] = DRIVERS[net.driver].join(net, j, path) or mac
+            got_mac = DRIVERS[net.driver].join(net, j, path)
         except BaseException:
             self._release_endpoint(m.id, net)
             raise
-        with self.db.transaction() as c:
-            c.execute("UPDATE attachments SET state = ? WHERE container_id = ? AND network_id = ?",
-                      (json.dumps(state), m.id, net.id))
-        if net.driver == "bridge":
-            netlink.write_sysctl(f"net/ipv6/conf/{j.host_ifname}/disable_ipv6", "1")
+        if got_mac and got_mac != mac:  # the link kept its own (ipvlan shares the parent's)
+            state["MacAddress"] = got_mac
+            with self.db.transaction() as c:
+                c.execute("UPDATE attachments SET state = ? WHERE container_id = ? AND network_id = ?",
+                          (json.dumps(state), m.id, net.id))
         self.bus.publish(make_event("network", "connect", net.id,
                                     {"container": m.id, "name": net.name, "type": net.driver}))
         return state
