@@ -172,6 +172,7 @@ def test_subnet_range_gateway_static_ip_and_dns(netenv):
     # stopping releases the address: a new container may take it
     ok(d, "rm", "-f", "web")
     ok(d, "run", "--rm", "--network", "dnet", "--ip", "10.0.2.10", "bb", "true")
+    ok(d, "run", "--rm", "--network", "dnet", "--ip", "10.0.2.10", "bb", "true")  # free once --rm answered
     ok(d, "rm", "-f", "app")
     ok(d, "network", "rm", "dnet")
     assert "br-" + nid[:12] not in _links()
@@ -291,6 +292,8 @@ def test_publish_to_busybox_httpd_in_the_kernel(netenv):
     assert "clash" not in ok(d, "ps", "--format", "{{.Names}}")
     ok(d, "rm", "-f", "web", "web2")
     assert f"dport {port} " not in _nft() and f"dport {p2} " not in _nft()
+    for _ in range(2):  # a --rm container's host port is free as soon as its removal is answered
+        ok(d, "run", "--rm", "-p", f"127.0.0.1:{port}:80", "bb", "true")
 
 
 def test_iptables_false_leaves_the_ruleset_alone(netenv):

@@ -701,7 +701,7 @@ class ContainerService:
         """Whether a runtime container or the rootfs mount is still there (cheap checks, no subprocess)."""
         runtime = self.runtimes.get(ctr.runtime)
         return (runtime is not None and os.path.isdir(os.path.join(runtime.root, ctr.id))) or \
-            is_mounted(os.path.join(p.bundle, "rootfs"))
+            is_mounted(os.path.join(p.bundle, "rootfs")) or self.networks.holds(ctr.id)
 
     def _release(self, ctr: Ctr, p: Paths) -> None:
         try:
@@ -827,9 +827,9 @@ class ContainerService:
             except NotFound:
                 return
             vols = self._volumes_of(ctr.id)
-            await asyncio.to_thread(self.networks.forget, ctr.id)
             with self.db.transaction() as c:
                 c.execute("DELETE FROM containers WHERE id = ?", (ctr.id,))
+                self.networks.forget(c, ctr.id)
             for vname, _, _ in vols:
                 with contextlib.suppress(NotFound, Conflict):
                     if volumes or (ctr.host_config.get("AutoRemove") and self.volumes.get(vname).anonymous):

@@ -125,6 +125,7 @@ class NetworkService:
         self._guard_forward = False
         self._netns_dir_ready = False
         self._wrote_table = False
+        self._fw_dirty = False  # port rows went before their rules
         self.ready = threading.Event()
         self.container_ref: Callable[[str], tuple[str, str]] | None = None  # name or ID → (id, name)
         self.member_of: Callable[[str], Member] | None = None  # ID → Member (for connect to a running one)
@@ -510,11 +511,31 @@ class NetworkService:
         for pos, (net, req) in enumerate(plan):
             c.execute("INSERT INTO attachments VALUES (?, ?, ?, ?, NULL)", (cid, net.id, pos, json.dumps(req)))
 
-    def forget(self, cid: str) -> None:
-        """The container is removed: its attachments go (it is not running, so nothing is held)."""
-        self.teardown(cid)
-        with self.db.transaction() as c:
-            c.execute("DELETE FROM attachments WHERE container_id = ?", (cid,))
+    def forget(self, c: Any, cid: str) -> None:
+        """The container's row goes (inside the caller's transaction ``c``): so do its attachments. What
+        its network still holds (a ``--rm`` container's, removed at once) is released by ``teardown``
+        after the removal has been answered; the disconnect events are sent now."""
+        for (nid,) in c.execute("SELECT network_id FROM attachments WHERE container_id = ? AND state IS NOT NULL",
+                                (cid,)).fetchall():
+            net = self._find(nid)
+            if net is not None:
+                self.bus.publish(make_event("network", "disconnect", net.id,
+                                            {"container": cid, "name": net.name, "type": net.driver}))
+        c.execute("DELETE FROM attachments WHERE container_id = ?", (cid,))
+        # addresses and host ports are free as soon as the removal is answered (a script may reuse them)
+        c.execute("DELETE FROM ip_allocs WHERE container_id = ?", (cid,))
+        if c.execute("DELETE FROM port_maps WHERE container_id = ?", (cid,)).rowcount:
+            self._fw_dirty = True  # the rules go at teardown, or with the next change
+        for s in self._port_socks.pop(cid, []):
+            s.close()
+
+    def holds(self, cid: str) -> bool:
+        """Whether the container's network still holds a namespace, an address or a port."""
+        if os.path.exists(self.netns_path(cid)) or cid in self._dns or cid in self._dns_socks:
+            return True
+        with self.db.read() as c:
+            return c.execute("SELECT 1 FROM ip_allocs WHERE container_id = ? UNION ALL SELECT 1 FROM port_maps "
+                             "WHERE container_id = ? LIMIT 1", (cid, cid)).fetchone() is not None
 
     # ---- containers: start and stop ---------------------------------------------------------------
     def netns_path(self, cid: str) -> str:
@@ -641,9 +662,10 @@ class NetworkService:
             had_ports = c.execute("SELECT 1 FROM port_maps WHERE container_id = ?", (cid,)).fetchone() is not None
             held = [r[0] for r in c.execute("SELECT network_id FROM attachments WHERE container_id = ? AND "
                                              "state IS NOT NULL", (cid,))]
-        if had_ports:
+        if had_ports or self._fw_dirty:
             with self._lock, self.db.transaction() as c:
                 c.execute("DELETE FROM port_maps WHERE container_id = ?", (cid,))
+            self._fw_dirty = False
             self.apply_firewall()
         path = self.netns_path(cid)
         ns_goes = os.path.exists(path)
