@@ -6,15 +6,12 @@ import datetime as dt
 import os
 from typing import Any
 
+from berth.linux.files import read_text
+
 _TICK_NS = 1_000_000_000 // os.sysconf("SC_CLK_TCK")
 
 
-def _read(path: str) -> str:
-    try:
-        with open(path) as f:
-            return f.read()
-    except OSError:
-        return ""
+_read = read_text
 
 
 def _int(path: str) -> int:

@@ -22,3 +22,12 @@ def write_atomic(path: str, data: bytes, mode: int = 0o600) -> None:
         os.fsync(dfd)
     finally:
         os.close(dfd)
+
+
+def read_text(path: str) -> str:
+    """The file's text, or "" when it cannot be read."""
+    try:
+        with open(path) as f:
+            return f.read()
+    except OSError:
+        return ""

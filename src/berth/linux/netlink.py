@@ -233,27 +233,34 @@ def add_veth(host_name: str, peer_name: str, netns: str, bridge: str, mtu: int =
         os.close(fd)
 
 
+def _add_sublink(ipr: Any, kind: str, parent: str, name: str, mode: str, mtu: int = 0) -> int:
+    """A macvlan or ipvlan link ``name`` on ``parent`` in ``ipr``'s namespace; returns its index."""
+    p = index(ipr, parent)
+    if p is None:
+        raise NotFound(f"parent interface {parent} does not exist")
+    kw: dict[str, Any] = {"ifname": name, "kind": kind, "link": p}
+    if kind == "macvlan":
+        kw["macvlan_mode"] = mode
+    else:
+        kw["ipvlan_mode"] = {"l2": 0, "l3": 1, "l3s": 2}[mode]
+    if mtu:
+        kw["mtu"] = mtu
+    try:
+        ipr.link("add", **kw)
+    except Exception as exc:  # noqa: BLE001
+        raise _error(f"creating a {kind} link on {parent}", exc) from None
+    idx = index(ipr, name)
+    assert idx is not None
+    return idx
+
+
 def add_sublink(kind: str, parent: str, name: str, netns: str, mode: str, mtu: int = 0) -> None:
     """A macvlan or ipvlan link on ``parent``, moved into ``netns`` as ``name``."""
     fd = _ns_fd(netns)
     tmp = f"bt{os.urandom(4).hex()}"
     try:
         with session() as ipr:
-            p = index(ipr, parent)
-            if p is None:
-                raise NotFound(f"parent interface {parent} does not exist")
-            kw: dict[str, Any] = {"ifname": tmp, "kind": kind, "link": p}
-            if kind == "macvlan":
-                kw["macvlan_mode"] = mode
-            else:
-                kw["ipvlan_mode"] = {"l2": 0, "l3": 1, "l3s": 2}[mode]
-            if mtu:
-                kw["mtu"] = mtu
-            try:
-                ipr.link("add", **kw)
-            except Exception as exc:  # noqa: BLE001
-                raise _error(f"creating {kind} link on {parent}", exc) from None
-            idx = index(ipr, tmp)
+            idx = _add_sublink(ipr, kind, parent, tmp, mode, mtu)
             try:
                 ipr.link("set", index=idx, net_ns_fd=fd)
             except Exception as exc:  # noqa: BLE001
@@ -261,8 +268,7 @@ def add_sublink(kind: str, parent: str, name: str, netns: str, mode: str, mtu: i
                     ipr.link("del", index=idx)
                 raise _error(f"moving {kind} link into the container", exc) from None
         with session(netns) as ipr:
-            idx = index(ipr, tmp)
-            ipr.link("set", index=idx, ifname=name)
+            ipr.link("set", index=index(ipr, tmp), ifname=name)
     finally:
         os.close(fd)
 
@@ -270,24 +276,10 @@ def add_sublink(kind: str, parent: str, name: str, netns: str, mode: str, mtu: i
 def probe_sublink(kind: str, parent: str, mode: str) -> None:
     """Make and delete a ``kind`` link on ``parent`` (in this namespace): raises InvalidParameter, with
     the kernel's words, when the kernel has no such link type or refuses the mode."""
-    tmp = f"bp{os.urandom(4).hex()}"
     with session() as ipr:
-        p = index(ipr, parent)
-        if p is None:
-            raise NotFound(f"parent interface {parent} does not exist")
-        kw: dict[str, Any] = {"ifname": tmp, "kind": kind, "link": p}
-        if kind == "macvlan":
-            kw["macvlan_mode"] = mode
-        else:
-            kw["ipvlan_mode"] = {"l2": 0, "l3": 1, "l3s": 2}[mode]
-        try:
-            ipr.link("add", **kw)
-        except Exception as exc:  # noqa: BLE001
-            raise _error(f"creating a {kind} link on {parent}", exc) from None
-        idx = index(ipr, tmp)
-        if idx is not None:
-            with contextlib.suppress(Exception):
-                ipr.link("del", index=idx)
+        idx = _add_sublink(ipr, kind, parent, f"bp{os.urandom(4).hex()}", mode)
+        with contextlib.suppress(Exception):
+            ipr.link("del", index=idx)
 
 
 def add_vlan(parent: str, vid: int) -> str:

@@ -51,6 +51,7 @@ from berth.daemon.events import EventBus, make_event
 from berth.errors import BerthError, Conflict, InvalidParameter, NotFound, NotModified, NotSupported, System
 from berth.image.store import ImageStore
 from berth.linux import cgroups
+from berth.linux.files import read_text
 from berth.linux.inotify import DirWatch
 from berth.linux.mount import is_mounted, mount, umount
 from berth.store.db import Database
@@ -66,14 +67,6 @@ class _ExecFailed(Exception):
     def __init__(self, code: int, text: str) -> None:
         super().__init__(text)
         self.code, self.text = code, text
-
-
-def _read_text(path: str) -> str:
-    try:
-        with open(path) as f:
-            return f.read()
-    except OSError:
-        return ""
 
 
 def _check_ports(hc: dict[str, Any]) -> None:
@@ -138,8 +131,8 @@ class ContainerService:
         networks.member_of = lambda cid: self._member(self._get(cid))
         networks.is_running = lambda cid: self._get(cid).running
         networks.pid_of = lambda cid: int(self._get(cid).state.get("Pid") or 0)
-        networks.files_of = lambda cid: (_read_text(os.path.join(self.root, cid, "hosts")),
-                                         _read_text(os.path.join(self.root, cid, "resolv.conf")))
+        networks.files_of = lambda cid: (read_text(os.path.join(self.root, cid, "hosts")),
+                                         read_text(os.path.join(self.root, cid, "resolv.conf")))
         self.images = images
         self.volumes = volumes
         self.bus = bus

@@ -33,6 +33,7 @@ from typing import Any
 from berth.daemon.events import EventBus, make_event
 from berth.errors import BerthError, Conflict, Forbidden, InvalidParameter, NotFound, NotSupported, System
 from berth.linux import netlink, netns
+from berth.linux.files import read_text
 from berth.network import dns, ipam
 from berth.network.drivers import DRIVERS, Join
 from berth.network.firewall import BridgeRules, Firewall, NullFirewall, PortRule, Ruleset
@@ -545,7 +546,7 @@ class NetworkService:
         """Before the runtime runs: the namespace, its links and addresses, published ports, /etc files."""
         mode = mode_of(m.host_config)
         if mode == "host":
-            return Setup(None, self._hosts_file(m, []), _read("/etc/resolv.conf"))
+            return Setup(None, self._hosts_file(m, []), read_text("/etc/resolv.conf"))
         if mode.startswith("container:"):
             other = mode.split(":", 1)[1]
             pid = self.pid_of(other) if self.is_running(other) else 0
@@ -1045,14 +1046,6 @@ def _reserve(proto: str, host_ip: str, host_port: str) -> tuple[socket.socket, i
 def _valid_mac(mac: str) -> bool:
     parts = mac.split(":")
     return len(parts) == 6 and all(len(p) == 2 and all(ch in "0123456789abcdefABCDEF" for ch in p) for p in parts)
-
-
-def _read(path: str) -> str:
-    try:
-        with open(path) as f:
-            return f.read()
-    except OSError:
-        return ""
 
 
 class NetworkAPI:
