@@ -520,3 +520,59 @@ def test_a_container_whose_row_went_is_swept_entirely(make_berthd):
     assert _until(lambda: not os.path.exists(f"/proc/{pid}"))
     assert d.root + "/exec/containers/" + cid not in open("/proc/mounts").read()
     assert not os.path.exists(os.path.join(d.root, "data", "containers", cid))
+
+
+def _ws_frames(sock) -> list[tuple[int, bytes]]:  # type: ignore[no-untyped-def]
+    """Server frames until a close frame or the end of the connection."""
+    import struct
+
+    buf, out = b"", []
+    while True:
+        while len(buf) < 2 or len(buf) < 2 + (buf[1] & 0x7F if buf[1] & 0x7F < 126 else 0):
+            chunk = sock.recv(65536)
+            if not chunk:
+                return out
+            buf += chunk
+        n, pos = buf[1] & 0x7F, 2
+        if n == 126:
+            n, pos = struct.unpack_from("!H", buf, 2)[0], 4
+        while len(buf) < pos + n:
+            buf += sock.recv(65536)
+        out.append((buf[0] & 0x0F, buf[pos:pos + n]))
+        buf = buf[pos + n:]
+        if out[-1][0] == 0x8:
+            return out
+
+
+def test_attach_over_websocket(bb):
+    import base64
+    import os
+    import socket
+    import struct
+
+    c = docker.APIClient(base_url=bb.url, version="1.47")
+    cid = c.create_container("bb", ["sh", "-c", "read line; echo got:$line; echo err >&2"], stdin_open=True)["Id"]
+    c.start(cid)
+    key = base64.b64encode(os.urandom(16)).decode()
+    s = socket.socket(socket.AF_UNIX)
+    s.connect(bb.sock)
+    s.sendall((f"GET /v1.47/containers/{cid}/attach/ws?stream=1&stdin=1&stdout=1&stderr=1 HTTP/1.1\r\n"
+               f"Host: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+               "Sec-WebSocket-Version: 13\r\n\r\n").encode())
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += s.recv(1)
+    import hashlib
+
+    want = base64.b64encode(hashlib.sha1((key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").encode()).digest())
+    assert head.startswith(b"HTTP/1.1 101") and b"Sec-WebSocket-Accept: " + want in head, head
+    mask, payload = os.urandom(4), b"hello\n"
+    s.sendall(struct.pack("!BB", 0x81, 0x80 | len(payload)) + mask + bytes(b ^ mask[i % 4] for i, b in
+                                                                           enumerate(payload)))
+    frames = _ws_frames(s)
+    s.close()
+    data = b"".join(p for op, p in frames if op == 0x2)
+    assert b"got:hello\n" in data and b"err\n" in data and b"\x01\x00\x00\x00" not in data  # raw, not multiplexed
+    assert frames[-1][0] == 0x8
+    r = rawhttp.request(bb.sock, "GET", f"/containers/{cid}/attach/ws?stream=1")
+    assert r.status == 400 and "WebSocket handshake" in r.json()["message"]

@@ -522,11 +522,16 @@ class HttpConnection(asyncio.BufferedProtocol):
         await self.drain()
         return self._writer
 
-    async def hijack(self, content_type: str = "application/vnd.docker.raw-stream") -> HijackedStream:
-        """Answer 101 (or 200 for a client that did not ask to upgrade) and hand over the raw stream."""
+    async def hijack(self, content_type: str = "application/vnd.docker.raw-stream",
+                     websocket_accept: str | None = None) -> HijackedStream:
+        """Answer 101 (or 200 for a client that did not ask to upgrade) and hand over the raw stream;
+        with ``websocket_accept``, the WebSocket handshake's 101."""
         job = self._running
         assert job is not None and self.transport is not None
-        if job.upgrade:
+        if websocket_accept is not None:
+            head = (b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                    b"Sec-WebSocket-Accept: " + websocket_accept.encode() + b"\r\n" + self.app.common_headers + b"\r\n")
+        elif job.upgrade:
             head = (b"HTTP/1.1 101 UPGRADED\r\nContent-Type: " + content_type.encode()
                     + b"\r\nConnection: Upgrade\r\nUpgrade: tcp\r\n" + self.app.common_headers + b"\r\n")
         else:

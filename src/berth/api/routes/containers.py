@@ -6,6 +6,7 @@ import asyncio
 import json
 import time
 
+from berth.api import versions, websocket
 from berth.api.backends import ContainerBackend, ExecBackend
 from berth.api.filters import parse_filters
 from berth.api.http import Request, Response
@@ -114,6 +115,38 @@ def routes(backend: ContainerBackend) -> list[Route]:
         stream.send_eof()
         return None
 
+    async def attach_ws(req: Request) -> None:
+        """dockerd's WebSocket attach: the container's output as frames (raw, never multiplexed;
+        binary from API 1.28, text before), the client's frames to its stdin."""
+        assert req.connection is not None
+        accept = websocket.accept_key(req.headers)
+        info = backend.container_inspect(req.params["id"])  # 404 before the upgrade
+        tty = bool((info.get("Config") or {}).get("Tty"))
+        out = backend.container_output(req.params["id"], stdout=req.bool_arg("stdout"),
+                                       stderr=req.bool_arg("stderr"), since=0.0, until=None, tail=None,
+                                       follow=req.bool_arg("stream"), timestamps=False,
+                                       from_start=req.bool_arg("logs"))
+        opcode = websocket.BINARY if versions.at_least(req.version, "1.28") else websocket.TEXT
+        stream = await req.connection.hijack(websocket_accept=accept)
+        pump = None
+        if req.bool_arg("stdin"):
+            pump = asyncio.ensure_future(backend.container_stdin(req.params["id"], websocket.Reader(stream)))
+        pending = bytearray()
+        try:
+            async for chunk in out:
+                data = bytes(chunk) if tty else websocket.demultiplex(bytes(chunk), pending)
+                if data:
+                    await stream.write(websocket.frame(data, opcode))
+            await stream.write(websocket.frame(b"\x03\xe8", websocket.CLOSE))  # 1000: normal closure
+        except ConnectionResetError:
+            return None
+        finally:
+            if pump is not None:
+                pump.cancel()
+                await asyncio.gather(pump, return_exceptions=True)
+        stream.send_eof()
+        return None
+
     def resize(req: Request) -> Response:
         backend.container_resize(req.params["id"], req.int_arg("h", 0) or 0, req.int_arg("w", 0) or 0)
         return Response.empty(200)
@@ -207,6 +240,7 @@ def routes(backend: ContainerBackend) -> list[Route]:
         route("POST", "/containers/{id}/kill", kill),
         route("POST", "/containers/{id}/restart", restart),
         route("POST", "/containers/{id}/attach", attach),
+        route("GET", "/containers/{id}/attach/ws", attach_ws),
         route("GET", "/containers/{id}/logs", logs),
         route("DELETE", "/containers/{id}", remove),
     ]
