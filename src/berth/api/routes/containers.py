@@ -113,6 +113,7 @@ def routes(backend: ContainerBackend) -> list[Route]:
                 pump.cancel()
                 await asyncio.gather(pump, return_exceptions=True)
         stream.send_eof()
+        await stream.linger()
         return None
 
     async def attach_ws(req: Request) -> None:
@@ -145,6 +146,7 @@ def routes(backend: ContainerBackend) -> list[Route]:
                 pump.cancel()
                 await asyncio.gather(pump, return_exceptions=True)
         stream.send_eof()
+        await stream.linger()
         return None
 
     def resize(req: Request) -> Response:
@@ -172,7 +174,7 @@ def routes(backend: ContainerBackend) -> list[Route]:
         if not path:
             raise InvalidParameter("path is required")
         if req.method == "HEAD":
-            header = backend.archive_stat(req.params["id"], path)
+            header = await backend.archive_stat(req.params["id"], path)
             return Response(200, b"", "application/x-tar", {"X-Docker-Container-Path-Stat": header})
         header, chunks = await backend.archive_get(req.params["id"], path)
         writer = await req.connection.start_stream(200, "application/x-tar", {"X-Docker-Container-Path-Stat": header})
@@ -274,6 +276,7 @@ def exec_routes(backend: ExecBackend) -> list[Route]:
         except ConnectionResetError:
             return None
         stream.send_eof()
+        await stream.linger()
         return None
 
     def inspect(req: Request) -> Response:

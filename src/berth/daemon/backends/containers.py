@@ -24,6 +24,7 @@ import shutil
 import socket
 import stat
 import subprocess
+import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -152,6 +153,8 @@ class ContainerService:
         self._pending_restarts: dict[str, asyncio.TimerHandle] = {}
         self._health_tasks: dict[str, asyncio.Task[None]] = {}
         self._rotator: asyncio.Task[None] | None = None
+        self._rootfs_users: dict[str, int] = {}  # readers of a stopped container's files (cp, export)
+        self._rootfs_lock = threading.Lock()
         self._changed: dict[str, asyncio.Event] = {}  # set when a container stops: log followers finish at once
         self.cgroup_v2 = cgroups.layout() == "v2"
         self.memsw = self.cgroup_v2 or os.path.exists("/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes")
@@ -729,6 +732,12 @@ class ContainerService:
                 await self._exited(ctr.id, 255, lost=True)
             else:
                 log.info("container %s (%s) is still running under conmon %d", ctr.id[:12], ctr.name, conmon_pid)
+        for ctr in self.all():  # a start that berthd did not finish: what the runtime made goes
+            p = self._paths(ctr)
+            if not ctr.running and await asyncio.to_thread(self._holds_resources, ctr, p):
+                log.warning("container %s (%s): removing what an interrupted start left (runtime state, mount, "
+                            "network)", ctr.id[:12], ctr.name)
+                await asyncio.to_thread(self._release, ctr, p)
         await asyncio.to_thread(self.networks.reconcile, lambda cid: self._exists(cid) and self._get(cid).running,
                                 [self._member(c) for c in self.all() if c.running])
         for ctr in self.all():
@@ -1140,36 +1149,60 @@ class ContainerAPI(ContainerService):
                 procs.append(fields)
         return {"Titles": titles, "Processes": procs}
 
+    async def _settled(self, name: str) -> Ctr:
+        """The container, once an exit in progress has released its resources (``_exited`` holds the
+        lock while it unmounts the rootfs): a stopped container's files are then read from a mount of
+        berth's own, which nothing else unmounts."""
+        ctr = self._get(name)
+        if not ctr.running:
+            async with self._lock(ctr.id):
+                pass
+            ctr = self._get(ctr.id)
+        return ctr
+
     @contextlib.contextmanager
     def _root_for(self, ctr: Ctr, path: str) -> Any:
         """(root, path inside it) for ``path`` as the container sees it: a volume's directory for a
-        path under a volume, else the container's rootfs (mounted for the occasion when stopped)."""
+        path under a volume, else the container's rootfs (mounted for the occasion when stopped; the
+        mount is shared by concurrent readers and goes with the last one)."""
         norm = os.path.normpath("/" + path)
         for name, dst, _ in sorted(self._volumes_of(ctr.id), key=lambda v: -len(v[1])):
             if norm == dst or norm.startswith(dst.rstrip("/") + "/"):
                 yield self.volumes.get(name).mountpoint, norm[len(dst):] or "/"
                 return
         rootfs = os.path.join(self._paths(ctr).bundle, "rootfs")
-        if is_mounted(rootfs):
-            yield rootfs, path
-            return
-        cdir = os.path.join(self.root, ctr.id)
-        os.makedirs(rootfs, exist_ok=True)
-        rec = self.images.get(ctr.image_id)
-        lowers = ":".join(self.images.layers.diff_path(ch) for ch in reversed(rec.layers))
-        mount("overlay", rootfs, "overlay", 0, f"lowerdir={lowers},upperdir={cdir}/upper,workdir={cdir}/work")
+        with self._rootfs_lock:
+            users = self._rootfs_users.get(ctr.id, 0)
+            if users == 0 and is_mounted(rootfs):
+                borrowed = True  # the running container's own mount
+            else:
+                borrowed = False
+                if users == 0:
+                    cdir = os.path.join(self.root, ctr.id)
+                    os.makedirs(rootfs, exist_ok=True)
+                    rec = self.images.get(ctr.image_id)
+                    lowers = ":".join(self.images.layers.diff_path(ch) for ch in reversed(rec.layers))
+                    mount("overlay", rootfs, "overlay", 0,
+                          f"lowerdir={lowers},upperdir={cdir}/upper,workdir={cdir}/work")
+                self._rootfs_users[ctr.id] = users + 1
         try:
             yield rootfs, path
         finally:
-            umount(rootfs, detach=True)
+            if not borrowed:
+                with self._rootfs_lock:
+                    left = self._rootfs_users.pop(ctr.id) - 1
+                    if left:
+                        self._rootfs_users[ctr.id] = left
+                    else:
+                        umount(rootfs, detach=True)
 
-    def archive_stat(self, name: str, path: str) -> str:
-        ctr = self._get(name)
+    async def archive_stat(self, name: str, path: str) -> str:
+        ctr = await self._settled(name)
         with self._root_for(ctr, path) as (root, inner):
             return carchive.stat_path(root, inner, name)[1]
 
     async def archive_get(self, name: str, path: str) -> tuple[str, AsyncIterator[bytes]]:
-        ctr = self._get(name)
+        ctr = await self._settled(name)
         stack = contextlib.ExitStack()
         root, inner = stack.enter_context(self._root_for(ctr, path))
         try:
@@ -1187,7 +1220,7 @@ class ContainerAPI(ContainerService):
         return header, chunks()
 
     async def archive_put(self, name: str, path: str, body: AsyncIterator[bytes], no_overwrite: bool) -> None:
-        ctr = self._get(name)
+        ctr = await self._settled(name)
         if ctr.host_config.get("ReadonlyRootfs") and not any(
                 os.path.normpath("/" + path).startswith(d) for _, d, _ in self._volumes_of(ctr.id)):
             raise Conflict("container rootfs is marked read-only")
@@ -1205,7 +1238,7 @@ class ContainerAPI(ContainerService):
 
     async def container_export(self, name: str) -> AsyncIterator[bytes]:
         """The container's filesystem as a tar (volumes not included), as docker export."""
-        ctr = self._get(name)
+        ctr = await self._settled(name)
         stack = contextlib.ExitStack()
         root, _ = stack.enter_context(self._root_for(ctr, "/"))  # mounted for the occasion when stopped
 
