@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Sets up this machine for berth, idempotently: Debian packages, the `docker` group, a virtualenv
 # with berth installed. Called by `make run` and `make test`; safe to run again (it skips what is done).
-#   TEST_EXTRAS=1  also installs what the test suite drives for real (sshd, systemd-socket-activate)
+#   TEST_EXTRAS=1  also installs what the test suite drives for real (sshd, systemd-socket-activate,
+#                  dockerd and docker-compose 1.29 to compare with and to drive berth)
 #   BENCH_EXTRAS=1 also installs Debian's docker.io, the dockerd that benchmarks compare against
 set -euo pipefail
 PYTHON=${1:-python3}
@@ -11,7 +12,7 @@ cd "$(dirname "$0")/.."
 say() { printf '[setup] %s\n' "$*"; }
 
 pkgs=(crun conmon nftables iproute2 openssl openssh-client ca-certificates procps tini util-linux)
-[ "${TEST_EXTRAS:-}" = 1 ] && pkgs+=(openssh-server systemd passwd procps docker.io busybox-static)
+[ "${TEST_EXTRAS:-}" = 1 ] && pkgs+=(openssh-server systemd passwd procps docker.io busybox-static docker-compose)
 [ "${BENCH_EXTRAS:-}" = 1 ] && pkgs+=(docker.io gcc libssl-dev)
 
 missing=()

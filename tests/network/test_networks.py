@@ -670,3 +670,51 @@ def test_netlink_sessions_stay_in_their_namespace(tmp_path):
     finally:
         netns.remove(path)
         subprocess.run(["umount", str(tmp_path)], capture_output=True)
+
+
+COMPOSE = """
+version: "3.8"
+services:
+  web:
+    image: bb
+    command: ["sh", "-c", "mkdir -p /www && echo hello-compose > /www/index.html && busybox httpd -f -p 80 -h /www"]
+    ports:
+      - "127.0.0.1:{port}:80"
+  client:
+    image: bb
+    command: ["sleep", "300"]
+    depends_on: [web]
+"""
+
+
+def test_docker_compose_project(netenv, tmp_path):
+    """docker-compose 1.29 (Debian's; Python, docker-py underneath) drives berth unchanged: a project
+    network, service names in the embedded DNS, a published port, exec, logs, down."""
+    import shutil
+
+    compose = shutil.which("docker-compose")
+    if compose is None:
+        pytest.skip("docker-compose is not installed (Debian package docker-compose)")
+    d = start(netenv)
+    port = _free_port()
+    (tmp_path / "docker-compose.yml").write_text(COMPOSE.format(port=port))
+    env = {**os.environ, "DOCKER_HOST": d.url, "COMPOSE_PROJECT_NAME": "proj"}
+
+    def dc(*args: str) -> str:
+        r = subprocess.run([compose, *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, (args, r.stdout, r.stderr)
+        return r.stdout + r.stderr
+
+    try:
+        dc("up", "-d")
+        assert _get(f"http://127.0.0.1:{port}/") == "hello-compose\n"
+        out = dc("exec", "-T", "client", "sh", "-c", "printf 'GET / HTTP/1.0\\r\\n\\r\\n' | busybox nc -w 3 web 80")
+        assert "hello-compose" in out
+        assert "proj_default" in [n["Name"] for n in api(d).networks()]
+        ps = dc("ps")
+        assert "proj_web_1" in ps and f"127.0.0.1:{port}->80/tcp" in ps
+        dc("down", "-t", "1")  # sh and sleep ignore SIGTERM as PID 1
+        assert "proj_default" not in [n["Name"] for n in api(d).networks()]
+        assert api(d).containers(all=True) == []
+    finally:
+        subprocess.run([compose, "down", "-t", "1"], cwd=tmp_path, env=env, capture_output=True, timeout=120)
