@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from typing import Any
 
 from berth.api import versions, websocket
 from berth.api.backends import ContainerBackend, ExecBackend
@@ -100,20 +101,8 @@ def routes(backend: ContainerBackend) -> list[Route]:
                                        from_start=req.bool_arg("logs"))
         tty = bool((backend.container_inspect(req.params["id"]).get("Config") or {}).get("Tty"))
         stream = await req.connection.hijack("application/vnd.docker.raw-stream" if tty else MULTIPLEXED)
-        pump = None
-        if req.bool_arg("stdin"):
-            pump = asyncio.ensure_future(backend.container_stdin(req.params["id"], stream))
-        try:
-            async for chunk in out:
-                await stream.write(chunk)
-        except ConnectionResetError:
-            return None
-        finally:
-            if pump is not None:
-                pump.cancel()
-                await asyncio.gather(pump, return_exceptions=True)
-        stream.send_eof()
-        await stream.linger()
+        stdin = stream if req.bool_arg("stdin") else None
+        await _relay(req.params["id"], out, stream, stdin, lambda chunk: bytes(chunk))
         return None
 
     async def attach_ws(req: Request) -> None:
@@ -129,25 +118,36 @@ def routes(backend: ContainerBackend) -> list[Route]:
                                        from_start=req.bool_arg("logs"))
         opcode = websocket.BINARY if versions.at_least(req.version, "1.28") else websocket.TEXT
         stream = await req.connection.hijack(websocket_accept=accept)
-        pump = None
-        if req.bool_arg("stdin"):
-            pump = asyncio.ensure_future(backend.container_stdin(req.params["id"], websocket.Reader(stream)))
+        stdin = websocket.Reader(stream) if req.bool_arg("stdin") else None
         pending = bytearray()
+
+        def to_frame(chunk: bytes) -> bytes:
+            data = bytes(chunk) if tty else websocket.demultiplex(bytes(chunk), pending)
+            return websocket.frame(data, opcode) if data else b""
+
+        await _relay(req.params["id"], out, stream, stdin, to_frame,
+                     end=websocket.frame(b"\x03\xe8", websocket.CLOSE))  # 1000: normal closure
+        return None
+
+    async def _relay(cid: str, out: Any, stream: Any, stdin: Any, convert: Any, end: bytes = b"") -> None:
+        """Attach's copy loop: the container's output to the client (through ``convert``), the
+        client's input (``stdin``, if any) to the container; then our half-close and a linger."""
+        pump = asyncio.ensure_future(backend.container_stdin(cid, stdin)) if stdin is not None else None
         try:
             async for chunk in out:
-                data = bytes(chunk) if tty else websocket.demultiplex(bytes(chunk), pending)
+                data = convert(chunk)
                 if data:
-                    await stream.write(websocket.frame(data, opcode))
-            await stream.write(websocket.frame(b"\x03\xe8", websocket.CLOSE))  # 1000: normal closure
+                    await stream.write(data)
+            if end:
+                await stream.write(end)
         except ConnectionResetError:
-            return None
+            return
         finally:
             if pump is not None:
                 pump.cancel()
                 await asyncio.gather(pump, return_exceptions=True)
         stream.send_eof()
         await stream.linger()
-        return None
 
     def resize(req: Request) -> Response:
         backend.container_resize(req.params["id"], req.int_arg("h", 0) or 0, req.int_arg("w", 0) or 0)
