@@ -160,6 +160,19 @@ def test_subnet_range_gateway_static_ip_and_dns(netenv):
     out = ok(d, "run", "--rm", "--network", "dnet", "--link", "web:dbalias", "bb", "busybox", "ping", "-c", "1",
              "-W", "3", "dbalias")
     assert "10.0.2.10" in out  # a --link alias resolves on a user-defined network too
+    # the same over TCP (what resolvers use after a truncated UDP answer), from inside app's namespace
+    from berth.linux import netns
+
+    def ask_tcp() -> bytes:
+        q = struct.pack("!HHHHHH", 7, 0x0100, 1, 0, 0, 0) + b"\x03web\x00" + struct.pack("!HH", 1, 1)
+        with socket.create_connection(("127.0.0.11", 53), timeout=5) as c:
+            c.sendall(struct.pack("!H", len(q)) + q)
+            size = struct.unpack("!H", c.recv(2, socket.MSG_WAITALL))[0]
+            return c.recv(size, socket.MSG_WAITALL)
+
+    app_id = api(d).inspect_container("app")["Id"]
+    reply = netns.inside(os.path.join(d.root, "exec", "netns", app_id), ask_tcp)
+    assert reply[:2] == b"\x00\x07" and reply.endswith(bytes([10, 0, 2, 10]))
     out = ok(d, "exec", "web", "cat", "/etc/resolv.conf")
     assert "nameserver 127.0.0.11" in out and "ndots:0" in out
     assert "10.0.2.10\twebhost" in ok(d, "exec", "web", "cat", "/etc/hosts")

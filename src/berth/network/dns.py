@@ -89,36 +89,64 @@ class _Protocol(asyncio.DatagramProtocol):
 
 
 class Server:
-    """Answers one container's questions. ``lookup(name, qtype)`` returns its addresses (an empty list
-    for a name berth knows without an address of that family) or None to forward."""
+    """Answers one container's questions, over UDP and TCP. ``lookup(name, qtype)`` returns its
+    addresses (an empty list for a name berth knows without an address of that family) or None to
+    forward."""
 
     def __init__(self, lookup: Lookup, upstreams: Callable[[], list[str]]) -> None:
         self.lookup = lookup
         self.upstreams = upstreams
         self._proto: _Protocol | None = None
+        self._tcp: asyncio.base_events.Server | None = None
 
-    async def serve(self, sock: socket.socket) -> None:
+    async def serve(self, socks: tuple[socket.socket, socket.socket]) -> None:
+        udp, tcp = socks
         loop = asyncio.get_running_loop()
-        sock.setblocking(False)
-        _, proto = await loop.create_datagram_endpoint(lambda: _Protocol(self), sock=sock)
+        udp.setblocking(False)
+        _, proto = await loop.create_datagram_endpoint(lambda: _Protocol(self), sock=udp)
         self._proto = proto
+        tcp.setblocking(False)
+        self._tcp = await asyncio.start_server(self._tcp_client, sock=tcp)
 
     def close(self) -> None:
         if self._proto is not None and self._proto.transport is not None:
             self._proto.transport.close()
         self._proto = None
+        if self._tcp is not None:
+            self._tcp.close()
+            self._tcp = None
 
-    async def handle(self, data: bytes, addr: tuple[str, int], proto: _Protocol) -> None:
+    async def answer_for(self, data: bytes, tcp: bool = False) -> bytes | None:
         q = parse(data)
-        if q is None or proto.transport is None:
-            return
+        if q is None:
+            return None
         found = self.lookup(q.name, q.qtype) if q.qclass == 1 else None
         if found is not None:
-            proto.transport.sendto(answer(data, q, found), addr)
-            return
-        reply = await forward(data, self.upstreams())
-        if proto.transport is not None:
-            proto.transport.sendto(reply if reply is not None else answer(data, q, [], rcode=2), addr)
+            return answer(data, q, found)
+        reply = await (forward_tcp(data, self.upstreams()) if tcp else forward(data, self.upstreams()))
+        return reply if reply is not None else answer(data, q, [], rcode=2)
+
+    async def handle(self, data: bytes, addr: tuple[str, int], proto: _Protocol) -> None:
+        reply = await self.answer_for(data)
+        if reply is not None and proto.transport is not None:
+            proto.transport.sendto(reply, addr)
+
+    async def _tcp_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """DNS over TCP (RFC 1035 4.2.2): two-byte lengths before each message; resolvers use it when
+        a UDP answer came back truncated."""
+        try:
+            while True:
+                size = struct.unpack("!H", await asyncio.wait_for(reader.readexactly(2), 30))[0]
+                data = await asyncio.wait_for(reader.readexactly(size), 30)
+                reply = await self.answer_for(data, tcp=True)
+                if reply is None:
+                    break
+                writer.write(struct.pack("!H", len(reply)) + reply)
+                await writer.drain()
+        except (asyncio.IncompleteReadError, TimeoutError, OSError):
+            pass
+        finally:
+            writer.close()
 
 
 async def forward(data: bytes, servers: list[str], timeout: float = 3.0) -> bytes | None:
@@ -146,14 +174,44 @@ async def forward(data: bytes, servers: list[str], timeout: float = 3.0) -> byte
     return None
 
 
-def open_socket() -> socket.socket:
-    """A UDP socket on 127.0.0.11:53 in the calling thread's network namespace (``lo`` must be up: bound
-    before, with IP_FREEBIND, its replies would leave from 127.0.0.1 and resolvers would drop them)."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
-    with contextlib.suppress(OSError):
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((ADDRESS, 53))
-    return sock
+async def forward_tcp(data: bytes, servers: list[str], timeout: float = 5.0) -> bytes | None:
+    """Ask each upstream in turn over TCP (for answers too large for UDP)."""
+    for server in servers:
+        try:
+            ipaddress.ip_address(server)
+            reader, writer = await asyncio.wait_for(asyncio.open_connection(server, 53), timeout)
+        except (ValueError, OSError, TimeoutError):
+            continue
+        try:
+            writer.write(struct.pack("!H", len(data)) + data)
+            await writer.drain()
+            size = struct.unpack("!H", await asyncio.wait_for(reader.readexactly(2), timeout))[0]
+            reply = await asyncio.wait_for(reader.readexactly(size), timeout)
+            if reply[:2] == data[:2]:
+                return reply
+        except (asyncio.IncompleteReadError, OSError, TimeoutError):
+            continue
+        finally:
+            writer.close()
+    return None
+
+
+def open_sockets() -> tuple[socket.socket, socket.socket]:
+    """UDP and TCP sockets on 127.0.0.11:53 in the calling thread's network namespace (``lo`` must be
+    up: bound before, with IP_FREEBIND, UDP replies would leave from 127.0.0.1 and resolvers would
+    drop them)."""
+    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+    tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    try:
+        for s in (udp, tcp):
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind((ADDRESS, 53))
+        tcp.listen(16)
+    except BaseException:
+        udp.close()
+        tcp.close()
+        raise
+    return udp, tcp
 
 
 def host_resolvers(path: str = "/etc/resolv.conf") -> tuple[list[str], list[str], list[str]]:

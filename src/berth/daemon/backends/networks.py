@@ -120,7 +120,8 @@ class NetworkService:
         self._lock = threading.RLock()
         self._fw_lock = threading.Lock()
         self._dns: dict[str, dns.Server] = {}
-        self._dns_socks: dict[str, socket.socket] = {}  # bound at setup, served once the container started
+        # bound at setup, served once the container started: (UDP, TCP)
+        self._dns_socks: dict[str, tuple[socket.socket, socket.socket]] = {}
         self._port_socks: dict[str, list[socket.socket]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._guard_forward = False
@@ -566,12 +567,12 @@ class NetworkService:
             self._netns_dir_ready = True
         embedded_dns = any(not n.predefined for n, _r, _s in atts)
 
-        def sockets() -> tuple[socket.socket, socket.socket | None]:
+        def sockets() -> tuple[socket.socket, tuple[socket.socket, socket.socket] | None]:
             # run by the thread that made the namespace, so inside it: lo up, a netlink socket for eth0's
             # setup, and the DNS socket, bound before the container's first instruction (its first
             # question waits in the socket)
             netlink.loopback_up()
-            return netlink.open_socket(), dns.open_socket() if embedded_dns else None
+            return netlink.open_socket(), dns.open_sockets() if embedded_dns else None
 
         nl, dns_sock = netns.create(path, then=sockets)  # type: ignore[misc]
         try:
@@ -654,8 +655,7 @@ class NetworkService:
         server = self._dns.pop(cid, None)
         if server is not None and self._loop is not None:
             self._loop.call_soon_threadsafe(server.close)
-        pending = self._dns_socks.pop(cid, None)
-        if pending is not None:
+        for pending in self._dns_socks.pop(cid, ()):
             pending.close()
         for s in self._port_socks.pop(cid, []):
             s.close()
@@ -823,15 +823,15 @@ class NetworkService:
         """Serve the embedded resolver in the container's namespace (user-defined networks only)."""
         if not self.wants_dns(m.id) or m.id in self._dns:
             return
-        sock = self._dns_socks.pop(m.id, None)
-        if sock is None:
+        socks = self._dns_socks.pop(m.id, None)
+        if socks is None:
             try:
-                sock = await asyncio.to_thread(netns.inside, self.netns_path(m.id), dns.open_socket)
+                socks = await asyncio.to_thread(netns.inside, self.netns_path(m.id), dns.open_sockets)
             except (OSError, BerthError) as exc:
                 log.warning("container %s: embedded DNS not started: %s", m.id[:12], exc)
                 return
         server = dns.Server(lambda name, qtype: self.lookup(m.id, name), lambda: self._upstreams(m.host_config))
-        await server.serve(sock)
+        await server.serve(socks)
         self._dns[m.id] = server
 
     def lookup(self, cid: str, name: str) -> list[str] | None:
