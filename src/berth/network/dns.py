@@ -12,7 +12,6 @@ Only the wire format needed for that is here: parse the question, build an answe
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ipaddress
 import socket
 import struct
