@@ -149,12 +149,15 @@ class OCIRuntime:
         """The command that runs an extra process (docker exec) in a running container."""
         return [self.path, "--root", self.root, "exec", "--process", process_file, cid]
 
-    def exec_tty_argv(self, cid: str, process_file: str, console_socket: str) -> list[str] | None:
+    @property
+    def console_exec(self) -> bool:
+        """Whether a TTY exec can get its pty from the runtime (``exec_tty_argv``): crun's stays in the
+        foreground with a console socket; runc allows one only with --detach, which loses the exit code."""
+        return self.name == "crun"
+
+    def exec_tty_argv(self, cid: str, process_file: str, console_socket: str) -> list[str]:
         """A TTY exec whose pty the runtime opens in the container's own devpts and passes to
-        ``console_socket``; the command stays in the foreground and exits with the process. None when
-        the runtime cannot (runc allows a console socket only with --detach, which loses the exit code)."""
-        if self.name != "crun":
-            return None
+        ``console_socket``; the command stays in the foreground and exits with the process."""
         return [self.path, "--root", self.root, "exec", "--tty", "--console-socket", console_socket, "--process",
                 process_file, cid]
 

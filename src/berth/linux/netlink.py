@@ -146,16 +146,17 @@ def host_networks() -> list[Net]:
     return [n for n in out if not n.is_loopback and not n.is_link_local]
 
 
+def _addresses(ipr: Any, idx: int) -> list[Iface]:
+    return [ipaddress.ip_interface(f"{a.get_attr('IFA_ADDRESS')}/{a['prefixlen']}") for a in ipr.get_addr(index=idx)]
+
+
 def addresses(name: str) -> list[Iface]:
     with session() as ipr:
         idx = index(ipr, name)
-        if idx is None:
-            return []
-        return [ipaddress.ip_interface(f"{a.get_attr('IFA_ADDRESS')}/{a['prefixlen']}")
-                for a in ipr.get_addr(index=idx)]
+        return [] if idx is None else _addresses(ipr, idx)
 
 
-def ensure_bridge(name: str, addrs: list[Iface], mtu: int = 0, mac: str | None = None) -> bool:
+def ensure_bridge(name: str, addrs: list[Iface], mtu: int = 0) -> bool:
     """The bridge ``name`` up with at least ``addrs``; True when it was created now."""
     with session() as ipr:
         idx = index(ipr, name)
@@ -164,15 +165,14 @@ def ensure_bridge(name: str, addrs: list[Iface], mtu: int = 0, mac: str | None =
             kw: dict[str, Any] = {"ifname": name, "kind": "bridge"}
             if mtu:
                 kw["mtu"] = mtu
-            if mac:
-                kw["address"] = mac
             try:
                 ipr.link("add", **kw)
             except Exception as exc:  # noqa: BLE001
                 raise _error(f"creating bridge {name}", exc) from None
             idx = index(ipr, name)
-        have = {ipaddress.ip_interface(f"{a.get_attr('IFA_ADDRESS')}/{a['prefixlen']}")
-                for a in ipr.get_addr(index=idx)}
+        if idx is None:
+            raise NotFound(f"bridge {name} vanished as it was made")
+        have = set(_addresses(ipr, idx))
         for a in addrs:
             if a not in have:
                 try:

@@ -101,6 +101,3 @@ def inside(path: str, fn: Callable[[], T]) -> T:
     finally:
         os.close(fd)
 
-
-def exists(path: str) -> bool:
-    return os.path.exists(path) and is_mounted(path)

@@ -79,12 +79,15 @@ class _Protocol(asyncio.DatagramProtocol):
     def __init__(self, server: Server) -> None:
         self.server = server
         self.transport: asyncio.DatagramTransport | None = None
+        self.pending: set[asyncio.Task[None]] = set()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-        asyncio.ensure_future(self.server.handle(data, addr, self))
+        task = asyncio.ensure_future(self.server.handle(data, addr, self))
+        self.pending.add(task)  # the loop keeps only weak references to tasks
+        task.add_done_callback(self.pending.discard)
 
 
 class Server:

@@ -151,10 +151,6 @@ def first_host(net: Net) -> Addr:
     return net.network_address + 1 if net.num_addresses > 2 else net.network_address
 
 
-def default_gateway(pool: Pool) -> Addr:
-    return pool.gateway if pool.gateway is not None else first_host(pool.subnet)
-
-
 def allocate(pool: Pool, used: set[Addr], want: Addr | None = None, within: Net | None = None) -> Addr:
     """An address of ``pool`` not in ``used``: ``want`` if given, else the lowest free one of ``within``
     (or of the pool's ip-range, or of the subnet)."""

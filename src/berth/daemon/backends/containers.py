@@ -1454,16 +1454,7 @@ class ExecService:
         import tempfile
 
         runtime = self.containers.runtimes[ctr.runtime]
-        console_dir = tempfile.mkdtemp(prefix="berth-tty-")  # a unix socket path must stay under 108 bytes
-        console = os.path.join(console_dir, "console.sock")
-        argv = runtime.exec_tty_argv(ctr.id, process_file, console)
-        if argv is None:
-            os.rmdir(console_dir)
-            with open(process_file) as f:
-                process = json.load(f)
-            process["terminal"] = False
-            with open(process_file, "w") as f:
-                json.dump(process, f)
+        if not runtime.console_exec:  # the process file says terminal=false: the pty is ours
             master, slave = pty.openpty()
             try:
                 proc = await asyncio.create_subprocess_exec(*runtime.exec_argv(ctr.id, process_file), stdin=slave,
@@ -1471,6 +1462,9 @@ class ExecService:
             finally:
                 os.close(slave)
             return proc, master
+        console_dir = tempfile.mkdtemp(prefix="berth-tty-")  # a unix socket path must stay under 108 bytes
+        console = os.path.join(console_dir, "console.sock")
+        argv = runtime.exec_tty_argv(ctr.id, process_file, console)
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
         try:
             listener.bind(console)
@@ -1596,7 +1590,8 @@ class ExecService:
         for e in ex.env:
             env[e.split("=", 1)[0]] = e
         uid, gid, extra = spec.resolve_user(os.path.join(p.bundle, "rootfs"), ex.user)
-        process.update(args=ex.cmd, env=list(env.values()), terminal=ex.tty,
+        terminal = ex.tty and self.containers.runtimes[ctr.runtime].console_exec
+        process.update(args=ex.cmd, env=list(env.values()), terminal=terminal,
                        user={"uid": uid, "gid": gid, "additionalGids": extra})
         if ex.workdir:
             process["cwd"] = ex.workdir

@@ -128,7 +128,6 @@ class NetworkService:
         self._netns_dir_ready = False
         self._wrote_table = False
         self._fw_dirty = False  # port rows went before their rules
-        self.ready = threading.Event()
         self.container_ref: Callable[[str], tuple[str, str]] | None = None  # name or ID → (id, name)
         self.member_of: Callable[[str], Member] | None = None  # ID → Member (for connect to a running one)
         self.is_running: Callable[[str], bool] = lambda cid: False
@@ -166,7 +165,6 @@ class NetworkService:
                          "that does not touch a berth bridge, so the host does not start routing for others")
         if bridges:
             self.apply_firewall()  # without any bridge network there is nothing to write (and no table to touch)
-        self.ready.set()
 
     def _default_bridge(self) -> None:
         cfg = self.cfg
@@ -559,7 +557,6 @@ class NetworkService:
         atts = self._attachments(m.id)
         if mode == "none" or not atts:
             return Setup(None, self._hosts_file(m, []), "")
-        self.ready.wait(60)
         path = self.netns_path(m.id)
         self.teardown(m.id)  # whatever an interrupted run left
         if not self._netns_dir_ready:
