@@ -77,9 +77,9 @@ def test_errors_have_dockerd_status_and_words(bb):
     r = rawhttp.request(bb.sock, "POST", "/containers/dup/kill")
     assert r.status == 409 and "is not running" in r.json()["message"]
     r = rawhttp.request(bb.sock, "POST", "/containers/create", body=b'{"Image": "bb", "Cmd": ["true"], '
-                        b'"HostConfig": {"VolumesFrom": ["other"]}}',
+                        b'"HostConfig": {"DeviceRequests": [{"Count": -1}]}}',
                         headers={"Content-Type": "application/json"})
-    assert r.status == 501 and "HostConfig.VolumesFrom is not supported by berth yet" in r.json()["message"]
+    assert r.status == 501 and "HostConfig.DeviceRequests (--gpus) is not supported" in r.json()["message"]
     r = rawhttp.request(bb.sock, "POST", "/containers/create", body=b'{"Image": "bb", "Cmd": ["true"], '
                         b'"HostConfig": {"PortBindings": {"80/tcp": [{"HostPort": "eighty"}]}}}',
                         headers={"Content-Type": "application/json"})

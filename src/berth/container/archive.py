@@ -1,132 +1,350 @@
-"""docker cp: a path inside a container's root, resolved as the container would see it, tarred out or
-extracted into, never leaving that root.
+"""docker cp and docker export: paths inside a container's root, tarred out or extracted into, on
+descriptors from ``berth.linux.safepath`` only.
 
-Symlinks met on the way are followed *inside* the root, as a chroot would (an absolute target starts
-again at the root, ".." stops at the root); the last component is not followed, so copying a symlink
-copies the link, as docker cp does. Extraction uses tarfile's "data" filter, which refuses members
-that would land outside the destination (through "..", absolute paths or symlinks) and device files.
+Reading (``stat``, ``tar_stream``): the path is resolved inside the root as the container sees it
+(symlinks followed in the root; the last component is not followed, so copying a symlink copies the
+link, as docker cp does); the tree below is walked by descriptor, files are opened ``O_NOFOLLOW |
+O_NONBLOCK`` relative to their directory and checked with ``fstat`` before a byte is read, so a
+container that swaps a directory for a symlink while the copy runs (CVE-2018-15664) cannot lead
+the daemon to the host's files, and a FIFO costs nothing.
+
+Writing (``extract``): every member's parent directory is resolved inside the root (never a joined
+host path), and the member is made with ``*at`` calls relative to it; a symlink met where a file is
+to be written is replaced, never followed. The archive is read with berth's own tar reader
+(``berth.tarfmt``, bounded headers), not Python's tarfile.
 """
 
 from __future__ import annotations
 
 import base64
 import datetime as dt
+import errno
 import json
 import os
 import stat
 import tarfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import BinaryIO
 
-from berth.errors import InvalidParameter, NotFound
+from berth.errors import Conflict, InvalidParameter, NotFound
+from berth.linux import safepath
+from berth.linux.safepath import Root
+from berth.tarfmt import BLOCKDEV, CHAR, DIR, FIFO, HARDLINK, REGULAR, SYMLINK, Entry, TarReader
 
 _GO_DIR = 1 << 31
 _GO_SYMLINK = 1 << 27
+_GO_NAMED_PIPE = 1 << 25
+_GO_DEVICE = 1 << 26
+_GO_CHAR = 1 << 21
+_GO_SETUID = 1 << 23
+_GO_SETGID = 1 << 22
+_GO_STICKY = 1 << 20
 
 
-def resolve(root: str, path: str, follow_last: bool = False) -> str:
-    """The host path of ``path`` inside ``root``."""
-    parts = [p for p in path.split("/") if p not in ("", ".")]
-    current: list[str] = []
-    hops = 0
-    while parts:
-        comp = parts.pop(0)
-        if comp == "..":
-            if current:
-                current.pop()
-            continue
-        candidate = os.path.join(root, *current, comp)
-        if os.path.islink(candidate) and (parts or follow_last):
-            hops += 1
-            if hops > 40:
-                raise InvalidParameter(f"too many levels of symbolic links in {path!r}")
-            target = os.readlink(candidate)
-            if target.startswith("/"):
-                current = []
-            parts = [p for p in target.split("/") if p not in ("", ".")] + parts
-            continue
-        current.append(comp)
-    return os.path.join(root, *current)
+def _lstat(root: Root, path: str, container: str) -> os.stat_result:
+    try:
+        return root.lstat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        raise NotFound(f"Could not find the file {path} in container {container}") from None
+    except OSError as exc:
+        raise InvalidParameter(f"{path}: {exc.strerror}") from None
 
 
-def stat_header(host_path: str, name: str) -> str:
+def stat_header(root: Root, path: str, container: str) -> str:
     """The X-Docker-Container-Path-Stat value: base64 JSON with Go's FileMode bits."""
-    st = os.lstat(host_path)
-    mode = stat.S_IMODE(st.st_mode)
+    st = _lstat(root, path, container)
+    mode = stat.S_IMODE(st.st_mode) & 0o777
+    for bit, go in ((stat.S_ISUID, _GO_SETUID), (stat.S_ISGID, _GO_SETGID), (stat.S_ISVTX, _GO_STICKY)):
+        if st.st_mode & bit:
+            mode |= go
     link = ""
     if stat.S_ISDIR(st.st_mode):
         mode |= _GO_DIR
     elif stat.S_ISLNK(st.st_mode):
         mode |= _GO_SYMLINK
-        link = os.readlink(host_path)
+        fd = root.open(path, os.O_PATH, follow=False)
+        try:
+            link = os.readlink("", dir_fd=fd)
+        finally:
+            os.close(fd)
+    elif stat.S_ISFIFO(st.st_mode):
+        mode |= _GO_NAMED_PIPE
+    elif stat.S_ISCHR(st.st_mode):
+        mode |= _GO_DEVICE | _GO_CHAR
+    elif stat.S_ISBLK(st.st_mode):
+        mode |= _GO_DEVICE
+    name = os.path.basename(path.rstrip("/")) or "/"
     info = {"name": name, "size": st.st_size, "mode": mode,
             "mtime": dt.datetime.fromtimestamp(st.st_mtime, dt.UTC).isoformat().replace("+00:00", "Z"),
             "linkTarget": link}
     return base64.b64encode(json.dumps(info).encode()).decode()
 
 
-def stat_path(root: str, path: str, container: str) -> tuple[str, str]:
-    host = resolve(root, path)
-    if not os.path.lexists(host):
-        raise NotFound(f"Could not find the file {path} in container {container}")
-    name = os.path.basename(path.rstrip("/")) or "/"
-    return host, stat_header(host, name)
-
-
-class _Sink:
-    """A write-only file object that hands what tarfile writes to a generator."""
+# ---- tar out ----------------------------------------------------------------------------------
+class _Out:
+    """Builds tar records from descriptors (names never travel back into a path lookup)."""
 
     def __init__(self) -> None:
-        self.chunks: list[bytes] = []
+        self.links: dict[tuple[int, int], str] = {}  # (dev, ino) → first name of a hard-linked file
 
-    def write(self, data: bytes) -> int:
-        self.chunks.append(bytes(data))
-        return len(data)
+    def header(self, name: str, st: os.stat_result, typ: bytes, linkname: str = "", size: int = 0) -> bytes:
+        info = tarfile.TarInfo(name)
+        info.type = typ
+        info.mode = stat.S_IMODE(st.st_mode)
+        info.uid, info.gid = st.st_uid, st.st_gid
+        info.mtime = int(st.st_mtime)
+        info.linkname = linkname
+        info.size = size
+        if typ in (tarfile.CHRTYPE, tarfile.BLKTYPE):
+            info.devmajor, info.devminor = os.major(st.st_rdev), os.minor(st.st_rdev)
+        return info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
 
-    def flush(self) -> None:
-        pass
+    def entry(self, dirfd: int, name: str, st: os.stat_result, arcname: str) -> Iterator[bytes]:
+        """The records of one entry ``name`` of directory ``dirfd`` (its data included)."""
+        if stat.S_ISDIR(st.st_mode):
+            yield self.header(arcname, st, tarfile.DIRTYPE)
+        elif stat.S_ISLNK(st.st_mode):
+            fd = safepath.open_child(dirfd, name)
+            try:
+                target = os.readlink("", dir_fd=fd)
+            finally:
+                os.close(fd)
+            yield self.header(arcname, st, tarfile.SYMTYPE, target)
+        elif stat.S_ISREG(st.st_mode):
+            key = (st.st_dev, st.st_ino)
+            if st.st_nlink > 1 and key in self.links:
+                yield self.header(arcname, st, tarfile.LNKTYPE, self.links[key])
+                return
+            try:
+                fd = safepath.open_child(dirfd, name, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
+            except OSError:
+                return  # gone, or swapped for a link meanwhile: not copied
+            try:
+                fst = os.fstat(fd)
+                if not stat.S_ISREG(fst.st_mode):
+                    return
+                if fst.st_nlink > 1:
+                    self.links[key] = arcname
+                size = fst.st_size
+                yield self.header(arcname, fst, tarfile.REGTYPE, size=size)
+                left = size
+                while left:
+                    chunk = os.read(fd, min(left, 1 << 20))
+                    if not chunk:
+                        break  # shrank while read: the record is padded to its announced size
+                    yield chunk
+                    left -= len(chunk)
+                if left:
+                    yield bytes(left)
+                if size % 512:
+                    yield bytes(512 - size % 512)
+            finally:
+                os.close(fd)
+        elif stat.S_ISFIFO(st.st_mode):
+            yield self.header(arcname, st, tarfile.FIFOTYPE)
+        elif stat.S_ISCHR(st.st_mode):
+            yield self.header(arcname, st, tarfile.CHRTYPE)
+        elif stat.S_ISBLK(st.st_mode):
+            yield self.header(arcname, st, tarfile.BLKTYPE)
+        # sockets are not archived (as tar and docker do)
 
 
-def tar_stream(host_path: str, arcname: str, end: bool = True) -> Iterator[bytes]:
-    """A tar of ``host_path`` (a file, link or directory tree) under ``arcname``, produced lazily.
-    With ``end=False`` the end-of-archive blocks are left out, so that streams can be concatenated."""
-    sink = _Sink()
-    tf = tarfile.open(fileobj=sink, mode="w|", format=tarfile.PAX_FORMAT)  # type: ignore[call-overload]
-    for dirpath, arc in _walk(host_path, arcname):
-        tf.add(dirpath, arcname=arc, recursive=False)
-        if sink.chunks:
-            yield from sink.chunks
-            sink.chunks.clear()
-    if end:
-        tf.close()
-    else:
-        tf.fileobj.close()  # flush the last record's data, without the end-of-archive marker
-    yield from sink.chunks
-
-
-def _walk(host_path: str, arcname: str) -> Iterator[tuple[str, str]]:
-    yield host_path, arcname
-    if os.path.isdir(host_path) and not os.path.islink(host_path):
-        for entry in sorted(os.listdir(host_path)):
-            yield from _walk(os.path.join(host_path, entry), f"{arcname}/{entry}")
-
-
-def extract(src: BinaryIO, root: str, path: str, container: str, no_overwrite_dir_non_dir: bool) -> None:
-    dest = resolve(root, path, follow_last=True)
-    if not os.path.lexists(dest):
-        raise NotFound(f"Could not find the file {path} in container {container}")
-    if not os.path.isdir(dest):
-        raise InvalidParameter(f"extraction point is not a directory: {path}")
+def tar_stream(root: Root, path: str, arcname: str, container: str, end: bool = True) -> Iterator[bytes]:
+    """A tar of ``path`` inside ``root`` (a file, link or directory tree) under ``arcname``, produced
+    lazily. With ``end=False`` the end-of-archive blocks are left out, so that streams can be joined."""
     try:
-        with tarfile.open(fileobj=src, mode="r|*") as tf:
-            for member in tf:
-                target = os.path.join(dest, member.name)
-                if no_overwrite_dir_non_dir and os.path.lexists(target) and \
-                        os.path.isdir(target) != member.isdir():
-                    raise InvalidParameter(f"cannot overwrite {'directory' if os.path.isdir(target) else 'non-directory'}"
-                                           f" {member.name!r} with {'directory' if member.isdir() else 'non-directory'}")
-                tf.extract(member, dest, filter="data")
-    except tarfile.FilterError as exc:
-        raise InvalidParameter(f"refused to extract: {exc}") from None
-    except (tarfile.TarError, EOFError) as exc:
-        raise InvalidParameter(f"invalid archive: {exc}") from None
+        pfd, name = root.parent(path)
+    except (FileNotFoundError, NotADirectoryError):
+        raise NotFound(f"Could not find the file {path} in container {container}") from None
+    except OSError as exc:
+        if exc.errno == errno.EINVAL:  # the root itself
+            yield from tree_stream(root.fd, arcname, end=end, include_top=True)
+            return
+        raise InvalidParameter(f"{path}: {exc.strerror}") from None
+    try:
+        try:
+            st = os.stat(name, dir_fd=pfd, follow_symlinks=False)
+        except FileNotFoundError:
+            raise NotFound(f"Could not find the file {path} in container {container}") from None
+        out = _Out()
+        yield from out.entry(pfd, name, st, arcname)
+        if stat.S_ISDIR(st.st_mode):
+            try:
+                dfd = safepath.open_child(pfd, name, os.O_PATH | os.O_DIRECTORY)
+            except OSError:
+                dfd = -1
+            if dfd >= 0:
+                try:
+                    for rel, dirfd, child, cst in safepath.walk(dfd):
+                        yield from out.entry(dirfd, child, cst, f"{arcname}/{rel}")
+                finally:
+                    os.close(dfd)
+    finally:
+        os.close(pfd)
+    if end:
+        yield bytes(1024)
+
+
+def tree_stream(dirfd: int, arcname: str = "", end: bool = True, include_top: bool = False) -> Iterator[bytes]:
+    """A tar of everything below the directory ``dirfd`` (names relative to it, or under ``arcname``)."""
+    out = _Out()
+    if include_top and arcname not in ("", "."):
+        yield out.header(arcname, os.fstat(dirfd), tarfile.DIRTYPE)
+    prefix = "" if arcname in ("", ".") else arcname + "/"
+    for rel, parent, name, st in safepath.walk(dirfd):
+        yield from out.entry(parent, name, st, prefix + rel)
+    if end:
+        yield bytes(1024)
+
+
+# ---- tar in -----------------------------------------------------------------------------------
+def _member_path(name: str) -> list[str]:
+    """The components of a member name, relative to the extraction point; '..' is refused (it could
+    only climb out of the extraction point, which docker's untar refuses too)."""
+    comps = [c for c in name.split("/") if c not in ("", ".")]
+    if ".." in comps:
+        raise InvalidParameter(f"refused to extract {name!r}: it has a '..' component")
+    return comps
+
+
+def extract(src: BinaryIO, root: Root, path: str, container: str, no_overwrite_dir_non_dir: bool,
+            owner: tuple[int, int] | None = None,
+            writable: Callable[[str], None] | None = None) -> None:
+    """Extract the tar ``src`` into the directory ``path`` of ``root``. ``owner`` (uid, gid) replaces
+    the archive's owners (``copyUIDGID``); ``writable(logical_path)`` raises when the resolved
+    destination may not be written (a read-only rootfs or volume)."""
+    try:
+        dest_fd = root.open(path, os.O_PATH)
+    except (FileNotFoundError, NotADirectoryError):
+        raise NotFound(f"Could not find the file {path} in container {container}") from None
+    except OSError as exc:
+        raise InvalidParameter(f"{path}: {exc.strerror}") from None
+    try:
+        if not stat.S_ISDIR(os.fstat(dest_fd).st_mode):
+            raise InvalidParameter(f"extraction point is not a directory: {path}")
+    finally:
+        os.close(dest_fd)
+    dest = root.resolve(path)
+    if writable is not None:
+        writable(dest)
+    reader = TarReader(src)
+    dirs: list[tuple[str, Entry]] = []
+    try:
+        for entry in reader:
+            comps = _member_path(entry.name)
+            if not comps:
+                continue  # "./": the extraction point itself
+            _extract_one(root, dest, comps, entry, reader, no_overwrite_dir_non_dir, owner, writable)
+            if entry.type == DIR:
+                dirs.append(("/".join(comps), entry))
+    except OSError as exc:
+        if exc.errno == errno.EROFS:
+            raise Conflict("container rootfs is marked read-only") from None
+        if exc.errno == errno.ENOSPC:
+            raise InvalidParameter("no space left on device while extracting") from None
+        raise InvalidParameter(f"cannot extract: {exc.strerror}: {exc.filename or ''}".rstrip(": ")) from None
+    for rel, entry in reversed(dirs):  # directory times last: their entries changed them
+        try:
+            fd = root.open(f"{dest}/{rel}", os.O_PATH | os.O_DIRECTORY, follow=False)
+        except OSError:
+            continue
+        try:
+            os.utime(f"/proc/self/fd/{fd}", (entry.mtime, entry.mtime))
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+
+
+def _extract_one(root: Root, dest: str, comps: list[str], e: Entry, reader: TarReader, no_overwrite: bool,
+                 owner: tuple[int, int] | None, writable: Callable[[str], None] | None) -> None:
+    parent_path = dest.rstrip("/") + "/" + "/".join(comps[:-1])
+    name = comps[-1]
+    if writable is not None and len(comps) > 1:
+        writable(root.resolve(parent_path))
+    pfd = root.mkdir_all(parent_path, 0o755)
+    try:
+        try:
+            old = os.stat(name, dir_fd=pfd, follow_symlinks=False)
+        except FileNotFoundError:
+            old = None
+        is_dir = e.type == DIR
+        if old is not None:
+            old_dir = stat.S_ISDIR(old.st_mode)
+            if old_dir != is_dir and (no_overwrite or old_dir):
+                raise InvalidParameter(f"cannot overwrite {'directory' if old_dir else 'non-directory'} "
+                                       f"{'/'.join(comps)!r} with {'directory' if is_dir else 'non-directory'}")
+            if not old_dir:
+                os.unlink(name, dir_fd=pfd)
+        uid, gid = owner if owner is not None else (e.uid, e.gid)
+        if e.type == DIR:
+            if old is None:
+                os.mkdir(name, 0o700, dir_fd=pfd)
+        elif e.type == REGULAR:
+            fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=pfd)
+            try:
+                while chunk := reader.read_data():
+                    view = memoryview(chunk)
+                    while view:
+                        view = view[os.write(fd, view):]
+            finally:
+                os.close(fd)
+        elif e.type == SYMLINK:
+            target = e.linkname
+            if not target.startswith("/"):
+                # as docker's untar: a relative link may not point above the extraction point
+                depth = len(comps) - 1
+                for c in (c for c in target.split("/") if c not in ("", ".")):
+                    depth += -1 if c == ".." else 1
+                    if depth < 0:
+                        raise InvalidParameter(f"invalid symlink {'/'.join(comps)!r} -> {target!r}")
+            os.symlink(target, name, dir_fd=pfd)
+        elif e.type == HARDLINK:
+            lcomps = _member_path(e.linkname)
+            if not lcomps:
+                raise InvalidParameter(f"invalid hard link {'/'.join(comps)!r} -> {e.linkname!r}")
+            lpfd, lname = root.parent(dest.rstrip("/") + "/" + "/".join(lcomps))
+            try:
+                os.link(lname, name, src_dir_fd=lpfd, dst_dir_fd=pfd, follow_symlinks=False)
+            finally:
+                os.close(lpfd)
+            return  # the link shares the target's owner, mode and times
+        elif e.type == FIFO:
+            os.mkfifo(name, 0o600, dir_fd=pfd)
+        elif e.type in (CHAR, BLOCKDEV):
+            raise InvalidParameter(f"refused to extract device node {'/'.join(comps)!r}")
+        else:
+            raise InvalidParameter(f"refused to extract {'/'.join(comps)!r}: unsupported entry type")
+        os.chown(name, uid, gid, dir_fd=pfd, follow_symlinks=False)
+        if e.type != SYMLINK:
+            fd = safepath.open_child(pfd, name)
+            try:
+                os.chmod(f"/proc/self/fd/{fd}", e.mode)  # fchmod() refuses O_PATH descriptors
+                os.utime(f"/proc/self/fd/{fd}", (e.mtime, e.mtime))
+            finally:
+                os.close(fd)
+    finally:
+        os.close(pfd)
+
+
+def copy_up(src: Root, path: str, dest_dir: str, on_skip: Callable[[str], None] | None = None) -> bool:
+    """Copy the image's content at ``path`` (resolved inside ``src``) into the new, empty volume
+    directory ``dest_dir``: what ``docker run`` does for a volume's first mount. False when there is
+    nothing to copy (no such directory in the image)."""
+    try:
+        sfd = src.open(path, os.O_PATH | os.O_DIRECTORY)
+    except OSError:
+        return False
+    dfd = os.open(dest_dir, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        if safepath.scandir(dfd):
+            return False  # the volume has content already: never overwritten
+        st = os.fstat(sfd)
+        safepath.copy_tree(sfd, dfd, on_skip)
+        os.chown(f"/proc/self/fd/{dfd}", st.st_uid, st.st_gid)
+        os.chmod(f"/proc/self/fd/{dfd}", stat.S_IMODE(st.st_mode))
+        return True
+    finally:
+        os.close(sfd)
+        os.close(dfd)
+

@@ -1,15 +1,22 @@
-"""Capabilities, privileged mode, no-new-privileges, ulimits, sysctls, devices, shm size and --init,
-as OCI spec changes. Each refusal names the field and the value."""
+"""Capabilities, privileged mode, security options, seccomp, masked paths, namespaces, ulimits,
+sysctls, devices, device cgroup rules, shm size and --init, as changes to one container's OCI spec.
+
+Every value from a request is parsed into a typed value before it reaches the spec, and every
+refusal names the field and the value. ``apply`` changes the spec it is given (built fresh for this
+container by ``spec.build``): nothing here is shared between containers.
+"""
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import stat
+from dataclasses import dataclass
 from typing import Any
 
 from berth.container import seccomp
-from berth.container.spec import DEFAULT_CAPS, nofile_limit
+from berth.container.spec import DEFAULT_CAPS, DeviceRule, nofile_limit
 from berth.errors import InvalidParameter, NotSupported
 
 ALL_CAPS = sorted(set(DEFAULT_CAPS) | {
@@ -26,6 +33,8 @@ _CAP_BITS = ("CHOWN DAC_OVERRIDE DAC_READ_SEARCH FOWNER FSETID KILL SETGID SETUI
              "SYS_PTRACE SYS_PACCT SYS_ADMIN SYS_BOOT SYS_NICE SYS_RESOURCE SYS_TIME SYS_TTY_CONFIG MKNOD LEASE "
              "AUDIT_WRITE AUDIT_CONTROL SETFCAP MAC_OVERRIDE MAC_ADMIN SYSLOG WAKE_ALARM BLOCK_SUSPEND AUDIT_READ "
              "PERFMON BPF CHECKPOINT_RESTORE").split()
+_RULE = re.compile(r"^([acb]) (\*|[0-9]{1,10}):(\*|[0-9]{1,10}) ([rwm]{1,3})$")
+_DEV_SKIP = ("/dev/pts", "/dev/shm", "/dev/mqueue", "/dev/.lxc", "/dev/.udev", "/dev/console", "/dev/ptmx")
 
 
 def bounding_caps() -> list[str]:
@@ -38,7 +47,9 @@ def bounding_caps() -> list[str]:
     return sorted(f"CAP_{name}" for bit, name in enumerate(_CAP_BITS) if mask >> bit & 1)
 
 
-def _cap(name: str) -> str:
+def _cap(name: Any) -> str:
+    if not isinstance(name, str):
+        raise InvalidParameter(f"unknown capability: {name!r}")
     n = name.strip().upper()
     n = n if n.startswith("CAP_") or n == "ALL" else "CAP_" + n
     if n != "ALL" and n not in ALL_CAPS:
@@ -68,74 +79,254 @@ def init_path() -> str:
     return found
 
 
-def apply(config: dict[str, Any], hc: dict[str, Any], network_mode: str) -> None:
-    """Change ``config`` (an OCI spec from spec.build) for the security-related HostConfig fields."""
-    process, linux = config["process"], config["linux"]
-    caps = capabilities(hc)
-    process["capabilities"] = {"bounding": caps, "effective": caps, "permitted": caps}
-    if not hc.get("Privileged"):
-        linux["seccomp"] = seccomp.profile(caps)
-    for opt in hc.get("SecurityOpt") or []:
-        key, _, value = opt.replace(":", "=", 1).partition("=")
+@dataclass(frozen=True, slots=True)
+class SecurityOpts:
+    no_new_privileges: bool = False
+    seccomp: str = ""  # "": the default profile; "unconfined"; else a profile's JSON text
+    unconfined_paths: bool = False  # systempaths=unconfined
+    writable_cgroups: bool = False
+
+
+def parse_security_opts(opts: Any) -> SecurityOpts:
+    """HostConfig.SecurityOpt, as dockerd parses it (``key=value`` or the legacy ``key:value``)."""
+    nnp, prof, paths, cgroups = False, "", False, False
+    if not isinstance(opts, list):
+        raise InvalidParameter("HostConfig.SecurityOpt must be a list of strings")
+    for opt in opts:
+        if not isinstance(opt, str):
+            raise InvalidParameter(f"Invalid --security-opt: {opt!r}")
+        if opt == "no-new-privileges":
+            nnp = True
+            continue
+        key, sep, value = opt.partition("=")
+        if not sep:
+            key, sep, value = opt.partition(":")
+        if not sep:
+            raise InvalidParameter(f"Invalid --security-opt: {opt!r}")
         if key == "no-new-privileges":
-            process["noNewPrivileges"] = value in ("", "true", "1")
-        elif key == "seccomp" and value == "unconfined":
-            linux.pop("seccomp", None)
-        elif key in ("label", "apparmor"):
-            continue  # SELinux labels and AppArmor profiles: not applied by berth yet (see docs/design.md)
+            if value not in ("true", "false", "1", "0"):
+                raise InvalidParameter(f"invalid --security-opt 2: {opt!r}")
+            nnp = value in ("true", "1")
+        elif key == "seccomp":
+            prof = value
+        elif key == "systempaths":
+            if value != "unconfined":
+                raise InvalidParameter(f"invalid --security-opt 2: {opt!r}")
+            paths = True
+        elif key == "writable-cgroups":
+            if value not in ("true", "false"):
+                raise InvalidParameter(f"invalid --security-opt 2: {opt!r}")
+            cgroups = value == "true"
+        elif key == "apparmor":
+            if value != "unconfined":
+                raise InvalidParameter(f"--security-opt {opt!r}: this host has no AppArmor, so the profile cannot "
+                                       "be applied (berth refuses rather than run the container unconfined)")
+        elif key == "label":
+            if value != "disable":
+                raise InvalidParameter(f"--security-opt {opt!r}: this host has no SELinux, so the label cannot be "
+                                       "applied (berth refuses rather than run the container unlabelled)")
         else:
-            raise NotSupported(f"security option {opt!r} is not supported by berth yet")
-    if hc.get("Privileged"):
-        linux["maskedPaths"], linux["readonlyPaths"] = [], []
-        linux["resources"]["devices"] = [{"allow": True, "access": "rwm"}]
-        for m in config["mounts"]:
-            if m["destination"] in ("/sys", "/sys/fs/cgroup"):
-                m["options"] = [o for o in m["options"] if o != "ro"]
-    limit = nofile_limit()
-    rlimits = {r["type"]: r for r in process.get("rlimits", [])}
-    for u in hc.get("Ulimits") or []:
-        name = str(u.get("Name", "")).upper()
-        soft, hard = int(u.get("Soft", 0)), int(u.get("Hard", 0))
-        if not name or soft > hard:
-            raise InvalidParameter(f"invalid ulimit {u}: soft limit above hard limit or no name")
-        if name == "NOFILE" and hard > limit:
-            raise InvalidParameter(f"ulimit nofile={soft}:{hard} is above berthd's own open-files limit ({limit}); "
-                                   "the runtime cannot raise it")
-        rlimits[f"RLIMIT_{name}"] = {"type": f"RLIMIT_{name}", "soft": soft, "hard": hard}
-    process["rlimits"] = list(rlimits.values())
-    sysctls = hc.get("Sysctls") or {}
-    for key in sysctls:
-        namespaced = key in NAMESPACED_SYSCTLS or key.startswith("fs.mqueue.") or key.startswith("net.")
-        if not namespaced:
-            raise InvalidParameter(f"sysctl {key!r} is not allowed: it is not namespaced")
-        if key.startswith("net.") and network_mode == "host":
-            raise InvalidParameter(f"sysctl {key!r} is not allowed in the host network namespace")
-    if sysctls:
-        linux["sysctl"] = {k: str(v) for k, v in sysctls.items()}
-    shm = int(hc.get("ShmSize") or 0)
-    if shm:
-        for m in config["mounts"]:
-            if m["destination"] == "/dev/shm":
-                m["options"] = [o for o in m["options"] if not o.startswith("size=")] + [f"size={shm}"]
-    devices = []
-    for d in hc.get("Devices") or []:
-        host, inside = d.get("PathOnHost", ""), d.get("PathInContainer") or d.get("PathOnHost", "")
-        perms = d.get("CgroupPermissions") or "rwm"
+            raise InvalidParameter(f"Invalid --security-opt: {opt!r}")
+    return SecurityOpts(nnp, prof, paths, cgroups)
+
+
+def parse_device_rule(text: Any) -> DeviceRule:
+    """A ``--device-cgroup-rule``: "c 1:3 rwm", "b 8:* r", "a *:* rwm"."""
+    m = _RULE.match(text) if isinstance(text, str) else None
+    if m is None:
+        raise InvalidParameter(f"invalid device cgroup format '{text}'")
+    typ, major, minor, access = m.groups()
+    return DeviceRule(True, typ, -1 if major == "*" else int(major), -1 if minor == "*" else int(minor), access)
+
+
+@dataclass(frozen=True, slots=True)
+class Device:
+    path: str  # inside the container
+    type: str  # c | b
+    major: int
+    minor: int
+    mode: int
+    uid: int
+    gid: int
+    access: str
+
+    def oci(self) -> dict[str, Any]:
+        return {"path": self.path, "type": self.type, "major": self.major, "minor": self.minor,
+                "fileMode": self.mode, "uid": self.uid, "gid": self.gid}
+
+
+def _device_at(host: str, inside: str, access: str) -> Device | None:
+    st = os.stat(host)
+    if not (stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode)):
+        return None
+    return Device(inside, "c" if stat.S_ISCHR(st.st_mode) else "b", os.major(st.st_rdev), os.minor(st.st_rdev),
+                  stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid, access)
+
+
+def parse_devices(entries: Any) -> list[Device]:
+    """HostConfig.Devices (``--device HOST[:CONTAINER[:PERMS]]``): each host device node, or every
+    device below a host directory, as dockerd does."""
+    out: list[Device] = []
+    for d in entries or []:
+        if not isinstance(d, dict):
+            raise InvalidParameter(f"invalid device specification: {d!r}")
+        host = str(d.get("PathOnHost") or "")
+        inside = str(d.get("PathInContainer") or host)
+        perms = str(d.get("CgroupPermissions") or "rwm")
+        if not host.startswith("/") or not inside.startswith("/") or ".." in inside.split("/"):
+            raise InvalidParameter(f"invalid device mapping {host}:{inside}: paths must be absolute")
+        if not perms or any(c not in "rwm" for c in perms) or len(set(perms)) != len(perms):
+            raise InvalidParameter(f"invalid device cgroup permissions {perms!r} for {host} (use r, w and m)")
         try:
             st = os.stat(host)
         except OSError:
             raise InvalidParameter(f"error gathering device information while adding custom device {host!r}: "
                                    "no such file or directory") from None
-        if not (stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode)):
-            raise InvalidParameter(f"{host!r} is not a device node")
-        kind = "c" if stat.S_ISCHR(st.st_mode) else "b"
-        major, minor = os.major(st.st_rdev), os.minor(st.st_rdev)
-        devices.append({"path": inside, "type": kind, "major": major, "minor": minor,
-                        "fileMode": stat.S_IMODE(st.st_mode), "uid": 0, "gid": 0})
-        linux["resources"]["devices"].append({"allow": True, "type": kind, "major": major, "minor": minor,
-                                              "access": perms})
+        if stat.S_ISDIR(st.st_mode):
+            for base, dirs, files in os.walk(host):
+                dirs.sort()
+                for f in sorted(files):
+                    full = os.path.join(base, f)
+                    with_dev = _device_at(full, os.path.join(inside, os.path.relpath(full, host)), perms)
+                    if with_dev is not None:
+                        out.append(with_dev)
+            continue
+        dev = _device_at(host, inside, perms)
+        if dev is None:
+            raise InvalidParameter(f"error gathering device information while adding custom device {host!r}: "
+                                   "not a device node")
+        out.append(dev)
+    return out
+
+
+def host_devices() -> list[Device]:
+    """Every device node under the host's /dev (for --privileged), as dockerd lists them."""
+    out: list[Device] = []
+    for base, dirs, files in os.walk("/dev"):
+        dirs[:] = sorted(d for d in dirs if os.path.join(base, d) not in _DEV_SKIP)
+        for f in sorted(files):
+            full = os.path.join(base, f)
+            if full in _DEV_SKIP:
+                continue
+            try:
+                st = os.lstat(full)
+            except OSError:
+                continue
+            if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode):
+                out.append(Device(full, "c" if stat.S_ISCHR(st.st_mode) else "b", os.major(st.st_rdev),
+                                  os.minor(st.st_rdev), stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid, "rwm"))
+    return out
+
+
+def _path_list(value: Any, field: str) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(p, str) and p.startswith("/") for p in value):
+        raise InvalidParameter(f"HostConfig.{field} must be a list of absolute paths")
+    return list(value)
+
+
+def check(hc: dict[str, Any], network_mode: str) -> None:
+    """Everything ``apply`` would refuse, without a spec (at create: bad input is a 400 there)."""
+    caps = capabilities(hc)
+    opts = parse_security_opts(hc.get("SecurityOpt") or [])
+    if opts.seccomp not in ("", "unconfined") and not hc.get("Privileged"):
+        seccomp.custom(opts.seccomp, caps)
+    _ulimits(hc)
+    _sysctls(hc, network_mode)
+    parse_devices(hc.get("Devices"))
+    for r in hc.get("DeviceCgroupRules") or []:
+        parse_device_rule(r)
+    for field in ("MaskedPaths", "ReadonlyPaths"):
+        if hc.get(field) is not None:
+            _path_list(hc[field], field)
+    if hc.get("Init"):
+        init_path()
+
+
+def _ulimits(hc: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    limit = nofile_limit()
+    out: dict[str, dict[str, Any]] = {}
+    for u in hc.get("Ulimits") or []:
+        if not isinstance(u, dict):
+            raise InvalidParameter(f"invalid ulimit {u!r}")
+        name = str(u.get("Name", "")).upper()
+        try:
+            soft, hard = int(u.get("Soft", 0)), int(u.get("Hard", 0))
+        except (TypeError, ValueError):
+            raise InvalidParameter(f"invalid ulimit {u}: soft and hard must be integers") from None
+        if not re.fullmatch(r"[A-Z]{2,12}", name) or soft > hard or soft < -1:
+            raise InvalidParameter(f"invalid ulimit {u}: soft limit above hard limit or no name")
+        if name == "NOFILE" and hard > limit:
+            raise InvalidParameter(f"ulimit nofile={soft}:{hard} is above berthd's own open-files limit ({limit}); "
+                                   "the runtime cannot raise it")
+        out[f"RLIMIT_{name}"] = {"type": f"RLIMIT_{name}", "soft": soft, "hard": hard}
+    return out
+
+
+def _sysctls(hc: dict[str, Any], network_mode: str) -> dict[str, str]:
+    sysctls = hc.get("Sysctls") or {}
+    if not isinstance(sysctls, dict):
+        raise InvalidParameter("HostConfig.Sysctls must be an object")
+    for key in sysctls:
+        namespaced = key in NAMESPACED_SYSCTLS or key.startswith("fs.mqueue.") or key.startswith("net.")
+        if not namespaced or not re.fullmatch(r"[a-z0-9_./-]+", key):
+            raise InvalidParameter(f"sysctl {key!r} is not allowed: it is not namespaced")
+        if key.startswith("net.") and network_mode == "host":
+            raise InvalidParameter(f"sysctl {key!r} is not allowed in the host network namespace")
+    return {k: str(v) for k, v in sysctls.items()}
+
+
+def apply(config: dict[str, Any], hc: dict[str, Any], network_mode: str,
+          host_devices_list: list[Device] | None = None) -> None:
+    """Change ``config`` (a fresh OCI spec from spec.build) for the security-related HostConfig fields."""
+    process, linux = config["process"], config["linux"]
+    privileged = bool(hc.get("Privileged"))
+    caps = capabilities(hc)
+    process["capabilities"] = {"bounding": list(caps), "effective": list(caps), "permitted": list(caps)}
+    opts = parse_security_opts(hc.get("SecurityOpt") or [])
+    process["noNewPrivileges"] = opts.no_new_privileges
+    if privileged or opts.seccomp == "unconfined":
+        linux.pop("seccomp", None)
+    elif opts.seccomp:
+        linux["seccomp"] = seccomp.custom(opts.seccomp, caps)
+    else:
+        linux["seccomp"] = seccomp.profile(caps)
+    if hc.get("MaskedPaths") is not None:
+        linux["maskedPaths"] = _path_list(hc["MaskedPaths"], "MaskedPaths")
+    if hc.get("ReadonlyPaths") is not None:
+        linux["readonlyPaths"] = _path_list(hc["ReadonlyPaths"], "ReadonlyPaths")
+    if privileged or opts.unconfined_paths:
+        linux["maskedPaths"], linux["readonlyPaths"] = [], []
+    if privileged or opts.writable_cgroups:
+        for m in config["mounts"]:
+            if m["destination"] in ("/sys", "/sys/fs/cgroup") and (privileged or m["destination"] != "/sys"):
+                m["options"] = [o for o in m["options"] if o != "ro"]
+    rlimits = {r["type"]: r for r in process.get("rlimits", [])}
+    rlimits.update(_ulimits(hc))
+    process["rlimits"] = list(rlimits.values())
+    sysctls = _sysctls(hc, network_mode)
+    if sysctls:
+        linux["sysctl"] = sysctls
+    shm = int(hc.get("ShmSize") or 0)
+    if shm < 0:
+        raise InvalidParameter("SHM size can not be less than 0")
+    if shm:
+        for m in config["mounts"]:
+            if m["destination"] == "/dev/shm":
+                m["options"] = [o for o in m["options"] if not o.startswith("size=")] + [f"size={shm}"]
+    rules: list[dict[str, Any]] = list(linux["resources"].get("devices") or [])
+    devices = parse_devices(hc.get("Devices"))
+    if privileged:
+        devices = (host_devices_list if host_devices_list is not None else host_devices()) + devices
+        rules = [DeviceRule(True).oci()]
+    else:
+        rules += [DeviceRule(True, d.type, d.major, d.minor, d.access).oci() for d in devices]
+        rules += [parse_device_rule(r).oci() for r in hc.get("DeviceCgroupRules") or []]
+    linux["resources"]["devices"] = rules
     if devices:
-        linux["devices"] = devices
+        seen: dict[str, Device] = {}
+        for d in devices:
+            seen[d.path] = d  # an explicit --device wins over the host's device of the same path
+        linux["devices"] = [d.oci() for d in seen.values()]
     if hc.get("Init"):
         config["mounts"].append({"destination": INIT_BINARY, "type": "bind", "source": init_path(),
                                  "options": ["bind", "ro"]})

@@ -3,28 +3,54 @@ create request. Only what berth honours is translated; the rest is refused by th
 
 from __future__ import annotations
 
-import os
 import resource
-import stat
+from dataclasses import dataclass
 from typing import Any
 
-from berth.errors import InvalidParameter
+from berth.errors import InvalidParameter, NotFound
+from berth.linux import safepath
+from berth.linux.safepath import Root
 
 DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-DEFAULT_CAPS = ["CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD", "CAP_NET_RAW",
-                "CAP_SETGID", "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP", "CAP_NET_BIND_SERVICE",
-                "CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE"]
-MASKED = ["/proc/asound", "/proc/acpi", "/proc/kcore", "/proc/keys", "/proc/latency_stats", "/proc/timer_list",
-          "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi", "/sys/firmware", "/sys/devices/virtual/powercap"]
-READONLY = ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]
+# Defaults are tuples and frozen values: a spec is built from fresh copies of them, so nothing one
+# container's options change can reach the next container (a module-level list once did).
+DEFAULT_CAPS: tuple[str, ...] = (
+    "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD", "CAP_NET_RAW", "CAP_SETGID",
+    "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP", "CAP_NET_BIND_SERVICE", "CAP_SYS_CHROOT", "CAP_KILL",
+    "CAP_AUDIT_WRITE")
+MASKED: tuple[str, ...] = (
+    "/proc/asound", "/proc/acpi", "/proc/interrupts", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
+    "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi", "/sys/firmware",
+    "/sys/devices/virtual/powercap")
+READONLY: tuple[str, ...] = ("/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger")
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceRule:
+    """One device cgroup rule: allow or deny ``access`` (r, w, m) to type c/b/a, major:minor (-1: any)."""
+
+    allow: bool
+    type: str = "a"
+    major: int = -1
+    minor: int = -1
+    access: str = "rwm"
+
+    def oci(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"allow": self.allow, "access": self.access}
+        if self.type != "a":
+            out["type"] = self.type
+        if self.major >= 0:
+            out["major"] = self.major
+        if self.minor >= 0:
+            out["minor"] = self.minor
+        return out
+
+
 # Docker's default device cgroup: deny all, then the usual character devices.
-DEVICES = [{"allow": False, "access": "rwm"}] + [
-    {"allow": True, "type": "c", "major": major, "minor": minor, "access": "rwm"}
-    for major, minor in ((1, 3), (1, 5), (1, 7), (1, 8), (1, 9), (5, 0), (5, 1), (5, 2), (136, -1), (10, 200))
-]
-for d in DEVICES:
-    if d.get("minor") == -1:
-        d.pop("minor")
+DEFAULT_DEVICE_RULES: tuple[DeviceRule, ...] = (DeviceRule(False),) + tuple(
+    DeviceRule(True, "c", major, minor)
+    for major, minor in ((1, 3), (1, 5), (1, 7), (1, 8), (1, 9), (5, 0), (5, 1), (5, 2), (136, -1), (10, 200)))
+PASSWD_LIMIT = 4 << 20  # /etc/passwd or /etc/group larger than this is refused, not read into memory
 
 
 def nofile_limit() -> int:
@@ -33,50 +59,62 @@ def nofile_limit() -> int:
     return min(hard if hard != resource.RLIM_INFINITY else 1048576, 1048576)
 
 
-def _read_db(rootfs: str, rel: str) -> list[list[str]]:
-    """/etc/passwd or /etc/group of the image, read without following any symlink out of it."""
-    path = rootfs
-    for comp in rel.split("/"):
-        path = os.path.join(path, comp)
-        try:
-            st = os.lstat(path)
-        except FileNotFoundError:
-            return []
-        if stat.S_ISLNK(st.st_mode):
-            return []
-    with open(path, errors="replace") as f:
-        return [line.rstrip("\n").split(":") for line in f if line.strip() and not line.startswith("#")]
+def _read_db(root: Root, rel: str) -> list[list[str]]:
+    """/etc/passwd or /etc/group of the container, resolved inside its root, regular files only,
+    never blocking, at most PASSWD_LIMIT bytes; [] when it does not exist."""
+    try:
+        data = safepath.read_file(root, rel, PASSWD_LIMIT)
+    except NotFound:
+        return []
+    except InvalidParameter as exc:
+        raise InvalidParameter(f"unable to read the container's {rel}: {exc.message}") from None
+    text = data.decode("utf-8", "replace")
+    return [line.split(":") for line in text.splitlines() if line.strip() and not line.startswith("#")]
 
 
-def resolve_user(rootfs: str, user: str) -> tuple[int, int, list[int]]:
-    """"name", "uid", "name:group", "uid:gid" → (uid, gid, additional gids), as Docker resolves them."""
+def resolve_user(root: Root, user: str, group_add: tuple[str, ...] = ()) -> tuple[int, int, list[int]]:
+    """"name", "uid", "name:group", "uid:gid" → (uid, gid, additional gids), as Docker resolves them;
+    ``group_add`` (``--group-add``: names or ids) joins the additional groups."""
     if not user:
         user = "0"
     name, _, group = user.partition(":")
-    passwd = _read_db(rootfs, "etc/passwd")
-    groups = _read_db(rootfs, "etc/group")
+    passwd = _read_db(root, "/etc/passwd")
+    groups = _read_db(root, "/etc/group")
     uid = gid = None
     login = None
     for row in passwd:
-        if len(row) >= 4 and (row[0] == name or row[2] == name):
+        if len(row) >= 4 and (row[0] == name or row[2] == name) and row[2].isdigit() and row[3].isdigit():
             uid, gid, login = int(row[2]), int(row[3]), row[0]
             break
     if uid is None:
         if not name.isdigit():
             raise InvalidParameter(f"unable to find user {name}: no matching entries in passwd file")
+        if len(name) > 10:
+            raise InvalidParameter(f"unable to find user {name}: no matching entries in passwd file")
         uid, gid = int(name), 0
     if group:
         for row in groups:
-            if len(row) >= 3 and (row[0] == group or row[2] == group):
+            if len(row) >= 3 and (row[0] == group or row[2] == group) and row[2].isdigit():
                 gid = int(row[2])
                 break
         else:
-            if not group.isdigit():
+            if not group.isdigit() or len(group) > 10:
                 raise InvalidParameter(f"unable to find group {group}: no matching entries in group file")
             gid = int(group)
-    extra = sorted({int(row[2]) for row in groups if len(row) >= 4 and login and login in row[3].split(",")
-                    and row[2].isdigit() and int(row[2]) != gid})
-    return uid, gid if gid is not None else 0, extra
+    extra = {int(row[2]) for row in groups if len(row) >= 4 and login and login in row[3].split(",")
+             and row[2].isdigit() and int(row[2]) != gid}
+    for wanted in group_add:
+        found = [r for r in groups if len(r) >= 3 and r[0] == wanted and r[2].isdigit()]
+        if found:
+            extra.add(int(found[0][2]))
+        elif wanted.isdigit():
+            extra.add(int(wanted))
+        else:
+            raise InvalidParameter(f"Unable to find group {wanted}: no matching entries in group file")
+    for v in (uid, gid, *extra):
+        if v is not None and not 0 <= v <= 0xFFFFFFFE:
+            raise InvalidParameter(f"user or group id {v} is out of range")
+    return uid, gid if gid is not None else 0, sorted(extra)
 
 
 def build(*, rootfs: str, args: list[str], env: list[str], cwd: str, user: tuple[int, int, list[int]],
@@ -129,8 +167,8 @@ def build(*, rootfs: str, args: list[str], env: list[str], cwd: str, user: tuple
         "linux": {
             "namespaces": namespaces,
             "cgroupsPath": cgroups_path,
-            "resources": {"devices": DEVICES},
-            "maskedPaths": MASKED,
-            "readonlyPaths": READONLY,
+            "resources": {"devices": [r.oci() for r in DEFAULT_DEVICE_RULES]},
+            "maskedPaths": list(MASKED),
+            "readonlyPaths": list(READONLY),
         },
     }

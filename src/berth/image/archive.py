@@ -22,8 +22,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
+from berth import tarfmt
 from berth.errors import InvalidParameter
-from berth.image import reference, tarfmt
+from berth.image import reference
 from berth.image.layers import Extracted
 from berth.image.store import ImageStore, NewLayer, digest_of, parse_config
 from berth.image.streams import decompressed

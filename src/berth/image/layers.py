@@ -28,8 +28,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
+from berth import tarfmt
 from berth.errors import InvalidParameter, NotFound, System
-from berth.image import tarfmt
 from berth.image.streams import HashingReader, open_layer
 
 WHITEOUT_PREFIX = ".wh."

@@ -15,6 +15,7 @@ import asyncio
 import ipaddress
 import socket
 import struct
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -75,16 +76,43 @@ def answer(data: bytes, q: Question, addrs: list[str], rcode: int = 0) -> bytes:
 Lookup = Callable[[str, int], "list[str] | None"]
 
 
+# Bounds, per container: a container that floods its resolver slows only its own answers.
+MAX_IN_FLIGHT = 64  # questions being answered (forwarded ones wait for an upstream) at once
+MAX_TCP_CLIENTS = 16
+RATE = 500.0  # questions per second, on average...
+BURST = 1000.0  # ...with bursts up to this many; beyond, UDP questions are dropped (resolvers retry)
+
+
+class _Bucket:
+    def __init__(self, rate: float, burst: float) -> None:
+        self.rate, self.burst = rate, burst
+        self.tokens = burst
+        self.stamp = time.monotonic()
+
+    def take(self) -> bool:
+        now = time.monotonic()
+        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if self.tokens < 1:
+            return False
+        self.tokens -= 1
+        return True
+
+
 class _Protocol(asyncio.DatagramProtocol):
     def __init__(self, server: Server) -> None:
         self.server = server
         self.transport: asyncio.DatagramTransport | None = None
         self.pending: set[asyncio.Task[None]] = set()
+        self.dropped = 0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        if len(self.pending) >= MAX_IN_FLIGHT or not self.server.bucket.take():
+            self.dropped += 1
+            return
         task = asyncio.ensure_future(self.server.handle(data, addr, self))
         self.pending.add(task)  # the loop keeps only weak references to tasks
         task.add_done_callback(self.pending.discard)
@@ -97,9 +125,11 @@ class Server:
 
     def __init__(self, lookup: Lookup, upstreams: Callable[[], list[str]]) -> None:
         self.lookup = lookup
-        self.upstreams = upstreams
+        self.upstreams = upstreams  # [] answers SERVFAIL for names berth does not know (internal networks)
+        self.bucket = _Bucket(RATE, BURST)
         self._proto: _Protocol | None = None
         self._tcp: asyncio.base_events.Server | None = None
+        self._tcp_clients = 0
 
     async def serve(self, socks: tuple[socket.socket, socket.socket]) -> None:
         udp, tcp = socks
@@ -136,18 +166,25 @@ class Server:
     async def _tcp_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """DNS over TCP (RFC 1035 4.2.2): two-byte lengths before each message; resolvers use it when
         a UDP answer came back truncated."""
+        if self._tcp_clients >= MAX_TCP_CLIENTS:
+            writer.close()
+            return
+        self._tcp_clients += 1
         try:
             while True:
                 size = struct.unpack("!H", await asyncio.wait_for(reader.readexactly(2), 30))[0]
                 data = await asyncio.wait_for(reader.readexactly(size), 30)
+                if not self.bucket.take():
+                    break
                 reply = await self.answer_for(data, tcp=True)
                 if reply is None:
                     break
                 writer.write(struct.pack("!H", len(reply)) + reply)
-                await writer.drain()
+                await asyncio.wait_for(writer.drain(), 30)
         except (asyncio.IncompleteReadError, TimeoutError, OSError):
             pass
         finally:
+            self._tcp_clients -= 1
             writer.close()
 
 

@@ -9,7 +9,6 @@ import pytest
 
 from berth.errors import Forbidden, InvalidParameter
 from berth.network import dns, ipam
-from berth.network.firewall import BridgeRules, PortRule, Ruleset, render
 
 N = ipaddress.ip_network
 A = ipaddress.ip_address
@@ -91,20 +90,3 @@ def test_dns_parse_and_answer():
     assert struct.unpack_from("!HH", empty)[1] & 0xF == 2
     for bad in (b"", b"\0" * 11, _query("x")[:-3], struct.pack("!HHHHHH", 1, 0x8000, 1, 0, 0, 0) + b"\0\0\1\0\1"):
         assert dns.parse(bad) is None  # short, truncated, or a response
-
-
-def test_nft_script_is_berths_table_only():
-    rs = Ruleset([BridgeRules("berth0", ["172.17.0.0/16"]),
-                  BridgeRules("br-a", ["10.0.2.0/24"], masquerade=False, icc=False, internal=True)],
-                 [PortRule("tcp", "127.0.0.1", 8080, "172.17.0.2", 80, "berth0"),
-                  PortRule("udp", "0.0.0.0", 53, "172.17.0.2", 53, "berth0")])
-    script = render(rs, "ip")
-    tables = {tuple(line.replace("delete ", "").split()[1:3]) for line in script.splitlines() if "table " in line}
-    assert tables == {("ip", "berth")}
-    assert "ip daddr 127.0.0.1 tcp dport 8080 dnat to 172.17.0.2:80" in script
-    assert "    udp dport 53 dnat to 172.17.0.2:53" in script  # 0.0.0.0: every local address
-    assert 'ip saddr 172.17.0.0/16 oifname != "berth0" masquerade' in script
-    assert 'ip saddr 10.0.2.0/24' not in script  # no masquerade on that network
-    assert 'iifname "br-a" oifname "br-a" drop' in script  # enable_icc=false
-    assert 'iifname "berth0" oifname "br-a" ct status & dnat == 0 drop' in script
-    assert render(Ruleset(), "ip") == "table ip berth\ndelete table ip berth\n"

@@ -189,7 +189,7 @@ def routes(backend: ContainerBackend) -> list[Route]:
         if not path:
             raise InvalidParameter("path is required")
         await backend.archive_put(req.params["id"], path, req.connection.body_stream(),
-                                  req.bool_arg("noOverwriteDirNonDir"))
+                                  req.bool_arg("noOverwriteDirNonDir"), req.bool_arg("copyUIDGID"))
         return Response.empty(200)
 
     async def export(req: Request) -> None:

@@ -83,6 +83,33 @@ class BodyPipe:
         return data
 
 
+async def run_in_own_thread(fn: Callable[..., T], *args: object) -> T:
+    """``fn(*args)`` in a thread of its own, not the loop's shared pool: for work that lasts as long
+    as a client keeps sending (an upload read from a BodyPipe). On the shared pool (6 threads on a
+    2-core machine), a handful of slow uploads would stall every other request that needs a thread."""
+    loop = asyncio.get_running_loop()
+    fut: asyncio.Future[T] = loop.create_future()
+
+    def done(result: T | None, exc: BaseException | None) -> None:
+        if fut.done():
+            return
+        if exc is not None:
+            fut.set_exception(exc)
+        else:
+            fut.set_result(result)  # type: ignore[arg-type]
+
+    def run() -> None:
+        try:
+            result = fn(*args)
+        except BaseException as exc:  # noqa: BLE001 - handed to the loop side, raised there
+            loop.call_soon_threadsafe(done, None, exc)
+        else:
+            loop.call_soon_threadsafe(done, result, None)
+
+    threading.Thread(target=run, name="berth-upload", daemon=True).start()
+    return await fut
+
+
 async def iterate_in_thread(make: Callable[[], Iterator[T]], depth: int = 8) -> AsyncIterator[T]:
     """Run the generator ``make()`` in a thread and yield its items on the event loop."""
     loop = asyncio.get_running_loop()

@@ -31,9 +31,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from berth.container import archive as carchive
+from berth.container import hostconfig, names, spec
 from berth.container import logs as clogs
 from berth.container import mounts as cmounts
-from berth.container import names, spec
 from berth.container import security as csecurity
 from berth.container import stats as cstats
 from berth.container.runtime import (
@@ -46,22 +46,23 @@ from berth.container.runtime import (
     receive_console,
     wait_pid_gone,
 )
-from berth.daemon.backends.bridge import BodyPipe, iterate_in_thread
+from berth.daemon.backends.bridge import BodyPipe, iterate_in_thread, run_in_own_thread
 from berth.daemon.backends.networks import Member, NetworkService, Setup
 from berth.daemon.events import EventBus, make_event
 from berth.errors import BerthError, Conflict, InvalidParameter, NotFound, NotModified, NotSupported, System
 from berth.image.store import ImageStore
-from berth.linux import cgroups
+from berth.image.streams import decompressed
+from berth.linux import cgroups, safepath
 from berth.linux.files import read_text
 from berth.linux.inotify import DirWatch
 from berth.linux.mount import is_mounted, mount, umount
+from berth.network import ports
 from berth.store.db import Database
 from berth.volume.local import LocalVolumes
 
 log = logging.getLogger("berth.containers")
+HEALTH_OUTPUT_MAX = 4096  # bytes of a healthcheck's output kept in State.Health.Log (dockerd's maxOutputLen)
 
-# HostConfig fields berth does not honour yet, with the value that means "not used".
-_UNSUPPORTED_HOST: dict[str, tuple[Any, ...]] = {"VolumesFrom": (None, [])}
 
 
 class _ExecFailed(Exception):
@@ -71,24 +72,85 @@ class _ExecFailed(Exception):
 
 
 def _check_ports(hc: dict[str, Any]) -> None:
-    """PortBindings as dockerd checks them: "PORT[/PROTO]" keys, numeric (or range) host ports."""
-    for key, entries in (hc.get("PortBindings") or {}).items():
-        port, _, proto = str(key).partition("/")
-        if not port.isdigit() or not 0 < int(port) <= 65535:
-            raise InvalidParameter(f"invalid port specification: {key!r}")
-        if proto not in ("", "tcp", "udp", "sctp"):
-            raise InvalidParameter(f"invalid proto: {proto!r}")
+    """PortBindings as dockerd checks them: "PORT[/PROTO]" keys, numeric (or range) host ports, IPs."""
+    bindings = hc.get("PortBindings") or {}
+    if not isinstance(bindings, dict):
+        raise InvalidParameter("HostConfig.PortBindings must be a JSON object")
+    for key, entries in bindings.items():
+        ports.parse_port_key(key)
+        if entries is not None and not isinstance(entries, list):
+            raise InvalidParameter(f"invalid port binding for {key!r}")
         for e in entries or []:
-            hp = str((e or {}).get("HostPort") or "")
-            lo, _, hi = hp.partition("-")
-            if hp and not (lo.isdigit() and (not hi or hi.isdigit()) and int(lo) <= 65535 and int(hi or lo) <= 65535):
-                raise InvalidParameter(f"invalid port specification: {hp!r}")
+            if e is not None and not isinstance(e, dict):
+                raise InvalidParameter(f"invalid port binding for {key!r}")
+            ports.parse_host_port((e or {}).get("HostPort") or "")
             hip = (e or {}).get("HostIp") or ""
             if hip:
-                try:
-                    ipaddress.ip_address(hip)
-                except ValueError:
-                    raise InvalidParameter(f"invalid IP address: {hip}") from None
+                ports.parse_ip(hip)
+
+
+_STRING_LISTS = ("Env", "Cmd", "Entrypoint", "Shell", "OnBuild")
+
+
+def _check_config(body: dict[str, Any], what: str = "") -> None:
+    """A container config (the create request's, or the image's: both are untrusted), type by type:
+    a bad value is a 400 here, never a traceback later. ``what`` prefixes the messages."""
+    try:
+        _check_config_fields(body)
+        for key in body.get("ExposedPorts") or {}:
+            ports.parse_port_key(key)
+    except InvalidParameter as exc:
+        raise InvalidParameter(what + exc.message) from None
+
+
+def _check_config_fields(body: dict[str, Any]) -> None:
+    for key in _STRING_LISTS:
+        value = body.get(key)
+        if value is None or (key in ("Cmd", "Entrypoint") and isinstance(value, str)):
+            continue
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise InvalidParameter(f"{key} must be a list of strings")
+    for key in ("Hostname", "Domainname", "User", "WorkingDir", "StopSignal", "MacAddress", "Image"):
+        if body.get(key) is not None and not isinstance(body[key], str):
+            raise InvalidParameter(f"{key} must be a string")
+    for key in ("Labels", "ExposedPorts", "Volumes"):
+        if body.get(key) is not None and not isinstance(body[key], dict):
+            raise InvalidParameter(f"{key} must be a JSON object")
+    for k, v in (body.get("Labels") or {}).items():
+        if not isinstance(v, str):
+            raise InvalidParameter(f"label {k!r} must have a string value")
+    for e in body.get("Env") or []:
+        if not e or e.startswith("=") or "\0" in e:
+            raise InvalidParameter(f"invalid environment variable: {e!r}")
+    wd = body.get("WorkingDir") or ""
+    if wd and not wd.startswith("/"):
+        raise InvalidParameter(f"the working directory '{wd}' is invalid, it needs to be an absolute path")
+    timeout = body.get("StopTimeout")
+    if timeout is not None and (not isinstance(timeout, int) or isinstance(timeout, bool)):
+        raise InvalidParameter("StopTimeout must be an integer")
+
+
+def _check_health(health: Any) -> dict[str, Any]:
+    """A Healthcheck (from the request or the image), every field typed, with dockerd's limits."""
+    if not isinstance(health, dict):
+        raise InvalidParameter("Healthcheck must be a JSON object")
+    test = health.get("Test") or []
+    if not isinstance(test, list) or not all(isinstance(t, str) for t in test):
+        raise InvalidParameter("Healthcheck.Test must be a list of strings")
+    if test and test[0] not in ("NONE", "CMD", "CMD-SHELL"):
+        raise InvalidParameter(f"invalid healthcheck test: {test[0]!r} (use CMD, CMD-SHELL or NONE)")
+    if test and test[0] == "CMD-SHELL" and len(test) != 2:
+        raise InvalidParameter("Healthcheck CMD-SHELL takes one string")
+    for key in ("Interval", "Timeout", "StartPeriod", "StartInterval"):
+        value = health.get(key) or 0
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise InvalidParameter(f"Healthcheck.{key} must be a positive number of nanoseconds")
+        if 0 < value < 1_000_000:
+            raise InvalidParameter(f"{key} in Healthcheck cannot be less than 1ms")
+    retries = health.get("Retries") or 0
+    if not isinstance(retries, int) or isinstance(retries, bool) or retries < 0:
+        raise InvalidParameter("--health-retries cannot be negative")
+    return dict(health)
 
 
 def _now() -> str:
@@ -203,9 +265,7 @@ class ContainerService:
 
     # ---- create --------------------------------------------------------------------------------
     def _check_host_config(self, hc: dict[str, Any]) -> None:
-        for key, defaults in _UNSUPPORTED_HOST.items():
-            if key in hc and hc[key] not in defaults:
-                raise NotSupported(f"HostConfig.{key} is not supported by berth yet")
+        hostconfig.check_fields(hc)
         _check_ports(hc)
         for entry in hc.get("ExtraHosts") or []:
             host, sep, ip = entry.partition(":") if "=" not in entry else entry.partition("=")
@@ -253,10 +313,14 @@ class ContainerService:
         if not image_name or not isinstance(image_name, str):
             raise InvalidParameter("no image specified")
         hc = body.get("HostConfig") or {}
+        if not isinstance(hc, dict):
+            raise InvalidParameter("HostConfig must be a JSON object")
+        _check_config(body)
         self._check_host_config(hc)
         cmounts.resources(hc, memsw=True)  # bad limits are refused at create, as dockerd does
-        csecurity.apply({"process": {"args": ["x"], "rlimits": []}, "mounts": [],
-                         "linux": {"resources": {"devices": []}}}, hc, hc.get("NetworkMode") or "none")
+        csecurity.check(hc, hc.get("NetworkMode") or "none")
+        if hostconfig.modes(hc)["UTSMode"].kind == "host" and body.get("Hostname"):
+            raise InvalidParameter("Conflicting options: hostname and the UTS mode")
         for m in hc.get("Mounts") or []:
             if m.get("Type") == "bind" and m.get("Source", "").startswith("/") and not os.path.exists(m["Source"]):
                 raise InvalidParameter('invalid mount config for type "bind": bind source path does not exist: '
@@ -266,6 +330,12 @@ class ContainerService:
         except NotFound:
             raise NotFound(f"No such image: {image_name}") from None
         icfg = self.images.config(image_id).get("config") or {}
+        if not isinstance(icfg, dict):
+            raise InvalidParameter(f"image {image_name} has an invalid config")
+        _check_config(icfg, f"image {image_name} has an invalid config: ")
+        health = icfg.get("Healthcheck")
+        if health is not None and not isinstance(health, dict):
+            raise InvalidParameter(f"image {image_name} has an invalid config: Healthcheck must be an object")
         cfg: dict[str, Any] = {
             "Hostname": body.get("Hostname") or "", "Domainname": body.get("Domainname") or "",
             "User": body.get("User") or icfg.get("User") or "", "AttachStdin": bool(body.get("AttachStdin")),
@@ -296,10 +366,7 @@ class ContainerService:
         cfg["ExposedPorts"] = body.get("ExposedPorts") or icfg.get("ExposedPorts")
         health = body.get("Healthcheck") or icfg.get("Healthcheck")
         if health:
-            test = health.get("Test") or []
-            if test and test[0] not in ("NONE", "CMD", "CMD-SHELL"):
-                raise InvalidParameter(f"invalid healthcheck test: {test[0]!r} (use CMD, CMD-SHELL or NONE)")
-            cfg["Healthcheck"] = health
+            cfg["Healthcheck"] = _check_health(health)
         cid = secrets.token_hex(32)
         if not cfg["Hostname"]:
             cfg["Hostname"] = cid[:12]
@@ -311,6 +378,10 @@ class ContainerService:
         hc = {**hc, "NetworkMode": mode,
               "LogConfig": {"Type": (hc.get("LogConfig") or {}).get("Type") or "json-file",
                             "Config": (hc.get("LogConfig") or {}).get("Config") or {}}}
+        inherited, inherited_binds = self._volumes_from(hc)
+        if inherited_binds:
+            own = {cmounts.bind_target(b) for b in hc.get("Binds") or []}
+            hc["Binds"] = list(hc.get("Binds") or []) + [b for b in inherited_binds if cmounts.bind_target(b) not in own]
         runtime = hc.get("Runtime") or self.default_runtime
         if runtime not in self.runtimes:
             raise InvalidParameter(f"unknown or invalid runtime name: {runtime}")
@@ -330,6 +401,8 @@ class ContainerService:
                     undo.callback(self.volumes.remove, vol.name, True)
                     self.bus.publish(make_event("volume", "create", vol.name, {"driver": "local"}))
                 vols.append((vol.name, dst, ro))
+            taken = {d for _n, d, _r in vols} | {m["destination"] for m in cmounts.mounts(hc, create=False)}
+            vols += [v for v in inherited if v[1] not in taken]
             try:
                 with self.db.transaction() as c:
                     c.execute("INSERT INTO containers VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -348,6 +421,34 @@ class ContainerService:
             undo.pop_all()
         self._event("create", ctr)
         return {"Id": cid, "Warnings": []}
+
+    def _volumes_from(self, hc: dict[str, Any]) -> tuple[list[tuple[str, str, bool]], list[str]]:
+        """``--volumes-from CONTAINER[:ro|:rw]``: (volumes, binds) of those containers, read-only as the
+        mode says or as they were."""
+        vols: list[tuple[str, str, bool]] = []
+        binds: list[str] = []
+        entries = hc.get("VolumesFrom") or []
+        if not isinstance(entries, list):
+            raise InvalidParameter("HostConfig.VolumesFrom must be a list")
+        for entry in entries:
+            if not isinstance(entry, str) or not entry:
+                raise InvalidParameter(f"invalid volumes-from {entry!r}")
+            ref, _, mode = entry.partition(":")
+            if mode not in ("", "ro", "rw"):
+                raise InvalidParameter(f"invalid mode for volumes-from: {mode}")
+            try:
+                other = self._get(ref)
+            except NotFound as exc:  # a 404 from create makes the docker CLI try to pull the image
+                raise InvalidParameter(exc.message) from None
+            for name, dst, ro in self._volumes_of(other.id):
+                vols.append((name, dst, ro if not mode else mode == "ro"))
+            for b in other.host_config.get("Binds") or []:
+                parts = b.split(":")
+                if parts[0].startswith("/") and len(parts) >= 2:
+                    opts = [o for o in (parts[2].split(",") if len(parts) == 3 else []) if o not in ("ro", "rw")]
+                    ro = mode == "ro" or (not mode and len(parts) == 3 and "ro" in parts[2].split(","))
+                    binds.append(":".join(parts[:2] + [",".join(opts + (["ro"] if ro else []))]).rstrip(":"))
+        return vols, binds
 
     # ---- start ---------------------------------------------------------------------------------
     def _ref(self, name: str) -> tuple[str, str]:
@@ -378,26 +479,52 @@ class ContainerService:
                 "ORDER BY destination", (cid,))]
 
     def _volume_mounts(self, ctr: Ctr, rootfs: str) -> list[dict[str, Any]]:
-        """Bind mounts of the container's volumes; a new volume first gets the image's content there."""
+        """Bind mounts of the container's volumes; a new volume first gets the image's content at its
+        destination, resolved inside the container's root (a symlink in the image cannot point the
+        copy at the host's files)."""
         out = []
         for name, dst, ro in self._volumes_of(ctr.id):
             vol = self.volumes.get(name)
             if vol.needs_copy:
-                src = os.path.join(rootfs, dst.lstrip("/"))
-                if os.path.isdir(src) and not os.path.islink(src) and os.listdir(src) and not os.listdir(vol.mountpoint):
-                    subprocess.run(["cp", "-a", "--", src + "/.", vol.mountpoint], check=True, capture_output=True)
+                def skipped(rel: str, vname: str = name) -> None:
+                    log.info("volume %s: %s not copied (not a file, link, directory or FIFO)", vname, rel)
+
+                with safepath.Root.at(rootfs) as root:
+                    carchive.copy_up(root, dst, vol.mountpoint, skipped)
                 self.volumes.copied(name)
             out.append({"destination": dst, "type": "bind", "source": vol.mountpoint,
                         "options": ["rbind", "rprivate"] + (["ro"] if ro else [])})
         return out
+
+    def _joins(self, modes: dict[str, hostconfig.Mode]) -> dict[str, str]:
+        """Namespace files of the containers that ``container:<name>`` modes name (they must run)."""
+        joins: dict[str, str] = {}
+        for field, ns in (("PidMode", "pid"), ("IpcMode", "ipc")):
+            mode = modes[field]
+            if mode.kind != "container":
+                continue
+            other = self._get(mode.target)
+            pid = int(other.state.get("Pid") or 0)
+            if not other.running or not pid:
+                raise Conflict(f"cannot join {ns} namespace of a non running container: {mode.target}")
+            if ns == "ipc":
+                if hostconfig.modes(other.host_config)["IpcMode"].kind not in ("shareable", "host"):
+                    raise Conflict(f"cannot join IPC of container {other.id[:12]}: non-shareable IPC (hint: use "
+                                   "IpcMode:shareable for the donor container)")
+                joins["shm"] = f"/proc/{pid}/root/dev/shm"
+            joins[ns] = f"/proc/{pid}/ns/{ns}"
+        return joins
 
     def _start_sync(self, ctr: Ctr) -> None:
         p = self._paths(ctr)
         runtime = self.runtimes[ctr.runtime]
         cdir = os.path.join(self.root, ctr.id)
         rootfs = os.path.join(p.bundle, "rootfs")
+        hc = ctr.host_config
+        modes = hostconfig.modes(hc)
+        joins = self._joins(modes)
         with contextlib.ExitStack() as undo:
-            os.makedirs(rootfs, mode=0o755, exist_ok=True)
+            os.makedirs(rootfs, mode=0o700, exist_ok=True)
             rec = self.images.get(ctr.image_id)
             lowers = ":".join(self.images.layers.diff_path(ch) for ch in reversed(rec.layers))
             if is_mounted(rootfs):
@@ -409,30 +536,45 @@ class ContainerService:
             undo.callback(self.networks.teardown, ctr.id)
             etc = self._write_etc(ctr, net)
             cfg = ctr.config
-            user = spec.resolve_user(rootfs, cfg.get("User") or "")
             cwd = cfg.get("WorkingDir") or "/"
-            if cwd != "/":
-                os.makedirs(os.path.join(rootfs, cwd.lstrip("/")), exist_ok=True)
+            with safepath.Root.at(rootfs) as root:
+                user = spec.resolve_user(root, cfg.get("User") or "", tuple(hc.get("GroupAdd") or ()))
+                if cwd != "/":  # made inside the container's root, as dockerd does (owned by root)
+                    try:
+                        os.close(root.mkdir_all(cwd, 0o755))
+                    except OSError as exc:
+                        raise InvalidParameter(f"cannot create the working directory {cwd!r}: "
+                                               f"{exc.strerror}") from None
             args = (cfg.get("Entrypoint") or []) + (cfg.get("Cmd") or [])
+            parent = "/" + (hc.get("CgroupParent") or "berth").strip("/")
             config = spec.build(rootfs=rootfs, args=args, env=cfg.get("Env") or [], cwd=cwd, user=user,
                                 hostname=cfg["Hostname"], tty=bool(cfg.get("Tty")),
-                                readonly_rootfs=bool(ctr.host_config.get("ReadonlyRootfs")),
-                                network_mode=ctr.host_config.get("NetworkMode", "none"),
-                                cgroups_path=f"/berth/{ctr.id}", etc_files=etc, cgroup_v2=self.cgroup_v2,
-                                netns_path=net.netns)
-            config["mounts"].extend(cmounts.mounts(ctr.host_config))
+                                readonly_rootfs=bool(hc.get("ReadonlyRootfs")),
+                                network_mode=hc.get("NetworkMode", "none"), cgroups_path=f"{parent}/{ctr.id}",
+                                etc_files=etc, cgroup_v2=self.cgroup_v2, netns_path=net.netns)
+            hostconfig.apply_namespaces(config, modes, joins, self.cgroup_v2)
+            config["mounts"].extend(cmounts.mounts(hc))
             config["mounts"].extend(self._volume_mounts(ctr, rootfs))
-            config["linux"]["resources"].update(cmounts.resources(ctr.host_config, memsw=self.memsw))
-            csecurity.apply(config, ctr.host_config, ctr.host_config.get("NetworkMode", "none"))
-            with open(os.path.join(p.bundle, "config.json"), "w") as f:
+            config["linux"]["resources"].update(cmounts.resources(hc, memsw=self.memsw))
+            csecurity.apply(config, hc, hc.get("NetworkMode", "none"))
+            if hc.get("OomScoreAdj"):
+                config["process"]["oomScoreAdj"] = int(hc["OomScoreAdj"])
+            if hc.get("Annotations"):
+                config["annotations"] = dict(hc["Annotations"])
+            size = hc.get("ConsoleSize") or []
+            if cfg.get("Tty") and len(size) == 2 and all(size):
+                config["process"]["consoleSize"] = {"height": size[0], "width": size[1]}
+            fd = os.open(os.path.join(p.bundle, "config.json"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC,
+                         0o600)
+            with os.fdopen(fd, "w") as f:
                 json.dump(config, f)
             try:
                 os.unlink(os.path.join(self.exit_dir, ctr.id))
             except FileNotFoundError:
                 pass
-            size, files = self._log_limits(ctr)
+            size_max, files = self._log_limits(ctr)
             pid = runtime.create(ctr.id, ctr.name, p, tty=bool(cfg.get("Tty")), stdin=bool(cfg.get("OpenStdin")),
-                                 log_size_max=size * max(files, 1))
+                                 log_size_max=size_max * max(files, 1))
             undo.callback(runtime.delete, ctr.id, True)
             self._hand_out_stdin(ctr.id, p)  # before start: no input can be missed
             runtime.start(ctr.id, p)
@@ -462,6 +604,11 @@ class ContainerService:
         return await fut
 
     async def start(self, name: str, keep_count: bool = False) -> None:
+        """Start the container. Shielded: a client that goes away mid-start does not leave a
+        container running that berth's state calls "created"."""
+        await asyncio.shield(self._start(name, keep_count))
+
+    async def _start(self, name: str, keep_count: bool) -> None:
         ctr = self._get(name)
         async with self._lock(ctr.id):
             ctr = self._get(ctr.id)
@@ -474,7 +621,17 @@ class ContainerService:
             if pending is not None:
                 pending.cancel()
             try:
-                await asyncio.to_thread(self._start_sync, ctr)
+                try:
+                    await asyncio.to_thread(self._start_sync, ctr)
+                except BerthError:
+                    raise
+                except OSError as exc:  # every failure reaches the client (``run --rm`` waits for it)
+                    raise System(f"failed to start container {ctr.id[:12]}: {exc.strerror or exc}: "
+                                 f"{exc.filename or ''}".rstrip(": ")) from exc
+                except Exception as exc:
+                    log.exception("bug: starting container %s", ctr.id[:12])
+                    raise System(f"failed to start container {ctr.id[:12]}: internal error "
+                                 f"({type(exc).__name__})") from exc
             except BerthError as exc:
                 # as dockerd: exit code 127 (command not found) or 126, the error recorded
                 code = 127 if "not found" in exc.message else 126 if isinstance(exc, InvalidParameter) else 128
@@ -634,10 +791,22 @@ class ContainerService:
         proc = await asyncio.create_subprocess_exec(*self.runtimes[ctr.runtime].exec_argv(ctr.id, path),
                                                     stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
                                                     stderr=asyncio.subprocess.STDOUT)
+
+        async def collect() -> bytes:
+            """The first 4 KiB of the output (as dockerd keeps); the rest is read and dropped, so a
+            probe that prints without end costs no memory."""
+            assert proc.stdout is not None
+            kept = bytearray()
+            while chunk := await proc.stdout.read(65536):
+                if len(kept) < HEALTH_OUTPUT_MAX:
+                    kept += chunk[:HEALTH_OUTPUT_MAX - len(kept)]
+            await proc.wait()
+            return bytes(kept)
+
         try:
-            out, _ = await asyncio.wait_for(proc.communicate(), timeout)
+            out = await asyncio.wait_for(collect(), timeout)
             code = proc.returncode if proc.returncode is not None else -1
-            text = out[:4096].decode(errors="replace")
+            text = out.decode(errors="replace")
         except TimeoutError:
             proc.kill()
             await proc.wait()
@@ -1119,7 +1288,6 @@ class ContainerAPI(ContainerService):
 
     def container_top(self, name: str, ps_args: str) -> dict[str, Any]:
         """`ps` on the host, keeping the container's processes (those in its cgroup), as dockerd does."""
-        import subprocess
 
         ctr = self._get(name)
         if not ctr.running:
@@ -1160,53 +1328,93 @@ class ContainerAPI(ContainerService):
             ctr = self._get(ctr.id)
         return ctr
 
+    def _mount_table(self, ctr: Ctr) -> list[tuple[str, str, bool]]:
+        """(destination, host source, read-only) of the container's volumes and binds."""
+        out = [(dst, self.volumes.get(name).mountpoint, ro) for name, dst, ro in self._volumes_of(ctr.id)]
+        out += [(m["destination"], m["source"], "ro" in m["options"])
+                for m in cmounts.mounts({k: v for k, v in ctr.host_config.items() if k in ("Binds", "Mounts")},
+                                        create=False)
+                if m["type"] == "bind"]
+        return out
+
+    def _writable(self, ctr: Ctr) -> Any:
+        """A check for ``archive.extract``: may the logical path (resolved inside the container) be
+        written? A read-only volume or bind, or a read-only rootfs outside any mount, may not."""
+        table = sorted(self._mount_table(ctr), key=lambda m: -len(m[0]))
+        readonly_rootfs = bool(ctr.host_config.get("ReadonlyRootfs"))
+
+        def check(logical: str) -> None:
+            for dst, _src, ro in table:
+                if safepath.is_within(logical, dst):
+                    if ro:
+                        raise Conflict("mounted volume is marked read-only")
+                    return
+            if readonly_rootfs:
+                raise Conflict("container rootfs is marked read-only")
+
+        return check
+
     @contextlib.contextmanager
-    def _root_for(self, ctr: Ctr, path: str) -> Any:
-        """(root, path inside it) for ``path`` as the container sees it: a volume's directory for a
-        path under a volume, else the container's rootfs (mounted for the occasion when stopped; the
-        mount is shared by concurrent readers and goes with the last one)."""
-        norm = os.path.normpath("/" + path)
-        for name, dst, _ in sorted(self._volumes_of(ctr.id), key=lambda v: -len(v[1])):
-            if norm == dst or norm.startswith(dst.rstrip("/") + "/"):
-                yield self.volumes.get(name).mountpoint, norm[len(dst):] or "/"
-                return
+    def _root_for(self, ctr: Ctr, with_mounts: bool = True) -> Iterator[safepath.Root]:
+        """The container's filesystem as the container sees it, as a ``safepath.Root``. Running: its
+        own root (``/proc/PID/root``), where lookups cross its real mounts. Stopped: the rootfs (mounted
+        for the occasion, shared by concurrent readers, gone with the last one), with its volumes and
+        binds crossed into at their destinations."""
+        pid = int(ctr.state.get("Pid") or 0)
+        if ctr.running and pid and with_mounts:
+            root = safepath.Root.at(f"/proc/{pid}/root", label=ctr.id)
+            try:
+                if not self._get(ctr.id).running:  # it exited meanwhile: that pid may be another process
+                    raise Conflict(f"Container {ctr.id} is not running")
+                yield root
+            finally:
+                root.close()
+            return
         rootfs = os.path.join(self._paths(ctr).bundle, "rootfs")
         with self._rootfs_lock:
             users = self._rootfs_users.get(ctr.id, 0)
-            if users == 0 and is_mounted(rootfs):
-                borrowed = True  # the running container's own mount
-            else:
-                borrowed = False
-                if users == 0:
-                    cdir = os.path.join(self.root, ctr.id)
-                    os.makedirs(rootfs, exist_ok=True)
+            if users == 0:
+                cdir = os.path.join(self.root, ctr.id)
+                os.makedirs(rootfs, mode=0o700, exist_ok=True)
+                if not is_mounted(rootfs):
                     rec = self.images.get(ctr.image_id)
                     lowers = ":".join(self.images.layers.diff_path(ch) for ch in reversed(rec.layers))
                     mount("overlay", rootfs, "overlay", 0,
                           f"lowerdir={lowers},upperdir={cdir}/upper,workdir={cdir}/work")
-                self._rootfs_users[ctr.id] = users + 1
+            self._rootfs_users[ctr.id] = users + 1
         try:
-            yield rootfs, path
+            table = self._mount_table(ctr) if with_mounts else []
+            with safepath.Root.at(rootfs, {dst: src for dst, src, _ in table}, ctr.id) as root:
+                yield root
         finally:
-            if not borrowed:
-                with self._rootfs_lock:
-                    left = self._rootfs_users.pop(ctr.id) - 1
-                    if left:
-                        self._rootfs_users[ctr.id] = left
-                    else:
-                        umount(rootfs, detach=True)
+            with self._rootfs_lock:
+                left = self._rootfs_users.pop(ctr.id) - 1
+                if left:
+                    self._rootfs_users[ctr.id] = left
+                elif not self._get_running(ctr.id):
+                    umount(rootfs, detach=True)
+
+    def _get_running(self, cid: str) -> bool:
+        try:
+            return self._get(cid).running
+        except NotFound:
+            return False
 
     async def archive_stat(self, name: str, path: str) -> str:
         ctr = await self._settled(name)
-        with self._root_for(ctr, path) as (root, inner):
-            return carchive.stat_path(root, inner, name)[1]
+
+        def work() -> str:
+            with self._root_for(ctr) as root:
+                return carchive.stat_header(root, path, name)
+
+        return await asyncio.to_thread(work)
 
     async def archive_get(self, name: str, path: str) -> tuple[str, AsyncIterator[bytes]]:
         ctr = await self._settled(name)
         stack = contextlib.ExitStack()
-        root, inner = stack.enter_context(self._root_for(ctr, path))
+        root = await asyncio.to_thread(stack.enter_context, self._root_for(ctr))
         try:
-            host, header = carchive.stat_path(root, inner, name)
+            header = await asyncio.to_thread(carchive.stat_header, root, path, name)
         except BaseException:
             stack.close()
             raise
@@ -1214,46 +1422,53 @@ class ContainerAPI(ContainerService):
 
         async def chunks() -> AsyncIterator[bytes]:
             with stack:
-                async for chunk in iterate_in_thread(lambda: carchive.tar_stream(host, arcname)):
+                async for chunk in iterate_in_thread(lambda: carchive.tar_stream(root, path, arcname, name)):
                     yield chunk
 
         return header, chunks()
 
-    async def archive_put(self, name: str, path: str, body: AsyncIterator[bytes], no_overwrite: bool) -> None:
+    async def archive_put(self, name: str, path: str, body: AsyncIterator[bytes], no_overwrite: bool,
+                          copy_uid_gid: bool = False) -> None:
         ctr = await self._settled(name)
-        if ctr.host_config.get("ReadonlyRootfs") and not any(
-                os.path.normpath("/" + path).startswith(d) for _, d, _ in self._volumes_of(ctr.id)):
-            raise Conflict("container rootfs is marked read-only")
-        with self._root_for(ctr, path) as (root, inner):
-            pipe = BodyPipe()
-            work = asyncio.create_task(asyncio.to_thread(carchive.extract, pipe, root, inner, name,  # type: ignore[arg-type]
-                                                         no_overwrite))
-            try:
-                await pipe.feed(body)
-                await work
-            except BaseException:
-                pipe.abort()
-                await asyncio.gather(work, return_exceptions=True)
-                raise
+        writable = self._writable(ctr)
+
+        def work(pipe: BodyPipe) -> None:
+            with self._root_for(ctr) as root:
+                owner = None
+                if copy_uid_gid:  # as dockerd: the container's user owns what is copied in
+                    uid, gid, _ = spec.resolve_user(root, ctr.config.get("User") or "")
+                    owner = (uid, gid)
+                carchive.extract(decompressed(pipe), root, path, name, no_overwrite,  # type: ignore[arg-type]
+                                 owner=owner, writable=writable)
+
+        pipe = BodyPipe()
+        task = asyncio.create_task(run_in_own_thread(work, pipe))
+        try:
+            await pipe.feed(body)
+            await task
+        except BaseException:
+            pipe.abort()
+            await asyncio.gather(task, return_exceptions=True)
+            raise
 
     async def container_export(self, name: str) -> AsyncIterator[bytes]:
         """The container's filesystem as a tar (volumes not included), as docker export."""
         ctr = await self._settled(name)
+        rootfs = os.path.join(self._paths(ctr).bundle, "rootfs")
         stack = contextlib.ExitStack()
-        root, _ = stack.enter_context(self._root_for(ctr, "/"))  # mounted for the occasion when stopped
-
-        def entries() -> Iterator[bytes]:
-            for entry in sorted(os.listdir(root)):
-                yield from carchive.tar_stream(os.path.join(root, entry), entry, end=False)
-            yield bytes(1024)
-
+        if ctr.running and is_mounted(rootfs):
+            root = await asyncio.to_thread(safepath.Root.at, rootfs)  # its overlay, without its mounts
+            stack.callback(root.close)
+        else:
+            root = await asyncio.to_thread(stack.enter_context, self._root_for(ctr, with_mounts=False))
         with stack:
-            async for chunk in iterate_in_thread(entries):
+            async for chunk in iterate_in_thread(lambda: carchive.tree_stream(root.fd)):
                 yield chunk
         self._event("export", ctr)
 
     def container_changes(self, name: str) -> list[dict[str, Any]]:
-        """Kind 0: modified, 1: added, 2: deleted — from the container's upper layer."""
+        """Kind 0: modified, 1: added, 2: deleted — from the container's upper layer, walked by
+        descriptor; a path is looked up in the image's layers without following any symlink."""
         ctr = self._get(name)
         upper = os.path.join(self.root, ctr.id, "upper")
         lowers = [self.images.layers.diff_path(ch) for ch in reversed(self.images.get(ctr.image_id).layers)]
@@ -1261,22 +1476,25 @@ class ContainerAPI(ContainerService):
         hidden = {"/dev", "/proc", "/sys", "/etc/hostname", "/etc/hosts", "/etc/resolv.conf", "/sbin/docker-init"}
         hidden.update(d for _, d, _ in self._volumes_of(ctr.id))
         hidden.update(m["destination"] for m in cmounts.mounts({k: v for k, v in ctr.host_config.items()
-                                                                 if k in ("Mounts", "Tmpfs")}))
+                                                                 if k in ("Mounts", "Tmpfs")}, create=False))
         out = []
-        for base, dirs, files in os.walk(upper):
-            for entry in sorted(dirs + files):
-                full = os.path.join(base, entry)
-                rel = "/" + os.path.relpath(full, upper)
+        lower_fds = [os.open(low, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC) for low in lowers]
+        ufd = os.open(upper, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            for rel_path, _parent, _name, st in safepath.walk(ufd):
+                rel = "/" + rel_path
                 if rel in hidden or any(rel.startswith(h + "/") for h in hidden if h in ("/dev", "/proc", "/sys")):
                     continue
-                st = os.lstat(full)
                 if stat.S_ISCHR(st.st_mode) and st.st_rdev == 0:
                     kind = 2
-                elif any(os.path.lexists(os.path.join(low, rel.lstrip("/"))) for low in lowers):
+                elif any(safepath.exists_beneath(low, rel_path) for low in lower_fds):
                     kind = 0
                 else:
                     kind = 1
                 out.append({"Path": rel, "Kind": kind})
+        finally:
+            for fd in (ufd, *lower_fds):
+                os.close(fd)
         return sorted(out, key=lambda c: c["Path"])
 
     async def container_update(self, name: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -1589,7 +1807,8 @@ class ExecService:
         env = {e.split("=", 1)[0]: e for e in process.get("env", [])}
         for e in ex.env:
             env[e.split("=", 1)[0]] = e
-        uid, gid, extra = spec.resolve_user(os.path.join(p.bundle, "rootfs"), ex.user)
+        with safepath.Root.at(os.path.join(p.bundle, "rootfs")) as root:
+            uid, gid, extra = spec.resolve_user(root, ex.user, tuple(ctr.host_config.get("GroupAdd") or ()))
         terminal = ex.tty and self.containers.runtimes[ctr.runtime].console_exec
         process.update(args=ex.cmd, env=list(env.values()), terminal=terminal,
                        user={"uid": uid, "gid": gid, "additionalGids": extra})
@@ -1612,7 +1831,16 @@ class ExecService:
         if not ctr.running:
             raise Conflict(f"Container {ctr.id} is not running")
         runtime = self.containers.runtimes[ctr.runtime]
-        process_file = await asyncio.to_thread(self._process_file, ex, ctr)
+        try:
+            process_file = await asyncio.to_thread(self._process_file, ex, ctr)
+        except BerthError as exc:
+            # as dockerd: the error goes to the client's stdout and the exec ends with 126
+            ex.exit_code = 126
+            self.containers._event("exec_die", ctr, execID=ex.id, exitCode="126")
+            if ex.attach_stdout:
+                with contextlib.suppress(ConnectionResetError):
+                    await write(1, f"OCI runtime exec failed: {exc.message}\r\n".encode())
+            return 126
         if ex.tty:
             return await self._run_tty(ex, ctr, process_file, stdin, write)
         proc = await asyncio.create_subprocess_exec(

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from berth.api import versions
-from berth.daemon.backends.bridge import BodyPipe, iterate_in_thread
+from berth.daemon.backends.bridge import BodyPipe, iterate_in_thread, run_in_own_thread
 from berth.daemon.events import EventBus, make_event
 from berth.errors import Conflict, InvalidParameter
 from berth.image import archive, importer, reference
@@ -200,8 +200,7 @@ class ImageService:
             tags.append(f"{repo}:{tag}" if tag else repo)
             reference.parse(tags[0])  # a bad name fails before any byte is read
         pipe = BodyPipe()
-        work = asyncio.create_task(asyncio.to_thread(importer.import_rootfs, self.store, pipe, tags,  # type: ignore[arg-type]
-                                                     message, changes))
+        work = asyncio.create_task(run_in_own_thread(importer.import_rootfs, self.store, pipe, tags, message, changes))
         try:
             await pipe.feed(body)
             image_id = await work
@@ -221,7 +220,7 @@ class ImageService:
             if not quiet:
                 loop.call_soon_threadsafe(progress.put_nowait, msg)
 
-        work = asyncio.create_task(asyncio.to_thread(archive.load, self.store, pipe, report))  # type: ignore[arg-type]
+        work = asyncio.create_task(run_in_own_thread(archive.load, self.store, pipe, report))
         feeder = asyncio.create_task(pipe.feed(body))
         try:
             while not work.done():

@@ -34,7 +34,7 @@ from berth.daemon.events import EventBus, make_event
 from berth.errors import BerthError, Conflict, Forbidden, InvalidParameter, NotFound, NotSupported, System
 from berth.linux import netlink, netns
 from berth.linux.files import read_text
-from berth.network import dns, ipam
+from berth.network import dns, ipam, ports
 from berth.network.drivers import DRIVERS, Join
 from berth.network.firewall import BridgeRules, Firewall, NullFirewall, PortRule, Ruleset
 from berth.network.model import (
@@ -349,7 +349,15 @@ class NetworkService:
             raise InvalidParameter(f"scope {body['Scope']!r} is not supported (only \"local\")")
         if body.get("ConfigOnly") or body.get("ConfigFrom"):
             raise NotSupported("config-only networks are not supported by berth yet")
+        if not isinstance(body.get("Options") or {}, dict) or not isinstance(body.get("Labels") or {}, dict):
+            raise InvalidParameter("Options and Labels must be JSON objects")
         options = {str(k): str(v) for k, v in (body.get("Options") or {}).items()}
+        if options.get(BRIDGE_NAME_OPT):
+            ports.parse_ifname(options[BRIDGE_NAME_OPT], "bridge name")
+        if options.get(HOST_BINDING_OPT):
+            ports.parse_ip(options[HOST_BINDING_OPT], f"{HOST_BINDING_OPT}")
+        if options.get("parent"):
+            ports.parse_ifname(options["parent"], "parent interface")
         ipv6 = bool(body.get("EnableIPv6"))
         pools = ipam.parse_pools(ipam_cfg.get("Config") or [])
         if pools and not ipv6 and any(p.subnet.version == 6 for p in pools):
@@ -695,16 +703,16 @@ class NetworkService:
         rows, socks = [], []
         try:
             for port, entries in bindings.items():
-                cport, _, proto = port.partition("/")
-                proto = proto or "tcp"
+                key = ports.parse_port_key(port)  # typed again at start: stored configs predate checks
                 for e in entries:
-                    host_ip = e.get("HostIp") or net.options.get(HOST_BINDING_OPT) or self.cfg.default_bind_ip
+                    host_ip = str(ports.parse_ip(e.get("HostIp") or net.options.get(HOST_BINDING_OPT)
+                                                 or self.cfg.default_bind_ip, "host IP"))
                     cip = st["GlobalIPv6Address"] if ":" in host_ip and st.get("GlobalIPv6Address") else st["IPAddress"]
                     if not cip:
                         continue
-                    sock, hport = _reserve(proto, host_ip, e.get("HostPort") or "")
+                    sock, hport = _reserve(key.proto, host_ip, e.get("HostPort") or "")
                     socks.append(sock)
-                    rows.append((m.id, proto, host_ip, hport, cip, int(cport), net.device))
+                    rows.append((m.id, key.proto, host_ip, hport, cip, key.port, net.device))
             with self._lock, self.db.transaction() as c:
                 for r in rows:
                     clash = c.execute("SELECT container_id FROM port_maps WHERE proto = ? AND host_port = ? AND "
@@ -738,17 +746,23 @@ class NetworkService:
             for n in self._all():
                 if n.driver != "bridge":
                     continue
-                bridges.append(BridgeRules(n.device, [str(p.subnet) for p in n.pools],
+                bridges.append(BridgeRules(n.device, tuple(p.subnet for p in n.pools),
                                            masquerade=self.cfg.ip_masq and opt_bool(n.options, MASQ_OPT, True),
                                            icc=opt_bool(n.options, ICC_OPT, True) and (n.name != "bridge" or self.cfg.icc),
                                            internal=n.internal))
             with self.db.read() as c:
-                ports = [PortRule(r[0], r[1], r[2], r[3], r[4], r[5]) for r in c.execute(
-                    "SELECT proto, host_ip, host_port, container_ip, container_port, device FROM port_maps")]
-            if not bridges and not ports and not self._wrote_table:
+                rows = c.execute("SELECT proto, host_ip, host_port, container_ip, container_port, device "
+                                 "FROM port_maps").fetchall()
+            rules = []
+            for r in rows:  # typed again: a row that is not a valid rule is skipped, never rendered
+                try:
+                    rules.append(PortRule.parse(r[0], r[1], r[2], r[3], r[4], r[5]))
+                except (ValueError, TypeError, BerthError) as exc:
+                    log.error("port mapping %s is invalid and not published: %s", tuple(r), exc)
+            if not bridges and not rules and not self._wrote_table:
                 return  # nothing of berth's to write or to remove: leave nft alone
-            self.firewall.apply(Ruleset(bridges, ports, self._guard_forward), self.cfg.ipv6)
-            self._wrote_table = bool(bridges or ports)
+            self.firewall.apply(Ruleset(bridges, rules, self._guard_forward), self.cfg.ipv6)
+            self._wrote_table = bool(bridges or rules)
 
     # ---- /etc files and DNS --------------------------------------------------------------------------
     def _hosts_file(self, m: Member, got: list[tuple[Network, dict[str, Any]]]) -> str:
@@ -785,6 +799,14 @@ class NetworkService:
             if st and (not nets or any(n.id == net.id for n in nets)):
                 return st.get("IPAddress") or st.get("GlobalIPv6Address") or ""
         return ""
+
+    def _dns_upstreams(self, m: Member) -> list[str]:
+        """Where the embedded resolver forwards a container's other questions: nowhere when every
+        network it is on is ``internal`` (such a container must not reach outside, DNS included)."""
+        nets = [n for n, _r, st in self._attachments(m.id) if st is not None and not n.predefined]
+        if nets and all(n.internal for n in nets):
+            return []
+        return self._upstreams(m.host_config)
 
     def _upstreams(self, m_hc: dict[str, Any]) -> list[str]:
         return list(m_hc.get("Dns") or self.cfg.dns or dns.host_resolvers()[0])
@@ -827,7 +849,7 @@ class NetworkService:
             except (OSError, BerthError) as exc:
                 log.warning("container %s: embedded DNS not started: %s", m.id[:12], exc)
                 return
-        server = dns.Server(lambda name, qtype: self.lookup(m.id, name), lambda: self._upstreams(m.host_config))
+        server = dns.Server(lambda name, qtype: self.lookup(m.id, name), lambda: self._dns_upstreams(m))
         await server.serve(socks)
         self._dns[m.id] = server
 
@@ -1017,13 +1039,7 @@ def _reserve(proto: str, host_ip: str, host_port: str) -> tuple[socket.socket, i
     port "" or "0": the kernel picks a free one. Ranges "A-B": the first free one."""
     family = socket.AF_INET6 if ":" in host_ip else socket.AF_INET
     stype = socket.SOCK_DGRAM if proto == "udp" else socket.SOCK_STREAM
-    lo, _, hi = (host_port or "0").partition("-")
-    try:
-        first, last = int(lo), int(hi or lo)
-    except ValueError:
-        raise InvalidParameter(f"invalid host port {host_port!r}") from None
-    if not (0 <= first <= last <= 65535):
-        raise InvalidParameter(f"invalid host port {host_port!r}")
+    first, last = ports.parse_host_port(host_port)
     err: OSError | None = None
     for port in range(first, last + 1):
         sock = socket.socket(family, stype | socket.SOCK_CLOEXEC, socket.IPPROTO_SCTP if proto == "sctp" else 0)

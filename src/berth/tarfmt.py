@@ -22,7 +22,10 @@ from berth.errors import InvalidParameter
 BLOCK = 512
 REGULAR, HARDLINK, SYMLINK, CHAR, BLOCKDEV, DIR, FIFO = "0", "1", "2", "3", "4", "5", "6"
 _KNOWN = {REGULAR, HARDLINK, SYMLINK, CHAR, BLOCKDEV, DIR, FIFO, "7"}
-MAX_META = 1 << 20  # pax / long-name header data larger than this is refused
+MAX_META = 1 << 20  # pax / long-name header data of one entry, all extended headers together
+MAX_EXTENDED = 32  # extended headers (pax, GNU long name/link) before one entry
+MAX_NAME = 4096  # PATH_MAX: longer names and link targets are refused
+MAX_SIZE = 1 << 40  # 1 TiB: a larger file size is taken for a forged header
 
 
 @dataclass(slots=True)
@@ -47,6 +50,8 @@ class Entry:
 
 def _number(field_: bytes, what: str) -> int:
     if field_ and field_[0] & 0x80:  # GNU base-256
+        if field_[0] == 0xFF:
+            raise InvalidParameter(f"corrupt tar header: negative {what} field")
         value = int.from_bytes(field_, "big", signed=False) & ~(0x80 << (8 * (len(field_) - 1)))
         return value
     text = field_.split(b"\0", 1)[0].strip(b" \0")
@@ -81,10 +86,10 @@ def _parse_pax(data: bytes) -> dict[str, bytes]:
         space = data.find(b" ", pos)
         if space < 0:
             raise InvalidParameter("corrupt pax header")
-        try:
-            length = int(data[pos:space])
-        except ValueError:
-            raise InvalidParameter("corrupt pax header: bad record length") from None
+        digits = data[pos:space]
+        if not digits.isdigit() or len(digits) > 8:
+            raise InvalidParameter("corrupt pax header: bad record length")
+        length = int(digits)
         if length <= 0 or pos + length > len(data):
             raise InvalidParameter("corrupt pax header: record length out of range")
         record = data[space + 1: pos + length - 1]
@@ -94,6 +99,29 @@ def _parse_pax(data: bytes) -> dict[str, bytes]:
         out[key.decode("utf-8", "surrogateescape")] = value
         pos += length
     return out
+
+
+def _pax_int(pax: dict[str, bytes], key: str, limit: int) -> int | None:
+    """A pax record that must be a decimal integer in 0..limit (size, uid, gid); None when absent."""
+    value = pax.get(key)
+    if value is None:
+        return None
+    if not value.isdigit() or len(value) > 20 or int(value) > limit:
+        raise InvalidParameter(f"corrupt pax header: bad {key} {value[:32]!r}")
+    return int(value)
+
+
+def _pax_time(pax: dict[str, bytes], key: str) -> float | None:
+    value = pax.get(key)
+    if value is None:
+        return None
+    try:
+        t = float(value)
+    except ValueError:
+        raise InvalidParameter(f"corrupt pax header: bad {key} {value[:32]!r}") from None
+    if not -(1 << 40) < t < (1 << 40):  # also refuses nan and inf
+        raise InvalidParameter(f"corrupt pax header: bad {key} {value[:32]!r}")
+    return t
 
 
 class TarReader:
@@ -134,6 +162,7 @@ class TarReader:
             raw = bytearray()
             pax: dict[str, bytes] = {}
             long_name = long_link = None
+            extended = meta = 0
             while True:
                 block = self._read_block()
                 if block is None:
@@ -154,8 +183,10 @@ class TarReader:
                 typ = chr(block[156]) if block[156] else REGULAR
                 size = _number(block[124:136], "size")
                 if typ in ("x", "g", "L", "K"):
-                    if size > MAX_META:
-                        raise InvalidParameter("tar extended header too large")
+                    extended += 1
+                    meta += size
+                    if meta > MAX_META or extended > MAX_EXTENDED:
+                        raise InvalidParameter("tar extended headers too large or too many for one entry")
                     padded = (size + BLOCK - 1) // BLOCK * BLOCK
                     data = self._read_exact(padded)
                     raw += data
@@ -182,16 +213,25 @@ class TarReader:
             link = long_link if long_link is not None else _string(block[157:257])
             if "linkpath" in pax:
                 link = pax["linkpath"].decode("utf-8", "surrogateescape")
-            if "size" in pax:
-                size = int(pax["size"])
+            pax_size = _pax_int(pax, "size", MAX_SIZE)
+            if pax_size is not None:
+                size = pax_size
+            if size > MAX_SIZE:
+                raise InvalidParameter(f"tar entry {name[:200]!r} claims a size of {size} bytes")
+            if len(name.encode("utf-8", "surrogateescape")) > MAX_NAME or \
+                    len(link.encode("utf-8", "surrogateescape")) > MAX_NAME:
+                raise InvalidParameter(f"tar entry name or link target longer than {MAX_NAME} bytes")
+            if "\0" in name or "\0" in link:
+                raise InvalidParameter("tar entry name or link target contains a NUL byte")
+            uid, gid, mtime = _pax_int(pax, "uid", 0xFFFFFFFE), _pax_int(pax, "gid", 0xFFFFFFFE), _pax_time(pax, "mtime")
             # only regular files carry data; other types' size fields are ignored, as tar does
             data_size = size if typ in (REGULAR, "7") else 0
             entry = Entry(
                 raw_header=bytes(raw), name=name, type=REGULAR if typ == "7" else typ, size=data_size,
                 mode=_number(block[100:108], "mode") & 0o7777,
-                uid=int(pax["uid"]) if "uid" in pax else _number(block[108:116], "uid"),
-                gid=int(pax["gid"]) if "gid" in pax else _number(block[116:124], "gid"),
-                mtime=float(pax["mtime"]) if "mtime" in pax else float(_number(block[136:148], "mtime")),
+                uid=uid if uid is not None else _number(block[108:116], "uid"),
+                gid=gid if gid is not None else _number(block[116:124], "gid"),
+                mtime=mtime if mtime is not None else float(_number(block[136:148], "mtime")),
                 linkname=link,
                 devmajor=_number(block[329:337], "devmajor") if typ in (CHAR, BLOCKDEV) else 0,
                 devminor=_number(block[337:345], "devminor") if typ in (CHAR, BLOCKDEV) else 0,
