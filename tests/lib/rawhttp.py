@@ -50,6 +50,8 @@ def request(sock_path: str, method: str, path: str, body: bytes = b"", headers: 
         s.settimeout(timeout)
         s.connect(sock_path)
         hdrs = {"Host": "berth", "Content-Length": str(len(body)), **(headers or {})}
+        if body[:1] in (b"{", b"[") and not any(k.lower() == "content-type" for k in hdrs):
+            hdrs["Content-Type"] = "application/json"  # what every real client sends with a JSON body
         head = f"{method} {path} HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in hdrs.items()) + "\r\n"
         s.sendall(head.encode() + body)
         with s.makefile("rb") as f:

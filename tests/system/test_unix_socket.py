@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import grp
 import os
+import shutil
 import socket
 import stat
 
@@ -44,13 +45,18 @@ def test_user_outside_group_refused_inside_accepted(make_berthd, cleanup):
 
 
 def test_default_group_missing_falls_back_to_root_with_warning(make_berthd):
-    """Run berthd in a private mount namespace whose /etc/group has no "docker" group."""
+    """Run berthd in a private mount namespace whose /etc/group has no "docker" group. The whole of
+    /etc is replaced by a copy: a bind mount over /etc/group alone is lost when another test's
+    groupadd renames a new /etc/group into place meanwhile."""
     d = make_berthd()
-    group_file = os.path.join(d.root, "group")
-    with open("/etc/group") as src, open(group_file, "w") as dst:
-        dst.writelines(line for line in src if not line.startswith("docker:"))
+    etc = os.path.join(d.root, "etc")
+    shutil.copytree("/etc", etc, symlinks=True, ignore_dangling_symlinks=True)
+    with open(os.path.join(etc, "group")) as src:
+        lines = [line for line in src if not line.startswith("docker:")]
+    with open(os.path.join(etc, "group"), "w") as dst:
+        dst.writelines(lines)
     d.start(prefix=["unshare", "--mount", "--propagation", "private", "--", "sh", "-c",
-                    f'mount --bind "{group_file}" /etc/group && exec "$0" "$@"'])
+                    f'mount --bind "{etc}" /etc && exec "$0" "$@"'])
     assert os.stat(d.sock).st_gid == 0
     assert "group docker not found" in d.log()
 

@@ -2,10 +2,10 @@
 
 States (one connection, one request in flight at a time; pipelined requests wait in a queue):
 
-    IDLE ──headers──► BODY ──message complete──► queued ──► RESPONDING ──► IDLE (keep-alive)
-                                                              │   │
-                                                              │   └──► STREAMING (chunked) ──► IDLE
-                                                              └──────► HIJACKED (raw) ──► CLOSED
+    IDLE ──first byte──► HEADERS ──headers──► BODY ──message complete──► queued ──► RESPONDING ──► IDLE
+                                                                                     │   │
+                                                                                     │   └──► STREAMING ──► IDLE
+                                                                                     └──────► HIJACKED ──► CLOSED
     any state ──parse error──► 400, CLOSED      ──peer gone──► CLOSED (the running handler is cancelled)
 
 Rules:
@@ -18,15 +18,29 @@ Rules:
   other exception is a bug: 500, logged with its traceback, and never shown to the client.
 - After a hijack, a stream or an error that cannot be reported any more, the connection closes when
   the handler ends.
+
+Limits (``Limits``; Go's net/http as dockerd configures it, or stricter):
+- the request line and headers together: at most 1 MiB (431, as Go answers); a buffered body 64 MiB (413);
+  once an error answer is sent nothing more is parsed or dispatched (a handler never runs on a cut body);
+- time: from a request's first byte to the end of its headers (slow-loris), between two bytes of a
+  body, and on an idle keep-alive connection; the ``Application``'s sweeper closes what is overdue;
+- at most ``pipeline`` parsed requests wait; beyond, reading pauses until the queue drains; while the
+  client does not read our answers (asyncio's write buffer above its high-water mark) no further
+  request is run, so an unread answer stalls only its own connection;
+- memory: the read buffer starts at 4 KiB and grows while reads fill it (64 KiB, 1 MiB while an
+  upload streams), and shrinks back when the connection is idle.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import logging
+import math
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from email.utils import formatdate
 from http import HTTPStatus
 from typing import Any
@@ -68,12 +82,26 @@ def _date_header() -> bytes:
     return _date_cache[1]
 
 
-class Application:
-    """What every connection shares: the router, the headers every response carries, the logger."""
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Bounds on what one client may make the daemon hold (see the module header)."""
 
-    def __init__(self, router: Router, *, server: str, debug: bool = False) -> None:
+    max_header_bytes: int = 1 << 20  # Go's DefaultMaxHeaderBytes
+    max_body: int = MAX_BUFFERED_BODY
+    header_timeout: float = 60.0  # first byte of a request to the end of its headers
+    body_timeout: float = 300.0  # between two bytes of a request body
+    idle_timeout: float = 300.0  # a keep-alive connection with no request
+    pipeline: int = 16  # parsed requests waiting behind the running one
+
+
+class Application:
+    """What every connection shares: the router, the headers every response carries, the logger, the
+    limits, and the sweeper that closes connections past their deadline."""
+
+    def __init__(self, router: Router, *, server: str, debug: bool = False, limits: Limits | None = None) -> None:
         self.router = router
         self.debug = debug
+        self.limits = limits or Limits()
         self.common_headers = (
             f"Api-Version: {versions.API_VERSION}\r\n"
             "Docker-Experimental: false\r\n"
@@ -81,6 +109,37 @@ class Application:
             f"Server: {server}\r\n"
         ).encode()
         self.connections: set[HttpConnection] = set()
+        self._peak = 0  # most connections since memory was last handed back
+        self.expired = 0
+
+    def sweep(self) -> None:
+        """Close the connections past their deadline; after a storm of connections, hand freed memory
+        back to the system (glibc keeps freed heap pages otherwise: measured in bench/http_limits.py)."""
+        now = time.monotonic()
+        for conn in [c for c in self.connections if c.deadline < now]:
+            self.expired += 1
+            conn.expire()
+        count = len(self.connections)
+        self._peak = max(self._peak, count)
+        if self._peak - count >= 256:
+            self._peak = count
+            _trim_memory()
+
+    async def run_sweeper(self, interval: float = 1.0) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                self.sweep()
+            except Exception:  # the sweeper must outlive any one connection's trouble
+                log.exception("bug: sweeping connections")
+
+
+def _trim_memory() -> None:
+    try:
+        libc = ctypes.CDLL(None)
+        libc.malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 class _Job:
@@ -104,8 +163,8 @@ class _Job:
 class _BodyStream:
     """A request body read as it arrives (image load, import, archive upload)."""
 
-    def __init__(self, transport: asyncio.Transport) -> None:
-        self._transport = transport
+    def __init__(self, conn: HttpConnection) -> None:
+        self._conn = conn
         self._chunks: deque[bytes] = deque()
         self._size = 0
         self._eof = False
@@ -120,19 +179,19 @@ class _BodyStream:
         self._size = 0
         if self._paused:
             self._paused = False
-            self._transport.resume_reading()
+            self._conn._resume("body")
 
     def feed(self, data: bytes) -> None:
         if self.discarded >= 0:
             self.discarded += len(data)
-            if self.discarded > MAX_DISCARD:
-                self._transport.close()
+            if self.discarded > MAX_DISCARD and self._conn.transport is not None:
+                self._conn.transport.close()
             return
         self._chunks.append(data)
         self._size += len(data)
         if not self._paused and self._size > _BODY_HIGH_WATER:
             self._paused = True
-            self._transport.pause_reading()
+            self._conn._pause("body")
         self._wake()
 
     def end(self) -> None:
@@ -157,7 +216,7 @@ class _BodyStream:
             self._size -= len(chunk)
             if self._paused and self._size < _BODY_HIGH_WATER // 2:
                 self._paused = False
-                self._transport.resume_reading()
+                self._conn._resume("body")
             yield chunk
 
 
@@ -185,8 +244,14 @@ class _ChunkedWriter:
             t.write(b"0\r\n\r\n")
 
 
-_READ_BUFFER = 65536
+_READ_BUFFER = 4096  # what a connection starts with, and returns to when idle
+_GROWN_BUFFER = 65536  # the most a buffer grows to while reads fill it
 _UPLOAD_BUFFER = 1 << 20  # while a request body streams in (image load): fewer, larger reads
+
+
+class _Abort(Exception):
+    """Raised from a parser callback to stop parsing the rest of the bytes at once (an error answer
+    has been sent; nothing after it may be dispatched)."""
 
 
 class HttpConnection(asyncio.BufferedProtocol):
@@ -194,11 +259,17 @@ class HttpConnection(asyncio.BufferedProtocol):
     Protocol makes asyncio allocate a fresh 256 KiB bytes object per read, which costs an mmap, an
     mremap and a munmap syscall for every request (measured: see docs/performance.md)."""
 
+    __slots__ = ("app", "_rbuf", "_rview", "_grow_to", "_shrink", "_identify", "transport", "identity",
+                 "_parser", "_url", "_headers", "_current", "_queue", "_running", "_task", "_state", "_hijack",
+                 "_raw", "_upgrade_job", "_upgrade_need", "_can_write", "_write_waiter", "_writer", "_peer_eof", "deadline",
+                 "_in_headers", "_header_bytes", "_dead", "_pauses", "on_close")
+
     def __init__(self, app: Application, identify: Callable[[asyncio.BaseTransport], Identity]) -> None:
         self.app = app
         self._rbuf = bytearray(_READ_BUFFER)
         self._rview = memoryview(self._rbuf)
-        self._small_buffer_later = False
+        self._grow_to = 0  # a new buffer size to take at the next get_buffer (0: keep)
+        self._shrink = False
         self._identify = identify
         self.transport: asyncio.Transport | None = None
         self.identity: Identity = ANONYMOUS
@@ -214,10 +285,16 @@ class HttpConnection(asyncio.BufferedProtocol):
         self._raw: bytearray | None = None  # bytes after an upgrade request, before the hijack
         self._upgrade_job: _Job | None = None
         self._upgrade_need = 0
-        self._can_write = asyncio.Event()
-        self._can_write.set()
+        self._can_write = True
+        self._write_waiter: asyncio.Future[None] | None = None
         self._writer: _ChunkedWriter | None = None
         self._peer_eof = False
+        self.deadline = time.monotonic() + app.limits.idle_timeout  # the sweeper closes us after it
+        self._in_headers = False
+        self._header_bytes = 0
+        self._dead = False  # an error answer went out: nothing more is parsed or dispatched
+        self._pauses: set[str] = set()  # why reading is paused: "body", "pipeline", "raw"
+        self.on_close: Callable[[], None] | None = None
 
     # ---- asyncio.Protocol -------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -230,18 +307,27 @@ class HttpConnection(asyncio.BufferedProtocol):
             log.exception("could not determine the caller's identity")
 
     def get_buffer(self, sizehint: int) -> memoryview:
-        if self._small_buffer_later:  # the upload is over: give the large buffer back
-            self._small_buffer_later = False
-            self._rbuf = bytearray(_READ_BUFFER)
+        if self._grow_to:
+            self._rbuf = bytearray(self._grow_to)
             self._rview = memoryview(self._rbuf)
+            self._grow_to = 0
         return self._rview
 
     def buffer_updated(self, nbytes: int) -> None:
         # Everything downstream copies what it keeps (httptools hands out bytes; the raw and hijack
-        # buffers append), so the read buffer can be reused at once.
+        # buffers append), so the read buffer can be replaced or reused at once.
         self.data_received(self._rview[:nbytes])
+        size = len(self._rbuf)
+        if self._shrink:
+            self._shrink = False
+            if size > _READ_BUFFER:
+                self._grow_to = _READ_BUFFER
+        elif nbytes == size and size < _GROWN_BUFFER and not self._queue:
+            self._grow_to = min(size * 4, _GROWN_BUFFER)  # reads fill the buffer: a body is coming
 
     def data_received(self, data: bytes | memoryview) -> None:
+        if self._dead:
+            return
         if self._raw is not None:
             self._raw_received(data)
             return
@@ -253,8 +339,18 @@ class HttpConnection(asyncio.BufferedProtocol):
         except httptools.HttpParserUpgrade as exc:
             self._raw = bytearray()
             self._raw_received(data[exc.args[0]:])
+            return
+        except httptools.HttpParserCallbackError:
+            if self._dead:
+                return
+            raise
         except httptools.HttpParserError as exc:
             self._bad_request(f"malformed HTTP request: {exc}")
+            return
+        if self._in_headers:
+            self._header_bytes += len(data)
+            if self._header_bytes > self.app.limits.max_header_bytes:
+                self._bad_request("request header fields too large", status=431)
 
     def eof_received(self) -> bool | None:
         if self._hijack is not None:
@@ -270,35 +366,76 @@ class HttpConnection(asyncio.BufferedProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._state = "CLOSED"
         self.app.connections.discard(self)
-        self._can_write.set()
+        self._wake_writers()
         if self._hijack is not None:
             self._hijack.connection_lost()
         if self._task is not None and not self._task.done():
             self._task.cancel()
         if self._current is not None and self._current.body_stream is not None:
             self._current.body_stream.end()
+        self._queue.clear()
         self.transport = None
+        self.deadline = math.inf
+        if self.on_close is not None:
+            on_close, self.on_close = self.on_close, None
+            on_close()
 
     def pause_writing(self) -> None:
-        self._can_write.clear()
+        self._can_write = False
         if self._hijack is not None:
             self._hijack.pause_writing()
 
     def resume_writing(self) -> None:
-        self._can_write.set()
+        self._wake_writers()
         if self._hijack is not None:
             self._hijack.resume_writing()
+        if self._running is None and self._queue:
+            self._run_next()  # answers waited for the client to read the earlier ones
+
+    def _wake_writers(self) -> None:
+        self._can_write = True
+        w, self._write_waiter = self._write_waiter, None
+        if w is not None and not w.done():
+            w.set_result(None)
 
     async def drain(self) -> None:
-        await self._can_write.wait()
+        """Wait while the client is not reading what we send (asyncio's write buffer is full)."""
+        while not self._can_write and self.transport is not None:
+            if self._write_waiter is None:
+                self._write_waiter = asyncio.get_running_loop().create_future()
+            await self._write_waiter
         if self.transport is None:
             raise ConnectionResetError("client disconnected")
+
+    def _pause(self, why: str) -> None:
+        if not self._pauses and self.transport is not None:
+            self.transport.pause_reading()
+        self._pauses.add(why)
+
+    def _resume(self, why: str) -> None:
+        if why in self._pauses:
+            self._pauses.discard(why)
+            if not self._pauses and self.transport is not None and not self.transport.is_closing():
+                self.transport.resume_reading()
+
+    def expire(self) -> None:
+        """The sweeper found this connection past its deadline (slow-loris, a stalled body, idle)."""
+        if self.app.debug:
+            log.debug("%s: closing a connection in state %s past its deadline", self.identity.principal,
+                      self._state)
+        self.deadline = math.inf
+        if self.transport is not None:
+            self.transport.close()
 
     # ---- httptools callbacks ----------------------------------------------------------------
     def on_message_begin(self) -> None:
         self._url = b""
         self._headers = {}
         self._current = _Job()
+        self._in_headers = True
+        self._header_bytes = 0
+        self._state = "HEADERS" if self._running is None else self._state
+        self.deadline = time.monotonic() + self.app.limits.header_timeout
 
     def on_url(self, url: bytes) -> None:
         self._url += url
@@ -307,6 +444,13 @@ class HttpConnection(asyncio.BufferedProtocol):
         self._headers[name.lower().decode("latin-1")] = value.decode("latin-1")
 
     def on_headers_complete(self) -> None:
+        if self._dead:
+            raise _Abort
+        self._in_headers = False
+        if self._header_bytes + len(self._url) > self.app.limits.max_header_bytes:
+            self._bad_request("request header fields too large", status=431)
+            raise _Abort
+        self.deadline = time.monotonic() + self.app.limits.body_timeout
         job = self._current
         assert job is not None
         job.keep_alive = self._parser.should_keep_alive()
@@ -315,7 +459,7 @@ class HttpConnection(asyncio.BufferedProtocol):
         try:
             parsed = httptools.parse_url(self._url)
         except httptools.HttpParserInvalidURLError:
-            job.response = self._error_response(400, f"invalid URL: {self._url!r}")
+            job.response = self._error_response(400, f"invalid URL: {self._url[:200]!r}")
             return
         raw_path = parsed.path.decode("latin-1")
         query = parsed.query.decode("latin-1") if parsed.query else ""
@@ -340,41 +484,50 @@ class HttpConnection(asyncio.BufferedProtocol):
                               connection=self)
         if route.stream_body and not job.upgrade:
             assert self.transport is not None
-            job.body_stream = _BodyStream(self.transport)
-            if len(self._rbuf) < _UPLOAD_BUFFER:
-                self._rbuf = bytearray(_UPLOAD_BUFFER)
-                self._rview = memoryview(self._rbuf)
+            job.body_stream = _BodyStream(self)
+            self._grow_to = _UPLOAD_BUFFER
             self._enqueue(job)
 
     def on_body(self, body: bytes) -> None:
+        if self._dead:
+            raise _Abort
+        self.deadline = time.monotonic() + self.app.limits.body_timeout
         job = self._current
         assert job is not None
         if job.body_stream is not None:
             job.body_stream.feed(body)
             return
         job.body_size += len(body)
-        if job.body_size > MAX_BUFFERED_BODY:
+        if job.body_size > self.app.limits.max_body:
             self._bad_request("request body too large", status=413)
-            return
+            raise _Abort
         job.body_parts.append(body)
 
     def on_message_complete(self) -> None:
+        if self._dead:
+            raise _Abort
         job = self._current
         assert job is not None
         self._current = None
         job.complete = True
+        self.deadline = math.inf  # the request is read: now it waits for us
         if job.body_stream is not None:
             job.body_stream.end()
-            self._small_buffer_later = True
+            self._shrink = True
             if job.body_stream.discarded >= 0 and self.transport is not None:
                 self.transport.close()  # the early answer is sent; the upload is over
             return  # dispatched at headers-complete
         if job.request is not None:
             job.request.body = b"".join(job.body_parts)
+            job.body_parts = []
         if job.upgrade:
             need = int(self._headers.get("content-length", "0") or 0)
+            if need > self.app.limits.max_body:
+                self._bad_request("request body too large", status=413)
+                raise _Abort
             if need > 0:  # llhttp does not read an upgrade request's body: we do, from the raw bytes
                 self._upgrade_job, self._upgrade_need = job, need
+                self.deadline = time.monotonic() + self.app.limits.body_timeout
                 return
         self._enqueue(job)
 
@@ -389,18 +542,23 @@ class HttpConnection(asyncio.BufferedProtocol):
             del self._raw[: self._upgrade_need]
             self._upgrade_job = None
             self._enqueue(job)
-        if len(self._raw) > MAX_BUFFERED_BODY and self.transport is not None:
-            self.transport.pause_reading()
+        if len(self._raw) > _BODY_HIGH_WATER:
+            self._pause("raw")  # the hijack takes over reading (and resumes it) once the handler runs
 
     # ---- running handlers in order ----------------------------------------------------------
     def _enqueue(self, job: _Job) -> None:
         self._queue.append(job)
+        if len(self._queue) >= self.app.limits.pipeline:
+            self._pause("pipeline")
         if self._running is None:
             self._run_next()
 
     def _run_next(self) -> None:
-        while self._queue and self._running is None and self.transport is not None:
+        # Only while the client reads our answers: one that does not stalls its own connection only.
+        while self._queue and self._running is None and self.transport is not None and self._can_write:
             job = self._queue.popleft()
+            if len(self._queue) < self.app.limits.pipeline // 2:
+                self._resume("pipeline")
             self._running = job
             if job.response is not None:
                 self._send(job, job.response)
@@ -494,6 +652,7 @@ class HttpConnection(asyncio.BufferedProtocol):
             job.body_stream.discard()  # closed when the rest of the upload has arrived
             self._state = "DRAINING"
             self._queue.clear()
+            self.deadline = time.monotonic() + self.app.limits.body_timeout
             return
         if not keep_alive:
             self._state = "CLOSING"
@@ -501,6 +660,9 @@ class HttpConnection(asyncio.BufferedProtocol):
                 self.transport.close()
             self._queue.clear()
             return
+        if self._current is None and not self._queue:
+            self.deadline = time.monotonic() + self.app.limits.idle_timeout
+            self._shrink = True
         self._run_next()
 
     # ---- streaming and hijack (ConnectionControl) --------------------------------------------
@@ -518,19 +680,21 @@ class HttpConnection(asyncio.BufferedProtocol):
         parts.append(b"Transfer-Encoding: chunked\r\n\r\n")
         self.transport.write(b"".join(parts))
         self._state = "STREAMING"
+        self.deadline = math.inf
         self._writer = _ChunkedWriter(self, head_only)
         await self.drain()
         return self._writer
 
     async def hijack(self, content_type: str = "application/vnd.docker.raw-stream",
-                     websocket_accept: str | None = None) -> HijackedStream:
+                     head: bytes | None = None) -> HijackedStream:
         """Answer 101 (or 200 for a client that did not ask to upgrade) and hand over the raw stream;
-        with ``websocket_accept``, the WebSocket handshake's 101."""
+        ``head``: a response head made elsewhere (the WebSocket handshake's 101), to which the
+        headers every response carries are added."""
         job = self._running
         assert job is not None and self.transport is not None
-        if websocket_accept is not None:
-            head = (b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                    b"Sec-WebSocket-Accept: " + websocket_accept.encode() + b"\r\n" + self.app.common_headers + b"\r\n")
+        if head is not None:
+            assert head.endswith(b"\r\n\r\n")
+            head = head[:-2] + self.app.common_headers + b"\r\n"
         elif job.upgrade:
             head = (b"HTTP/1.1 101 UPGRADED\r\nContent-Type: " + content_type.encode()
                     + b"\r\nConnection: Upgrade\r\nUpgrade: tcp\r\n" + self.app.common_headers + b"\r\n")
@@ -543,6 +707,8 @@ class HttpConnection(asyncio.BufferedProtocol):
         stream = HijackedStream(self.transport, initial)
         self._hijack = stream
         self._state = "HIJACKED"
+        self.deadline = math.inf
+        self._pauses.clear()  # the stream decides about reading from now on
         if not self.transport.is_reading():
             self.transport.resume_reading()
         return stream
@@ -574,6 +740,11 @@ class HttpConnection(asyncio.BufferedProtocol):
         return Response(500, error_body(f"internal error in berthd: {type(exc).__name__}"))
 
     def _bad_request(self, message: str, status: int = 400) -> None:
+        """Answer an error that ends the connection: nothing after it is parsed or dispatched."""
+        if self._dead:
+            return
+        self._dead = True
+        self._queue.clear()
         t = self.transport
         if t is not None and self._running is None and self._state != "HIJACKED":
             body = error_body(message)

@@ -37,7 +37,7 @@ class ConnectionControl(Protocol):
     ) -> StreamWriter: ...
 
     async def hijack(self, content_type: str = "application/vnd.docker.raw-stream",
-                     websocket_accept: str | None = None) -> HijackedStream: ...
+                     head: bytes | None = None) -> HijackedStream: ...
 
     def body_stream(self) -> AsyncIterator[bytes]: ...
 
@@ -91,8 +91,14 @@ class Request:
             raise InvalidParameter(f"invalid JSON in query parameter {name}: {exc}") from None
 
     def json_body(self) -> Any:
+        """The body as JSON (None when there is none). A body must say ``Content-Type:
+        application/json``, as dockerd's CheckForJSON requires: a browser cannot send that to another
+        origin without a preflight, so a page cannot drive a TCP listener by posting text/plain."""
         if not self.body:
             return None
+        ct = self.headers.get("content-type", "")
+        if ct.split(";", 1)[0].strip().lower() != "application/json":
+            raise InvalidParameter(f"unsupported Content-Type header ({ct}): must be 'application/json'")
         try:
             return json.loads(self.body)
         except ValueError as exc:

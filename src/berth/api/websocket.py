@@ -1,107 +1,122 @@
-"""WebSocket (RFC 6455) over a hijacked stream, for ``GET /containers/{id}/attach/ws``.
+"""WebSocket (RFC 6455) over a hijacked stream, for ``GET /containers/{id}/attach/ws``, on wsproto (a
+sans-I/O implementation: it checks the handshake, unmasks and validates frames, and hands out data as
+it arrives, so no frame is ever held whole in memory).
 
-Only what attach needs: the handshake answer, server frames (unmasked, binary or text), and a reader
-that unmasks the client's frames, answers pings, and turns a close frame into end of input.
+``Origin`` is checked: a browser page on another origin cannot drive the attach (a page can open a
+WebSocket to any address, a TCP listener on 127.0.0.1 included, and browsers send its origin);
+clients that are not browsers send no ``Origin`` and are not affected.
 """
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import struct
+from urllib.parse import urlsplit
+
+from wsproto import ConnectionType, WSConnection
+from wsproto.events import (
+    AcceptConnection,
+    BytesMessage,
+    CloseConnection,
+    Ping,
+    Request,
+    TextMessage,
+)
+from wsproto.utilities import RemoteProtocolError
 
 from berth.api.hijack import HijackedStream
-from berth.errors import InvalidParameter
+from berth.errors import Forbidden, InvalidParameter
 
-GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
-CONT, TEXT, BINARY, CLOSE, PING, PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
-MAX_FRAME = 1 << 20
+_DEFAULT_PORTS = {"http": 80, "ws": 80, "https": 443, "wss": 443}
 
 
-def accept_key(headers: dict[str, str]) -> str:
-    """Sec-WebSocket-Accept for a handshake request; InvalidParameter when it is not one."""
-    if "websocket" not in headers.get("upgrade", "").lower():
-        raise InvalidParameter("this endpoint needs a WebSocket handshake (Upgrade: websocket)")
-    key = headers.get("sec-websocket-key", "")
-    try:
-        if len(base64.b64decode(key, validate=True)) != 16:
-            raise ValueError
-    except ValueError:
-        raise InvalidParameter("bad Sec-WebSocket-Key") from None
-    return base64.b64encode(hashlib.sha1((key + GUID).encode()).digest()).decode()
+def _host_port(netloc: str, scheme: str) -> tuple[str, int]:
+    parts = urlsplit(f"//{netloc}")
+    return (parts.hostname or "").lower(), parts.port or _DEFAULT_PORTS.get(scheme, 80)
 
 
-def frame(payload: bytes, opcode: int = BINARY) -> bytes:
-    """One final, unmasked server frame."""
-    n = len(payload)
-    if n < 126:
-        head = struct.pack("!BB", 0x80 | opcode, n)
-    elif n < 1 << 16:
-        head = struct.pack("!BBH", 0x80 | opcode, 126, n)
-    else:
-        head = struct.pack("!BBQ", 0x80 | opcode, 127, n)
-    return head + payload
+def check_origin(headers: dict[str, str], tls: bool = False) -> None:
+    """Forbidden when the request carries an ``Origin`` that is not the host it was sent to."""
+    origin = headers.get("origin")
+    if origin is None:
+        return
+    o = urlsplit(origin)
+    if o.scheme not in _DEFAULT_PORTS or not o.netloc:
+        raise Forbidden(f"websocket attach refused: origin {origin!r} is not allowed")
+    if _host_port(o.netloc, o.scheme) != _host_port(headers.get("host", ""), "https" if tls else "http"):
+        raise Forbidden(f"websocket attach refused: origin {origin!r} is not this host "
+                        f"({headers.get('host', '')!r})")
+
+
+class Session:
+    """One WebSocket: the handshake answer, then frames both ways."""
+
+    def __init__(self, target: str, headers: dict[str, str], *, binary: bool = True) -> None:
+        self.ws = WSConnection(ConnectionType.SERVER)
+        self.binary = binary
+        lines = [f"GET {target} HTTP/1.1"] + [f"{k}: {v}" for k, v in headers.items()]
+        try:
+            self.ws.receive_data(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+            event = next(self.ws.events())
+        except (RemoteProtocolError, StopIteration, UnicodeEncodeError) as exc:
+            raise InvalidParameter(f"this endpoint needs a WebSocket handshake: {exc}") from None
+        if not isinstance(event, Request):
+            raise InvalidParameter("this endpoint needs a WebSocket handshake (Upgrade: websocket)")
+        self._closed = False
+
+    def accept(self) -> bytes:
+        """The handshake's 101 response (head only)."""
+        return self.ws.send(AcceptConnection())
+
+    def message(self, data: bytes) -> bytes:
+        """A data frame: binary, or text before API 1.28 (as dockerd)."""
+        if not data or self._closed:
+            return b""
+        if self.binary:
+            return self.ws.send(BytesMessage(data=data))
+        return self.ws.send(TextMessage(data=data.decode("utf-8", "replace")))
+
+    def close(self, code: int = 1000) -> bytes:
+        if self._closed:
+            return b""
+        self._closed = True
+        try:
+            return self.ws.send(CloseConnection(code=code))
+        except Exception:  # noqa: BLE001 - already closing (the client closed first)
+            return b""
 
 
 class Reader:
-    """The client's messages as a byte stream (``read`` like HijackedStream's): data frames are
-    unmasked and concatenated; a ping is answered; a close frame (or the connection's end) is EOF."""
+    """The client's messages as a byte stream (``read`` like HijackedStream's): data is handed on as
+    it arrives; a ping is answered; a close frame (or the connection's end, or a protocol error) is EOF."""
 
-    def __init__(self, stream: HijackedStream) -> None:
+    def __init__(self, session: Session, stream: HijackedStream) -> None:
+        self.session = session
         self.stream = stream
-        self._buf = bytearray()
         self._data = bytearray()
         self._eof = False
 
-    async def _fill(self, n: int) -> bool:
-        while len(self._buf) < n:
+    async def read(self, n: int = 65536) -> bytes:
+        ws = self.session.ws
+        while not self._data and not self._eof:
             chunk = await self.stream.read(65536)
             if not chunk:
-                return False
-            self._buf += chunk
-        return True
-
-    async def _frame(self) -> tuple[int, bytes] | None:
-        if not await self._fill(2):
-            return None
-        b0, b1 = self._buf[0], self._buf[1]
-        opcode, masked, n = b0 & 0x0F, b1 & 0x80, b1 & 0x7F
-        pos = 2
-        if n == 126:
-            if not await self._fill(4):
-                return None
-            n, pos = struct.unpack_from("!H", self._buf, 2)[0], 4
-        elif n == 127:
-            if not await self._fill(10):
-                return None
-            n, pos = struct.unpack_from("!Q", self._buf, 2)[0], 10
-        if n > MAX_FRAME:
-            return None
-        mask_len = 4 if masked else 0
-        if not await self._fill(pos + mask_len + n):
-            return None
-        mask = bytes(self._buf[pos:pos + mask_len])
-        payload = bytearray(self._buf[pos + mask_len:pos + mask_len + n])
-        del self._buf[:pos + mask_len + n]
-        if mask:
-            for i in range(len(payload)):
-                payload[i] ^= mask[i & 3]
-        return opcode, bytes(payload)
-
-    async def read(self, n: int = 65536) -> bytes:
-        while not self._data and not self._eof:
-            got = await self._frame()
-            if got is None:
                 self._eof = True
                 break
-            opcode, payload = got
-            if opcode == CLOSE:
-                self._eof = True
-                await self.stream.write(frame(payload[:2], CLOSE))
-            elif opcode == PING:
-                await self.stream.write(frame(payload, PONG))
-            elif opcode in (TEXT, BINARY, CONT):
-                self._data += payload
+            try:
+                ws.receive_data(chunk)
+                for event in ws.events():
+                    if isinstance(event, BytesMessage):
+                        self._data += event.data
+                    elif isinstance(event, TextMessage):
+                        self._data += event.data.encode()
+                    elif isinstance(event, Ping):
+                        await self.stream.write(ws.send(event.response()))
+                    elif isinstance(event, CloseConnection):
+                        self._eof = True
+                        if not self.session._closed:
+                            self.session._closed = True
+                            await self.stream.write(ws.send(event.response()))
+            except RemoteProtocolError:
+                self._eof = True  # a bad frame ends the input; the output goes on until the end
         out = bytes(self._data[:n])
         del self._data[:n]
         return out
@@ -113,7 +128,7 @@ def demultiplex(chunk: bytes, pending: bytearray) -> bytes:
     pending += chunk
     out = bytearray()
     while len(pending) >= 8:
-        size = struct.unpack_from(">I", pending, 4)[0]
+        size = int.from_bytes(pending[4:8], "big")
         if len(pending) < 8 + size:
             break
         out += pending[8:8 + size]

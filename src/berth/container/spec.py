@@ -72,19 +72,38 @@ def _read_db(root: Root, rel: str) -> list[list[str]]:
     return [line.split(":") for line in text.splitlines() if line.strip() and not line.startswith("#")]
 
 
-def resolve_user(root: Root, user: str, group_add: tuple[str, ...] = ()) -> tuple[int, int, list[int]]:
-    """"name", "uid", "name:group", "uid:gid" → (uid, gid, additional gids), as Docker resolves them;
-    ``group_add`` (``--group-add``: names or ids) joins the additional groups."""
+@dataclass(frozen=True, slots=True)
+class User:
+    uid: int
+    gid: int
+    additional_gids: tuple[int, ...] = ()
+    home: str = "/"
+
+
+def resolve_user(root: Root, user: str, group_add: tuple[str, ...] = ()) -> User:
+    """"name", "uid", "name:group", "uid:gid" → the user, as Docker resolves it; ``group_add``
+    (``--group-add``: names or ids) joins the additional groups. The home directory is found here
+    too, so that the runtime never reads the container's /etc/passwd itself (it does, to set HOME,
+    when HOME is missing: a FIFO there would hang it)."""
     if not user:
         user = "0"
     name, _, group = user.partition(":")
-    passwd = _read_db(root, "/etc/passwd")
-    groups = _read_db(root, "/etc/group")
+    numeric = name.isdigit() and (not group or group.isdigit()) and not group_add
+    try:
+        passwd = _read_db(root, "/etc/passwd")
+        groups = _read_db(root, "/etc/group")
+    except InvalidParameter:
+        if not numeric:
+            raise
+        passwd = groups = []  # "uid[:gid]" needs no name: a broken passwd only loses the extra groups
     uid = gid = None
     login = None
+    home = "/"
     for row in passwd:
         if len(row) >= 4 and (row[0] == name or row[2] == name) and row[2].isdigit() and row[3].isdigit():
             uid, gid, login = int(row[2]), int(row[3]), row[0]
+            if len(row) >= 6 and row[5].startswith("/"):
+                home = row[5]
             break
     if uid is None:
         if not name.isdigit():
@@ -114,13 +133,14 @@ def resolve_user(root: Root, user: str, group_add: tuple[str, ...] = ()) -> tupl
     for v in (uid, gid, *extra):
         if v is not None and not 0 <= v <= 0xFFFFFFFE:
             raise InvalidParameter(f"user or group id {v} is out of range")
-    return uid, gid if gid is not None else 0, sorted(extra)
+    if login is None and uid == 0:
+        home = "/root"
+    return User(uid, gid if gid is not None else 0, tuple(sorted(extra)), home)
 
 
-def build(*, rootfs: str, args: list[str], env: list[str], cwd: str, user: tuple[int, int, list[int]],
+def build(*, rootfs: str, args: list[str], env: list[str], cwd: str, user: User,
           hostname: str, tty: bool, readonly_rootfs: bool, network_mode: str, cgroups_path: str,
           etc_files: dict[str, str], cgroup_v2: bool, netns_path: str | None = None) -> dict[str, Any]:
-    uid, gid, extra_gids = user
     nofile = nofile_limit()
     namespaces = [{"type": t} for t in ("pid", "ipc", "uts", "mount")]
     if network_mode != "host":
@@ -133,6 +153,8 @@ def build(*, rootfs: str, args: list[str], env: list[str], cwd: str, user: tuple
         env = [*env, f"HOSTNAME={hostname}"]
     if tty and not any(e.startswith("TERM=") for e in env):
         env = [*env, "TERM=xterm"]
+    if not any(e.startswith("HOME=") for e in env):
+        env = [*env, f"HOME={user.home}"]
     mounts: list[dict[str, Any]] = [
         {"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"]},
         {"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
@@ -153,7 +175,7 @@ def build(*, rootfs: str, args: list[str], env: list[str], cwd: str, user: tuple
         "ociVersion": "1.0.2",
         "process": {
             "terminal": tty,
-            "user": {"uid": uid, "gid": gid, "additionalGids": extra_gids},
+            "user": {"uid": user.uid, "gid": user.gid, "additionalGids": list(user.additional_gids)},
             "args": args,
             "env": env,
             "cwd": cwd or "/",

@@ -100,6 +100,7 @@ class Config:
     tls: bool = False
     tls_explicit_false: bool = False
     tlsverify: bool = False
+    tlsverify_explicit_false: bool = False  # --tlsverify=false: TLS without client certificates, on purpose
     tlscacert: str = ""
     tlscert: str = ""
     tlskey: str = ""
@@ -248,6 +249,7 @@ def load(argv: list[str], environ: dict[str, str] | None = None) -> Config:
     cfg.tlsverify = bool(merged.get("tlsverify", False))
     cfg.tls = bool(merged.get("tls", False)) or cfg.tlsverify
     cfg.tls_explicit_false = merged.get("tls") is False and not cfg.tlsverify
+    cfg.tlsverify_explicit_false = merged.get("tlsverify") is False
     cfg.group = merged.get("group", "docker")
     cfg.group_explicit = "group" in merged
     for key in ("data-root", "exec-root", "pidfile"):
@@ -323,6 +325,16 @@ def _network_options(cfg: Config, merged: dict[str, Any]) -> None:
 def _check_security(cfg: Config) -> None:
     """TCP without TLS only on loopback, unless --tls=false says the operator means it."""
     for h in cfg.hosts:
+        if h.proto == "tcp" and cfg.tls and not cfg.tlsverify and not is_loopback(h.host) \
+                and not cfg.tlsverify_explicit_false:
+            raise InvalidParameter(
+                f"refusing to listen on tcp://{h.address} with --tls but without --tlsverify: TLS without client "
+                "certificates authenticates nobody, so anyone who can reach this address would have root on this "
+                "host.\n"
+                "  To secure it:   add --tlsverify --tlscacert /etc/berth/pki/ca.pem (clients then need a "
+                "certificate from that CA: berth pki client)\n"
+                "  To accept the risk explicitly: add --tlsverify=false"
+            )
         if h.proto != "tcp" or cfg.tls:
             continue
         if is_loopback(h.host):

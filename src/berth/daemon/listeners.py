@@ -30,6 +30,7 @@ log = logging.getLogger("berth.daemon")
 # A TLS alert record: content type 21, version TLS 1.0, length 2, fatal, protocol_version.
 _TLS_ALERT = b"\x15\x03\x01\x00\x02\x02\x46"
 _TLS_HANDSHAKE = 0x16
+TLS12_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20"
 
 ProtocolFactory = Callable[[Callable[[asyncio.BaseTransport], Identity]], asyncio.Protocol]
 
@@ -55,6 +56,11 @@ def server_tls_context(cert: str, key: str, cacert: str, verify: bool) -> ssl.SS
     allow clientAuth (OpenSSL checks the "ssl client" purpose on the server side)."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    # Go's TLS 1.2 suites (what dockerd accepts): ECDHE key exchange with an AEAD cipher only; TLS 1.3
+    # suites are all AEAD already. No renegotiation (a client could otherwise make us do handshakes
+    # at will), no compression.
+    ctx.set_ciphers(TLS12_CIPHERS)
+    ctx.options |= ssl.OP_NO_RENEGOTIATION | ssl.OP_NO_COMPRESSION | ssl.OP_CIPHER_SERVER_PREFERENCE
     try:
         ctx.load_cert_chain(cert, key)
     except (OSError, ssl.SSLError) as exc:
@@ -78,11 +84,28 @@ class Site:
         self.identify = identify
         self.tls = tls
         self.cleanup_path = cleanup_path
+        self.active = 0  # open connections
+        self.refused = 0
         sock.setblocking(False)
 
-    async def serve(self, factory: ProtocolFactory) -> None:
+    async def serve(self, factory: ProtocolFactory, max_connections: int = 16384) -> None:
+        """Accept until cancelled. Beyond ``max_connections`` open connections a new one is closed at
+        once (the client gets an immediate error, not a wait in the backlog), with a log line at most
+        every ten seconds."""
         loop = asyncio.get_running_loop()
         pending: set[asyncio.Task[None]] = set()
+        refused_log = 0.0
+
+        def counted(identify: Callable[[asyncio.BaseTransport], Identity]) -> asyncio.Protocol:
+            proto = factory(identify)
+            self.active += 1
+
+            def closed() -> None:
+                self.active -= 1
+
+            proto.on_close = closed  # type: ignore[attr-defined]
+            return proto
+
         while True:
             try:
                 conn, _ = await loop.sock_accept(self.sock)
@@ -94,16 +117,24 @@ class Site:
                 if exc.errno in (errno.ECONNABORTED, errno.EPROTO):
                     continue
                 raise
+            if self.active + len(pending) >= max_connections:
+                conn.close()
+                self.refused += 1
+                if loop.time() - refused_log > 10:
+                    refused_log = loop.time()
+                    log.warning("%s: %d connections are open, the most this listener takes; refusing new ones "
+                                "(%d refused so far)", self.name, self.active, self.refused)
+                continue
             if conn.family != socket.AF_UNIX:
                 conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if self.tls is None:
                 try:
-                    await loop.connect_accepted_socket(lambda: factory(self.identify), conn)
+                    await loop.connect_accepted_socket(lambda: counted(self.identify), conn)
                 except Exception:
                     conn.close()
                     log.exception("could not set up a connection on %s", self.name)
                 continue
-            task = loop.create_task(self._start_tls(conn, factory))
+            task = loop.create_task(self._start_tls(conn, counted))
             pending.add(task)
             task.add_done_callback(pending.discard)
 

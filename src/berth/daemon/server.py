@@ -8,17 +8,21 @@ the pidfile goes. SIGHUP reloads debug, log-level and labels from daemon.json an
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import logging
 import os
+import resource
 import shutil
 import signal
 import ssl
 import uuid
+from collections.abc import Mapping
 from contextlib import ExitStack
+from dataclasses import replace
 
 from berth import API_VERSION, __version__
-from berth.api.connection import Application, HttpConnection
+from berth.api.connection import Application, HttpConnection, Limits
 from berth.api.router import Router
 from berth.api.routes import containers as container_routes
 from berth.api.routes import images as image_routes
@@ -36,7 +40,7 @@ from berth.daemon.backends.volumes import VolumeService
 from berth.daemon.config import Config
 from berth.daemon.events import EventBus, make_event
 from berth.daemon.listeners import Site, fd_sites, server_tls_context, tcp_site, unix_site
-from berth.errors import BerthError, Conflict
+from berth.errors import BerthError, Conflict, InvalidParameter
 from berth.image.store import ImageStore
 from berth.linux import cgroups, spinpoll, systemd
 from berth.linux.files import write_atomic
@@ -190,7 +194,8 @@ class Daemon:
                              *container_routes.exec_routes(ExecService(containers)),
                              *volume_routes.routes(VolumeService(volumes, self.bus)),
                              *network_routes.routes(NetworkAPI(networks))])
-            self.app = Application(router, server=f"berth/{__version__} (linux)", debug=cfg.debug)
+            self.app = Application(router, server=f"berth/{__version__} (linux)", debug=cfg.debug,
+                                   limits=http_limits(os.environ))
             sites = open_sites(cfg)
             for s in sites:
                 stack.callback(s.close)
@@ -208,7 +213,9 @@ class Daemon:
             def factory(identify):  # type: ignore[no-untyped-def]
                 return HttpConnection(app, identify)
 
-            tasks = [loop.create_task(s.serve(factory), name=s.name) for s in sites]
+            cap = _connection_cap(len(sites), os.environ)
+            tasks = [loop.create_task(s.serve(factory, cap), name=s.name) for s in sites]
+            sweeper = loop.create_task(app.run_sweeper(), name="sweeper")
             for s in sites:
                 log.info("API listen on %s", s.name)
             log.info("berthd %s ready (API %s, data root %s)", __version__, API_VERSION, cfg.data_root)
@@ -218,7 +225,7 @@ class Daemon:
             failed = [t for t in done if t is not stopper and t.exception() is not None]
             systemd.notify("STOPPING=1")
             log.info("shutting down")
-            for t in (*tasks, stopper):
+            for t in (*tasks, stopper, sweeper):
                 t.cancel()
             for conn in list(app.connections):
                 conn.shutdown()
@@ -228,6 +235,41 @@ class Daemon:
                 log.error("listener %s failed: %s", failed[0].get_name(), exc)
                 return 1
         return 0
+
+
+def _env_number(env: Mapping[str, str], name: str, default: float) -> float:
+    text = env.get(name)
+    if not text:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        raise InvalidParameter(f"{name}={text!r} is not a number") from None
+    if value <= 0:
+        raise InvalidParameter(f"{name}={text!r} must be positive")
+    return value
+
+
+def http_limits(env: Mapping[str, str]) -> Limits:
+    """The HTTP limits; the timeouts can be tuned with BERTH_HTTP_HEADER_TIMEOUT, _BODY_TIMEOUT and
+    _IDLE_TIMEOUT (seconds), for hosts behind slow links and for tests."""
+    d = Limits()
+    return replace(d, header_timeout=_env_number(env, "BERTH_HTTP_HEADER_TIMEOUT", d.header_timeout),
+                   body_timeout=_env_number(env, "BERTH_HTTP_BODY_TIMEOUT", d.body_timeout),
+                   idle_timeout=_env_number(env, "BERTH_HTTP_IDLE_TIMEOUT", d.idle_timeout))
+
+
+def _connection_cap(sites: int, env: Mapping[str, str]) -> int:
+    """Connections each listener takes at most (BERTH_MAX_CONNECTIONS, else the daemon's open-files
+    limit, raised to its hard limit at start, less a reserve for containers, databases and logs,
+    shared by the listeners)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+    default = max(64, min(16384, (soft - 2048) // max(1, sites)))
+    return int(_env_number(env, "BERTH_MAX_CONNECTIONS", default))
 
 
 def _cleanup_network(cfg: Config) -> int:

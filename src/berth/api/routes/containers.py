@@ -109,27 +109,27 @@ def routes(backend: ContainerBackend) -> list[Route]:
         """dockerd's WebSocket attach: the container's output as frames (raw, never multiplexed;
         binary from API 1.28, text before), the client's frames to its stdin."""
         assert req.connection is not None
-        accept = websocket.accept_key(req.headers)
+        websocket.check_origin(req.headers, tls=req.identity.kind == "tls")
+        target = req.path + ("?" + req.raw_query if req.raw_query else "")
+        session = websocket.Session(target, req.headers, binary=versions.at_least(req.version, "1.28"))
         info = backend.container_inspect(req.params["id"])  # 404 before the upgrade
         tty = bool((info.get("Config") or {}).get("Tty"))
         out = backend.container_output(req.params["id"], stdout=req.bool_arg("stdout"),
                                        stderr=req.bool_arg("stderr"), since=0.0, until=None, tail=None,
                                        follow=req.bool_arg("stream"), timestamps=False,
                                        from_start=req.bool_arg("logs"))
-        opcode = websocket.BINARY if versions.at_least(req.version, "1.28") else websocket.TEXT
-        stream = await req.connection.hijack(websocket_accept=accept)
-        stdin = websocket.Reader(stream) if req.bool_arg("stdin") else None
+        stream = await req.connection.hijack(head=session.accept())
+        stdin = websocket.Reader(session, stream) if req.bool_arg("stdin") else None
         pending = bytearray()
 
         def to_frame(chunk: bytes) -> bytes:
             data = bytes(chunk) if tty else websocket.demultiplex(bytes(chunk), pending)
-            return websocket.frame(data, opcode) if data else b""
+            return session.message(data)
 
-        await _relay(req.params["id"], out, stream, stdin, to_frame,
-                     end=websocket.frame(b"\x03\xe8", websocket.CLOSE))  # 1000: normal closure
+        await _relay(req.params["id"], out, stream, stdin, to_frame, end=session.close)  # 1000: normal closure
         return None
 
-    async def _relay(cid: str, out: Any, stream: Any, stdin: Any, convert: Any, end: bytes = b"") -> None:
+    async def _relay(cid: str, out: Any, stream: Any, stdin: Any, convert: Any, end: Any = None) -> None:
         """Attach's copy loop: the container's output to the client (through ``convert``), the
         client's input (``stdin``, if any) to the container; then our half-close and a linger."""
         pump = asyncio.ensure_future(backend.container_stdin(cid, stdin)) if stdin is not None else None
@@ -138,8 +138,9 @@ def routes(backend: ContainerBackend) -> list[Route]:
                 data = convert(chunk)
                 if data:
                     await stream.write(data)
-            if end:
-                await stream.write(end)
+            tail = end() if end is not None else b""
+            if tail:
+                await stream.write(tail)
         except ConnectionResetError:
             return
         finally:

@@ -395,7 +395,8 @@ class ContainerService:
             undo.callback(shutil.rmtree, cdir, True)
             os.makedirs(os.path.join(cdir, "work"), mode=0o700)
             vols = []
-            for vname, dst, ro in cmounts.volume_requests(hc, icfg.get("Volumes")):
+            wanted = {**(icfg.get("Volumes") or {}), **(body.get("Volumes") or {})}  # `-v /path`: anonymous
+            for vname, dst, ro in cmounts.volume_requests(hc, wanted):
                 vol, made = self.volumes.create(vname, anonymous=not vname)
                 if made:
                     undo.callback(self.volumes.remove, vol.name, True)
@@ -1436,8 +1437,8 @@ class ContainerAPI(ContainerService):
             with self._root_for(ctr) as root:
                 owner = None
                 if copy_uid_gid:  # as dockerd: the container's user owns what is copied in
-                    uid, gid, _ = spec.resolve_user(root, ctr.config.get("User") or "")
-                    owner = (uid, gid)
+                    u = spec.resolve_user(root, ctr.config.get("User") or "")
+                    owner = (u.uid, u.gid)
                 carchive.extract(decompressed(pipe), root, path, name, no_overwrite,  # type: ignore[arg-type]
                                  owner=owner, writable=writable)
 
@@ -1808,10 +1809,12 @@ class ExecService:
         for e in ex.env:
             env[e.split("=", 1)[0]] = e
         with safepath.Root.at(os.path.join(p.bundle, "rootfs")) as root:
-            uid, gid, extra = spec.resolve_user(root, ex.user, tuple(ctr.host_config.get("GroupAdd") or ()))
+            u = spec.resolve_user(root, ex.user, tuple(ctr.host_config.get("GroupAdd") or ()))
+        if not any(e.startswith("HOME=") for e in [*(ctr.config.get("Env") or []), *ex.env]):
+            env["HOME"] = f"HOME={u.home}"  # the exec's user's (the runtime would read passwd for it)
         terminal = ex.tty and self.containers.runtimes[ctr.runtime].console_exec
         process.update(args=ex.cmd, env=list(env.values()), terminal=terminal,
-                       user={"uid": uid, "gid": gid, "additionalGids": extra})
+                       user={"uid": u.uid, "gid": u.gid, "additionalGids": list(u.additional_gids)})
         if ex.workdir:
             process["cwd"] = ex.workdir
         path = os.path.join(p.run_dir, f"exec-{ex.id}.json")
