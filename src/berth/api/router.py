@@ -44,7 +44,7 @@ def _compile(pattern: str) -> re.Pattern[str]:
         out.append(f"(?P<{m.group(1)}>.+)" if m.group(2) else f"(?P<{m.group(1)}>[^/]+)")
         pos = m.end()
     out.append(re.escape(pattern[pos:]))
-    return re.compile("^" + "".join(out) + "$")
+    return re.compile("^" + "".join(out) + r"\Z")
 
 
 class Router:

@@ -11,7 +11,7 @@ import re
 from berth import API_VERSION, MIN_API_VERSION
 from berth.errors import InvalidParameter
 
-_PREFIX = re.compile(r"^/v(\d+(?:\.\d+)?)(/.*)$")
+_PREFIX = re.compile(r"^/v(\d+(?:\.\d+)?)(/.*)\Z")
 
 
 def parse_version(text: str) -> tuple[int, int]:

@@ -109,7 +109,7 @@ def _int(hc: dict[str, Any], key: str) -> int:
     return value
 
 
-_CPUSET = re.compile(r"^[0-9]{1,4}(-[0-9]{1,4})?(,[0-9]{1,4}(-[0-9]{1,4})?)*$")
+_CPUSET = re.compile(r"^[0-9]{1,4}(-[0-9]{1,4})?(,[0-9]{1,4}(-[0-9]{1,4})?)*\Z")
 
 
 def _throttle(entries: Any, key: str, rate_key: str) -> list[dict[str, Any]]:

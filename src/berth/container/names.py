@@ -7,7 +7,7 @@ import re
 
 from berth.errors import InvalidParameter
 
-VALID = re.compile(r"^/?[a-zA-Z0-9][a-zA-Z0-9_.-]+$")
+VALID = re.compile(r"^/?[a-zA-Z0-9][a-zA-Z0-9_.-]+\Z")
 _ADJ = ("admiring adoring affectionate agitated amazing angry awesome blissful bold boring brave busy charming "
         "clever cool compassionate competent condescending confident cranky crazy dazzling determined distracted "
         "dreamy eager ecstatic elastic elated elegant eloquent epic exciting fervent festive flamboyant focused "

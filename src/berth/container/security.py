@@ -33,7 +33,7 @@ _CAP_BITS = ("CHOWN DAC_OVERRIDE DAC_READ_SEARCH FOWNER FSETID KILL SETGID SETUI
              "SYS_PTRACE SYS_PACCT SYS_ADMIN SYS_BOOT SYS_NICE SYS_RESOURCE SYS_TIME SYS_TTY_CONFIG MKNOD LEASE "
              "AUDIT_WRITE AUDIT_CONTROL SETFCAP MAC_OVERRIDE MAC_ADMIN SYSLOG WAKE_ALARM BLOCK_SUSPEND AUDIT_READ "
              "PERFMON BPF CHECKPOINT_RESTORE").split()
-_RULE = re.compile(r"^([acb]) (\*|[0-9]{1,10}):(\*|[0-9]{1,10}) ([rwm]{1,3})$")
+_RULE = re.compile(r"^([acb]) (\*|[0-9]{1,10}):(\*|[0-9]{1,10}) ([rwm]{1,3})\Z")
 _DEV_SKIP = ("/dev/pts", "/dev/shm", "/dev/mqueue", "/dev/.lxc", "/dev/.udev", "/dev/console", "/dev/ptmx")
 
 

@@ -170,8 +170,11 @@ class Daemon:
         with ExitStack() as stack:
             _take_pidfile(cfg.pidfile)
             stack.callback(_remove, cfg.pidfile)
-            for path, mode in ((cfg.data_root, 0o711), (cfg.exec_root, 0o700)):
+            # 0710 root:root as dockerd (CVE-2021-41091): no local user may traverse into layers,
+            # volumes or a container's files, where a container could have planted a setuid binary.
+            for path, mode in ((cfg.data_root, 0o710), (cfg.exec_root, 0o700)):
                 os.makedirs(path, mode=mode, exist_ok=True)
+                os.chmod(path, mode)  # a root made by an older berth (0711) is tightened too
             db = Database(os.path.join(cfg.data_root, "berth.db"))
             stack.callback(db.close)
             image_store = ImageStore(os.path.join(cfg.data_root, "image"), db)

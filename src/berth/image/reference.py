@@ -16,12 +16,12 @@ from berth.errors import InvalidParameter
 
 DEFAULT_DOMAIN = "docker.io"
 OFFICIAL_PREFIX = "library/"
-_COMPONENT = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$")
-_TAG = re.compile(r"^[\w][\w.-]{0,127}$")
-_DIGEST = re.compile(r"^sha256:[a-f0-9]{64}$")
+_COMPONENT = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*\Z")
+_TAG = re.compile(r"^[\w][\w.-]{0,127}\Z")
+_DIGEST = re.compile(r"^sha256:[a-f0-9]{64}\Z")
 _DOMAIN = re.compile(r"^(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)*"
-                     r"(?::[0-9]+)?$|^\[[0-9a-fA-F:]+\](?::[0-9]+)?$")
-ID_HEX = re.compile(r"^(?:sha256:)?([a-f0-9]{1,64})$")
+                     r"(?::[0-9]+)?\Z|^\[[0-9a-fA-F:]+\](?::[0-9]+)?\Z")
+ID_HEX = re.compile(r"^(?:sha256:)?([a-f0-9]{1,64})\Z")
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,9 +62,11 @@ class Reference:
 
 def parse(text: str, default_tag: bool = True) -> Reference:
     """Parse and normalize; raises InvalidParameter naming the reference when it is not valid."""
-    s = text.strip()
+    s = text
     if not s:
         raise InvalidParameter("invalid reference format: empty")
+    if s != s.strip() or any(c.isspace() or ord(c) < 32 for c in s):
+        raise InvalidParameter(f"invalid reference format: {text!r}")
     digest = None
     if "@" in s:
         s, digest = s.split("@", 1)

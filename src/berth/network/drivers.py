@@ -23,7 +23,7 @@ from berth.linux import netlink
 from berth.network.model import MTU_OPT, Network
 
 Iface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
-IFNAME = re.compile(r"^[A-Za-z0-9_.:-]{1,15}$")
+IFNAME = re.compile(r"^[A-Za-z0-9_.:-]{1,15}\Z")
 
 
 @dataclass

@@ -7,6 +7,7 @@ writers anyway, and the lock keeps a transaction on one connection from interlea
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -122,6 +123,14 @@ MIGRATIONS: list[str] = [
 
 class Database:
     def __init__(self, path: str) -> None:
+        # 0600: the database holds every container's environment (secrets included)
+        try:
+            os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600))
+            for suffix in ("", "-wal", "-shm"):
+                if os.path.exists(path + suffix):
+                    os.chmod(path + suffix, 0o600)
+        except OSError as exc:
+            raise System(f"cannot open the database {path}: {exc.strerror}", cause=exc) from None
         try:
             self._conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
             self._conn.execute("PRAGMA journal_mode=WAL")

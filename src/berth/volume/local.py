@@ -18,7 +18,7 @@ from typing import Any
 from berth.errors import Conflict, InvalidParameter, NotFound, NotSupported
 from berth.store.db import Database
 
-NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]+$")
+NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]+\Z")
 
 
 @dataclass
@@ -41,7 +41,8 @@ class LocalVolumes:
     def __init__(self, root: str, db: Database) -> None:
         self.root = root
         self.db = db
-        os.makedirs(root, mode=0o701, exist_ok=True)
+        os.makedirs(root, mode=0o700, exist_ok=True)
+        os.chmod(root, 0o700)  # only root reaches a volume's files (a container may plant setuid ones)
 
     def _row(self, r: Any) -> Volume:
         return Volume(r["name"], r["driver"], r["created"], json.loads(r["labels"]), json.loads(r["options"]),

@@ -153,6 +153,10 @@ def _check_health(health: Any) -> dict[str, Any]:
     return dict(health)
 
 
+def _is_hex(text: str) -> bool:
+    return len(text) <= 64 and all(c in "0123456789abcdef" for c in text)
+
+
 def _now() -> str:
     return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%f000Z")
 
@@ -230,7 +234,7 @@ class ContainerService:
         key = name_or_id.lstrip("/")
         with self.db.read() as c:
             r = c.execute("SELECT * FROM containers WHERE id = ? OR name = ?", (key, key)).fetchone()
-            if r is None and key:
+            if r is None and key and _is_hex(key):  # an ID prefix (never a LIKE pattern: no "%" or "_" in it)
                 rows = c.execute("SELECT * FROM containers WHERE id LIKE ?", (key + "%",)).fetchall()
                 if len(rows) > 1:
                     raise InvalidParameter(f"multiple IDs found with provided prefix: {key}")
@@ -260,7 +264,8 @@ class ContainerService:
                      log_path=os.path.join(self.root, ctr.id, f"{ctr.id}-json.log"))
 
     def _event(self, action: str, ctr: Ctr, **extra: str) -> None:
-        attrs = {"name": ctr.name, "image": ctr.image, **(ctr.config.get("Labels") or {}), **extra}
+        # labels first: an image's label named "name" or "image" cannot disguise the event (as dockerd)
+        attrs = {**(ctr.config.get("Labels") or {}), "name": ctr.name, "image": ctr.image, **extra}
         self.bus.publish(make_event("container", action, ctr.id, attrs))
 
     # ---- create --------------------------------------------------------------------------------

@@ -241,7 +241,7 @@ class NetworkService:
     def _find(self, ref: str) -> Network | None:
         with self.db.read() as c:
             r = c.execute("SELECT * FROM networks WHERE id = ? OR name = ?", (ref, ref)).fetchone()
-            if r is None and len(ref) >= 1:
+            if r is None and 1 <= len(ref) <= 64 and all(ch in "0123456789abcdef" for ch in ref):
                 rows = c.execute("SELECT * FROM networks WHERE id LIKE ?", (ref + "%",)).fetchall()
                 if len(rows) > 1:
                     raise Conflict(f"network {ref} is ambiguous ({len(rows)} matches found based on ID prefix)")

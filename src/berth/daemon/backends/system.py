@@ -161,8 +161,8 @@ class SystemService:
             "MemTotal": mem_total,
             "GenericResources": None,
             "DockerRootDir": self.cfg.data_root,
-            "HttpProxy": os.environ.get("HTTP_PROXY", ""),
-            "HttpsProxy": os.environ.get("HTTPS_PROXY", ""),
+            "HttpProxy": mask_credentials(os.environ.get("HTTP_PROXY", "") or os.environ.get("http_proxy", "")),
+            "HttpsProxy": mask_credentials(os.environ.get("HTTPS_PROXY", "") or os.environ.get("https_proxy", "")),
             "NoProxy": os.environ.get("NO_PROXY", ""),
             "Name": socket.gethostname(),
             "Labels": self.labels,
@@ -193,3 +193,12 @@ def _tz_offset() -> str:
     sign = "+" if off >= 0 else "-"
     off = abs(off)
     return f"{sign}{off // 3600:02d}:{off % 3600 // 60:02d}"
+
+
+def mask_credentials(url: str) -> str:
+    """A proxy URL with its user and password replaced, as dockerd shows them ("xxxxx:xxxxx@")."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or "@" not in rest.split("/", 1)[0]:
+        return url
+    host = rest.split("@", 1)[1] if "@" in rest.split("/", 1)[0] else rest
+    return f"{scheme}://xxxxx:xxxxx@{host}"
