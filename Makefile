@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 ARGS   ?=
 
-.PHONY: setup run test lint bench clean
+.PHONY: setup run test lint bench fuzz clean
 
 setup:
 	bash scripts/setup.sh "$(PYTHON)" "$(VENV)"
@@ -21,6 +21,11 @@ test: setup
 	TEST_EXTRAS=1 bash scripts/setup.sh "$(PYTHON)" "$(VENV)"
 	$(MAKE) lint
 	$(BIN)/pytest -n 4 --dist loadfile $(ARGS)
+
+# Longer fuzzing than CI's: many more examples, and schemathesis's example and coverage phases.
+fuzz: setup
+	TEST_EXTRAS=1 bash scripts/setup.sh "$(PYTHON)" "$(VENV)"
+	FUZZ_EXAMPLES=$${FUZZ_EXAMPLES:-2000} FUZZ_FULL=1 $(BIN)/pytest -n 4 -p no:cacheprovider tests/fuzz $(ARGS)
 
 bench: setup
 	BENCH_EXTRAS=1 bash scripts/setup.sh "$(PYTHON)" "$(VENV)"
