@@ -81,7 +81,7 @@ def test_no_operation_answers_500_or_hangs(case: schemathesis.Case, daemon: tupl
             return
         raise
     body = response.content
-    assert b"Traceback" not in body and b"internal error" not in body, body[:300]
+    assert b"Traceback" not in body and b"internal error" not in body, (body[:300], d.log_path)
     assert response.status_code != 500, body[:300]
     content_type = (response.headers.get("content-type") or [""])[0]
     if response.status_code >= 400 and content_type.startswith("application/json") and body:

@@ -28,6 +28,7 @@ from typing import BinaryIO
 
 from berth.errors import Conflict, InvalidParameter, NotFound
 from berth.linux import safepath
+from berth.linux.idmap import IDMap
 from berth.linux.safepath import Root
 from berth.tarfmt import BLOCKDEV, CHAR, DIR, FIFO, HARDLINK, REGULAR, SYMLINK, Entry, TarReader
 
@@ -82,16 +83,21 @@ def stat_header(root: Root, path: str, container: str) -> str:
 
 # ---- tar out ----------------------------------------------------------------------------------
 class _Out:
-    """Builds tar records from descriptors (names never travel back into a path lookup)."""
+    """Builds tar records from descriptors (names never travel back into a path lookup); owners as
+    the container sees them (``idmap``: a remapped container's host ids shifted back)."""
 
-    def __init__(self) -> None:
+    def __init__(self, idmap: IDMap | None = None) -> None:
         self.links: dict[tuple[int, int], str] = {}  # (dev, ino) → first name of a hard-linked file
+        self.idmap = idmap
 
     def header(self, name: str, st: os.stat_result, typ: bytes, linkname: str = "", size: int = 0) -> bytes:
         info = tarfile.TarInfo(name)
         info.type = typ
         info.mode = stat.S_IMODE(st.st_mode)
-        info.uid, info.gid = st.st_uid, st.st_gid
+        if self.idmap is not None:
+            info.uid, info.gid = self.idmap.container_uid(st.st_uid), self.idmap.container_gid(st.st_gid)
+        else:
+            info.uid, info.gid = st.st_uid, st.st_gid
         info.mtime = int(st.st_mtime)
         info.linkname = linkname
         info.size = size
@@ -149,7 +155,8 @@ class _Out:
         # sockets are not archived (as tar and docker do)
 
 
-def tar_stream(root: Root, path: str, arcname: str, container: str, end: bool = True) -> Iterator[bytes]:
+def tar_stream(root: Root, path: str, arcname: str, container: str, end: bool = True,
+               idmap: IDMap | None = None) -> Iterator[bytes]:
     """A tar of ``path`` inside ``root`` (a file, link or directory tree) under ``arcname``, produced
     lazily. With ``end=False`` the end-of-archive blocks are left out, so that streams can be joined."""
     try:
@@ -158,7 +165,7 @@ def tar_stream(root: Root, path: str, arcname: str, container: str, end: bool = 
         raise NotFound(f"Could not find the file {path} in container {container}") from None
     except OSError as exc:
         if exc.errno == errno.EINVAL:  # the root itself
-            yield from tree_stream(root.fd, arcname, end=end, include_top=True)
+            yield from tree_stream(root.fd, arcname, end=end, include_top=True, idmap=idmap)
             return
         raise InvalidParameter(f"{path}: {exc.strerror}") from None
     try:
@@ -166,7 +173,7 @@ def tar_stream(root: Root, path: str, arcname: str, container: str, end: bool = 
             st = os.stat(name, dir_fd=pfd, follow_symlinks=False)
         except FileNotFoundError:
             raise NotFound(f"Could not find the file {path} in container {container}") from None
-        out = _Out()
+        out = _Out(idmap)
         yield from out.entry(pfd, name, st, arcname)
         if stat.S_ISDIR(st.st_mode):
             try:
@@ -185,9 +192,10 @@ def tar_stream(root: Root, path: str, arcname: str, container: str, end: bool = 
         yield bytes(1024)
 
 
-def tree_stream(dirfd: int, arcname: str = "", end: bool = True, include_top: bool = False) -> Iterator[bytes]:
+def tree_stream(dirfd: int, arcname: str = "", end: bool = True, include_top: bool = False,
+                idmap: IDMap | None = None) -> Iterator[bytes]:
     """A tar of everything below the directory ``dirfd`` (names relative to it, or under ``arcname``)."""
-    out = _Out()
+    out = _Out(idmap)
     if include_top and arcname not in ("", "."):
         yield out.header(arcname, os.fstat(dirfd), tarfile.DIRTYPE)
     prefix = "" if arcname in ("", ".") else arcname + "/"
@@ -209,9 +217,10 @@ def _member_path(name: str) -> list[str]:
 
 def extract(src: BinaryIO, root: Root, path: str, container: str, no_overwrite_dir_non_dir: bool,
             owner: tuple[int, int] | None = None,
-            writable: Callable[[str], None] | None = None) -> None:
+            writable: Callable[[str], None] | None = None, idmap: IDMap | None = None) -> None:
     """Extract the tar ``src`` into the directory ``path`` of ``root``. ``owner`` (uid, gid) replaces
-    the archive's owners (``copyUIDGID``); ``writable(logical_path)`` raises when the resolved
+    the archive's owners (``copyUIDGID``); owners are as the container sees them, shifted to host ids
+    by ``idmap`` for a remapped container; ``writable(logical_path)`` raises when the resolved
     destination may not be written (a read-only rootfs or volume)."""
     try:
         dest_fd = root.open(path, os.O_PATH)
@@ -234,7 +243,7 @@ def extract(src: BinaryIO, root: Root, path: str, container: str, no_overwrite_d
             comps = _member_path(entry.name)
             if not comps:
                 continue  # "./": the extraction point itself
-            _extract_one(root, dest, comps, entry, reader, no_overwrite_dir_non_dir, owner, writable)
+            _extract_one(root, dest, comps, entry, reader, no_overwrite_dir_non_dir, owner, writable, idmap)
             if entry.type == DIR:
                 dirs.append(("/".join(comps), entry))
     except OSError as exc:
@@ -257,7 +266,8 @@ def extract(src: BinaryIO, root: Root, path: str, container: str, no_overwrite_d
 
 
 def _extract_one(root: Root, dest: str, comps: list[str], e: Entry, reader: TarReader, no_overwrite: bool,
-                 owner: tuple[int, int] | None, writable: Callable[[str], None] | None) -> None:
+                 owner: tuple[int, int] | None, writable: Callable[[str], None] | None,
+                 idmap: IDMap | None) -> None:
     parent_path = dest.rstrip("/") + "/" + "/".join(comps[:-1])
     name = comps[-1]
     if writable is not None and len(comps) > 1:
@@ -277,6 +287,8 @@ def _extract_one(root: Root, dest: str, comps: list[str], e: Entry, reader: TarR
             if not old_dir:
                 os.unlink(name, dir_fd=pfd)
         uid, gid = owner if owner is not None else (e.uid, e.gid)
+        if idmap is not None:
+            uid, gid = idmap.host_uid(uid), idmap.host_gid(gid)
         if e.type == DIR:
             if old is None:
                 os.mkdir(name, 0o700, dir_fd=pfd)

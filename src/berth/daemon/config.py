@@ -20,6 +20,7 @@ from typing import Any
 
 from berth import __version__
 from berth.daemon.hosts import HostAddr, is_loopback, parse_host
+from berth.daemon.userns import check_spec as check_userns_spec
 from berth.errors import InvalidParameter
 
 DEFAULT_CONFIG_FILE = "/etc/berth/daemon.json"
@@ -88,6 +89,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("dns", ("--dns",), list, "DNS server for containers (repeatable)", "IP"),
     Option("dns-search", ("--dns-search",), list, "DNS search domain for containers (repeatable)", "DOMAIN"),
     Option("dns-opts", ("--dns-opt",), list, "DNS option for containers (repeatable)", "OPT"),
+    Option("userns-remap", ("--userns-remap",), str, "run containers' root as the subordinate ids of this user: "
+           "\"default\" (the dockremap user, made when missing), user, user:group, uid or uid:gid", "USER"),
 )
 _BY_KEY = {o.key: o for o in OPTIONS}
 
@@ -130,6 +133,7 @@ class Config:
     dns: list[str] = field(default_factory=list)
     dns_search: list[str] = field(default_factory=list)
     dns_opts: list[str] = field(default_factory=list)
+    userns_remap: str = ""
 
 
 def _parse_bool(text: str) -> bool:
@@ -270,6 +274,8 @@ def load(argv: list[str], environ: dict[str, str] | None = None) -> Config:
     cfg.labels = list(labels)
     cfg.hosts = [parse_host(h, cfg.tls) for h in merged.get("hosts") or ["unix://"]]
     _network_options(cfg, merged)
+    cfg.userns_remap = str(merged.get("userns-remap") or "")
+    check_userns_spec(cfg.userns_remap)
     cfg.cleanup_network = bool(ns.cleanup_network)
     _check_security(cfg)
     return cfg

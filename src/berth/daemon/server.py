@@ -40,10 +40,12 @@ from berth.daemon.backends.volumes import VolumeService
 from berth.daemon.config import Config
 from berth.daemon.events import EventBus, make_event
 from berth.daemon.listeners import Site, fd_sites, server_tls_context, tcp_site, unix_site
-from berth.errors import BerthError, Conflict, InvalidParameter
+from berth.daemon.userns import resolve as resolve_userns
+from berth.errors import BerthError, Conflict, InvalidParameter, System
 from berth.image.store import ImageStore
 from berth.linux import cgroups, spinpoll, systemd
 from berth.linux.files import write_atomic
+from berth.linux.idmap import UserNamespace, share_with_remapped_root
 from berth.store.db import Database
 from berth.volume.local import LocalVolumes
 
@@ -185,8 +187,13 @@ class Daemon:
             for leftover in volumes.sweep():
                 log.warning("removed %s, left over from an interrupted operation", leftover)
             networks = NetworkService(db, self.bus, net_settings(cfg), cfg.exec_root)
+            userns = _userns(cfg, image_store.layers.layers)
+            if userns is not None:
+                stack.callback(userns.close)
+                for path in (cfg.data_root, cfg.exec_root):
+                    share_with_remapped_root(path, userns.idmap)
             containers = ContainerAPI(db, image_store, self.bus, cfg.data_root, cfg.exec_root, runtimes,
-                                      "crun" if "crun" in runtimes else "runc", volumes, networks)
+                                      "crun" if "crun" in runtimes else "runc", volumes, networks, userns)
             for leftover in containers.sweep():
                 log.warning("removed %s, left over from an interrupted operation", leftover)
             images = ImageService(image_store, self.bus, in_use=containers.images_in_use, df_extra=containers.df)
@@ -238,6 +245,24 @@ class Daemon:
                 log.error("listener %s failed: %s", failed[0].get_name(), exc)
                 return 1
         return 0
+
+
+def _userns(cfg: Config, layers_dir: str) -> UserNamespace | None:
+    """userns-remap: the user namespace containers' layers are mapped with, once the kernel has shown
+    it can make an idmapped mount of the layer store (berthd refuses to start otherwise)."""
+    idmap = resolve_userns(cfg.userns_remap)
+    if idmap is None:
+        return None
+    userns = UserNamespace(idmap)
+    try:
+        os.close(userns.idmapped(layers_dir))
+    except OSError as exc:
+        userns.close()
+        raise System(f"userns-remap: this kernel cannot make idmapped mounts of {layers_dir} ({exc.strerror}); "
+                     "it needs Linux 5.19 or later and a filesystem that supports them") from None
+    log.info("userns-remap: containers' root is uid %d, gid %d on this host (%d ids)", idmap.uid, idmap.gid,
+             idmap.size)
+    return userns
 
 
 def _env_number(env: Mapping[str, str], name: str, default: float) -> float:

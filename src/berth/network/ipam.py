@@ -63,6 +63,8 @@ class Pool:
 
 def parse_network(text: str) -> Net:
     """A CIDR; host bits are allowed (10.0.0.5/24 means 10.0.0.0/24), as dockerd allows them."""
+    if not isinstance(text, str):
+        raise InvalidParameter(f"invalid CIDR address: {text!r}")
     try:
         net = ipaddress.ip_network(text, strict=False)
     except ValueError:
@@ -73,6 +75,8 @@ def parse_network(text: str) -> Net:
 
 
 def parse_addr(text: str, what: str) -> Addr:
+    if not isinstance(text, str):
+        raise InvalidParameter(f"invalid {what} address: {text!r}")
     try:
         return ipaddress.ip_address(text.split("/")[0])
     except ValueError:
@@ -101,7 +105,10 @@ def parse_pools(configs: Iterable[dict[str, Any]]) -> list[Pool]:
             if gw not in subnet:
                 raise InvalidParameter(f"no matching subnet for gateway {c['Gateway']}")
             pool.gateway = gw
-        for name, text in (c.get("AuxiliaryAddresses") or c.get("AuxAddress") or {}).items():
+        aux = c.get("AuxiliaryAddresses") or c.get("AuxAddress") or {}
+        if not isinstance(aux, dict):
+            raise InvalidParameter("IPAM.Config.AuxiliaryAddresses must map names to addresses")
+        for name, text in aux.items():
             addr = parse_addr(text, "auxiliary")
             if addr not in subnet:
                 raise InvalidParameter(f"no matching subnet for aux-address {text}")

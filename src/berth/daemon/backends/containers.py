@@ -54,8 +54,9 @@ from berth.image.store import ImageStore
 from berth.image.streams import decompressed
 from berth.linux import cgroups, safepath
 from berth.linux.files import read_text
+from berth.linux.idmap import IDMap, UserNamespace, mount_overlay, share_with_remapped_root
 from berth.linux.inotify import DirWatch
-from berth.linux.mount import is_mounted, mount, umount
+from berth.linux.mount import is_mounted, umount
 from berth.network import ports
 from berth.store.db import Database
 from berth.volume.local import LocalVolumes
@@ -191,7 +192,7 @@ def _new_state() -> dict[str, Any]:
 class ContainerService:
     def __init__(self, db: Database, images: ImageStore, bus: EventBus, data_root: str, exec_root: str,
                  runtimes: dict[str, OCIRuntime], default_runtime: str, volumes: LocalVolumes,
-                 networks: NetworkService) -> None:
+                 networks: NetworkService, userns: UserNamespace | None = None) -> None:
         self.db = db
         self.networks = networks
         networks.container_ref = self._ref
@@ -208,6 +209,9 @@ class ContainerService:
         self.exit_dir = os.path.join(exec_root, "exits")
         for d in (self.root, self.run_root, self.exit_dir):
             os.makedirs(d, mode=0o700, exist_ok=True)
+        if userns is not None:  # the runtime reaches bundles and /etc files as the remapped root
+            for d in (self.root, self.run_root):
+                share_with_remapped_root(d, userns.idmap)
         self.runtimes = runtimes
         self.default_runtime = default_runtime
         self._waiters: dict[str, list[tuple[str, asyncio.Future[int]]]] = {}
@@ -222,6 +226,7 @@ class ContainerService:
         self._rootfs_users: dict[str, int] = {}  # readers of a stopped container's files (cp, export)
         self._rootfs_lock = threading.Lock()
         self._changed: dict[str, asyncio.Event] = {}  # set when a container stops: log followers finish at once
+        self.userns = userns  # userns-remap: the namespace whose ids remap containers' root
         self.cgroup_v2 = cgroups.layout() == "v2"
         self.memsw = self.cgroup_v2 or os.path.exists("/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes")
 
@@ -324,8 +329,20 @@ class ContainerService:
         self._check_host_config(hc)
         cmounts.resources(hc, memsw=True)  # bad limits are refused at create, as dockerd does
         csecurity.check(hc, hc.get("NetworkMode") or "none")
-        if hostconfig.modes(hc)["UTSMode"].kind == "host" and body.get("Hostname"):
+        modes = hostconfig.modes(hc)
+        if modes["UTSMode"].kind == "host" and body.get("Hostname"):
             raise InvalidParameter("Conflicting options: hostname and the UTS mode")
+        idmap = self.userns.idmap if self.userns is not None and modes["UsernsMode"].kind != "host" else None
+        if idmap is not None:  # as dockerd: what would give the container the host's root needs --userns=host
+            if hc.get("Privileged"):
+                raise InvalidParameter("privileged mode is incompatible with user namespaces.  You must run the "
+                                       "container in the host namespace when running privileged mode")
+            if (hc.get("NetworkMode") or "") == "host":
+                raise InvalidParameter("Cannot share the host's network namespace when user namespaces are enabled")
+            if modes["PidMode"].kind == "host":
+                raise InvalidParameter("Cannot share the host PID namespace when user namespaces are enabled")
+            if modes["IpcMode"].kind == "host":
+                raise InvalidParameter("Cannot share the host IPC namespace when user namespaces are enabled")
         for m in hc.get("Mounts") or []:
             if m.get("Type") == "bind" and m.get("Source", "").startswith("/") and not os.path.exists(m["Source"]):
                 raise InvalidParameter('invalid mount config for type "bind": bind source path does not exist: '
@@ -394,17 +411,24 @@ class ContainerService:
             taken = {r[0] for r in c.execute("SELECT name FROM containers")}
         name = names.check(name) if name else names.random_name(taken)
         ctr = Ctr(cid, name, image_name, image_id, _now(), cfg, hc, _new_state(), runtime)
+        if idmap is not None:
+            ctr.state["_IDMap"] = [idmap.uid, idmap.gid, idmap.size]
         cdir = os.path.join(self.root, cid)
         with contextlib.ExitStack() as undo:
             os.makedirs(os.path.join(cdir, "upper"), mode=0o755)
             undo.callback(shutil.rmtree, cdir, True)
             os.makedirs(os.path.join(cdir, "work"), mode=0o700)
+            if idmap is not None:  # what the container writes is owned by its remapped root
+                for sub in ("upper", "work"):
+                    os.chown(os.path.join(cdir, sub), idmap.uid, idmap.gid)
             vols = []
             wanted = {**(icfg.get("Volumes") or {}), **(body.get("Volumes") or {})}  # `-v /path`: anonymous
             for vname, dst, ro in cmounts.volume_requests(hc, wanted):
                 vol, made = self.volumes.create(vname, anonymous=not vname)
                 if made:
                     undo.callback(self.volumes.remove, vol.name, True)
+                    if idmap is not None:
+                        os.chown(vol.mountpoint, idmap.uid, idmap.gid)
                     self.bus.publish(make_event("volume", "create", vol.name, {"driver": "local"}))
                 vols.append((vol.name, dst, ro))
             taken = {d for _n, d, _r in vols} | {m["destination"] for m in cmounts.mounts(hc, create=False)}
@@ -502,6 +526,25 @@ class ContainerService:
                         "options": ["rbind", "rprivate"] + (["ro"] if ro else [])})
         return out
 
+    def _idmap_of(self, ctr: Ctr) -> IDMap | None:
+        """The id mapping the container was created with (userns-remap), or None."""
+        raw = ctr.state.get("_IDMap")
+        return IDMap(*raw) if raw else None
+
+    def _mount_rootfs(self, ctr: Ctr, rootfs: str) -> IDMap | None:
+        """Mount the container's overlay at ``rootfs``; a remapped container's layers through
+        idmapped mounts. Returns the container's id mapping."""
+        idmap = self._idmap_of(ctr)
+        if idmap is not None and (self.userns is None or self.userns.idmap != idmap):
+            raise Conflict(f"container {ctr.id[:12]} was made with userns-remap ids {idmap.uid}:{idmap.gid}; berthd "
+                           "now runs with " + (f"{self.userns.idmap.uid}:{self.userns.idmap.gid}" if self.userns
+                                               else "no userns-remap") + ": it cannot start")
+        cdir = os.path.join(self.root, ctr.id)
+        rec = self.images.get(ctr.image_id)
+        lowers = [self.images.layers.diff_path(ch) for ch in reversed(rec.layers)]
+        mount_overlay(lowers, f"{cdir}/upper", f"{cdir}/work", rootfs, self.userns if idmap is not None else None)
+        return idmap
+
     def _joins(self, modes: dict[str, hostconfig.Mode]) -> dict[str, str]:
         """Namespace files of the containers that ``container:<name>`` modes name (they must run)."""
         joins: dict[str, str] = {}
@@ -524,19 +567,15 @@ class ContainerService:
     def _start_sync(self, ctr: Ctr) -> None:
         p = self._paths(ctr)
         runtime = self.runtimes[ctr.runtime]
-        cdir = os.path.join(self.root, ctr.id)
         rootfs = os.path.join(p.bundle, "rootfs")
         hc = ctr.host_config
         modes = hostconfig.modes(hc)
         joins = self._joins(modes)
         with contextlib.ExitStack() as undo:
             os.makedirs(rootfs, mode=0o700, exist_ok=True)
-            rec = self.images.get(ctr.image_id)
-            lowers = ":".join(self.images.layers.diff_path(ch) for ch in reversed(rec.layers))
             if is_mounted(rootfs):
                 umount(rootfs)
-            mount("overlay", rootfs, "overlay", 0,
-                  f"lowerdir={lowers},upperdir={cdir}/upper,workdir={cdir}/work")
+            idmap = self._mount_rootfs(ctr, rootfs)
             undo.callback(umount, rootfs, True)
             net = self.networks.setup(self._member(ctr))
             undo.callback(self.networks.teardown, ctr.id)
@@ -563,6 +602,9 @@ class ContainerService:
             config["mounts"].extend(self._volume_mounts(ctr, rootfs))
             config["linux"]["resources"].update(cmounts.resources(hc, memsw=self.memsw))
             csecurity.apply(config, hc, hc.get("NetworkMode", "none"))
+            if idmap is not None:
+                config["linux"]["namespaces"].append({"type": "user"})
+                config["linux"].update(idmap.oci())
             if hc.get("OomScoreAdj"):
                 config["process"]["oomScoreAdj"] = int(hc["OomScoreAdj"])
             if hc.get("Annotations"):
@@ -1380,13 +1422,9 @@ class ContainerAPI(ContainerService):
         with self._rootfs_lock:
             users = self._rootfs_users.get(ctr.id, 0)
             if users == 0:
-                cdir = os.path.join(self.root, ctr.id)
                 os.makedirs(rootfs, mode=0o700, exist_ok=True)
                 if not is_mounted(rootfs):
-                    rec = self.images.get(ctr.image_id)
-                    lowers = ":".join(self.images.layers.diff_path(ch) for ch in reversed(rec.layers))
-                    mount("overlay", rootfs, "overlay", 0,
-                          f"lowerdir={lowers},upperdir={cdir}/upper,workdir={cdir}/work")
+                    self._mount_rootfs(ctr, rootfs)
             self._rootfs_users[ctr.id] = users + 1
         try:
             table = self._mount_table(ctr) if with_mounts else []
@@ -1428,7 +1466,8 @@ class ContainerAPI(ContainerService):
 
         async def chunks() -> AsyncIterator[bytes]:
             with stack:
-                async for chunk in iterate_in_thread(lambda: carchive.tar_stream(root, path, arcname, name)):
+                async for chunk in iterate_in_thread(lambda: carchive.tar_stream(root, path, arcname, name,
+                                                                                 idmap=self._idmap_of(ctr))):
                     yield chunk
 
         return header, chunks()
@@ -1445,7 +1484,7 @@ class ContainerAPI(ContainerService):
                     u = spec.resolve_user(root, ctr.config.get("User") or "")
                     owner = (u.uid, u.gid)
                 carchive.extract(decompressed(pipe), root, path, name, no_overwrite,  # type: ignore[arg-type]
-                                 owner=owner, writable=writable)
+                                 owner=owner, writable=writable, idmap=self._idmap_of(ctr))
 
         pipe = BodyPipe()
         task = asyncio.create_task(run_in_own_thread(work, pipe))
@@ -1468,7 +1507,7 @@ class ContainerAPI(ContainerService):
         else:
             root = await asyncio.to_thread(stack.enter_context, self._root_for(ctr, with_mounts=False))
         with stack:
-            async for chunk in iterate_in_thread(lambda: carchive.tree_stream(root.fd)):
+            async for chunk in iterate_in_thread(lambda: carchive.tree_stream(root.fd, idmap=self._idmap_of(ctr))):
                 yield chunk
         self._event("export", ctr)
 

@@ -349,9 +349,8 @@ class NetworkService:
             raise InvalidParameter(f"scope {body['Scope']!r} is not supported (only \"local\")")
         if body.get("ConfigOnly") or body.get("ConfigFrom"):
             raise NotSupported("config-only networks are not supported by berth yet")
-        if not isinstance(body.get("Options") or {}, dict) or not isinstance(body.get("Labels") or {}, dict):
-            raise InvalidParameter("Options and Labels must be JSON objects")
-        options = {str(k): str(v) for k, v in (body.get("Options") or {}).items()}
+        _check_network_body(body)
+        options = {str(k): v or "" for k, v in (body.get("Options") or {}).items()}
         if options.get(BRIDGE_NAME_OPT):
             ports.parse_ifname(options[BRIDGE_NAME_OPT], "bridge name")
         if options.get(HOST_BINDING_OPT):
@@ -386,7 +385,7 @@ class NetworkService:
                     p.gateway = ipam.first_host(p.subnet)
             device = options.get(BRIDGE_NAME_OPT) or (f"br-{nid[:12]}" if driver == "bridge" else "")
             net = Network(nid, name, driver, _now(), bool(body.get("Internal")), bool(body.get("Attachable")), ipv6,
-                          options, {str(k): str(v) for k, v in (body.get("Labels") or {}).items()}, pools,
+                          options, {str(k): v or "" for k, v in (body.get("Labels") or {}).items()}, pools,
                           "default", ipam_cfg.get("Options") or {}, device, False, user_subnets)
             if driver == "bridge" and any(n.device == device for n in self._all() if n.driver == "bridge"):
                 raise Conflict(f"bridge name {device} is already used by another network")
@@ -1032,6 +1031,43 @@ class NetworkService:
         net = self._find("bridge")
         if net is not None and net.made_device:
             DRIVERS["bridge"].delete(net)
+
+
+def _string_map(value: Any, what: str) -> None:
+    if value is None:
+        return
+    if not isinstance(value, dict) or not all(isinstance(v, str) or v is None for v in value.values()):
+        raise InvalidParameter(f"{what} must map strings to strings")
+
+
+def _check_network_body(body: dict[str, Any]) -> None:
+    """A network create request, type by type (as Go's JSON decoding would refuse it): a bad value is
+    a 400 naming the field, never a traceback."""
+    for key in ("Name", "Driver", "Scope"):
+        if body.get(key) is not None and not isinstance(body[key], str):
+            raise InvalidParameter(f"{key} must be a string")
+    for key in ("Internal", "Attachable", "Ingress", "ConfigOnly", "EnableIPv4", "EnableIPv6", "CheckDuplicate"):
+        if body.get(key) is not None and not isinstance(body[key], bool):
+            raise InvalidParameter(f"{key} must be a boolean")
+    _string_map(body.get("Options"), "Options")
+    _string_map(body.get("Labels"), "Labels")
+    ipam_cfg = body.get("IPAM")
+    if ipam_cfg is None:
+        return
+    if not isinstance(ipam_cfg, dict):
+        raise InvalidParameter("IPAM must be a JSON object")
+    if ipam_cfg.get("Driver") is not None and not isinstance(ipam_cfg["Driver"], str):
+        raise InvalidParameter("IPAM.Driver must be a string")
+    _string_map(ipam_cfg.get("Options"), "IPAM.Options")
+    if ipam_cfg.get("Config") is not None and not isinstance(ipam_cfg["Config"], list):
+        raise InvalidParameter("IPAM.Config entries must be objects")
+    for c in ipam_cfg.get("Config") or []:
+        if not isinstance(c, dict):
+            raise InvalidParameter("IPAM.Config entries must be objects")
+        for key in ("Subnet", "IPRange", "Gateway"):
+            if c.get(key) is not None and not isinstance(c[key], str):
+                raise InvalidParameter(f"IPAM.Config.{key} must be a string")
+        _string_map(c.get("AuxiliaryAddresses"), "IPAM.Config.AuxiliaryAddresses")
 
 
 def _reserve(proto: str, host_ip: str, host_port: str) -> tuple[socket.socket, int]:

@@ -124,6 +124,8 @@ class SystemService:
             security.append("name=seccomp,profile=builtin")
         if cgroup_version() == "2":
             security.append("name=cgroupns")
+        if self.cfg.userns_remap:
+            security.append("name=userns")
         warnings = []
         for h in self.cfg.hosts:
             if h.proto == "tcp" and not self.cfg.tls:
