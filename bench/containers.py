@@ -13,7 +13,8 @@ import tarfile
 import tempfile
 import time
 
-from run import DOCKER, DOCKERD, Daemon
+import run
+from run import DOCKER, Daemon
 
 BUSYBOX = shutil.which("busybox") or "/bin/busybox"
 
@@ -33,7 +34,7 @@ def main(runs: int = 11) -> dict[str, dict[str, float]]:
     if DOCKER is None or not os.path.exists(BUSYBOX):
         print("docker CLI or busybox missing: skipping the container benchmark", file=sys.stderr)
         return {}
-    kinds = ["berthd"] + (["dockerd"] if DOCKERD else [])
+    kinds = run.kinds()
     env = {k: v for k, v in os.environ.items() if not k.startswith("DOCKER_")}
     env["DOCKER_CONFIG"] = tempfile.mkdtemp(prefix="berth-bench-cfg-")
     daemons = {k: Daemon(k) for k in kinds}

@@ -19,7 +19,8 @@ import tarfile
 import tempfile
 import time
 
-from run import DOCKERD, Daemon
+import run
+from run import Daemon
 
 LAYERS, FILES, FILE_MB = 5, 10, 10
 
@@ -66,7 +67,7 @@ def curl(sock: str, *args: str) -> None:
 
 
 def main(rounds: int = 3) -> dict[str, dict[str, float]]:
-    kinds = ["berthd"] + (["dockerd"] if DOCKERD else [])
+    kinds = run.kinds()
     work = tempfile.mkdtemp(prefix="berth-bench-img-")
     archive = os.path.join(work, "big.tar")
     daemons: dict[str, Daemon] = {}

@@ -21,6 +21,7 @@ import sys
 import tempfile
 import time
 
+import run
 from containers import _mem_used_kib, _settle, rootfs_tar
 from run import DOCKER, DOCKERD, Daemon
 
@@ -35,7 +36,7 @@ def main(runs: int = 11, many: int = 200) -> dict[str, dict[str, float]]:
     if DOCKER is None:
         print("docker CLI missing: skipping the network benchmark", file=sys.stderr)
         return {}
-    kinds = ["berthd"] + (["dockerd"] if DOCKERD else [])
+    kinds = [k for k in run.kinds() if k != "baseline"]  # two berthds would share one nft table
     env = {k: v for k, v in os.environ.items() if not k.startswith("DOCKER_")}
     env["DOCKER_CONFIG"] = tempfile.mkdtemp(prefix="berth-bench-cfg-")
     daemons = {"berthd": Daemon("berthd", net_args=["-b", "bbench0", "--bip", "10.197.0.1/24", "--dns", "127.0.0.1"])}

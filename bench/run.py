@@ -8,7 +8,10 @@ Measures, each as a median over alternating rounds so that machine noise hits bo
 Traffic goes only to the daemons' unix sockets and to 127.0.0.1. Every daemon is stopped and its
 temporary directory removed at the end, also on failure.
 
-    python bench/run.py [--quick] [--json PATH]
+    python bench/run.py [--quick] [--json PATH] [--only GROUP] [--baseline REV]
+
+With ``--baseline REV`` the berthd of git revision REV runs beside today's ("baseline" column), to
+show what a change costs; the last column is today's berthd against it (+: faster or smaller).
 """
 
 from __future__ import annotations
@@ -27,11 +30,31 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.modules.setdefault("run", sys.modules[__name__])  # `import run` elsewhere sees this module's settings
 BIN = os.path.dirname(sys.executable)
 BERTHD = os.path.join(BIN, "berthd")
 BERTH = os.path.join(BIN, "berth")
 DOCKERD = shutil.which("dockerd")
 DOCKER = shutil.which("docker")
+BASELINE_SRC: str | None = None  # src/ of an older berth (``--baseline``), run beside today's
+
+
+def kinds() -> list[str]:
+    """The daemons every benchmark compares: berthd, the baseline berthd, dockerd (those present)."""
+    return ["berthd"] + (["baseline"] if BASELINE_SRC else []) + (["dockerd"] if DOCKERD else [])
+
+
+def baseline_src(rev: str) -> str:
+    """The src/ directory of revision ``rev`` of this repository, unpacked under bench/.build."""
+    repo = os.path.dirname(HERE)
+    sha = subprocess.run(["git", "rev-parse", "--short=12", rev], capture_output=True, text=True, check=True,
+                         cwd=repo).stdout.strip()
+    out = os.path.join(HERE, ".build", f"baseline-{sha}")
+    if not os.path.isdir(os.path.join(out, "src", "berth")):
+        os.makedirs(out, exist_ok=True)
+        archive = subprocess.run(["git", "archive", sha, "src"], capture_output=True, check=True, cwd=repo).stdout
+        subprocess.run(["tar", "-x", "-C", out], input=archive, check=True)
+    return os.path.join(out, "src")
 
 
 def build_pingload() -> str:
@@ -83,7 +106,7 @@ class Daemon:
             self.tls_port = free_port()
             common += ["-H", f"tcp://127.0.0.1:{self.tls_port}", "--tlsverify", "--tlscacert", f"{tls_dir}/ca.pem",
                        "--tlscert", f"{tls_dir}/cert.pem", "--tlskey", f"{tls_dir}/key.pem"]
-        if self.kind == "berthd":
+        if self.kind in ("berthd", "baseline"):
             return [BERTHD, *common, *self.net_args]
         assert DOCKERD is not None
         return [DOCKERD, *common, *self.net_args, "--iptables=false", "--ip-masq=false"]
@@ -92,8 +115,12 @@ class Daemon:
         """Start; return seconds from spawn until /_ping answered."""
         log = open(os.path.join(self.root, "log"), "ab")
         t0 = time.perf_counter()
+        env = dict(os.environ)
+        if self.kind == "baseline":
+            assert BASELINE_SRC is not None
+            env["PYTHONPATH"] = BASELINE_SRC
         self.proc = subprocess.Popen(self.argv(tls_dir), stdout=log, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
+                                     start_new_session=True, env=env)
         while not ping_ok(self.sock):
             if self.proc.poll() is not None:
                 raise RuntimeError(f"{self.kind} exited: " + open(os.path.join(self.root, "log")).read()[-2000:])
@@ -185,11 +212,15 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="fewer and shorter rounds")
     ap.add_argument("--json", help="also write the results here")
-    ap.add_argument("--only", choices=["system", "images", "containers", "networks"],
+    ap.add_argument("--only", choices=["system", "images", "containers", "networks", "connections"],
                     help="run one group of measures")
+    ap.add_argument("--baseline", metavar="REV", help="also run the berthd of this git revision, side by side")
     opts = ap.parse_args()
+    global BASELINE_SRC
+    if opts.baseline:
+        BASELINE_SRC = baseline_src(opts.baseline)
     rounds, seconds, cli_runs, starts = (2, 1.0, 5, 2) if opts.quick else (5, 3.0, 21, 5)
-    kinds = ["berthd"] + (["dockerd"] if DOCKERD else [])
+    all_kinds = kinds()
     if not DOCKERD:
         print("dockerd is not installed (apt-get install docker.io, or `make bench` does it): berthd alone")
     pingload = build_pingload()
@@ -197,7 +228,7 @@ def main() -> int:
     server_tls, client_tls = make_certs(certs_root)
     daemons: dict[str, Daemon] = {}
     results: dict[str, dict[str, float]] = {}
-    if opts.only in ("images", "containers", "networks"):
+    if opts.only in ("images", "containers", "networks", "connections"):
         rounds = 0
     try:
         if rounds == 0:
@@ -209,20 +240,20 @@ def main() -> int:
             finally:
                 d.remove()
 
-        results["start (s)"] = alternate(kinds, starts, start_once)
-        for k in kinds:
+        results["start (s)"] = alternate(all_kinds, starts, start_once)
+        for k in all_kinds:
             daemons[k] = Daemon(k)
             daemons[k].start(server_tls)
         time.sleep(1)
         results["ping unix (req/s)"] = alternate(
-            kinds, rounds, lambda k: rps(pingload, ["unix", daemons[k].sock, str(seconds)]))
+            all_kinds, rounds, lambda k: rps(pingload, ["unix", daemons[k].sock, str(seconds)]))
         results["ping mTLS (req/s)"] = alternate(
-            kinds, rounds, lambda k: rps(pingload, ["tcp", "127.0.0.1", str(daemons[k].tls_port), str(seconds),
+            all_kinds, rounds, lambda k: rps(pingload, ["tcp", "127.0.0.1", str(daemons[k].tls_port), str(seconds),
                                                     f"{client_tls}/ca.pem", f"{client_tls}/cert.pem",
                                                     f"{client_tls}/key.pem"]))
         if DOCKER:
-            results["docker version (s)"] = alternate(kinds, 1, lambda k: cli_latency(daemons[k].sock, cli_runs))
-        results["idle RSS (MiB)"] = {k: daemons[k].rss_kib() / 1024 for k in kinds}
+            results["docker version (s)"] = alternate(all_kinds, 1, lambda k: cli_latency(daemons[k].sock, cli_runs))
+        results["idle RSS (MiB)"] = {k: daemons[k].rss_kib() / 1024 for k in all_kinds}
     except _SkipSystem:
         pass
     finally:
@@ -242,17 +273,26 @@ def main() -> int:
 
         results.update(networks.main(runs=7 if opts.quick else 21, many=100 if opts.quick else 200))
 
+    if opts.only in (None, "connections"):
+        import connections
+
+        results.update(connections.main(n=2000 if opts.quick else 5000))
+
     higher_is_better = {"ping unix (req/s)", "ping mTLS (req/s)", "100 ctrs, 8 clients (ctr/s)",
-                        "200 ctrs on a bridge net (ctr/s)", "100 ctrs on a bridge net (ctr/s)"}
-    print(f"\n{'measure':<22}{'berthd':>12}{'dockerd':>12}  ratio (berthd better when > 1)")
+                        "200 ctrs on a bridge net (ctr/s)", "100 ctrs on a bridge net (ctr/s)",
+                        "ctr/s after the storm", "ctr/s, fresh daemon"}
+    cols = [k for k in ("berthd", "baseline", "dockerd") if k in all_kinds]
+    head = "".join(f"{c:>12}" for c in cols)
+    extra = ("  vs dockerd" if "dockerd" in cols else "") + ("  vs baseline" if "baseline" in cols else "")
+    print(f"\n{'measure':<46}{head}{extra}   (ratios: berthd better when > 1)")
     for name, vals in results.items():
+        line = f"{name:<46}" + "".join(f"{vals[c]:>12.4g}" if c in vals else f"{'-':>12}" for c in cols)
         b = vals["berthd"]
-        d = vals.get("dockerd")
-        if d is None:
-            print(f"{name:<22}{b:>12.4g}{'-':>12}")
-            continue
-        ratio = b / d if name in higher_is_better else d / b
-        print(f"{name:<22}{b:>12.4g}{d:>12.4g}  {ratio:.2f}x")
+        for other in ("dockerd", "baseline"):
+            if other in cols and vals.get(other):
+                ratio = b / vals[other] if name in higher_is_better else vals[other] / b
+                line += f"{ratio:>12.2f}x" if other == "dockerd" else f"{ratio:>13.3f}x"
+        print(line)
     if opts.json:
         with open(opts.json, "w") as f:
             json.dump(results, f, indent=2)

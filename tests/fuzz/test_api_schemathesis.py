@@ -62,6 +62,10 @@ def daemon() -> Iterator[tuple[Berthd, requests.Session]]:
         yield d, session
         assert unix_ping(d.sock, timeout=5), "berthd stopped answering during the fuzzing"
     finally:
+        bugs = [line for line in d.log().splitlines() if "bug:" in line or line.startswith(("  File", "Traceback"))
+                or "Error:" in line]
+        if bugs:
+            print("\n----- berthd found bugs -----\n" + "\n".join(bugs[-60:]))
         d.cleanup()
         subprocess.run(["ip", "netns", "del", ns], capture_output=True)
 

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import gc
 import logging
 import math
 import time
@@ -123,6 +124,7 @@ class Application:
         self._peak = max(self._peak, count)
         if self._peak - count >= 256:
             self._peak = count
+            gc.collect()  # asyncio's transports hold cycles of their own: freed only by the collector
             _trim_memory()
 
     async def run_sweeper(self, interval: float = 1.0) -> None:
@@ -249,6 +251,16 @@ _GROWN_BUFFER = 65536  # the most a buffer grows to while reads fill it
 _UPLOAD_BUFFER = 1 << 20  # while a request body streams in (image load): fewer, larger reads
 
 
+class _ClosedParser:
+    """Stands in for the parser once the connection is closed (nothing is fed after that)."""
+
+    def feed_data(self, data: object) -> None:
+        return None
+
+
+_CLOSED_PARSER = _ClosedParser()
+
+
 class _Abort(Exception):
     """Raised from a parser callback to stop parsing the rest of the bytes at once (an error answer
     has been sent; nothing after it may be dispatched)."""
@@ -273,7 +285,7 @@ class HttpConnection(asyncio.BufferedProtocol):
         self._identify = identify
         self.transport: asyncio.Transport | None = None
         self.identity: Identity = ANONYMOUS
-        self._parser = httptools.HttpRequestParser(self)
+        self._parser: Any = httptools.HttpRequestParser(self)
         self._url = b""
         self._headers: dict[str, str] = {}
         self._current: _Job | None = None  # the job being parsed
@@ -376,6 +388,12 @@ class HttpConnection(asyncio.BufferedProtocol):
         self._queue.clear()
         self.transport = None
         self.deadline = math.inf
+        # Break the cycles (the parser's callbacks and the jobs' requests point back here), so that
+        # reference counting frees a closed connection at once: left to the cycle collector, thousands
+        # of them lingered after a storm of connections.
+        self._parser = _CLOSED_PARSER
+        self._current = self._running = self._upgrade_job = None
+        self._writer = None
         if self.on_close is not None:
             on_close, self.on_close = self.on_close, None
             on_close()

@@ -7,6 +7,9 @@ profile does not name answers EPERM: io_uring, keyctl, unshare and clone with na
 without CAP_SYS_ADMIN (clone3 answers ENOSYS so libc falls back to clone), personality with any
 argument but the five it lists, and every syscall the kernel adds later.
 
+Each distinct profile is compiled to BPF once (``bpf_base64``, with libseccomp) and given to crun
+ready-made: compiling the allow-list cost crun 12–13 ms per container.
+
 ``profile()`` turns a profile in Docker's format (``names``, ``includes``/``excludes`` by
 capability, architecture and minimum kernel, ``archMap``) into the OCI form for one container,
 as moby's ``setupSeccomp`` does: a rule applies only when the container's bounding set holds every
@@ -17,15 +20,20 @@ reported as 400s.
 
 from __future__ import annotations
 
+import base64
 import copy
 import functools
 import json
+import logging
 import os
 import platform
 from importlib import resources
 from typing import Any
 
 from berth.errors import InvalidParameter
+from berth.linux import seccomp_bpf
+
+log = logging.getLogger("berth.containers")
 
 # Python's machine name → the name moby's profile uses in includes/excludes "arches"
 _NATIVE = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64", "i686": "x86", "i386": "x86",
@@ -164,3 +172,21 @@ def custom(text: str, capabilities: list[str] | tuple[str, ...]) -> dict[str, An
     except ValueError as exc:
         raise InvalidParameter(f"Decoding seccomp profile failed: {exc}") from None
     return convert(prof, capabilities)
+
+
+BPF_ANNOTATION = "run.oci.seccomp_bpf_data"
+
+
+def bpf_base64(profile_json: str) -> str | None:
+    """The compiled program of an OCI profile, base64 (crun's ``run.oci.seccomp_bpf_data``), or None
+    when libseccomp is missing or refuses it (crun then compiles the profile itself)."""
+    return _bpf_cached(profile_json)
+
+
+@functools.lru_cache(maxsize=64)
+def _bpf_cached(profile_json: str) -> str | None:
+    try:
+        return base64.b64encode(seccomp_bpf.compile_bpf(json.loads(profile_json))).decode()
+    except (OSError, KeyError, ValueError) as exc:
+        log.warning("seccomp profile not precompiled (the runtime compiles it): %s", exc)
+        return None

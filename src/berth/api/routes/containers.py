@@ -7,7 +7,7 @@ import json
 import time
 from typing import Any
 
-from berth.api import versions, websocket
+from berth.api import versions
 from berth.api.backends import ContainerBackend, ExecBackend
 from berth.api.filters import parse_filters
 from berth.api.http import Request, Response
@@ -108,6 +108,8 @@ def routes(backend: ContainerBackend) -> list[Route]:
     async def attach_ws(req: Request) -> None:
         """dockerd's WebSocket attach: the container's output as frames (raw, never multiplexed;
         binary from API 1.28, text before), the client's frames to its stdin."""
+        from berth.api import websocket  # wsproto and h11 are loaded when the first client asks for them
+
         assert req.connection is not None
         websocket.check_origin(req.headers, tls=req.identity.kind == "tls")
         target = req.path + ("?" + req.raw_query if req.raw_query else "")

@@ -330,6 +330,7 @@ class NetworkService:
     def create(self, body: dict[str, Any]) -> dict[str, Any]:
         if not isinstance(body, dict):
             raise InvalidParameter("the network config must be a JSON object")
+        _check_network_body(body)
         name = body.get("Name")
         if not name or not isinstance(name, str):
             raise InvalidParameter("a network name is required")
@@ -349,7 +350,6 @@ class NetworkService:
             raise InvalidParameter(f"scope {body['Scope']!r} is not supported (only \"local\")")
         if body.get("ConfigOnly") or body.get("ConfigFrom"):
             raise NotSupported("config-only networks are not supported by berth yet")
-        _check_network_body(body)
         options = {str(k): v or "" for k, v in (body.get("Options") or {}).items()}
         if options.get(BRIDGE_NAME_OPT):
             ports.parse_ifname(options[BRIDGE_NAME_OPT], "bridge name")
