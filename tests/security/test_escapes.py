@@ -175,3 +175,5 @@ def test_a_device_given_to_one_container_never_reaches_the_next(d, cleanup):
             f"busybox mknod /dev/y b {major} {minor} && busybox head -c 11 /dev/y")
     assert "DEVICE-DATA" not in r.stdout and r.returncode != 0, r.stdout
     assert stat.S_ISBLK(os.stat(dev).st_mode)
+    r = run(d, "run", "--rm", "--privileged", "bb-dev", "busybox", "head", "-c", "11", dev)
+    assert r.returncode == 0 and r.stdout == "DEVICE-DATA", r.stderr  # --privileged: the host's devices

@@ -186,3 +186,47 @@ def test_run_interactive_over_mutual_tls(make_berthd, pki_dirs):
     data = "".join(f"line {i}\n" for i in range(5000))
     r = docker("run", "-i", "--rm", "bb", "cat", env=t.env(f"{pki_dirs}/client"), input=data)
     assert r.returncode == 0 and r.stdout == data, r.stderr
+
+
+def test_only_ecdhe_aead_suites_and_no_renegotiation(make_berthd, pki_dirs):
+    """Go's TLS 1.2 set, as dockerd: a client offering only RSA key exchange or CBC suites gets no
+    handshake; TLS 1.1 neither; a client asking to renegotiate is refused."""
+    import shutil
+    import subprocess
+    import time
+
+    if shutil.which("openssl") is None:
+        pytest.skip("needs openssl")
+    t = start_tls(make_berthd, f"{pki_dirs}/server")
+    client = f"{pki_dirs}/client"
+
+    def s_client(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["openssl", "s_client", "-connect", f"127.0.0.1:{t.port}", "-CAfile",
+                               f"{client}/ca.pem", "-cert", f"{client}/cert.pem", "-key", f"{client}/key.pem",
+                               *args], input=stdin, capture_output=True, text=True, timeout=30)
+
+    ok = s_client("-tls1_2", "-cipher", "ECDHE-ECDSA-AES128-GCM-SHA256")
+    assert "Cipher is ECDHE-ECDSA-AES128-GCM-SHA256" in ok.stdout, ok.stdout[-500:]
+    for cipher in ("ECDHE-ECDSA-AES128-SHA", "AES128-GCM-SHA256", "ECDHE-ECDSA-AES256-SHA384"):
+        r = s_client("-tls1_2", "-cipher", cipher)
+        assert "Cipher is (NONE)" in r.stdout or r.returncode != 0, (cipher, r.stdout[-300:])
+    r = s_client("-tls1_1", "-cipher", "DEFAULT@SECLEVEL=0")
+    assert "Cipher is (NONE)" in r.stdout or r.returncode != 0
+    # "R" on s_client's stdin asks to renegotiate; the server must refuse ("no renegotiation")
+    p = subprocess.Popen(["openssl", "s_client", "-connect", f"127.0.0.1:{t.port}", "-tls1_2", "-CAfile",
+                          f"{client}/ca.pem", "-cert", f"{client}/cert.pem", "-key", f"{client}/key.pem"],
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        assert p.stdin is not None and p.stdout is not None
+        deadline = time.monotonic() + 20
+        seen = ""
+        while "Verify return code" not in seen and time.monotonic() < deadline:
+            seen += p.stdout.readline()
+        p.stdin.write("R\n")
+        p.stdin.flush()
+        out, _ = p.communicate(timeout=20)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert "RENEGOTIATING" in out and "no renegotiation" in out, out[-500:]

@@ -1743,6 +1743,10 @@ class ExecService:
             receiving = asyncio.ensure_future(asyncio.to_thread(receive_console, listener))
             exited = asyncio.ensure_future(proc.wait())
             await asyncio.wait([receiving, exited], return_when=asyncio.FIRST_COMPLETED)
+            if not receiving.done():
+                # The runtime may have exited (the command could not run) after sending the terminal,
+                # whose reception has not been scheduled yet: its error is on that terminal.
+                await asyncio.wait([receiving], timeout=2)
             if not receiving.done():  # the runtime failed before it made the terminal
                 listener.close()
                 with contextlib.suppress(BaseException):
