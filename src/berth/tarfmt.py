@@ -226,15 +226,21 @@ class TarReader:
             uid, gid, mtime = _pax_int(pax, "uid", 0xFFFFFFFE), _pax_int(pax, "gid", 0xFFFFFFFE), _pax_time(pax, "mtime")
             # only regular files carry data; other types' size fields are ignored, as tar does
             data_size = size if typ in (REGULAR, "7") else 0
+            uid = uid if uid is not None else _number(block[108:116], "uid")
+            gid = gid if gid is not None else _number(block[116:124], "gid")
+            if uid > 0xFFFFFFFE or gid > 0xFFFFFFFE:
+                raise InvalidParameter(f"tar entry {name[:200]!r} has an out-of-range owner {uid}:{gid}")
+            if mtime is None:
+                mtime = float(_number(block[136:148], "mtime"))
+                if mtime >= 1 << 40:
+                    raise InvalidParameter(f"tar entry {name[:200]!r} has an out-of-range time")
             entry = Entry(
                 raw_header=bytes(raw), name=name, type=REGULAR if typ == "7" else typ, size=data_size,
                 mode=_number(block[100:108], "mode") & 0o7777,
-                uid=uid if uid is not None else _number(block[108:116], "uid"),
-                gid=gid if gid is not None else _number(block[116:124], "gid"),
-                mtime=mtime if mtime is not None else float(_number(block[136:148], "mtime")),
+                uid=uid, gid=gid, mtime=mtime,
                 linkname=link,
-                devmajor=_number(block[329:337], "devmajor") if typ in (CHAR, BLOCKDEV) else 0,
-                devminor=_number(block[337:345], "devminor") if typ in (CHAR, BLOCKDEV) else 0,
+                devmajor=min(_number(block[329:337], "devmajor"), 0xFFFFFFFF) if typ in (CHAR, BLOCKDEV) else 0,
+                devminor=min(_number(block[337:345], "devminor"), 0xFFFFFFFF) if typ in (CHAR, BLOCKDEV) else 0,
                 xattrs={k[len("SCHILY.xattr."):]: v for k, v in pax.items() if k.startswith("SCHILY.xattr.")},
             )
             self._pending = entry.padded_size

@@ -177,3 +177,27 @@ def test_a_device_given_to_one_container_never_reaches_the_next(d, cleanup):
     assert stat.S_ISBLK(os.stat(dev).st_mode)
     r = run(d, "run", "--rm", "--privileged", "bb-dev", "busybox", "head", "-c", "11", dev)
     assert r.returncode == 0 and r.stdout == "DEVICE-DATA", r.stderr  # --privileged: the host's devices
+
+
+def test_joining_ipc_never_binds_a_path_the_donor_controls(d):
+    """A shareable donor with CAP_SYS_ADMIN replaces its /dev/shm with a symlink to "/": a container
+    joining its IPC must get the donor's shm (a tmpfs berth mounted on the host), never the host's /."""
+    load_image(d, "bb-ipc", [], {})
+    assert run(d, "run", "-d", "--name", "donor", "--ipc", "shareable", "bb-ipc", "sh", "-c",
+               "echo shared > /dev/shm/note && sleep 300").returncode == 0
+    deadline = time.monotonic() + 10
+    while run(d, "exec", "donor", "busybox", "test", "-e", "/dev/shm/note").returncode != 0:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    r = run(d, "run", "--rm", "--ipc", "container:donor", "bb-ipc", "cat", "/dev/shm/note")
+    assert r.returncode == 0 and r.stdout == "shared\n", r.stderr  # the IPC join works
+    assert run(d, "run", "-d", "--name", "evil-donor", "--ipc", "shareable", "--cap-add", "SYS_ADMIN", "bb-ipc",
+               "sh", "-c", "busybox umount /dev/shm; rm -rf /dev/shm; ln -s / /dev/shm; touch /ready; sleep 300"
+               ).returncode == 0
+    while run(d, "exec", "evil-donor", "busybox", "test", "-e", "/ready").returncode != 0:
+        assert time.monotonic() < deadline + 10
+        time.sleep(0.05)
+    r = run(d, "run", "--rm", "--ipc", "container:evil-donor", "bb-ipc", "sh", "-c",
+            "ls /dev/shm; busybox test -e /dev/shm/etc/shadow && echo HOST-ROOT")
+    assert "HOST-ROOT" not in r.stdout and "etc" not in r.stdout.split(), r.stdout
+    assert_alive(d)

@@ -249,6 +249,7 @@ class _ChunkedWriter:
 _READ_BUFFER = 4096  # what a connection starts with, and returns to when idle
 _GROWN_BUFFER = 65536  # the most a buffer grows to while reads fill it
 _UPLOAD_BUFFER = 1 << 20  # while a request body streams in (image load): fewer, larger reads
+_QUEUED_BODY_BUDGET = 4 << 20  # bodies of pipelined requests held while an earlier one runs
 
 
 class _ClosedParser:
@@ -274,7 +275,8 @@ class HttpConnection(asyncio.BufferedProtocol):
     __slots__ = ("app", "_rbuf", "_rview", "_grow_to", "_shrink", "_identify", "transport", "identity",
                  "_parser", "_url", "_headers", "_current", "_queue", "_running", "_task", "_state", "_hijack",
                  "_raw", "_upgrade_job", "_upgrade_need", "_can_write", "_write_waiter", "_writer", "_peer_eof", "deadline",
-                 "_in_headers", "_header_bytes", "_dead", "_pauses", "on_close")
+                 "_in_headers", "_header_bytes", "_dead", "_pauses", "on_close", "_queued_bytes",
+                 "_deadline_unpaused")
 
     def __init__(self, app: Application, identify: Callable[[asyncio.BaseTransport], Identity]) -> None:
         self.app = app
@@ -307,6 +309,8 @@ class HttpConnection(asyncio.BufferedProtocol):
         self._dead = False  # an error answer went out: nothing more is parsed or dispatched
         self._pauses: set[str] = set()  # why reading is paused: "body", "pipeline", "raw"
         self.on_close: Callable[[], None] | None = None
+        self._queued_bytes = 0  # bodies of the parsed requests waiting in the queue
+        self._deadline_unpaused = math.inf  # the deadline to restore when the client reads again
 
     # ---- asyncio.Protocol -------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -332,8 +336,7 @@ class HttpConnection(asyncio.BufferedProtocol):
         size = len(self._rbuf)
         if self._shrink:
             self._shrink = False
-            if size > _READ_BUFFER:
-                self._grow_to = _READ_BUFFER
+            self._grow_to = _READ_BUFFER if size > _READ_BUFFER else 0  # a pending growth is dropped too
         elif nbytes == size and size < _GROWN_BUFFER and not self._queue:
             self._grow_to = min(size * 4, _GROWN_BUFFER)  # reads fill the buffer: a body is coming
 
@@ -386,6 +389,7 @@ class HttpConnection(asyncio.BufferedProtocol):
         if self._current is not None and self._current.body_stream is not None:
             self._current.body_stream.end()
         self._queue.clear()
+        self._queued_bytes = 0
         self.transport = None
         self.deadline = math.inf
         # Break the cycles (the parser's callbacks and the jobs' requests point back here), so that
@@ -399,11 +403,28 @@ class HttpConnection(asyncio.BufferedProtocol):
             on_close()
 
     def pause_writing(self) -> None:
+        # The client does not read what we send: it has the idle time to start again, then it goes
+        # (what it holds here is bounded meanwhile: no further request runs, reading stops).
+        if not self._can_write:
+            return
+        self._deadline_unpaused = self.deadline
+        if self._state not in ("STREAMING", "HIJACKED"):  # a stream waits for its reader, bounded by drain()
+            self.deadline = min(self.deadline, time.monotonic() + self.app.limits.idle_timeout)
         self._can_write = False
         if self._hijack is not None:
             self._hijack.pause_writing()
 
+    def _set_deadline(self, when: float) -> None:
+        """The deadline for the state the connection enters; while the client is not reading our
+        answers, the idle deadline set then stays (the new one applies when reading resumes)."""
+        if self._can_write or self._state in ("STREAMING", "HIJACKED"):
+            self.deadline = when
+        else:
+            self._deadline_unpaused = when
+
     def resume_writing(self) -> None:
+        if not self._can_write:
+            self.deadline = self._deadline_unpaused
         self._wake_writers()
         if self._hijack is not None:
             self._hijack.resume_writing()
@@ -453,7 +474,7 @@ class HttpConnection(asyncio.BufferedProtocol):
         self._in_headers = True
         self._header_bytes = 0
         self._state = "HEADERS" if self._running is None else self._state
-        self.deadline = time.monotonic() + self.app.limits.header_timeout
+        self._set_deadline(time.monotonic() + self.app.limits.header_timeout)
 
     def on_url(self, url: bytes) -> None:
         self._url += url
@@ -468,7 +489,7 @@ class HttpConnection(asyncio.BufferedProtocol):
         if self._header_bytes + len(self._url) > self.app.limits.max_header_bytes:
             self._bad_request("request header fields too large", status=431)
             raise _Abort
-        self.deadline = time.monotonic() + self.app.limits.body_timeout
+        self._set_deadline(time.monotonic() + self.app.limits.body_timeout)
         job = self._current
         assert job is not None
         job.keep_alive = self._parser.should_keep_alive()
@@ -509,7 +530,7 @@ class HttpConnection(asyncio.BufferedProtocol):
     def on_body(self, body: bytes) -> None:
         if self._dead:
             raise _Abort
-        self.deadline = time.monotonic() + self.app.limits.body_timeout
+        self._set_deadline(time.monotonic() + self.app.limits.body_timeout)
         job = self._current
         assert job is not None
         if job.body_stream is not None:
@@ -528,7 +549,7 @@ class HttpConnection(asyncio.BufferedProtocol):
         assert job is not None
         self._current = None
         job.complete = True
-        self.deadline = math.inf  # the request is read: now it waits for us
+        self._set_deadline(math.inf)  # the request is read: now it waits for us
         if job.body_stream is not None:
             job.body_stream.end()
             self._shrink = True
@@ -545,7 +566,7 @@ class HttpConnection(asyncio.BufferedProtocol):
                 raise _Abort
             if need > 0:  # llhttp does not read an upgrade request's body: we do, from the raw bytes
                 self._upgrade_job, self._upgrade_need = job, need
-                self.deadline = time.monotonic() + self.app.limits.body_timeout
+                self._set_deadline(time.monotonic() + self.app.limits.body_timeout)
                 return
         self._enqueue(job)
 
@@ -566,7 +587,9 @@ class HttpConnection(asyncio.BufferedProtocol):
     # ---- running handlers in order ----------------------------------------------------------
     def _enqueue(self, job: _Job) -> None:
         self._queue.append(job)
-        if len(self._queue) >= self.app.limits.pipeline:
+        if job.request is not None:
+            self._queued_bytes += len(job.request.body)
+        if len(self._queue) >= self.app.limits.pipeline or self._queued_bytes > _QUEUED_BODY_BUDGET:
             self._pause("pipeline")
         if self._running is None:
             self._run_next()
@@ -575,7 +598,9 @@ class HttpConnection(asyncio.BufferedProtocol):
         # Only while the client reads our answers: one that does not stalls its own connection only.
         while self._queue and self._running is None and self.transport is not None and self._can_write:
             job = self._queue.popleft()
-            if len(self._queue) < self.app.limits.pipeline // 2:
+            if job.request is not None:
+                self._queued_bytes -= len(job.request.body)
+            if len(self._queue) < self.app.limits.pipeline // 2 and self._queued_bytes <= _QUEUED_BODY_BUDGET // 2:
                 self._resume("pipeline")
             self._running = job
             if job.response is not None:
@@ -670,16 +695,18 @@ class HttpConnection(asyncio.BufferedProtocol):
             job.body_stream.discard()  # closed when the rest of the upload has arrived
             self._state = "DRAINING"
             self._queue.clear()
-            self.deadline = time.monotonic() + self.app.limits.body_timeout
+            self._queued_bytes = 0
+            self._set_deadline(time.monotonic() + self.app.limits.body_timeout)
             return
         if not keep_alive:
             self._state = "CLOSING"
             if self.transport is not None:
                 self.transport.close()
             self._queue.clear()
+            self._queued_bytes = 0
             return
         if self._current is None and not self._queue:
-            self.deadline = time.monotonic() + self.app.limits.idle_timeout
+            self._set_deadline(time.monotonic() + self.app.limits.idle_timeout)
             self._shrink = True
         self._run_next()
 
@@ -698,7 +725,7 @@ class HttpConnection(asyncio.BufferedProtocol):
         parts.append(b"Transfer-Encoding: chunked\r\n\r\n")
         self.transport.write(b"".join(parts))
         self._state = "STREAMING"
-        self.deadline = math.inf
+        self._set_deadline(math.inf)
         self._writer = _ChunkedWriter(self, head_only)
         await self.drain()
         return self._writer
@@ -725,7 +752,7 @@ class HttpConnection(asyncio.BufferedProtocol):
         stream = HijackedStream(self.transport, initial)
         self._hijack = stream
         self._state = "HIJACKED"
-        self.deadline = math.inf
+        self._set_deadline(math.inf)
         self._pauses.clear()  # the stream decides about reading from now on
         if not self.transport.is_reading():
             self.transport.resume_reading()
@@ -763,6 +790,7 @@ class HttpConnection(asyncio.BufferedProtocol):
             return
         self._dead = True
         self._queue.clear()
+        self._queued_bytes = 0
         t = self.transport
         if t is not None and self._running is None and self._state != "HIJACKED":
             body = error_body(message)

@@ -121,10 +121,9 @@ class _Out:
             if st.st_nlink > 1 and key in self.links:
                 yield self.header(arcname, st, tarfile.LNKTYPE, self.links[key])
                 return
-            try:
-                fd = safepath.open_child(dirfd, name, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
-            except OSError:
-                return  # gone, or swapped for a link meanwhile: not copied
+            fd = safepath.open_regular_child(dirfd, name)
+            if fd < 0:
+                return  # gone, or swapped for something else meanwhile: not copied
             try:
                 fst = os.fstat(fd)
                 if not stat.S_ISREG(fst.st_mode):
@@ -272,7 +271,7 @@ def _extract_one(root: Root, dest: str, comps: list[str], e: Entry, reader: TarR
     name = comps[-1]
     if writable is not None and len(comps) > 1:
         writable(root.resolve(parent_path))
-    pfd = root.mkdir_all(parent_path, 0o755)
+    pfd = root.mkdir_all(parent_path, 0o755, *((idmap.uid, idmap.gid) if idmap is not None else (-1, -1)))
     try:
         try:
             old = os.stat(name, dir_fd=pfd, follow_symlinks=False)

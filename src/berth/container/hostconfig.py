@@ -133,14 +133,14 @@ def apply_namespaces(config: dict[str, Any], m: dict[str, Mode], joins: dict[str
     mounts = config["mounts"]
     if ipc == "host":
         ns.pop("ipc", None)
-        _replace_shm(mounts, {"destination": "/dev/shm", "type": "bind", "source": "/dev/shm",
+        replace_shm(mounts, {"destination": "/dev/shm", "type": "bind", "source": "/dev/shm",
                               "options": ["rbind", "rprivate"]})
     elif ipc == "container":
         ns["ipc"] = {"type": "ipc", "path": joins["ipc"]}
-        _replace_shm(mounts, {"destination": "/dev/shm", "type": "bind", "source": joins["shm"],
+        replace_shm(mounts, {"destination": "/dev/shm", "type": "bind", "source": joins["shm"],
                               "options": ["rbind", "rprivate"]})
     elif ipc == "none":
-        _replace_shm(mounts, None)
+        replace_shm(mounts, None)
     if m["UTSMode"].kind == "host":
         ns.pop("uts", None)
         config.pop("hostname", None)
@@ -152,7 +152,7 @@ def apply_namespaces(config: dict[str, Any], m: dict[str, Mode], joins: dict[str
     config["linux"]["namespaces"] = list(ns.values())
 
 
-def _replace_shm(mounts: list[dict[str, Any]], new: dict[str, Any] | None) -> None:
+def replace_shm(mounts: list[dict[str, Any]], new: dict[str, Any] | None) -> None:
     for i, mnt in enumerate(mounts):
         if mnt["destination"] == "/dev/shm":
             if new is None:

@@ -21,7 +21,6 @@ reported as 400s.
 from __future__ import annotations
 
 import base64
-import copy
 import functools
 import json
 import logging
@@ -138,9 +137,16 @@ def convert(prof: dict[str, Any], capabilities: list[str] | tuple[str, ...]) -> 
     arch = _NATIVE.get(platform.machine(), platform.machine())
     out: dict[str, Any] = {"defaultAction": default}
     if prof.get("defaultErrnoRet") is not None:
-        out["defaultErrnoRet"] = int(prof["defaultErrnoRet"])
+        ret = prof["defaultErrnoRet"]
+        if not isinstance(ret, int) or isinstance(ret, bool) or not 0 <= ret < 4096:
+            raise InvalidParameter("seccomp profile: defaultErrnoRet must be an errno number")
+        out["defaultErrnoRet"] = ret
     if prof.get("architectures"):
-        out["architectures"] = [str(a) for a in prof["architectures"]]
+        arches = prof["architectures"]
+        if not isinstance(arches, list) or not all(isinstance(a, str) and a.startswith("SCMP_ARCH_") and
+                                                   a[10:].isalnum() for a in arches):
+            raise InvalidParameter("seccomp profile: architectures must be SCMP_ARCH_* names")
+        out["architectures"] = list(arches)
     else:
         native = _SECCOMP_ARCH.get(arch)
         for entry in prof.get("archMap") or []:
@@ -151,10 +157,24 @@ def convert(prof: dict[str, Any], capabilities: list[str] | tuple[str, ...]) -> 
     syscalls = prof.get("syscalls") or []
     if not isinstance(syscalls, list):
         raise InvalidParameter("seccomp profile: 'syscalls' must be a list")
+    for r in syscalls:
+        if not isinstance(r, dict):
+            raise InvalidParameter("seccomp profile: each syscalls entry must be an object")
+        for key in ("includes", "excludes"):
+            cond = r.get(key)
+            if cond is not None and (not isinstance(cond, dict) or not all(
+                    isinstance(cond.get(k) or [], list) for k in ("caps", "arches"))
+                    or not isinstance(cond.get("minKernel") or "", str)):
+                raise InvalidParameter(f"seccomp profile: bad {key} {cond!r}")
     out["syscalls"] = [_check_rule(r) for r in syscalls if _applies(r, caps, arch)]
-    for key in ("flags", "listenerPath", "listenerMetadata"):
-        if prof.get(key):
-            out[key] = copy.deepcopy(prof[key])
+    if prof.get("flags"):
+        flags = prof["flags"]
+        if not isinstance(flags, list) or not all(isinstance(f, str) and f.startswith("SECCOMP_FILTER_FLAG_")
+                                                  for f in flags):
+            raise InvalidParameter("seccomp profile: flags must be SECCOMP_FILTER_FLAG_* names")
+        out["flags"] = list(flags)
+    if prof.get("listenerPath") or prof.get("listenerMetadata"):
+        raise InvalidParameter("seccomp profile: notification listeners are not supported by berth")
     return out
 
 

@@ -249,10 +249,9 @@ def _ulimits(hc: dict[str, Any]) -> dict[str, dict[str, Any]]:
         if not isinstance(u, dict):
             raise InvalidParameter(f"invalid ulimit {u!r}")
         name = str(u.get("Name", "")).upper()
-        try:
-            soft, hard = int(u.get("Soft", 0)), int(u.get("Hard", 0))
-        except (TypeError, ValueError):
-            raise InvalidParameter(f"invalid ulimit {u}: soft and hard must be integers") from None
+        soft, hard = u.get("Soft", 0), u.get("Hard", 0)
+        if not all(isinstance(v, int) and not isinstance(v, bool) and -1 <= v < 1 << 63 for v in (soft, hard)):
+            raise InvalidParameter(f"invalid ulimit {u}: soft and hard must be integers")
         if not re.fullmatch(r"[A-Z]{2,12}", name) or soft > hard or soft < -1:
             raise InvalidParameter(f"invalid ulimit {u}: soft limit above hard limit or no name")
         if name == "NOFILE" and hard > limit:

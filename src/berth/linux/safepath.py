@@ -47,6 +47,7 @@ RESOLVE_NO_SYMLINKS = 0x04
 RESOLVE_BENEATH = 0x08
 RESOLVE_IN_ROOT = 0x10
 MAX_SYMLINKS = 40  # as the kernel's own limit
+EAGAIN_RETRIES = 8
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.syscall.restype = ctypes.c_long
@@ -141,6 +142,26 @@ class Root:
             raise
         return root
 
+    @classmethod
+    def of_process(cls, pid: int, cgroup_mark: str, label: str = "") -> Root:
+        """The root of process ``pid`` as it sees it (its mounts crossed), opened through a pinned
+        ``/proc/PID`` descriptor after checking that the process is in a cgroup whose path contains
+        ``cgroup_mark``: if the process died and its pid went to another one meanwhile, the open fails
+        instead of handing out that other process's root (the host's, say)."""
+        pfd = os.open(f"/proc/{pid}", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            cfd = os.open("cgroup", os.O_RDONLY | os.O_CLOEXEC, dir_fd=pfd)
+            try:
+                groups = os.read(cfd, 1 << 16).decode(errors="replace")
+            finally:
+                os.close(cfd)
+            if cgroup_mark not in groups:
+                raise ProcessLookupError(errno.ESRCH, f"process {pid} is not in {cgroup_mark}'s cgroup")
+            fd = os.open("root", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=pfd)
+        finally:
+            os.close(pfd)
+        return cls(fd, label=label or f"/proc/{pid}/root")
+
     def close(self) -> None:
         for fd in [self.fd, *self.mounts.values()]:
             try:
@@ -164,12 +185,14 @@ class Root:
         if not follow:
             flags |= os.O_NOFOLLOW
         if not self.mounts and have_openat2():
-            while True:
+            for _ in range(EAGAIN_RETRIES):
                 try:
                     return openat2(self.fd, path, flags, mode, RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)
                 except OSError as exc:
                     if exc.errno != errno.EAGAIN:  # EAGAIN: a rename raced with ".."; the kernel asks to retry
                         raise
+            # A container that renames without end can make every retry fail (a CPU-burning storm):
+            # the walk does its own "..", which renames cannot disturb.
         fd = self._walk(path, follow)
         if flags & ~(os.O_NOFOLLOW | os.O_CLOEXEC) == os.O_PATH:
             return fd
@@ -391,6 +414,24 @@ def scandir(dirfd: int) -> list[tuple[str, os.stat_result]]:
         os.close(fd)
 
 
+def open_regular_child(dirfd: int, name: str) -> int:
+    """A readable descriptor of the entry ``name`` if it is a regular file, else -1: checked through
+    an ``O_PATH`` descriptor before it is opened for reading, so a device node or a FIFO swapped in
+    meanwhile is never opened (the daemon is outside the container's device cgroup)."""
+    try:
+        pfd = open_child(dirfd, name)
+    except OSError:
+        return -1
+    try:
+        if not stat.S_ISREG(os.fstat(pfd).st_mode):
+            return -1
+        return reopen(pfd, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
+    except OSError:
+        return -1
+    finally:
+        os.close(pfd)
+
+
 def open_child(dirfd: int, name: str, flags: int = os.O_PATH) -> int:
     """The entry ``name`` of directory ``dirfd``, never following a symlink (ELOOP for one, unless
     ``flags`` is O_PATH, which names the link itself)."""
@@ -416,6 +457,21 @@ def walk(dirfd: int, prefix: str = "") -> Iterator[tuple[str, int, str, os.stat_
                 os.close(child)
 
 
+def tree_size(path: str) -> int:
+    """Bytes of the non-directories below ``path`` (a directory of berth's own), walked by descriptor;
+    0 when it is missing."""
+    try:
+        fd = os.open(path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return 0
+    try:
+        return sum(st.st_size for _rel, _p, _n, st in walk(fd) if not stat.S_ISDIR(st.st_mode))
+    except OSError:
+        return 0
+    finally:
+        os.close(fd)
+
+
 def copy_tree(src: int, dst: int, on_skip: object = None) -> None:
     """Copy the directory tree ``src`` into the directory ``dst`` (both descriptors), keeping modes,
     owners and times; symlinks are copied as links (never followed); regular files by content;
@@ -431,10 +487,10 @@ def copy_tree(src: int, dst: int, on_skip: object = None) -> None:
                 except FileExistsError:
                     pass
             elif stat.S_ISREG(st.st_mode):
-                sfd = open_child(pfd, name, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
+                sfd = open_regular_child(pfd, name)
+                if sfd < 0:
+                    continue  # swapped for something else meanwhile
                 try:
-                    if not stat.S_ISREG(os.fstat(sfd).st_mode):
-                        continue  # swapped for something else meanwhile
                     dfd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600,
                                   dir_fd=dparent)
                     try:

@@ -54,8 +54,8 @@ class BridgeRules:
     def __post_init__(self) -> None:
         parse_ifname(self.device, "bridge name")
         for s in self.subnets:
-            if not isinstance(s, (ipaddress.IPv4Network, ipaddress.IPv6Network)):
-                raise TypeError(f"subnet {s!r} is not an ip_network")
+            if not isinstance(s, (ipaddress.IPv4Network, ipaddress.IPv6Network)) or "%" in str(s):
+                raise TypeError(f"subnet {s!r} is not an ip_network without a scope")
 
     @classmethod
     def parse(cls, device: str, subnets: list[str], **kw: bool) -> BridgeRules:
@@ -77,12 +77,16 @@ class PortRule:
         parse_port(self.container_port, "container port")
         parse_ifname(self.device, "bridge name")
         for a in (self.host_ip, self.container_ip):
-            if a is not None and not isinstance(a, (ipaddress.IPv4Address, ipaddress.IPv6Address)):
-                raise TypeError(f"address {a!r} is not an ip_address")
+            if a is not None and (not isinstance(a, (ipaddress.IPv4Address, ipaddress.IPv6Address)) or "%" in str(a)):
+                raise TypeError(f"address {a!r} is not an ip_address without a scope")
+        if self.host_ip is not None and self.host_ip.version != self.container_ip.version:
+            raise TypeError(f"host address {self.host_ip} and container address {self.container_ip} differ in family")
 
     @classmethod
     def parse(cls, proto: str, host_ip: str, host_port: int, container_ip: str, container_port: int,
               device: str) -> PortRule:
+        if "%" in host_ip or "%" in container_ip:
+            raise ValueError("an address with an IPv6 scope")
         hip = ipaddress.ip_address(host_ip) if host_ip else None
         if hip is not None and hip.is_unspecified:
             hip = None

@@ -63,7 +63,7 @@ class Pool:
 
 def parse_network(text: str) -> Net:
     """A CIDR; host bits are allowed (10.0.0.5/24 means 10.0.0.0/24), as dockerd allows them."""
-    if not isinstance(text, str):
+    if not isinstance(text, str) or "%" in text:  # no IPv6 scope: free text ipaddress would print back
         raise InvalidParameter(f"invalid CIDR address: {text!r}")
     try:
         net = ipaddress.ip_network(text, strict=False)
@@ -75,7 +75,7 @@ def parse_network(text: str) -> Net:
 
 
 def parse_addr(text: str, what: str) -> Addr:
-    if not isinstance(text, str):
+    if not isinstance(text, str) or "%" in text:
         raise InvalidParameter(f"invalid {what} address: {text!r}")
     try:
         return ipaddress.ip_address(text.split("/")[0])

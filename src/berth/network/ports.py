@@ -67,7 +67,8 @@ def parse_port_key(key: object) -> PortKey:
 
 
 def parse_ip(text: object, what: str = "IP address") -> IPAddress:
-    if not isinstance(text, str):
+    """An address without an IPv6 scope (``%zone`` is free text that ``ipaddress`` keeps and prints)."""
+    if not isinstance(text, str) or "%" in text:
         raise InvalidParameter(f"invalid {what}: {text!r}")
     try:
         return ipaddress.ip_address(text.strip("[]"))

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from berth.errors import Conflict, InvalidParameter, NotFound, NotSupported
+from berth.linux.safepath import tree_size
 from berth.store.db import Database
 
 NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]+\Z")
@@ -102,14 +103,9 @@ class LocalVolumes:
             c.execute("UPDATE volumes SET needs_copy = 0 WHERE name = ?", (name,))
 
     def size(self, name: str) -> int:
-        total = 0
-        for base, _, files in os.walk(os.path.join(self.root, name, "_data")):
-            for f in files:
-                try:
-                    total += os.lstat(os.path.join(base, f)).st_size
-                except OSError:
-                    pass
-        return total
+        """Bytes in the volume, walked by descriptor (a container can swap a directory for a symlink
+        to "/" while ``os.walk`` looks)."""
+        return tree_size(os.path.join(self.root, name, "_data"))
 
     def sweep(self) -> list[str]:
         known = {v.name for v in self.all()}

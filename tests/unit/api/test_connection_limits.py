@@ -160,3 +160,48 @@ def test_websocket_origin_must_be_the_host():
     for origin in ("http://evil.example", "http://127.0.0.1:8080", "null", "file://", "http://127.0.0.1:2375@evil"):
         with pytest.raises(Forbidden):
             check_origin({"host": "127.0.0.1:2375", "origin": origin})
+
+
+def test_pipelined_bodies_are_bounded_in_bytes_too():
+    """Behind a request that runs long, pipelined bodies stop being read once 4 MiB wait."""
+    async def main() -> tuple[bool, int]:
+        conn, t, _ = make(Limits(pipeline=64))
+        conn.pause_writing()  # nothing runs: everything parsed waits in the queue
+        body = b"x" * (1 << 20)
+        one = b"POST /r HTTP/1.1\r\nContent-Length: %d\r\n\r\n" % len(body) + body
+        for _ in range(8):
+            if t.reading:
+                conn.data_received(one)
+        return t.reading, conn._queued_bytes
+
+    reading, queued = asyncio.run(main())
+    assert not reading and queued <= 5 << 20
+
+
+def test_a_client_that_never_reads_is_closed_after_the_idle_time():
+    async def main() -> bool:
+        conn, t, app = make(Limits(idle_timeout=0.05))
+        conn.data_received(b"GET /r HTTP/1.1\r\n\r\n")
+        conn.pause_writing()
+        conn.data_received(b"GET /r HTTP/1.1\r\n\r\n" * 3)
+        await asyncio.sleep(0.1)
+        app.sweep()
+        return t.closed
+
+    assert asyncio.run(main())
+
+
+def test_an_empty_upload_does_not_leave_a_large_buffer():
+    async def main() -> int:
+        router = Router([route("POST", "/up", record, stream_body=True)])
+        app = Application(router, server="t")
+        conn = HttpConnection(app, lambda t: Identity("unix", user="u", uid=1))
+        conn.connection_made(MemoryTransport())
+        data = b"POST /up HTTP/1.1\r\nContent-Length: 0\r\n\r\n"
+        buf = conn.get_buffer(-1)
+        buf[:len(data)] = data
+        conn.buffer_updated(len(data))
+        await asyncio.sleep(0.01)
+        return len(conn.get_buffer(-1))
+
+    assert asyncio.run(main()) == _READ_BUFFER

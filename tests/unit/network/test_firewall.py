@@ -98,3 +98,10 @@ def test_rules_refuse_untyped_values() -> None:
     for bad in ("", "a" * 16, "a/b", "a b", 'a"', "..", "a\n"):
         with pytest.raises(InvalidParameter):
             ports.parse_ifname(bad)
+    # an IPv6 scope is free text that ipaddress keeps and prints back: refused everywhere
+    with pytest.raises(InvalidParameter):
+        ports.parse_ip("fe80::1%x\n}\nflush ruleset")
+    with pytest.raises(ValueError):
+        PortRule.parse("tcp", "fe80::1%eth0", 80, "fd00::2", 80, "berth0")
+    with pytest.raises(TypeError):
+        PortRule.parse("tcp", "::1", 80, "10.0.0.2", 80, "berth0")  # a DNAT cannot cross families

@@ -56,7 +56,8 @@ from berth.linux import cgroups, safepath
 from berth.linux.files import read_text
 from berth.linux.idmap import IDMap, UserNamespace, mount_overlay, share_with_remapped_root
 from berth.linux.inotify import DirWatch
-from berth.linux.mount import is_mounted, umount
+from berth.linux.mount import MS_NODEV, MS_NOEXEC, MS_NOSUID, is_mounted, umount
+from berth.linux.mount import mount as mount_fs
 from berth.network import ports
 from berth.store.db import Database
 from berth.volume.local import LocalVolumes
@@ -152,6 +153,15 @@ def _check_health(health: Any) -> dict[str, Any]:
     if not isinstance(retries, int) or isinstance(retries, bool) or retries < 0:
         raise InvalidParameter("--health-retries cannot be negative")
     return dict(health)
+
+
+def _in_cgroup(pid: int, cid: str) -> bool:
+    """Whether process ``pid`` is in container ``cid``'s cgroup (so not a pid reused since)."""
+    try:
+        with open(f"/proc/{pid}/cgroup") as f:
+            return cid in f.read()
+    except OSError:
+        return False
 
 
 def _is_hex(text: str) -> bool:
@@ -343,6 +353,18 @@ class ContainerService:
                 raise InvalidParameter("Cannot share the host PID namespace when user namespaces are enabled")
             if modes["IpcMode"].kind == "host":
                 raise InvalidParameter("Cannot share the host IPC namespace when user namespaces are enabled")
+            net_mode = hc.get("NetworkMode") or ""
+            targets = [m.target for m in (modes["PidMode"], modes["IpcMode"]) if m.kind == "container"]
+            if net_mode.startswith("container:"):
+                targets.append(net_mode.split(":", 1)[1])
+            for target in targets:  # a namespace of a container that is not remapped may be the host's
+                try:
+                    other = self._get(target)
+                except NotFound as exc:
+                    raise InvalidParameter(exc.message) from None
+                if self._idmap_of(other) != idmap:
+                    raise InvalidParameter(f"cannot join the namespaces of container {target}: it does not run "
+                                           "with this daemon's user namespace (userns-remap)")
         for m in hc.get("Mounts") or []:
             if m.get("Type") == "bind" and m.get("Source", "").startswith("/") and not os.path.exists(m["Source"]):
                 raise InvalidParameter('invalid mount config for type "bind": bind source path does not exist: '
@@ -557,10 +579,15 @@ class ContainerService:
             if not other.running or not pid:
                 raise Conflict(f"cannot join {ns} namespace of a non running container: {mode.target}")
             if ns == "ipc":
-                if hostconfig.modes(other.host_config)["IpcMode"].kind not in ("shareable", "host"):
+                donor = hostconfig.modes(other.host_config)["IpcMode"].kind
+                if donor not in ("shareable", "host"):
                     raise Conflict(f"cannot join IPC of container {other.id[:12]}: non-shareable IPC (hint: use "
                                    "IpcMode:shareable for the donor container)")
-                joins["shm"] = f"/proc/{pid}/root/dev/shm"
+                # the donor's /dev/shm is a tmpfs berth mounted on the host for it (never a path through
+                # the donor's root, where it could have put a symlink to the host's /)
+                joins["shm"] = "/dev/shm" if donor == "host" else self._shm_path(other.id)
+            if not _in_cgroup(pid, other.id):  # the pid is the container's still (not one reused)
+                raise Conflict(f"cannot join {ns} namespace of a non running container: {mode.target}")
             joins[ns] = f"/proc/{pid}/ns/{ns}"
         return joins
 
@@ -584,9 +611,10 @@ class ContainerService:
             cwd = cfg.get("WorkingDir") or "/"
             with safepath.Root.at(rootfs) as root:
                 user = spec.resolve_user(root, cfg.get("User") or "", tuple(hc.get("GroupAdd") or ()))
-                if cwd != "/":  # made inside the container's root, as dockerd does (owned by root)
+                if cwd != "/":  # made inside the container's root, as dockerd does (owned by its root)
                     try:
-                        os.close(root.mkdir_all(cwd, 0o755))
+                        owner = (idmap.uid, idmap.gid) if idmap is not None else (-1, -1)
+                        os.close(root.mkdir_all(cwd, 0o755, *owner))
                     except OSError as exc:
                         raise InvalidParameter(f"cannot create the working directory {cwd!r}: "
                                                f"{exc.strerror}") from None
@@ -598,6 +626,16 @@ class ContainerService:
                                 network_mode=hc.get("NetworkMode", "none"), cgroups_path=f"{parent}/{ctr.id}",
                                 etc_files=etc, cgroup_v2=self.cgroup_v2, netns_path=net.netns)
             hostconfig.apply_namespaces(config, modes, joins, self.cgroup_v2)
+            if modes["IpcMode"].kind == "shareable":  # a tmpfs of berth's own, which joiners bind too
+                shm = self._shm_path(ctr.id)
+                os.makedirs(shm, mode=0o700, exist_ok=True)
+                shm_owner = f",uid={idmap.uid},gid={idmap.gid}" if idmap is not None else ""
+                if not is_mounted(shm):
+                    mount_fs("shm", shm, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC,
+                             f"mode=1777,size={int(hc.get('ShmSize') or 64 << 20)}{shm_owner}")
+                undo.callback(umount, shm, True)
+                hostconfig.replace_shm(config["mounts"], {"destination": "/dev/shm", "type": "bind", "source": shm,
+                                                          "options": ["rbind", "rprivate"]})
             config["mounts"].extend(cmounts.mounts(hc))
             config["mounts"].extend(self._volume_mounts(ctr, rootfs))
             config["linux"]["resources"].update(cmounts.resources(hc, memsw=self.memsw))
@@ -921,12 +959,16 @@ class ContainerService:
         return (runtime is not None and os.path.isdir(os.path.join(runtime.root, ctr.id))) or \
             is_mounted(os.path.join(p.bundle, "rootfs")) or self.networks.holds(ctr.id)
 
+    def _shm_path(self, cid: str) -> str:
+        return os.path.join(self.root, cid, "shm")
+
     def _release(self, ctr: Ctr, p: Paths) -> None:
         try:
             self.runtimes[ctr.runtime].delete(ctr.id, True)
         except System as exc:
             log.warning("%s", exc.message)
         umount(os.path.join(p.bundle, "rootfs"), detach=True)
+        umount(self._shm_path(ctr.id), detach=True)
         try:
             self.networks.teardown(ctr.id)
         except BerthError as exc:
@@ -1096,7 +1138,8 @@ class ContainerService:
             for name in os.listdir(base):
                 if name in known:
                     continue
-                umount(os.path.join(base, name, "rootfs"), detach=True)
+                for mounted in ("rootfs", "shm"):
+                    umount(os.path.join(base, name, mounted), detach=True)
                 shutil.rmtree(os.path.join(base, name), ignore_errors=True)
                 removed.append(f"containers/{name}")
         for name in os.listdir(self.exit_dir):
@@ -1415,10 +1458,11 @@ class ContainerAPI(ContainerService):
         binds crossed into at their destinations."""
         pid = int(ctr.state.get("Pid") or 0)
         if ctr.running and pid and with_mounts:
-            root = safepath.Root.at(f"/proc/{pid}/root", label=ctr.id)
             try:
-                if not self._get(ctr.id).running:  # it exited meanwhile: that pid may be another process
-                    raise Conflict(f"Container {ctr.id} is not running")
+                root = safepath.Root.of_process(pid, ctr.id, label=ctr.id)
+            except OSError:  # it exited meanwhile (and that pid may be another process's now)
+                raise Conflict(f"Container {ctr.id} is not running") from None
+            try:
                 yield root
             finally:
                 root.close()
@@ -1603,8 +1647,7 @@ class ContainerAPI(ContainerService):
         ctrs = []
         for c in self.all():
             s = self.summary(c)
-            s["SizeRw"] = sum(os.lstat(os.path.join(b, f)).st_size for b, _, fs in
-                              os.walk(os.path.join(self.root, c.id, "upper")) for f in fs)
+            s["SizeRw"] = safepath.tree_size(os.path.join(self.root, c.id, "upper"))
             ctrs.append(s)
         vols = []
         for v in self.volumes.all():

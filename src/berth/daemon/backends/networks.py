@@ -706,8 +706,10 @@ class NetworkService:
                 for e in entries:
                     host_ip = str(ports.parse_ip(e.get("HostIp") or net.options.get(HOST_BINDING_OPT)
                                                  or self.cfg.default_bind_ip, "host IP"))
-                    cip = st["GlobalIPv6Address"] if ":" in host_ip and st.get("GlobalIPv6Address") else st["IPAddress"]
-                    if not cip:
+                    cip = st["GlobalIPv6Address"] if ":" in host_ip else st["IPAddress"]
+                    if not cip:  # nothing of that family to forward to (a DNAT cannot cross families)
+                        log.warning("container %s: %s:%s not published: the container has no %s address",
+                                    m.name, host_ip, e.get("HostPort") or "", "IPv6" if ":" in host_ip else "IPv4")
                         continue
                     sock, hport = _reserve(key.proto, host_ip, e.get("HostPort") or "")
                     socks.append(sock)
