@@ -276,7 +276,7 @@ class HttpConnection(asyncio.BufferedProtocol):
                  "_parser", "_url", "_headers", "_current", "_queue", "_running", "_task", "_state", "_hijack",
                  "_raw", "_upgrade_job", "_upgrade_need", "_can_write", "_write_waiter", "_writer", "_peer_eof", "deadline",
                  "_in_headers", "_header_bytes", "_dead", "_pauses", "on_close", "_queued_bytes",
-                 "_deadline_unpaused")
+                 "_deadline_unpaused", "_uploading")
 
     def __init__(self, app: Application, identify: Callable[[asyncio.BaseTransport], Identity]) -> None:
         self.app = app
@@ -310,6 +310,7 @@ class HttpConnection(asyncio.BufferedProtocol):
         self._pauses: set[str] = set()  # why reading is paused: "body", "pipeline", "raw"
         self.on_close: Callable[[], None] | None = None
         self._queued_bytes = 0  # bodies of the parsed requests waiting in the queue
+        self._uploading = False  # a stream_body request's body is arriving
         self._deadline_unpaused = math.inf  # the deadline to restore when the client reads again
 
     # ---- asyncio.Protocol -------------------------------------------------------------------
@@ -337,8 +338,10 @@ class HttpConnection(asyncio.BufferedProtocol):
         if self._shrink:
             self._shrink = False
             self._grow_to = _READ_BUFFER if size > _READ_BUFFER else 0  # a pending growth is dropped too
-        elif nbytes == size and size < _GROWN_BUFFER and not self._queue:
-            self._grow_to = min(size * 4, _GROWN_BUFFER)  # reads fill the buffer: a body is coming
+        else:
+            cap = _UPLOAD_BUFFER if self._uploading else _GROWN_BUFFER
+            if nbytes == size and size < cap and not self._queue:
+                self._grow_to = min(size * 4, cap)  # reads fill the buffer: a body is coming
 
     def data_received(self, data: bytes | memoryview) -> None:
         if self._dead:
@@ -524,7 +527,7 @@ class HttpConnection(asyncio.BufferedProtocol):
         if route.stream_body and not job.upgrade:
             assert self.transport is not None
             job.body_stream = _BodyStream(self)
-            self._grow_to = _UPLOAD_BUFFER
+            self._uploading = True  # reads may grow up to 1 MiB, as fast as the upload fills them
             self._enqueue(job)
 
     def on_body(self, body: bytes) -> None:
@@ -553,6 +556,7 @@ class HttpConnection(asyncio.BufferedProtocol):
         if job.body_stream is not None:
             job.body_stream.end()
             self._shrink = True
+            self._uploading = False
             if job.body_stream.discarded >= 0 and self.transport is not None:
                 self.transport.close()  # the early answer is sent; the upload is over
             return  # dispatched at headers-complete
