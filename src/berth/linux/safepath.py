@@ -295,13 +295,6 @@ class Root:
         finally:
             os.close(fd)
 
-    def exists(self, path: str) -> bool:
-        try:
-            os.close(self.open(path, os.O_PATH, follow=False))
-            return True
-        except OSError:
-            return False
-
     def parent(self, path: str) -> tuple[int, str]:
         """(O_PATH descriptor of the directory that holds ``path``'s last component, that name): for
         creating, replacing or removing the entry itself with ``*at`` calls."""
@@ -375,25 +368,6 @@ def read_file(root: Root, path: str, limit: int = 1 << 20) -> bytes:
             chunks.append(chunk)
             total += len(chunk)
         return b"".join(chunks)
-    finally:
-        os.close(fd)
-
-
-def write_file(dirfd: int, name: str, data: bytes, mode: int = 0o644) -> None:
-    """Create or replace the file ``name`` in the directory ``dirfd`` (an entry there that is a
-    symlink, a FIFO or anything but a regular file is replaced, never followed or opened)."""
-    try:
-        st = os.stat(name, dir_fd=dirfd, follow_symlinks=False)
-        if stat.S_ISDIR(st.st_mode):
-            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), name)
-        os.unlink(name, dir_fd=dirfd)
-    except FileNotFoundError:
-        pass
-    fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode, dir_fd=dirfd)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
     finally:
         os.close(fd)
 

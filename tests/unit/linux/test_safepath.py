@@ -85,21 +85,6 @@ def test_mkdir_all_stays_inside(tree: tuple[Path, Path], mode: str) -> None:
     assert stat.S_IMODE((root / "work" / "dir").stat().st_mode) == 0o750
 
 
-def test_write_file_replaces_links_and_fifos(tree: tuple[Path, Path], mode: str) -> None:
-    root, outside = tree
-    os.symlink(str(outside / "etc" / "shadow"), root / "etc" / "hostname")
-    with safepath.Root.at(str(root)) as r:
-        for name in ("hostname", "group"):
-            pfd, last = r.parent(f"/etc/{name}")
-            try:
-                safepath.write_file(pfd, last, b"new\n")
-            finally:
-                os.close(pfd)
-    assert (outside / "etc" / "shadow").read_text() == "host secret\n"
-    assert (root / "etc" / "hostname").read_text() == "new\n"
-    assert (root / "etc" / "group").read_text() == "new\n"
-
-
 def test_mounts_are_crossed_as_the_container_sees_them(tmp_path: Path, mode: str) -> None:
     root, vol = tmp_path / "root", tmp_path / "vol"
     (root / "data").mkdir(parents=True)

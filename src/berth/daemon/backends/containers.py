@@ -343,28 +343,8 @@ class ContainerService:
         if modes["UTSMode"].kind == "host" and body.get("Hostname"):
             raise InvalidParameter("Conflicting options: hostname and the UTS mode")
         idmap = self.userns.idmap if self.userns is not None and modes["UsernsMode"].kind != "host" else None
-        if idmap is not None:  # as dockerd: what would give the container the host's root needs --userns=host
-            if hc.get("Privileged"):
-                raise InvalidParameter("privileged mode is incompatible with user namespaces.  You must run the "
-                                       "container in the host namespace when running privileged mode")
-            if (hc.get("NetworkMode") or "") == "host":
-                raise InvalidParameter("Cannot share the host's network namespace when user namespaces are enabled")
-            if modes["PidMode"].kind == "host":
-                raise InvalidParameter("Cannot share the host PID namespace when user namespaces are enabled")
-            if modes["IpcMode"].kind == "host":
-                raise InvalidParameter("Cannot share the host IPC namespace when user namespaces are enabled")
-            net_mode = hc.get("NetworkMode") or ""
-            targets = [m.target for m in (modes["PidMode"], modes["IpcMode"]) if m.kind == "container"]
-            if net_mode.startswith("container:"):
-                targets.append(net_mode.split(":", 1)[1])
-            for target in targets:  # a namespace of a container that is not remapped may be the host's
-                try:
-                    other = self._get(target)
-                except NotFound as exc:
-                    raise InvalidParameter(exc.message) from None
-                if self._idmap_of(other) != idmap:
-                    raise InvalidParameter(f"cannot join the namespaces of container {target}: it does not run "
-                                           "with this daemon's user namespace (userns-remap)")
+        if idmap is not None:
+            self._check_remapped(hc, modes, idmap)
         for m in hc.get("Mounts") or []:
             if m.get("Type") == "bind" and m.get("Source", "").startswith("/") and not os.path.exists(m["Source"]):
                 raise InvalidParameter('invalid mount config for type "bind": bind source path does not exist: '
@@ -473,6 +453,30 @@ class ContainerService:
             undo.pop_all()
         self._event("create", ctr)
         return {"Id": cid, "Warnings": []}
+
+    def _check_remapped(self, hc: dict[str, Any], modes: dict[str, hostconfig.Mode], idmap: IDMap) -> None:
+        """As dockerd: what would give a remapped container the host's root needs --userns=host, and
+        a namespace it joins must be one of a container with the same mapping (another may be the host's)."""
+        if hc.get("Privileged"):
+            raise InvalidParameter("privileged mode is incompatible with user namespaces.  You must run the "
+                                   "container in the host namespace when running privileged mode")
+        net_mode = hc.get("NetworkMode") or ""
+        if net_mode == "host":
+            raise InvalidParameter("Cannot share the host's network namespace when user namespaces are enabled")
+        for field, what in (("PidMode", "PID"), ("IpcMode", "IPC")):
+            if modes[field].kind == "host":
+                raise InvalidParameter(f"Cannot share the host {what} namespace when user namespaces are enabled")
+        targets = [m.target for m in (modes["PidMode"], modes["IpcMode"]) if m.kind == "container"]
+        if net_mode.startswith("container:"):
+            targets.append(net_mode.split(":", 1)[1])
+        for target in targets:
+            try:
+                other = self._get(target)
+            except NotFound as exc:
+                raise InvalidParameter(exc.message) from None
+            if self._idmap_of(other) != idmap:
+                raise InvalidParameter(f"cannot join the namespaces of container {target}: it does not run "
+                                       "with this daemon's user namespace (userns-remap)")
 
     def _volumes_from(self, hc: dict[str, Any]) -> tuple[list[tuple[str, str, bool]], list[str]]:
         """``--volumes-from CONTAINER[:ro|:rw]``: (volumes, binds) of those containers, read-only as the
@@ -627,12 +631,7 @@ class ContainerService:
                                 etc_files=etc, cgroup_v2=self.cgroup_v2, netns_path=net.netns)
             hostconfig.apply_namespaces(config, modes, joins, self.cgroup_v2)
             if modes["IpcMode"].kind == "shareable":  # a tmpfs of berth's own, which joiners bind too
-                shm = self._shm_path(ctr.id)
-                os.makedirs(shm, mode=0o700, exist_ok=True)
-                shm_owner = f",uid={idmap.uid},gid={idmap.gid}" if idmap is not None else ""
-                if not is_mounted(shm):
-                    mount_fs("shm", shm, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC,
-                             f"mode=1777,size={int(hc.get('ShmSize') or 64 << 20)}{shm_owner}")
+                shm = self._mount_shm(ctr, idmap)
                 undo.callback(umount, shm, True)
                 hostconfig.replace_shm(config["mounts"], {"destination": "/dev/shm", "type": "bind", "source": shm,
                                                           "options": ["rbind", "rprivate"]})
@@ -961,6 +960,16 @@ class ContainerService:
 
     def _shm_path(self, cid: str) -> str:
         return os.path.join(self.root, cid, "shm")
+
+    def _mount_shm(self, ctr: Ctr, idmap: IDMap | None) -> str:
+        """The host-side tmpfs of an ``--ipc shareable`` container (under berth's own directory)."""
+        shm = self._shm_path(ctr.id)
+        os.makedirs(shm, mode=0o700, exist_ok=True)
+        if not is_mounted(shm):
+            owner = f",uid={idmap.uid},gid={idmap.gid}" if idmap is not None else ""
+            size = int(ctr.host_config.get("ShmSize") or 64 << 20)
+            mount_fs("shm", shm, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, f"mode=1777,size={size}{owner}")
+        return shm
 
     def _release(self, ctr: Ctr, p: Paths) -> None:
         try:
