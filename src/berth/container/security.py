@@ -156,7 +156,10 @@ class Device:
 
 
 def _device_at(host: str, inside: str, access: str) -> Device | None:
-    st = os.stat(host)
+    try:
+        st = os.stat(host)
+    except OSError:  # a dangling link in a device directory, or a node gone meanwhile
+        return None
     if not (stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode)):
         return None
     return Device(inside, "c" if stat.S_ISCHR(st.st_mode) else "b", os.major(st.st_rdev), os.minor(st.st_rdev),
