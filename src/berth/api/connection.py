@@ -39,6 +39,7 @@ import gc
 import logging
 import math
 import time
+import urllib.parse
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -503,7 +504,10 @@ class HttpConnection(asyncio.BufferedProtocol):
         except httptools.HttpParserInvalidURLError:
             job.response = self._error_response(400, f"invalid URL: {self._url[:200]!r}")
             return
-        raw_path = parsed.path.decode("latin-1")
+        raw_path = _decode_path(parsed.path)
+        if raw_path is None:
+            job.response = self._error_response(400, f"invalid URL escape in {self._url[:200]!r}")
+            return
         query = parsed.query.decode("latin-1") if parsed.query else ""
         version, path = versions.split_version(raw_path)
         if version is not None:
@@ -808,3 +812,14 @@ class HttpConnection(asyncio.BufferedProtocol):
         """Close this connection at once (daemon shutdown)."""
         if self.transport is not None:
             self.transport.close()
+
+
+def _decode_path(raw: bytes) -> str | None:
+    """The request path percent-decoded, as Go's net/http gives it to dockerd's router (docker-py quotes a
+    network named ``test 01`` as ``test%2001``); ``+`` stays ``+``. None: an escape that is not UTF-8."""
+    if b"%" not in raw and raw.isascii():
+        return raw.decode("ascii")
+    try:
+        return urllib.parse.unquote_to_bytes(raw).decode("utf-8")
+    except UnicodeDecodeError:
+        return None

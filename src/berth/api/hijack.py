@@ -119,3 +119,78 @@ class HijackedStream:
     @property
     def at_eof(self) -> bool:
         return self._eof and not self._buffer
+
+
+# ---- detach keys ------------------------------------------------------------------------------
+
+DEFAULT_DETACH_KEYS = b"\x10\x11"  # ctrl-p ctrl-q
+_CTRL = "@abcdefghijklmnopqrstuvwxyz[\\]^_"  # ctrl-@ is 0, ctrl-a 1, ... ctrl-_ 31
+
+
+def parse_detach_keys(spec: str) -> bytes:
+    """``ctrl-p,ctrl-q`` → b"\\x10\\x11", with the docker CLI's rules: comma-separated keys, each a
+    single character, ``ctrl-`` and one of ``@a-z[\\]^_``, or ``DEL``. ValueError otherwise."""
+    codes = bytearray()
+    for key in spec.split(","):
+        if len(key) == 1 and key.isascii():
+            codes.append(ord(key))
+        elif key == "DEL":
+            codes.append(127)
+        elif key.startswith("ctrl-") and len(key) == 6 and key[5] in _CTRL:
+            codes.append(_CTRL.index(key[5]))
+        else:
+            raise ValueError(f"Unknown character: '{key}'")
+    return bytes(codes)
+
+
+class Detached(ConnectionResetError):
+    """The client typed its detach keys: the session ends, the process goes on."""
+
+    def __init__(self) -> None:
+        super().__init__("read escape sequence")
+
+
+class DetachReader:
+    """A hijacked stream's input with the detach keys taken out: bytes that begin the sequence are
+    held back until it completes (then ``read`` raises ``Detached`` and ``detached`` is set) or
+    breaks (then they are passed on). ``keys`` empty: nothing is watched."""
+
+    def __init__(self, source: HijackedStream, keys: bytes) -> None:
+        self.source = source
+        self.keys = keys
+        self.detached = asyncio.Event()
+        self._matched = 0
+
+    async def read(self, n: int = 65536) -> bytes:
+        while True:
+            if self.detached.is_set():
+                raise Detached()
+            data = await self.source.read(n)
+            if not self.keys:
+                return data
+            if not data:  # end of input: what was held back is input after all
+                held, self._matched = self.keys[:self._matched], 0
+                return held
+            out = bytearray()
+            for b in data:
+                if b == self.keys[self._matched]:
+                    self._matched += 1
+                    if self._matched == len(self.keys):
+                        self.detached.set()
+                        break
+                    continue
+                if self._matched:
+                    out += self.keys[:self._matched]
+                    self._matched = 0
+                    if b == self.keys[0]:
+                        self._matched = 1
+                        continue
+                out.append(b)
+            if out:
+                return bytes(out)  # a detach after these bytes is raised by the next read
+            if self.detached.is_set():
+                raise Detached()
+
+    @property
+    def at_eof(self) -> bool:
+        return self.source.at_eof

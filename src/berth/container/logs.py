@@ -8,6 +8,7 @@ payload; with a TTY it sends the raw bytes.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 import struct
@@ -82,6 +83,10 @@ class LogReader:
                 return []
             self._f.seek(self.offset)
         data = self._f.read()
+        if not data and os.fstat(self._f.fileno()).st_size < self.offset:  # truncated (conmon's size cap)
+            self._f.seek(0)
+            self.offset, self._pending = 0, b""
+            data = self._f.read()
         if not data and self._rotated():
             self._f.close()
             self._f, self.offset = None, 0
@@ -109,36 +114,59 @@ class LogReader:
 
 
 def rotated_files(path: str) -> list[str]:
-    """The rotated logs of ``path``, oldest first (path.N … path.1)."""
+    """The rotated logs of ``path``, oldest first (path.N … path.1, each maybe path.N.gz)."""
     out = []
     n = 1
-    while os.path.exists(f"{path}.{n}"):
-        out.append(f"{path}.{n}")
+    while True:
+        found = next((f for f in (f"{path}.{n}", f"{path}.{n}.gz") if os.path.exists(f)), None)
+        if found is None:
+            break
+        out.append(found)
         n += 1
     return list(reversed(out))
 
 
-def rotate(path: str, max_files: int) -> None:
-    """path → path.1 → path.2 …, keeping ``max_files`` files in all (the current one included)."""
+def read_rotated(path: str) -> list[Line]:
+    """Every record of a rotated log file (gzip-compressed when it ends in .gz)."""
+    import gzip
+
+    try:
+        with (gzip.open(path, "rb") if path.endswith(".gz") else open(path, "rb")) as f:
+            data = f.read()
+    except (OSError, EOFError):
+        return []
+    cut = data.rfind(b"\n")
+    return list(parse_lines(data[:cut])) if cut >= 0 else []
+
+
+def rotate(path: str, max_files: int, compress: bool = False) -> None:
+    """path → path.1 → path.2 …, keeping ``max_files`` files in all (the current one included);
+    with ``compress`` the rotated ones are gzipped (path.1.gz …), as dockerd's ``compress`` option."""
     for n in range(max_files - 1, 0, -1):
         src = path if n == 1 else f"{path}.{n - 1}"
-        if os.path.exists(src):
-            os.replace(src, f"{path}.{n}")
+        for suffix in ("", ".gz") if n > 1 else ("",):
+            if os.path.exists(src + suffix):
+                os.replace(src + suffix, f"{path}.{n}{suffix}")
+                with contextlib.suppress(FileNotFoundError):  # one form of each number only
+                    os.unlink(f"{path}.{n}{'' if suffix else '.gz'}")
     if max_files <= 1 and os.path.exists(path):
         os.unlink(path)
     for n in range(max(max_files, 1), max(max_files, 1) + 64):  # older leftovers, if max-file shrank
-        if not os.path.exists(f"{path}.{n}"):
+        gone = False
+        for suffix in ("", ".gz"):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(f"{path}.{n}{suffix}")
+                gone = True
+        if not gone:
             break
-        os.unlink(f"{path}.{n}")
+    if compress and max_files > 1 and os.path.exists(f"{path}.1"):
+        import gzip
+        import shutil
 
-
-def parse_size(text: str) -> int:
-    """docker's log-opt sizes: 10m, 100k, 1g, or bytes."""
-    t = text.strip().lower()
-    units = {"k": 1000, "m": 1000 ** 2, "g": 1000 ** 3, "b": 1}
-    if t and t[-1] in units:
-        return int(float(t[:-1]) * units[t[-1]])
-    return int(t)
+        with open(f"{path}.1", "rb") as src_f, gzip.open(f"{path}.1.gz.tmp", "wb", compresslevel=6) as dst:
+            shutil.copyfileobj(src_f, dst)
+        os.replace(f"{path}.1.gz.tmp", f"{path}.1.gz")
+        os.unlink(f"{path}.1")
 
 
 def select(lines: list[Line], stdout: bool, stderr: bool, since: float, until: float | None,

@@ -27,6 +27,7 @@ from berth.api.router import Router
 from berth.api.routes import containers as container_routes
 from berth.api.routes import images as image_routes
 from berth.api.routes import networks as network_routes
+from berth.api.routes import swarm as swarm_routes
 from berth.api.routes import system as system_routes
 from berth.api.routes import volumes as volume_routes
 from berth.container.runtime import OCIRuntime
@@ -203,7 +204,7 @@ class Daemon:
                              *container_routes.routes(containers),
                              *container_routes.exec_routes(ExecService(containers)),
                              *volume_routes.routes(VolumeService(volumes, self.bus)),
-                             *network_routes.routes(NetworkAPI(networks))])
+                             *network_routes.routes(NetworkAPI(networks)), *swarm_routes.routes()])
             self.app = Application(router, server=f"berth/{__version__} (linux)", debug=cfg.debug,
                                    limits=http_limits(os.environ))
             sites = open_sites(cfg)

@@ -213,10 +213,11 @@ class ImageStore:
             c.execute("INSERT OR REPLACE INTO refs VALUES (?, ?, 'tag', ?)", (str(ref), image_id, time.time()))
         return ref
 
-    def delete(self, name: str, force: bool, noprune: bool) -> list[dict[str, str]]:
+    def delete(self, name: str, force: bool, noprune: bool, in_use: bool = False) -> list[dict[str, str]]:
         """dockerd's rules: a tag with other references left is only untagged; the last reference, or
         an ID, deletes the image (an ID with several tags needs ``force``). Layers go with the last
-        image using them."""
+        image using them. ``in_use`` (a container was made from it; the caller forces): every reference
+        goes, the image stays, dangling, for the containers whose root it is."""
         with self.lock:
             image_id = self.resolve(name)
             rec = self.get(image_id)
@@ -229,13 +230,17 @@ class ImageStore:
             except InvalidParameter:
                 pass
             out: list[dict[str, str]] = []
-            if by_ref is not None and len(refs) > 1 and not force:
+            if by_ref is not None and len(refs) > 1:  # forced or not, as dockerd: the other names stay
                 with self.db.transaction() as c:
                     c.execute("DELETE FROM refs WHERE ref = ?", (by_ref,))
                 return [{"Untagged": reference.parse(by_ref).familiar}]
             if by_ref is None and len(rec.tags) > 1 and not force:
                 raise Conflict(f"conflict: unable to delete {short(image_id)} (must be forced) - image is "
                                "referenced in multiple repositories")
+            if in_use:
+                with self.db.transaction() as c:
+                    c.execute("DELETE FROM refs WHERE image_id = ?", (image_id,))
+                return [{"Untagged": reference.parse(r).familiar} for r in refs]
             with self.db.transaction() as c:
                 for r in refs:
                     out.append({"Untagged": reference.parse(r).familiar})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import time
 from typing import Any
@@ -10,6 +11,7 @@ from typing import Any
 from berth.api import versions
 from berth.api.backends import ContainerBackend, ExecBackend
 from berth.api.filters import parse_filters
+from berth.api.hijack import DEFAULT_DETACH_KEYS, DetachReader, parse_detach_keys
 from berth.api.http import Request, Response
 from berth.api.router import Route, route
 from berth.api.routes.system import parse_timestamp
@@ -100,8 +102,10 @@ def routes(backend: ContainerBackend) -> list[Route]:
                                        follow=req.bool_arg("stream"), timestamps=False,
                                        from_start=req.bool_arg("logs"))
         tty = bool((backend.container_inspect(req.params["id"]).get("Config") or {}).get("Tty"))
+        keys = detach_keys(req.arg("detachKeys"), "Invalid detach keys ({}) provided")
         stream = await req.connection.hijack("application/vnd.docker.raw-stream" if tty else MULTIPLEXED)
-        stdin = stream if req.bool_arg("stdin") else None
+        # With a TTY, the detach keys end the session and leave the container running (as dockerd).
+        stdin = (DetachReader(stream, keys) if tty else stream) if req.bool_arg("stdin") else None
         await _relay(req.params["id"], out, stream, stdin, lambda chunk: bytes(chunk))
         return None
 
@@ -133,9 +137,11 @@ def routes(backend: ContainerBackend) -> list[Route]:
 
     async def _relay(cid: str, out: Any, stream: Any, stdin: Any, convert: Any, end: Any = None) -> None:
         """Attach's copy loop: the container's output to the client (through ``convert``), the
-        client's input (``stdin``, if any) to the container; then our half-close and a linger."""
+        client's input (``stdin``, if any) to the container; then our half-close and a linger. A
+        detach (the keys read from ``stdin``) ends it at once and closes the connection."""
         pump = asyncio.ensure_future(backend.container_stdin(cid, stdin)) if stdin is not None else None
-        try:
+
+        async def copy_out() -> None:
             async for chunk in out:
                 data = convert(chunk)
                 if data:
@@ -143,9 +149,25 @@ def routes(backend: ContainerBackend) -> list[Route]:
             tail = end() if end is not None else b""
             if tail:
                 await stream.write(tail)
+
+        copier = asyncio.ensure_future(copy_out())
+        try:
+            if isinstance(stdin, DetachReader):
+                watch = asyncio.ensure_future(stdin.detached.wait())
+                await asyncio.wait([copier, watch], return_when=asyncio.FIRST_COMPLETED)
+                watch.cancel()
+                if stdin.detached.is_set():
+                    copier.cancel()
+                    await asyncio.gather(copier, return_exceptions=True)
+                    stream.close()
+                    return
+            await copier
         except ConnectionResetError:
             return
         finally:
+            if not copier.done():
+                copier.cancel()
+                await asyncio.gather(copier, return_exceptions=True)
             if pump is not None:
                 pump.cancel()
                 await asyncio.gather(pump, return_exceptions=True)
@@ -251,11 +273,25 @@ def routes(backend: ContainerBackend) -> list[Route]:
     ]
 
 
+def detach_keys(spec: str | None, error: str) -> bytes:
+    """The detach keys a client asked for (the docker CLI sends its config.json's), or ctrl-p,ctrl-q."""
+    if not spec:
+        return DEFAULT_DETACH_KEYS
+    try:
+        return parse_detach_keys(spec)
+    except ValueError:
+        raise InvalidParameter(error.format(spec)) from None
+
+
+_detached_execs: set[asyncio.Future[Any]] = set()  # exec sessions whose client detached, still running
+
+
 def exec_routes(backend: ExecBackend) -> list[Route]:
     async def create(req: Request) -> Response:
         body = req.json_body()
         if not isinstance(body, dict):
             raise InvalidParameter("the exec config is missing (a JSON body)")
+        detach_keys(body.get("DetachKeys"), "Invalid escape keys ({}) provided")
         return Response.json(backend.exec_create(req.params["id"], body), status=201)
 
     async def start(req: Request) -> Response | None:
@@ -268,14 +304,33 @@ def exec_routes(backend: ExecBackend) -> list[Route]:
 
             asyncio.ensure_future(backend.exec_run(req.params["id"], None, nowhere))
             return Response.empty(200)
-        tty = bool(backend.exec_inspect(req.params["id"])["ProcessConfig"]["tty"])
+        # The framing follows this request's Tty, not the exec's (as dockerd does): docker-py starts an
+        # exec created with a TTY without saying Tty again and reads the output as multiplexed frames.
+        tty = bool(body.get("Tty"))
+        info = backend.exec_inspect(req.params["id"])
         stream = await req.connection.hijack("application/vnd.docker.raw-stream" if tty else MULTIPLEXED)
+        # With a TTY, the detach keys end the session; the process goes on, its output unread.
+        stdin: Any = stream
+        if info["ProcessConfig"]["tty"] and info["OpenStdin"]:
+            stdin = DetachReader(stream, base64.b64decode(info.get("DetachKeys") or "") or DEFAULT_DETACH_KEYS)
 
         async def write(which: int, data: bytes) -> None:
+            if isinstance(stdin, DetachReader) and stdin.detached.is_set():
+                return
             await stream.write(data if tty else frame(which, data))
 
+        run = asyncio.ensure_future(backend.exec_run(req.params["id"], stdin, write))
         try:
-            await backend.exec_run(req.params["id"], stream, write)
+            if isinstance(stdin, DetachReader):
+                watch = asyncio.ensure_future(stdin.detached.wait())
+                await asyncio.wait([run, watch], return_when=asyncio.FIRST_COMPLETED)
+                watch.cancel()
+                if stdin.detached.is_set() and not run.done():
+                    _detached_execs.add(run)
+                    run.add_done_callback(_detached_execs.discard)
+                    stream.close()
+                    return None
+            await run
         except ConnectionResetError:
             return None
         stream.send_eof()

@@ -13,6 +13,7 @@ for containers that ended while berthd was down.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import datetime as dt
 import ipaddress
@@ -21,6 +22,7 @@ import logging
 import os
 import secrets
 import shutil
+import signal
 import socket
 import stat
 import subprocess
@@ -28,10 +30,12 @@ import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any
 
+from berth.api.hijack import parse_detach_keys
 from berth.container import archive as carchive
-from berth.container import hostconfig, names, seccomp, spec
+from berth.container import hostconfig, logdrivers, names, seccomp, spec
 from berth.container import logs as clogs
 from berth.container import mounts as cmounts
 from berth.container import security as csecurity
@@ -46,8 +50,10 @@ from berth.container.runtime import (
     receive_console,
     wait_pid_gone,
 )
+from berth.daemon.backends import logship
 from berth.daemon.backends.bridge import BodyPipe, iterate_in_thread, run_in_own_thread
 from berth.daemon.backends.networks import Member, NetworkService, Setup
+from berth.daemon.backends.networks import mode_of as networks_mode_of
 from berth.daemon.events import EventBus, make_event
 from berth.errors import BerthError, Conflict, InvalidParameter, NotFound, NotModified, NotSupported, System
 from berth.image.store import ImageStore
@@ -64,6 +70,7 @@ from berth.volume.local import LocalVolumes
 
 log = logging.getLogger("berth.containers")
 HEALTH_OUTPUT_MAX = 4096  # bytes of a healthcheck's output kept in State.Health.Log (dockerd's maxOutputLen)
+_KILL_WAIT = 10.0  # seconds a SIGKILL's answer waits for the exit to be recorded
 
 
 
@@ -225,6 +232,7 @@ class ContainerService:
         self.runtimes = runtimes
         self.default_runtime = default_runtime
         self._waiters: dict[str, list[tuple[str, asyncio.Future[int]]]] = {}
+        self._shippers: dict[str, asyncio.Task[None]] = {}  # container ID → its syslog/journald shipper
         self._locks: dict[str, asyncio.Lock] = {}
         self._watch: DirWatch | None = None
         # attach calls waiting for a container's stdin socket (the docker CLI attaches before start)
@@ -312,19 +320,7 @@ class ContainerService:
             raise InvalidParameter("invalid restart policy: maximum retry count cannot be negative")
         if restart != "no" and hc.get("AutoRemove"):
             raise InvalidParameter("conflicting options: cannot specify both --restart and --rm")
-        log_cfg = hc.get("LogConfig") or {}
-        log_type = log_cfg.get("Type") or "json-file"
-        if log_type not in ("json-file", "k8s-file", "none"):
-            raise NotSupported(f"log driver {log_type!r} is not supported yet (json-file and none are)")
-        for key, value in (log_cfg.get("Config") or {}).items():
-            if key not in ("max-size", "max-file") or log_type == "none":
-                raise InvalidParameter(f"unknown log opt '{key}' for {log_type} log driver")
-            try:
-                number = clogs.parse_size(value) if key == "max-size" else int(value)
-            except ValueError:
-                raise InvalidParameter(f"invalid value for log opt {key}: {value!r}") from None
-            if number < 1:
-                raise InvalidParameter(f"invalid value for log opt {key}: {value!r}")
+        logdrivers.parse(hc.get("LogConfig"))
 
     def create(self, body: dict[str, Any], name: str, api_version: str) -> dict[str, Any]:
         if not isinstance(body, dict):
@@ -409,6 +405,7 @@ class ContainerService:
         runtime = hc.get("Runtime") or self.default_runtime
         if runtime not in self.runtimes:
             raise InvalidParameter(f"unknown or invalid runtime name: {runtime}")
+        hc["Runtime"] = runtime  # inspect shows the runtime chosen, as dockerd does
         with self.db.read() as c:
             taken = {r[0] for r in c.execute("SELECT name FROM containers")}
         name = names.check(name) if name else names.random_name(taken)
@@ -595,6 +592,42 @@ class ContainerService:
             joins[ns] = f"/proc/{pid}/ns/{ns}"
         return joins
 
+    def _link_env(self, ctr: Ctr) -> list[str]:
+        """A legacy link's environment on the default bridge, as dockerd sets it at start (daemon/links):
+        ALIAS_NAME, ALIAS_PORT and ALIAS_PORT_<port>_<PROTO>{,_ADDR,_PORT,_PROTO} for each exposed port,
+        ALIAS_ENV_<name> for the linked container's environment (not HOME or PATH)."""
+        if networks_mode_of(ctr.host_config) not in ("default", "bridge"):
+            return []
+        env: list[str] = []
+        for link in ctr.host_config.get("Links") or []:
+            target, _, alias = str(link).partition(":")
+            target = target.strip("/")
+            alias = alias.rsplit("/", 1)[-1] if alias else target
+            try:
+                child = self._get(target)
+            except NotFound:
+                continue
+            ip = self.networks.bridge_address(child.id)
+            prefix = alias.upper().replace("-", "_")
+            exposed = []
+            for key in child.config.get("ExposedPorts") or {}:
+                number, _, kind = str(key).partition("/")
+                if number.isdigit():
+                    exposed.append((int(number), kind.lower() or "tcp"))
+            exposed.sort(key=lambda p: (p[0], p[1] != "tcp"))
+            if exposed:
+                env.append(f"{prefix}_PORT={exposed[0][1]}://{ip}:{exposed[0][0]}")
+            for port, proto in exposed:
+                base = f"{prefix}_PORT_{port}_{proto.upper()}"
+                env += [f"{base}={proto}://{ip}:{port}", f"{base}_ADDR={ip}", f"{base}_PORT={port}",
+                        f"{base}_PROTO={proto}"]
+            env.append(f"{prefix}_NAME=/{ctr.name.strip('/')}/{alias}")
+            for e in child.config.get("Env") or []:
+                name, eq, val = str(e).partition("=")
+                if eq and name not in ("HOME", "PATH"):
+                    env.append(f"{prefix}_ENV_{name}={val}")
+        return env
+
     def _start_sync(self, ctr: Ctr) -> None:
         p = self._paths(ctr)
         runtime = self.runtimes[ctr.runtime]
@@ -624,7 +657,8 @@ class ContainerService:
                                                f"{exc.strerror}") from None
             args = (cfg.get("Entrypoint") or []) + (cfg.get("Cmd") or [])
             parent = "/" + (hc.get("CgroupParent") or "berth").strip("/")
-            config = spec.build(rootfs=rootfs, args=args, env=cfg.get("Env") or [], cwd=cwd, user=user,
+            env = {e.split("=", 1)[0]: e for e in [*self._link_env(ctr), *(cfg.get("Env") or [])]}
+            config = spec.build(rootfs=rootfs, args=args, env=list(env.values()), cwd=cwd, user=user,
                                 hostname=cfg["Hostname"], tty=bool(cfg.get("Tty")),
                                 readonly_rootfs=bool(hc.get("ReadonlyRootfs")),
                                 network_mode=hc.get("NetworkMode", "none"), cgroups_path=f"{parent}/{ctr.id}",
@@ -710,8 +744,10 @@ class ContainerService:
             pending = self._pending_restarts.pop(ctr.id, None)
             if pending is not None:
                 pending.cancel()
+            shipper = None
             try:
                 try:
+                    shipper = await self._open_shipper(ctr, None)  # before the start: output is not missed
                     await asyncio.to_thread(self._start_sync, ctr)
                 except BerthError:
                     raise
@@ -730,6 +766,8 @@ class ContainerService:
                     ctr.state.update(Restarting=False, Status="exited")
                 self._save_state(ctr)
                 failed: BerthError | None = exc
+                if shipper is not None:
+                    shipper.close()
             else:
                 failed = None
         if failed is not None:
@@ -739,17 +777,42 @@ class ContainerService:
         self._event("start", ctr)
         await self.networks.start_dns(self._member(ctr))
         self._start_health(ctr)
+        if shipper is not None:
+            self._run_shipper(ctr, shipper)
+
+    async def _open_shipper(self, ctr: Ctr, offset: int | None) -> logship.Shipper | None:
+        """For syslog and journald: a shipper connected to its target (System when it cannot be
+        reached, as dockerd fails the start), reading the log file from ``offset`` (None: its end);
+        None when the driver keeps its log here or a shipper runs already (a restart keeps it)."""
+        lc = self._log_config(ctr)
+        if not lc.shipped or (ctr.id in self._shippers and not self._shippers[ctr.id].done()):
+            return None
+        path = self._paths(ctr).log_path
+        if offset is None:
+            offset = os.path.getsize(path) if os.path.exists(path) else 0
+        info = logdrivers.Info(ctr.id, ctr.name, ctr.image_id, ctr.image, MappingProxyType(
+            dict(ctr.config.get("Labels") or {})), tuple(ctr.config.get("Env") or ()))
+        shipper = logship.Shipper(lc, info, path, offset)
+        await asyncio.to_thread(shipper.open)
+        return shipper
+
+    def _run_shipper(self, ctr: Ctr, shipper: logship.Shipper) -> None:
+        def alive() -> bool:
+            return self._exists(ctr.id) and self._get(ctr.id).state.get("Status") in ("running", "paused",
+                                                                                      "restarting")
+
+        task = asyncio.get_running_loop().create_task(
+            shipper.run(alive, lambda: self._changed.setdefault(ctr.id, asyncio.Event())))
+        self._shippers[ctr.id] = task
+        task.add_done_callback(lambda t: self._shippers.pop(ctr.id, None) if self._shippers.get(ctr.id) is t else None)
 
     # ---- exits ---------------------------------------------------------------------------------
+    def _log_config(self, ctr: Ctr) -> logdrivers.LogConfig:
+        return logdrivers.parse(ctr.host_config.get("LogConfig"))
+
     def _log_limits(self, ctr: Ctr) -> tuple[int, int]:
-        """(max size in bytes, max files) for the container's log; (0, 0) means unlimited."""
-        lc = ctr.host_config.get("LogConfig") or {}
-        if lc.get("Type") == "none":
-            return 1 << 20, 1  # kept only so that attach can stream the output; `logs` refuses
-        opts = lc.get("Config") or {}
-        if "max-size" not in opts:
-            return 0, 0
-        return clogs.parse_size(opts["max-size"]), int(opts.get("max-file", "1"))
+        """(max size in bytes, max files) for the container's log file; (0, 0) means unlimited."""
+        return self._log_config(ctr).file_limits()
 
     async def _rotate_logs(self) -> None:
         """Once a second: rotate the logs of running containers that passed their max-size, and have
@@ -764,7 +827,7 @@ class ContainerService:
                 try:
                     if not size or os.path.getsize(path) < size:
                         continue
-                    clogs.rotate(path, files)
+                    await asyncio.to_thread(clogs.rotate, path, files, self._log_config(ctr).compress)
                     fd = os.open(os.path.join(self._paths(ctr).bundle, "ctl"), os.O_WRONLY | os.O_NONBLOCK)
                     try:
                         os.write(fd, b"2\n")
@@ -1017,6 +1080,13 @@ class ContainerService:
             if ctr.running:
                 self._start_health(ctr)
                 await self.networks.start_dns(self._member(ctr))
+                try:
+                    shipper = await self._open_shipper(ctr, None)
+                except BerthError as exc:
+                    log.error("container %s: its log goes nowhere: %s", ctr.id[:12], exc.message)
+                else:
+                    if shipper is not None:
+                        self._run_shipper(ctr, shipper)
         for ctr in self.all():
             policy = (ctr.host_config.get("RestartPolicy") or {}).get("Name") or "no"
             if not ctr.running and (policy == "always" or policy == "unless-stopped"
@@ -1047,8 +1117,18 @@ class ContainerService:
             raise Conflict(f"Cannot kill container: {name}: Container {ctr.id} is not running")
         signum = parse_signal(sig or "KILL")
         self._mark_manual_stop(ctr)
-        await asyncio.to_thread(self.runtimes[ctr.runtime].kill, ctr.id, signum)
-        self._event("kill", ctr, signal=str(signum))
+        # A SIGKILL is answered once the exit is recorded, as dockerd does: a client that inspects
+        # right after the answer sees the container stopped (bounded: a process stuck in D state).
+        _, exited = self.register_wait(ctr.id, "next-exit") if signum == signal.SIGKILL else (ctr, None)
+        try:
+            await asyncio.to_thread(self.runtimes[ctr.runtime].kill, ctr.id, signum)
+            self._event("kill", ctr, signal=str(signum))
+            if exited is not None:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(exited), _KILL_WAIT)
+        finally:
+            if exited is not None and not exited.done():
+                exited.cancel()
 
     def _mark_manual_stop(self, ctr: Ctr) -> None:
         ctr.state["_ManuallyStopped"] = True
@@ -1170,9 +1250,7 @@ class ContainerService:
             older: list[clogs.Line] = []
             if from_start:
                 for path in clogs.rotated_files(reader.path):
-                    old = clogs.LogReader(path)
-                    older += old.read_new()
-                    old.close()
+                    older += clogs.read_rotated(path)
             for line in clogs.select(older + reader.read_new(), stdout, stderr, since, until, tail):
                 yield line
             if not follow:
@@ -1239,12 +1317,40 @@ class ContainerService:
                 "LowerDir": ":".join(self.images.layers.diff_path(ch) for ch in reversed(self.images.get(ctr.image_id).layers)),
                 "UpperDir": os.path.join(self.root, ctr.id, "upper"), "WorkDir": os.path.join(self.root, ctr.id, "work"),
                 "MergedDir": os.path.join(p.bundle, "rootfs")}},
-            "Mounts": [{"Type": "volume", "Name": n, "Source": self.volumes.get(n).mountpoint, "Destination": d,
-                        "Driver": "local", "Mode": "z", "RW": not ro, "Propagation": ""}
-                       for n, d, ro in self._volumes_of(ctr.id)], "Config": ctr.config,
+            "Mounts": [*_bind_views(ctr.host_config),
+                       *({"Type": "volume", "Name": n, "Source": self.volumes.get(n).mountpoint, "Destination": d,
+                          "Driver": "local", "Mode": "z", "RW": not ro, "Propagation": ""}
+                         for n, d, ro in self._volumes_of(ctr.id))], "Config": ctr.config,
             "NetworkSettings": self.networks.settings(ctr.id, ctr.host_config, ctr.config.get("ExposedPorts"),
                                                       ctr.running),
         }
+
+
+_PROPAGATIONS = ("shared", "rshared", "slave", "rslave", "private", "rprivate")
+
+
+def _bind_views(hc: dict[str, Any]) -> list[dict[str, Any]]:
+    """Inspect's Mounts entries for host paths (``-v /src:/dst[:opts]``, ``--mount type=bind``) and
+    ``--mount type=tmpfs``, as dockerd shows them."""
+    out: list[dict[str, Any]] = []
+    for bind in hc.get("Binds") or []:
+        parts = str(bind).split(":")
+        if len(parts) < 2 or not parts[0].startswith("/"):
+            continue
+        opts = parts[2].split(",") if len(parts) > 2 else []
+        prop = next((o for o in opts if o in _PROPAGATIONS), "rprivate")
+        out.append({"Type": "bind", "Source": parts[0], "Destination": parts[1], "Mode": parts[2] if len(parts) > 2
+                    else "", "RW": "ro" not in opts, "Propagation": prop})
+    for m in hc.get("Mounts") or []:
+        kind = m.get("Type") or "volume"
+        if kind == "bind":
+            prop = (m.get("BindOptions") or {}).get("Propagation") or "rprivate"
+            out.append({"Type": "bind", "Source": m.get("Source") or "", "Destination": m.get("Target") or "",
+                        "Mode": "", "RW": not m.get("ReadOnly"), "Propagation": prop})
+        elif kind == "tmpfs":
+            out.append({"Type": "tmpfs", "Source": "", "Destination": m.get("Target") or "", "Mode": "",
+                        "RW": not m.get("ReadOnly"), "Propagation": ""})
+    return out
 
 
 def _since(t: float) -> str:
@@ -1622,13 +1728,19 @@ class ContainerAPI(ContainerService):
         self._event("update", ctr)
         return {"Warnings": []}
 
+    def _stats_pid(self, ctr: Ctr) -> int:
+        """The container's process whose network namespace the stats read (none for --net=host)."""
+        if (ctr.host_config.get("NetworkMode") or "") == "host":
+            return 0
+        return int(ctr.state.get("Pid") or 0)
+
     async def container_stats(self, name: str, stream: bool, one_shot: bool) -> AsyncIterator[dict[str, Any]]:
         """One sample (with the previous one a second earlier, unless ``one_shot``), or one a second."""
         ctr = self._get(name)
         if not ctr.running:
             yield cstats.empty(ctr.id, ctr.name)
             return
-        pre = cstats.sample(ctr.id, ctr.name, self.cgroup_v2)
+        pre = cstats.sample(ctr.id, ctr.name, self.cgroup_v2, self._stats_pid(ctr))
         if not stream and not one_shot:
             await asyncio.sleep(1)  # as dockerd: precpu_stats from a second before, for CPU percentages
         elif one_shot:
@@ -1637,7 +1749,7 @@ class ContainerAPI(ContainerService):
             yield cur
             return
         while True:
-            cur = cstats.sample(ctr.id, ctr.name, self.cgroup_v2)
+            cur = cstats.sample(ctr.id, ctr.name, self.cgroup_v2, self._stats_pid(ctr))
             cur["precpu_stats"], cur["preread"] = pre["cpu_stats"], pre["read"]
             yield cur
             if not stream or not self._exists(ctr.id) or not self._get(ctr.id).running:
@@ -1708,8 +1820,17 @@ class ContainerAPI(ContainerService):
                                from_start: bool) -> AsyncIterator[bytes]:
         ctr = self._get(name)
         tty = bool(ctr.config.get("Tty"))
-        if from_start and (ctr.host_config.get("LogConfig") or {}).get("Type") == "none":
+        lc = self._log_config(ctr)
+        if from_start and not lc.readable:
             raise InvalidParameter("configured logging driver does not support reading")
+        if from_start and lc.driver == "journald":
+            def alive() -> bool:
+                return self._exists(ctr.id) and self._get(ctr.id).state.get("Status") in ("created", "running",
+                                                                                          "paused", "restarting")
+            async for line in logship.journal_lines(ctr.id, since, until, tail, follow, alive):
+                if stdout and line.stream == clogs.STDOUT or stderr and line.stream == clogs.STDERR:
+                    yield clogs.encode(line, tty, timestamps)
+            return
         async for line in self.follow_logs(name, stdout, stderr, since, until, tail, follow, from_start):
             yield clogs.encode(line, tty, timestamps)
 
@@ -1726,6 +1847,8 @@ class Exec:
     attach_stdout: bool
     attach_stderr: bool
     tty: bool = False
+    detach_keys: bytes = b""  # empty: the default (ctrl-p ctrl-q)
+    privileged: bool = False
     running: bool = False
     exit_code: int | None = None
     pid: int = 0
@@ -1733,9 +1856,10 @@ class Exec:
     def view(self) -> dict[str, Any]:
         return {"ID": self.id, "Running": self.running, "ExitCode": self.exit_code, "ProcessConfig": {
             "tty": self.tty, "entrypoint": self.cmd[0] if self.cmd else "", "arguments": self.cmd[1:],
-            "privileged": False, "user": self.user}, "OpenStdin": self.attach_stdin,
+            "privileged": self.privileged, "user": self.user}, "OpenStdin": self.attach_stdin,
             "OpenStderr": self.attach_stderr, "OpenStdout": self.attach_stdout, "CanRemove": False,
-            "ContainerID": self.container_id, "DetachKeys": "", "Pid": self.pid}
+            "ContainerID": self.container_id, "DetachKeys": base64.b64encode(self.detach_keys).decode(),
+            "Pid": self.pid}
 
 
 class ExecService:
@@ -1756,12 +1880,15 @@ class ExecService:
         cmd = body.get("Cmd")
         if not cmd or not isinstance(cmd, list):
             raise InvalidParameter("No exec command specified")
-        if body.get("Privileged"):
-            raise NotSupported("privileged exec sessions are not supported by berth yet")
         ex = Exec(secrets.token_hex(32), ctr.id, [str(c) for c in cmd], list(body.get("Env") or []),
                   body.get("User") or ctr.config.get("User") or "", body.get("WorkingDir") or "",
                   bool(body.get("AttachStdin")), bool(body.get("AttachStdout")), bool(body.get("AttachStderr")),
-                  tty=bool(body.get("Tty")))
+                  tty=bool(body.get("Tty")), privileged=bool(body.get("Privileged")))
+        if body.get("DetachKeys"):
+            try:
+                ex.detach_keys = parse_detach_keys(str(body["DetachKeys"]))
+            except ValueError:
+                raise InvalidParameter(f"Invalid escape keys ({body['DetachKeys']}) provided") from None
         self.execs[ex.id] = ex
         self.containers._event("exec_create", ctr, execID=ex.id)
         return {"Id": ex.id}
@@ -1920,6 +2047,9 @@ class ExecService:
         terminal = ex.tty and self.containers.runtimes[ctr.runtime].console_exec
         process.update(args=ex.cmd, env=list(env.values()), terminal=terminal,
                        user={"uid": u.uid, "gid": u.gid, "additionalGids": list(u.additional_gids)})
+        if ex.privileged:  # as dockerd: every capability; the container's seccomp profile still applies
+            caps = csecurity.bounding_caps()
+            process["capabilities"] = {"bounding": caps, "effective": caps, "permitted": caps}
         if ex.workdir:
             process["cwd"] = ex.workdir
         path = os.path.join(p.run_dir, f"exec-{ex.id}.json")

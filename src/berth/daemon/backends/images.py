@@ -160,13 +160,14 @@ class ImageService:
 
     async def image_delete(self, name: str, force: bool, noprune: bool) -> list[dict[str, str]]:
         image_id = await self._resolve(name)
-        if image_id in self.in_use() and not force:
+        used = image_id in self.in_use()
+        if used and not force:
             rec = await asyncio.to_thread(self.store.get, image_id)
             by_tag = reference.looks_like_id(name) is None and len(rec.tags) > 1
             if not by_tag:
                 raise Conflict(f"conflict: unable to delete {image_id[7:19]} (must be forced) - image is being "
                                "used by a container")
-        out = await asyncio.to_thread(self.store.delete, name, force, noprune)
+        out = await asyncio.to_thread(self.store.delete, name, force, noprune, used)
         for item in out:
             if "Untagged" in item:
                 self._event("untag", image_id, item["Untagged"])

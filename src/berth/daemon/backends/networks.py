@@ -801,6 +801,11 @@ class NetworkService:
                 return st.get("IPAddress") or st.get("GlobalIPv6Address") or ""
         return ""
 
+    def bridge_address(self, ref: str) -> str:
+        """The address of container ``ref`` on the default bridge ("" when it has none): a legacy link's."""
+        bridge = self._find("bridge")
+        return self._address_of(ref, [bridge]) if bridge is not None else ""
+
     def _dns_upstreams(self, m: Member) -> list[str]:
         """Where the embedded resolver forwards a container's other questions: nowhere when every
         network it is on is ``internal`` (such a container must not reach outside, DNS included)."""
@@ -964,7 +969,7 @@ class NetworkService:
         for net, req, st in self._attachments(cid):
             st = st if running and st else {}
             view = {"IPAMConfig": req.get("IPAMConfig"), "Links": req.get("Links"), "Aliases": req.get("Aliases"),
-                    "MacAddress": st.get("MacAddress", ""), "DriverOpts": req.get("DriverOpts"),
+                    "MacAddress": st.get("MacAddress") or req.get("MacAddress") or "", "DriverOpts": req.get("DriverOpts"),
                     "NetworkID": net.id, "EndpointID": st.get("EndpointID", ""), "Gateway": st.get("Gateway", ""),
                     "IPAddress": st.get("IPAddress", ""), "IPPrefixLen": st.get("IPPrefixLen", 0),
                     "IPv6Gateway": st.get("IPv6Gateway", ""), "GlobalIPv6Address": st.get("GlobalIPv6Address", ""),

@@ -15,6 +15,8 @@ from berth import API_VERSION, MIN_API_VERSION, __version__
 from berth.daemon.config import Config
 from berth.daemon.events import EventBus
 
+# Clients read GoVersion (docker-py's tests, `docker version`): berth's language and its version there.
+_GO_VERSION = "python" + platform.python_version()
 _GO_ARCH = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "i686": "386", "ppc64le": "ppc64le",
             "s390x": "s390x", "riscv64": "riscv64"}
 
@@ -98,6 +100,7 @@ class SystemService:
                 "KernelVersion": uname.release,
                 "Experimental": "false",
                 "PythonVersion": platform.python_version(),
+                "GoVersion": _GO_VERSION,
             },
         }
         return {
@@ -107,6 +110,7 @@ class SystemService:
             "ApiVersion": API_VERSION,
             "MinAPIVersion": MIN_API_VERSION,
             "GitCommit": "",
+            "GoVersion": _GO_VERSION,
             "Os": "linux",
             "Arch": _GO_ARCH.get(uname.machine, uname.machine),
             "KernelVersion": uname.release,
@@ -138,7 +142,7 @@ class SystemService:
             "Images": self.image_count(),
             "Driver": "overlayfs",
             "DriverStatus": [["Backing Filesystem", _fs_type(self.cfg.data_root)]],
-            "Plugins": {"Volume": [], "Network": ["host", "null"], "Authorization": None, "Log": ["json-file"]},
+            "Plugins": {"Volume": [], "Network": ["host", "null"], "Authorization": None, "Log": ["journald", "json-file", "local", "syslog"]},
             "MemoryLimit": True, "SwapLimit": os.path.exists("/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes")
             or cgroup_version() == "2",
             "CpuCfsPeriod": True, "CpuCfsQuota": True, "CPUShares": True, "CPUSet": True, "PidsLimit": True,
