@@ -47,7 +47,12 @@ EXCLUDED_FILES = {
     "credentials": "credential helpers (gpg, pass), not the engine",
 }
 EXCLUDED_TESTS: dict[str, str] = {  # fragments of a node id → reason (found by running the suite)
+    "::test_build": "build", "::test_pull": "registry", "::test_push": "registry", "::test_login": "registry",
+    "::test_search": "registry",
 }
+# A test whose failure (on either daemon) is a request to these needs what has not landed.
+EXCLUDED_REQUESTS = {"/images/create?": "registry (pull)", "/build?": "build", "/distribution/": "registry",
+                     "/auth": "registry", "/push": "registry", "/swarm/init": "swarm"}
 
 ALPINE_PASSWD = (b"root:x:0:0:root:/root:/bin/sh\nbin:x:1:1:bin:/bin:/sbin/nologin\n"
                  b"daemon:x:2:2:daemon:/sbin:/sbin/nologin\nnobody:x:65534:65534:nobody:/:/sbin/nologin\n")
@@ -56,12 +61,15 @@ OS_RELEASE = b'NAME="Alpine Linux"\nID=alpine\nVERSION_ID=3.10.9\nPRETTY_NAME="b
 PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
-def excluded(nodeid: str) -> str | None:
+def excluded(nodeid: str, messages: list[str] = []) -> str | None:  # noqa: B006 (never changed)
     for frag, why in EXCLUDED_FILES.items():
         if f"/{frag}" in nodeid:
             return why
     for frag, why in EXCLUDED_TESTS.items():
         if frag in nodeid and why:
+            return why
+    for frag, why in EXCLUDED_REQUESTS.items():
+        if any(frag in m for m in messages):
             return why
     return None
 
@@ -194,7 +202,13 @@ def inner(kind: str, src: str, py: str, junit: str, extra: list[str]) -> int:
         client = docker.DockerClient(base_url=f"unix://{sock}", version="auto", timeout=120)
         client.images.load(images_archive())
         client.close()
-        env = {**os.environ, "DOCKER_HOST": f"unix://{sock}", "PYTHONDONTWRITEBYTECODE": "1"}
+        home = os.path.join(root, "home")  # the suite writes contexts and config.json: not the user's
+        os.makedirs(os.path.join(home, ".docker"))
+        with open(os.path.join(home, ".docker", "config.json"), "w") as f:
+            f.write("{}")  # without one, docker-py keeps contexts in ./contexts (the suite's checkout)
+        shutil.rmtree(os.path.join(src, "contexts"), ignore_errors=True)
+        env = {**os.environ, "DOCKER_HOST": f"unix://{sock}", "PYTHONDONTWRITEBYTECODE": "1", "HOME": home,
+               "DOCKER_CONFIG": os.path.join(home, ".docker")}
         env.pop("DOCKER_TLS_VERIFY", None)
         env.pop("DOCKER_CERT_PATH", None)
         argv = [py, "-m", "pytest", "-p", "no:cacheprovider", "-q", "--timeout", "180", f"--junitxml={junit}",
@@ -245,7 +259,7 @@ def results(junit: str) -> dict[str, tuple[str, str]]:
 def report(res: dict[str, dict[str, tuple[str, str]]], markdown: str | None, reasons: dict[str, str]) -> None:
     kinds = list(res)
     tests = sorted(set().union(*[set(r) for r in res.values()]))
-    sel = [t for t in tests if excluded(t) is None]
+    sel = [t for t in tests if excluded(t, [res[k][t][1] for k in kinds if t in res[k]]) is None]
     for label, group in (("whole suite", tests), ("selection (no build/registry/swarm/plugin)", sel)):
         line = ", ".join(f"{k} {sum(1 for t in group if res[k].get(t, ('',))[0] == 'passed')}" for k in kinds)
         print(f"{label}: {len(group)} tests; passed: {line}")

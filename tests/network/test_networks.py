@@ -731,3 +731,39 @@ def test_docker_compose_project(netenv, tmp_path):
         assert api(d).containers(all=True) == []
     finally:
         subprocess.run([compose, "down", "-t", "1"], cwd=tmp_path, env=env, capture_output=True, timeout=120)
+
+
+# ---- what docker-py's suite checks (issue #10) -----------------------------------------------------------
+
+def test_legacy_link_environment_space_in_a_name_mac_before_start_and_stats(netenv):
+    d = start(netenv)
+    c = api(d)
+    child = c.create_container("bb", "cat", stdin_open=True, environment={"FOO": "1", "HOME": "/h"},
+                               ports=[80, (53, "udp")], name="child")["Id"]
+    c.start(child)
+    parent = c.create_container("bb", "env", host_config=c.create_host_config(
+        links={"child": "my-link1"}, network_mode="bridge"), name="parent")["Id"]
+    c.start(parent)
+    assert c.wait(parent)["StatusCode"] == 0
+    env = set(c.logs(parent).decode().split())
+    ip = addr_of(d, "child", "bridge")
+    assert {"MY_LINK1_NAME=/parent/my-link1", "MY_LINK1_ENV_FOO=1", f"MY_LINK1_PORT=udp://{ip}:53",
+            f"MY_LINK1_PORT_80_TCP=tcp://{ip}:80", f"MY_LINK1_PORT_80_TCP_ADDR={ip}", "MY_LINK1_PORT_80_TCP_PORT=80",
+            "MY_LINK1_PORT_80_TCP_PROTO=tcp", f"MY_LINK1_PORT_53_UDP_ADDR={ip}"} <= env, env
+    assert not any(e.startswith(("MY_LINK1_ENV_HOME=", "MY_LINK1_ENV_PATH=")) for e in env)
+    # a name with a space, as docker-py quotes it (%20)
+    net = c.create_network("test 01")["Id"]
+    assert c.inspect_network("test 01")["Id"] == net
+    c.remove_network("test 01")
+    # the MAC asked for on connect is shown before the container starts
+    c.create_network("macnet")
+    other = c.create_container("bb", "true")["Id"]
+    c.connect_container_to_network(other, "macnet", mac_address="02:42:ac:11:00:02")
+    assert c.inspect_container(other)["NetworkSettings"]["Networks"]["macnet"]["MacAddress"] == "02:42:ac:11:00:02"
+    # stats read the container's interfaces from its network namespace
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:  # into the test's own bridge
+        for _ in range(3):
+            s.sendto(b"x", (ip, 9))
+    stats = c.stats(child, stream=False)
+    assert set(stats["networks"]) == {"eth0"} and stats["networks"]["eth0"]["rx_packets"] > 0
+    assert "io_service_bytes_recursive" in stats["blkio_stats"]

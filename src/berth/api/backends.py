@@ -91,6 +91,11 @@ class ContainerBackend(Protocol):
 
     def container_changes(self, name: str) -> list[dict[str, Any]]: ...
 
+    def container_remove_link(self, parent: str, alias: str) -> None: ...
+
+    async def container_commit(self, name: str, repo: str, tag: str, comment: str, author: str, pause: bool,
+                               changes: list[str], config: dict[str, Any] | None) -> dict[str, Any]: ...
+
     def container_stats(self, name: str, stream: bool, one_shot: bool) -> AsyncIterator[dict[str, Any]]: ...
 
     async def container_update(self, name: str, body: dict[str, Any]) -> dict[str, Any]: ...
@@ -124,8 +129,9 @@ class ContainerBackend(Protocol):
 
     def container_output(self, name: str, *, stdout: bool, stderr: bool, since: float, until: float | None,
                          tail: int | None, follow: bool, timestamps: bool, from_start: bool) -> AsyncIterator[bytes]:
-        """Log lines as the API sends them (stdcopy frames without a TTY); NotFound when there is no
-        such container, raised on the first iteration."""
+        """Log lines as the API sends them (stdcopy frames without a TTY). The first item is b"" once
+        the container and its log driver have been checked (NotFound and the driver's refusal are
+        raised by the first iteration), so a follower can answer before any line is written."""
         ...
 
 

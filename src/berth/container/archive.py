@@ -204,6 +204,49 @@ def tree_stream(dirfd: int, arcname: str = "", end: bool = True, include_top: bo
         yield bytes(1024)
 
 
+def _opaque(dirfd: int, name: str) -> bool:
+    """Whether overlayfs marked the upper directory ``name`` opaque (it hides the lower ones)."""
+    try:
+        fd = safepath.open_child(dirfd, name, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return False
+    try:
+        for attr in ("trusted.overlay.opaque", "user.overlay.opaque"):
+            try:
+                if os.getxattr(fd, attr) == b"y":
+                    return True
+            except OSError:
+                continue
+        return False
+    finally:
+        os.close(fd)
+
+
+def layer_stream(upper_fd: int, hidden: Callable[[str], bool], idmap: IDMap | None = None,
+                 on_skip: Callable[[str], None] | None = None) -> Iterator[bytes]:
+    """``docker commit``'s layer: a tar of a container's overlayfs upper directory, its whiteouts as
+    image layers carry them (a 0/0 character device NAME → ``.wh.NAME``, an opaque directory → its
+    ``.wh..wh..opq``). ``hidden(path)``: the runtime's mount points, not the container's changes.
+    Device nodes are left out (berth's layer reader refuses them), each reported to ``on_skip``."""
+    out = _Out(idmap)
+    for rel, parent, name, st in safepath.walk(upper_fd):
+        if hidden("/" + rel):
+            continue
+        head, _, base = rel.rpartition("/")
+        if stat.S_ISCHR(st.st_mode) and st.st_rdev == 0:
+            wh = f"{head}/.wh.{base}" if head else f".wh.{base}"
+            yield out.header(wh, st, tarfile.REGTYPE)
+            continue
+        if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode):
+            if on_skip is not None:
+                on_skip("/" + rel)
+            continue
+        yield from out.entry(parent, name, st, rel)
+        if stat.S_ISDIR(st.st_mode) and _opaque(parent, name):
+            yield out.header(f"{rel}/.wh..wh..opq", st, tarfile.REGTYPE)
+    yield bytes(1024)
+
+
 # ---- tar in -----------------------------------------------------------------------------------
 def _member_path(name: str) -> list[str]:
     """The components of a member name, relative to the extraction point; '..' is refused (it could

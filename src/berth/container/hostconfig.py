@@ -58,8 +58,6 @@ def check_fields(hc: dict[str, Any]) -> None:
             raise type(refusal)(str(refusal))
     if hc.get("Isolation") not in (None, "", "default"):
         raise InvalidParameter(f"invalid isolation '{hc['Isolation']}' on linux")
-    if hc.get("VolumeDriver") not in (None, "", "local"):
-        raise NotSupported(f"volume driver {hc['VolumeDriver']!r} is not supported (berth has the local driver)")
     size = hc.get("ConsoleSize")
     if size is not None and (not isinstance(size, list) or len(size) not in (0, 2)
                              or not all(isinstance(v, int) and 0 <= v < 65536 for v in size)):

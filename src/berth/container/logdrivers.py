@@ -122,8 +122,6 @@ def parse(cfg: Mapping[str, Any] | None) -> LogConfig:
         if opts["compress"] not in ("true", "false", "1", "0", "True", "False"):
             raise InvalidParameter(f"error reading compress log option: {opts['compress']!r} is not a boolean")
         compress = opts["compress"] in ("true", "1", "True")
-    if driver in ("json-file", "k8s-file") and files > 1 and not size:
-        raise InvalidParameter("max-file cannot be set without max-size")
     if "tag" in opts:
         _check_tag(opts["tag"])
     if driver == "syslog":

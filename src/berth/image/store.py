@@ -154,9 +154,11 @@ class ImageStore:
             return c.execute("SELECT 1 FROM layers WHERE chain_id = ?", (chain_id,)).fetchone() is not None
 
     # ---- writing -------------------------------------------------------------------------------
-    def add(self, config: bytes, layers: list[NewLayer], tags: list[str]) -> tuple[str, list[str]]:
+    def add(self, config: bytes, layers: list[NewLayer], tags: list[str],
+            parent: str | None = None) -> tuple[str, list[str]]:
         """Register an image from its config bytes and its layers (bottom first), then point ``tags``
-        at it. Returns (image ID, tags moved away from another image). All or nothing."""
+        at it; ``parent``: the image it was committed from. Returns (image ID, tags moved away from
+        another image). All or nothing."""
         cfg = parse_config(config)
         diff_ids = cfg["rootfs"]["diff_ids"]
         if [layer.diff_id for layer in layers] != diff_ids:
@@ -192,8 +194,8 @@ class ImageStore:
                         raise InvalidParameter(f"layer {layer.diff_id} is neither in the archive nor in the store")
                 total = sum(r[0] for r in (c.execute("SELECT size FROM layers WHERE chain_id = ?", (ch,)).fetchone()
                                            for ch in chains))
-                c.execute("INSERT OR IGNORE INTO images VALUES (?, ?, ?, ?, NULL)",
-                          (image_id, str(cfg.get("created") or ""), total, now))
+                c.execute("INSERT OR IGNORE INTO images VALUES (?, ?, ?, ?, ?)",
+                          (image_id, str(cfg.get("created") or ""), total, now, parent))
                 c.execute("DELETE FROM image_layers WHERE image_id = ?", (image_id,))
                 c.executemany("INSERT INTO image_layers VALUES (?, ?, ?)",
                               [(image_id, i, ch) for i, ch in enumerate(chains)])

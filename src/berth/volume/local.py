@@ -68,8 +68,8 @@ class LocalVolumes:
     def create(self, name: str = "", driver: str = "local", labels: dict[str, str] | None = None,
                options: dict[str, str] | None = None, anonymous: bool = False) -> tuple[Volume, bool]:
         """(volume, created): creating an existing volume returns it, as dockerd does."""
-        if driver not in ("", "local"):
-            raise NotSupported(f"volume driver {driver!r} is not supported (berth has the local driver)")
+        if driver not in ("", "local"):  # dockerd looks for a plugin of that name: berth has none
+            raise NotFound(f'error looking up volume plugin {driver}: plugin "{driver}" not found')
         if options:
             raise NotSupported("local volume options (type, device, o) are not supported by berth yet")
         if not name:

@@ -16,7 +16,7 @@ from berth.api.http import Request, Response
 from berth.api.router import Route, route
 from berth.api.routes.system import parse_timestamp
 from berth.container.logs import frame
-from berth.errors import InvalidParameter
+from berth.errors import InvalidParameter, NotFound
 
 LIST_FILTERS = ("ancestor", "before", "exited", "id", "label", "name", "since", "status", "volume", "network")
 MULTIPLEXED = "application/vnd.docker.multiplexed-stream"
@@ -85,12 +85,10 @@ def routes(backend: ContainerBackend) -> list[Route]:
         out = backend.container_output(req.params["id"], stdout=stdout, stderr=stderr, since=since, until=until,
                                        tail=tail, follow=req.bool_arg("follow"), timestamps=req.bool_arg("timestamps"),
                                        from_start=True)
-        first = await anext(aiter(out), None)  # NotFound surfaces here, before the status line
+        await anext(aiter(out), None)  # b"": NotFound or an unreadable driver surface here, before the status
         writer = await req.connection.start_stream(200, MULTIPLEXED)
-        if first is not None:
-            await writer.write(first)
-            async for chunk in out:
-                await writer.write(chunk)
+        async for chunk in out:
+            await writer.write(chunk)
         await writer.close()
         return None
 
@@ -143,6 +141,8 @@ def routes(backend: ContainerBackend) -> list[Route]:
 
         async def copy_out() -> None:
             async for chunk in out:
+                if not chunk:
+                    continue
                 data = convert(chunk)
                 if data:
                     await stream.write(data)
@@ -173,6 +173,25 @@ def routes(backend: ContainerBackend) -> list[Route]:
                 await asyncio.gather(pump, return_exceptions=True)
         stream.send_eof()
         await stream.linger()
+
+    def remove_link(req: Request) -> Response:
+        parent, alias = req.params["parent"], req.params["alias"]
+        if not req.bool_arg("link"):
+            raise NotFound(f"No such container: {parent}/{alias}")
+        backend.container_remove_link(parent, alias)
+        return Response.empty(204)
+
+    async def commit(req: Request) -> Response:
+        body = req.json_body()
+        if body is not None and not isinstance(body, dict):
+            raise InvalidParameter("the container config to commit must be a JSON object")
+        name = req.arg("container")
+        if not name:
+            raise InvalidParameter("No container name or ID supplied")
+        pause = req.bool_arg("pause", True) if req.arg("pause") else True
+        return Response.json(await backend.container_commit(
+            name, req.arg("repo"), req.arg("tag"), req.arg("comment"), req.arg("author"), pause,
+            req.query.get("changes", []), body), status=201)
 
     def resize(req: Request) -> Response:
         backend.container_resize(req.params["id"], req.int_arg("h", 0) or 0, req.int_arg("w", 0) or 0)
@@ -269,6 +288,8 @@ def routes(backend: ContainerBackend) -> list[Route]:
         route("POST", "/containers/{id}/attach", attach),
         route("GET", "/containers/{id}/attach/ws", attach_ws),
         route("GET", "/containers/{id}/logs", logs),
+        route("DELETE", "/containers/{parent}/{alias}", remove_link),
+        route("POST", "/commit", commit),
         route("DELETE", "/containers/{id}", remove),
     ]
 
@@ -291,7 +312,6 @@ def exec_routes(backend: ExecBackend) -> list[Route]:
         body = req.json_body()
         if not isinstance(body, dict):
             raise InvalidParameter("the exec config is missing (a JSON body)")
-        detach_keys(body.get("DetachKeys"), "Invalid escape keys ({}) provided")
         return Response.json(backend.exec_create(req.params["id"], body), status=201)
 
     async def start(req: Request) -> Response | None:

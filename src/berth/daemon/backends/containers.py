@@ -56,7 +56,9 @@ from berth.daemon.backends.networks import Member, NetworkService, Setup
 from berth.daemon.backends.networks import mode_of as networks_mode_of
 from berth.daemon.events import EventBus, make_event
 from berth.errors import BerthError, Conflict, InvalidParameter, NotFound, NotModified, NotSupported, System
-from berth.image.store import ImageStore
+from berth.image import importer
+from berth.image import reference as image_reference
+from berth.image.store import ImageStore, NewLayer
 from berth.image.streams import decompressed
 from berth.linux import cgroups, safepath
 from berth.linux.files import read_text
@@ -71,6 +73,8 @@ from berth.volume.local import LocalVolumes
 log = logging.getLogger("berth.containers")
 HEALTH_OUTPUT_MAX = 4096  # bytes of a healthcheck's output kept in State.Health.Log (dockerd's maxOutputLen)
 _KILL_WAIT = 10.0  # seconds a SIGKILL's answer waits for the exit to be recorded
+_REMOVED_EXITS_KEPT = 256  # exit codes of --rm containers kept for a late wait
+_REMOVED_EXITS_FOR = 10.0  # seconds
 
 
 
@@ -233,6 +237,7 @@ class ContainerService:
         self.default_runtime = default_runtime
         self._waiters: dict[str, list[tuple[str, asyncio.Future[int]]]] = {}
         self._shippers: dict[str, asyncio.Task[None]] = {}  # container ID → its syslog/journald shipper
+        self._removed_exits: dict[str, tuple[str, int, float]] = {}  # --rm containers: ID → (name, code, when)
         self._locks: dict[str, asyncio.Lock] = {}
         self._watch: DirWatch | None = None
         # attach calls waiting for a container's stdin socket (the docker CLI attaches before start)
@@ -402,7 +407,8 @@ class ContainerService:
         if inherited_binds:
             own = {cmounts.bind_target(b) for b in hc.get("Binds") or []}
             hc["Binds"] = list(hc.get("Binds") or []) + [b for b in inherited_binds if cmounts.bind_target(b) not in own]
-        runtime = hc.get("Runtime") or self.default_runtime
+        # docker-py's create_container(runtime=) puts Runtime beside Config (dockerd ignores it there)
+        runtime = hc.get("Runtime") or body.get("Runtime") or self.default_runtime
         if runtime not in self.runtimes:
             raise InvalidParameter(f"unknown or invalid runtime name: {runtime}")
         hc["Runtime"] = runtime  # inspect shows the runtime chosen, as dockerd does
@@ -423,7 +429,7 @@ class ContainerService:
             vols = []
             wanted = {**(icfg.get("Volumes") or {}), **(body.get("Volumes") or {})}  # `-v /path`: anonymous
             for vname, dst, ro in cmounts.volume_requests(hc, wanted):
-                vol, made = self.volumes.create(vname, anonymous=not vname)
+                vol, made = self.volumes.create(vname, driver=hc.get("VolumeDriver") or "local", anonymous=not vname)
                 if made:
                     undo.callback(self.volumes.remove, vol.name, True)
                     if idmap is not None:
@@ -877,6 +883,9 @@ class ContainerService:
                 await asyncio.to_thread(self._release, ctr, p)  # ...and the runtime's leftovers go meanwhile
         self._event("die", ctr, exitCode=str(code))
         if ctr.host_config.get("AutoRemove"):
+            self._removed_exits[cid] = (ctr.name, code, time.monotonic())
+            while len(self._removed_exits) > _REMOVED_EXITS_KEPT:
+                del self._removed_exits[next(iter(self._removed_exits))]
             await self.remove(cid, force=True, volumes=False)
         elif self._should_restart(ctr, code):
             self._schedule_restart(ctr)
@@ -1163,6 +1172,9 @@ class ContainerService:
 
     async def remove(self, name: str, force: bool, volumes: bool) -> None:
         ctr = self._get(name)
+        if ctr.state.get("Restarting") and not force:
+            raise Conflict(f"You cannot remove a restarting container {ctr.id}. Stop the container before "
+                           "attempting removal or force remove")
         pending = self._pending_restarts.pop(ctr.id, None)
         if pending is not None:
             pending.cancel()
@@ -1394,8 +1406,33 @@ class ContainerAPI(ContainerService):
     async def container_start(self, name: str) -> None:
         await self.start(name)
 
+    def container_remove_link(self, parent: str, alias: str) -> None:
+        """``docker rm --link PARENT/ALIAS``: the legacy link goes, both containers stay."""
+        ctr = self._get(parent)
+        links = list(ctr.host_config.get("Links") or [])
+        keep = [lk for lk in links if (str(lk).partition(":")[2].rsplit("/", 1)[-1]
+                                       or str(lk).partition(":")[0].strip("/")) != alias]
+        if keep == links:
+            raise NotFound(f"No such container: {parent}/{alias}")
+        hc = {**ctr.host_config, "Links": keep or None}
+        with self.db.transaction() as c:
+            c.execute("UPDATE containers SET host_config = ? WHERE id = ?", (json.dumps(hc), ctr.id))
+
     async def container_wait(self, name: str, condition: str) -> asyncio.Future[int]:
-        return self.register_wait(name, condition)[1]
+        try:
+            return self.register_wait(name, condition)[1]
+        except NotFound:
+            # A --rm container that has just removed itself: its exit code still answers a wait for a
+            # few seconds (docker-py waits only after its log stream ended; dockerd's slower removal
+            # leaves that wait time to arrive).
+            now = time.monotonic()
+            for cid, (cname, code, when) in self._removed_exits.items():
+                if now - when < _REMOVED_EXITS_FOR and condition in ("", "not-running", "removed") and (
+                        name in (cid, cname, "/" + cname) or len(name) >= 12 and cid.startswith(name)):
+                    fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+                    fut.set_result(code)
+                    return fut
+            raise
 
     async def container_stop(self, name: str, timeout: int | None, signal: str) -> None:
         await self.stop(name, timeout, signal)
@@ -1681,11 +1718,9 @@ class ContainerAPI(ContainerService):
         ctr = self._get(name)
         upper = os.path.join(self.root, ctr.id, "upper")
         lowers = [self.images.layers.diff_path(ch) for ch in reversed(self.images.get(ctr.image_id).layers)]
-        # mount points the runtime made in the upper layer are not the container's changes (as dockerd)
-        hidden = {"/dev", "/proc", "/sys", "/etc/hostname", "/etc/hosts", "/etc/resolv.conf", "/sbin/docker-init"}
-        hidden.update(d for _, d, _ in self._volumes_of(ctr.id))
-        hidden.update(m["destination"] for m in cmounts.mounts({k: v for k, v in ctr.host_config.items()
-                                                                 if k in ("Mounts", "Tmpfs")}, create=False))
+        hidden = self._runtime_paths(ctr)  # mount points the runtime made: not changes (as dockerd)
+        holders: set[str] = set()  # directories above a hidden path
+        dirs: set[str] = set()
         out = []
         lower_fds = [os.open(low, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC) for low in lowers]
         ufd = os.open(upper, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
@@ -1693,7 +1728,10 @@ class ContainerAPI(ContainerService):
             for rel_path, _parent, _name, st in safepath.walk(ufd):
                 rel = "/" + rel_path
                 if rel in hidden or any(rel.startswith(h + "/") for h in hidden if h in ("/dev", "/proc", "/sys")):
+                    holders.update(rel[:i] for i in range(1, len(rel)) if rel[i] == "/")
                     continue
+                if stat.S_ISDIR(st.st_mode):
+                    dirs.add(rel)
                 if stat.S_ISCHR(st.st_mode) and st.st_rdev == 0:
                     kind = 2
                 elif any(safepath.exists_beneath(low, rel_path) for low in lower_fds):
@@ -1704,7 +1742,90 @@ class ContainerAPI(ContainerService):
         finally:
             for fd in (ufd, *lower_fds):
                 os.close(fd)
+        # a directory copied up only to hold the runtime's mount points (/etc for /etc/hosts) is no change
+        shown = {str(c["Path"]) for c in out}
+        out = [c for c in out if not (c["Kind"] == 0 and c["Path"] in holders and c["Path"] in dirs and not any(
+            p.startswith(c["Path"] + "/") for p in shown))]
         return sorted(out, key=lambda c: c["Path"])
+
+    def _runtime_paths(self, ctr: Ctr) -> set[str]:
+        """Mount points the runtime made in the container's upper layer: not the container's changes."""
+        hidden = {"/dev", "/proc", "/sys", "/etc/hostname", "/etc/hosts", "/etc/resolv.conf", "/sbin/docker-init"}
+        hidden.update(d for _, d, _ in self._volumes_of(ctr.id))
+        hidden.update(m["destination"] for m in cmounts.mounts({k: v for k, v in ctr.host_config.items()
+                                                                 if k in ("Mounts", "Tmpfs")}, create=False))
+        return hidden
+
+    async def container_commit(self, name: str, repo: str, tag: str, comment: str, author: str, pause: bool,
+                               changes: list[str], config: dict[str, Any] | None) -> dict[str, Any]:
+        """``docker commit``: the container's upper layer as a new layer on its image's, the config
+        its own (merged with ``config`` and the Dockerfile ``changes``); paused meanwhile if asked."""
+        ctr = self._get(name)
+        tags = [f"{repo}:{tag or 'latest'}"] if repo else []
+        for t in tags:
+            image_reference.parse(t)  # a bad name fails before any work
+        cfg = {k: v for k, v in ctr.config.items()}
+        for key, value in (config or {}).items():
+            if value not in (None, "", [], {}):
+                cfg[key] = value
+        importer.apply_changes(cfg, changes)
+        paused = False
+        if pause and ctr.running and not ctr.state.get("Paused"):
+            try:
+                await asyncio.to_thread(self.runtimes[ctr.runtime].pause, ctr.id)
+                paused = True
+            except BerthError:
+                if self._get(ctr.id).running:
+                    raise  # else it exited meanwhile: nothing to pause
+        try:
+            image_id = await asyncio.to_thread(self._commit_sync, ctr, tags, comment, author, cfg)
+        finally:
+            if paused:
+                with contextlib.suppress(BerthError):
+                    await asyncio.to_thread(self.runtimes[ctr.runtime].resume, ctr.id)
+        self._event("commit", ctr, comment=comment, imageID=image_id, imageRef=tags[0] if tags else "")
+        return {"Id": image_id}
+
+    def _commit_sync(self, ctr: Ctr, tags: list[str], comment: str, author: str, cfg: dict[str, Any]) -> str:
+        import tempfile
+
+        hidden = self._runtime_paths(ctr)
+
+        def is_hidden(path: str) -> bool:
+            return path in hidden or any(path.startswith(h + "/") for h in hidden if h in ("/dev", "/proc", "/sys"))
+
+        idmap = IDMap(*ctr.state["_IDMap"]) if ctr.state.get("_IDMap") else None
+        ufd = os.open(os.path.join(self.root, ctr.id, "upper"), os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            with tempfile.TemporaryFile(dir=self.root) as tmp:
+                for chunk in carchive.layer_stream(ufd, is_hidden, idmap, lambda p: log.warning(
+                        "commit of %s: device node %s left out", ctr.id[:12], p)):
+                    tmp.write(chunk)
+                tmp.seek(0)
+                ex = self.images.layers.extract(tmp)
+        finally:
+            os.close(ufd)
+        try:
+            parent = self.images.get(ctr.image_id)
+            base = json.loads(self.images.config_bytes(ctr.image_id))
+            now = _now()
+            cmd = [*(ctr.config.get("Entrypoint") or []), *(ctr.config.get("Cmd") or [])]
+            history = [*(base.get("history") or []), {"created": now, "created_by": " ".join(cmd),
+                                                      **({"author": author} if author else {}),
+                                                      **({"comment": comment} if comment else {})}]
+            new = {**{k: v for k, v in base.items() if k not in ("history", "rootfs", "config", "container_config")},
+                   "architecture": base.get("architecture") or "amd64", "os": base.get("os") or "linux",
+                   "author": author, "comment": comment, "created": now, "container": ctr.id,
+                   "container_config": ctr.config, "config": cfg, "docker_version": "berth",
+                   "history": history,
+                   "rootfs": {"type": "layers", "diff_ids": [*base["rootfs"]["diff_ids"], ex.diff_id]}}
+            data = json.dumps(new, separators=(",", ":")).encode()
+            layers = [NewLayer(d, None) for d in base["rootfs"]["diff_ids"]] + [NewLayer(ex.diff_id, ex)]
+            image_id, _ = self.images.add(data, layers, tags, parent=parent.id)
+        except BaseException:
+            self.images.layers.discard(ex.staging)
+            raise
+        return image_id
 
     async def container_update(self, name: str, body: dict[str, Any]) -> dict[str, Any]:
         ctr = self._get(name)
@@ -1809,11 +1930,14 @@ class ContainerAPI(ContainerService):
 
     async def containers_prune(self, filters: dict[str, list[str]]) -> dict[str, Any]:
         deleted = []
+        reclaimed = 0
         for c in self.all():
-            if not c.running:
+            if not c.running and not c.state.get("Restarting"):
+                size = await asyncio.to_thread(safepath.tree_size, os.path.join(self.root, c.id, "upper"))
                 await self.remove(c.id, force=False, volumes=False)
                 deleted.append(c.id)
-        return {"ContainersDeleted": deleted or None, "SpaceReclaimed": 0}
+                reclaimed += size
+        return {"ContainersDeleted": deleted or None, "SpaceReclaimed": reclaimed}
 
     async def container_output(self, name: str, *, stdout: bool, stderr: bool, since: float,
                                until: float | None, tail: int | None, follow: bool, timestamps: bool,
@@ -1823,6 +1947,7 @@ class ContainerAPI(ContainerService):
         lc = self._log_config(ctr)
         if from_start and not lc.readable:
             raise InvalidParameter("configured logging driver does not support reading")
+        yield b""  # checked: the caller may answer now (a follower gets its headers before any line)
         if from_start and lc.driver == "journald":
             def alive() -> bool:
                 return self._exists(ctr.id) and self._get(ctr.id).state.get("Status") in ("created", "running",
@@ -1884,11 +2009,13 @@ class ExecService:
                   body.get("User") or ctr.config.get("User") or "", body.get("WorkingDir") or "",
                   bool(body.get("AttachStdin")), bool(body.get("AttachStdout")), bool(body.get("AttachStderr")),
                   tty=bool(body.get("Tty")), privileged=bool(body.get("Privileged")))
-        if body.get("DetachKeys"):
+        # Go's JSON decoding matches field names whatever their case: docker-py sends "detachKeys"
+        keys = next((v for k, v in body.items() if k.lower() == "detachkeys" and v), "")
+        if keys:
             try:
-                ex.detach_keys = parse_detach_keys(str(body["DetachKeys"]))
+                ex.detach_keys = parse_detach_keys(str(keys))
             except ValueError:
-                raise InvalidParameter(f"Invalid escape keys ({body['DetachKeys']}) provided") from None
+                raise InvalidParameter(f"Invalid escape keys ({keys}) provided") from None
         self.execs[ex.id] = ex
         self.containers._event("exec_create", ctr, execID=ex.id)
         return {"Id": ex.id}
@@ -1952,7 +2079,8 @@ class ExecService:
                 raise
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(process_file)
-            code = 127 if "not found" in exc.text else 126 if "ermission denied" in exc.text else exc.code
+            # dockerd answers 126 for an exec whose command cannot run, not found included (unlike run)
+            code = 126 if "not found" in exc.text or "ermission denied" in exc.text else exc.code
             if ex.attach_stdout:
                 await write(1, (f"OCI runtime exec failed: {exc.text}\r\n").encode())
             ex.exit_code = code
@@ -1997,10 +2125,8 @@ class ExecService:
                 if ex.attach_stdout:
                     await write(1, data)
             code = await exited
-            if code == 255 and b"not found in $PATH" in tail:
-                code = 127  # the runtime could not run the command: as for run, and as without a TTY
-            elif code == 255 and b"ermission denied" in tail:
-                code = 126
+            if code == 255 and (b"not found in $PATH" in tail or b"ermission denied" in tail):
+                code = 126  # the runtime could not run the command: dockerd's exec code, as without a TTY
         finally:
             loop.remove_reader(master)
             if feeder is not None:
@@ -2114,10 +2240,8 @@ class ExecService:
             assert proc.stdout is not None and proc.stderr is not None
             await asyncio.gather(pump_out(proc.stdout, 1, ex.attach_stdout), pump_out(proc.stderr, 2, ex.attach_stderr))
             code = await proc.wait()
-            if code == 255 and b"not found in $PATH" in err_tail:
-                code = 127  # as for run: the command does not exist
-            elif code == 255 and b"ermission denied" in err_tail:
-                code = 126
+            if code == 255 and (b"not found in $PATH" in err_tail or b"ermission denied" in err_tail):
+                code = 126  # dockerd's exec code when the command cannot run (not found included)
         finally:
             if feeder is not None:
                 feeder.cancel()

@@ -1,0 +1,428 @@
+"""What real clients rely on (issue #10, found with docker-py's own integration suite): each test does
+what docker-py or the docker CLI does and checks what dockerd answers."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import socket
+import subprocess
+import time
+
+import docker
+import pytest
+
+from tests.lib import rawhttp
+from tests.lib.clis import docker as docker_cli
+from tests.lib.daemon import Berthd
+from tests.lib.images import busybox_rootfs_tar
+
+CMD = "sh -c 'echo hello out; echo hello err >&2'"
+
+
+@pytest.fixture
+def bb(berthd):  # type: ignore[no-untyped-def]
+    r = rawhttp.request(berthd.sock, "POST", "/images/create?fromSrc=-&repo=bb&tag=latest", body=busybox_rootfs_tar())
+    assert r.status == 200, r.body
+    return berthd
+
+
+def api(d: Berthd) -> docker.APIClient:
+    return docker.APIClient(base_url=d.url, version="1.47", timeout=60)
+
+
+def run(d: Berthd, *args: str, **kw: object) -> subprocess.CompletedProcess[str]:
+    return docker_cli("-H", d.url, *args, **kw)
+
+
+def _top(c: docker.APIClient, **kw: object) -> str:
+    cid = c.create_container("bb", ["sh", "-c", "while true; do sleep 1; done"], **kw)["Id"]
+    c.start(cid)
+    return str(cid)
+
+
+# ---- exec and attach ------------------------------------------------------------------------------
+
+def test_exec_with_a_tty_started_without_one_is_framed_and_complete(bb):
+    """docker-py's exec_run(tty=True) starts with Tty true; a plain exec_start after a TTY exec_create
+    says Tty false and reads frames: dockerd frames by the start request, and no byte is lost."""
+    c = api(bb)
+    cid = _top(c)
+    ex = c.exec_create(cid, CMD, tty=True)
+    assert c.exec_start(ex["Id"]) == b"hello out\r\nhello err\r\n"  # parsed as multiplexed frames
+    ex = c.exec_create(cid, CMD, tty=True)
+    assert c.exec_start(ex["Id"], tty=True) == b"hello out\r\nhello err\r\n"  # raw
+    out = docker.DockerClient(base_url=bb.url, version="1.47").containers.get(cid).exec_run(CMD, tty=True)
+    assert out.exit_code == 0 and out.output == b"hello out\r\nhello err\r\n"
+    # the upgrade answer names the framing it will use
+    ex = c.exec_create(cid, "true", tty=True)
+    r = rawhttp.request(bb.sock, "POST", f"/exec/{ex['Id']}/start", body=b'{"Tty": false}',
+                        headers={"Connection": "Upgrade", "Upgrade": "tcp"})
+    assert r.status == 101 and r.headers["content-type"] == "application/vnd.docker.multiplexed-stream"
+
+
+def test_sigkill_is_answered_once_the_exit_is_recorded(bb):
+    c = api(bb)
+    for _ in range(3):
+        cid = _top(c)
+        c.kill(cid)
+        state = c.inspect_container(cid)["State"]  # at once: no polling
+        assert (state["Status"], state["Running"], state["ExitCode"]) == ("exited", False, 137)
+
+
+def _attach(d: Berthd, cid: str, query: str = "") -> socket.socket:
+    s = socket.socket(socket.AF_UNIX)
+    s.connect(d.sock)
+    s.sendall(f"POST /v1.47/containers/{cid}/attach?stdin=1&stdout=1&stream=1{query} HTTP/1.1\r\nHost: x\r\n"
+              "Connection: Upgrade\r\nUpgrade: tcp\r\n\r\n".encode())
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += s.recv(1)
+    assert head.startswith(b"HTTP/1.1 101"), head
+    return s
+
+
+def _closed(s: socket.socket, timeout: float = 10) -> bool:
+    s.settimeout(timeout)
+    try:
+        while s.recv(4096):
+            pass
+        return True
+    except (TimeoutError, OSError):
+        return False
+
+
+def test_detach_keys_end_an_attach_and_leave_the_container_running(bb):
+    c = api(bb)
+    cid = c.create_container("bb", "cat", stdin_open=True, tty=True)["Id"]
+    c.start(cid)
+    s = _attach(bb, cid)
+    s.sendall(b"echo\n")  # cat echoes it (the terminal too): the session is live
+    s.settimeout(10)
+    assert b"echo" in s.recv(100)
+    s.sendall(b"\x10")  # ctrl-p alone is held back, then passed on with what follows
+    s.sendall(b"x\x10\x11")  # ... and ctrl-p ctrl-q detach
+    assert _closed(s)
+    s.close()
+    assert c.inspect_container(cid)["State"]["Running"] is True
+    # the client's own keys (docker-py sends its config.json's detachKeys as the query)
+    s = _attach(bb, cid, "&detachKeys=ctrl-x")
+    s.sendall(b"\x10\x11")
+    assert not _closed(s, 0.5)  # not the keys asked for
+    s.sendall(b"\x18")
+    assert _closed(s)
+    s.close()
+    assert c.inspect_container(cid)["State"]["Running"] is True
+    r = rawhttp.request(bb.sock, "POST", f"/containers/{cid}/attach?stdin=1&stream=1&detachKeys=ctrl-1",
+                        headers={"Connection": "Upgrade", "Upgrade": "tcp"})
+    assert r.status == 400 and r.json()["message"] == "Invalid detach keys (ctrl-1) provided"
+
+
+def test_detach_keys_end_an_exec_session_and_the_process_goes_on(bb):
+    c = api(bb)
+    cid = _top(c)
+    ex = c.exec_create(cid, "cat", stdin=True, tty=True, detach_keys="ctrl-a,a")["Id"]
+    assert c.exec_inspect(ex)["DetachKeys"] == base64.b64encode(b"\x01a").decode()
+    s = c.exec_start(ex, socket=True, tty=True)._sock
+    s.sendall(b"hi\n")
+    s.settimeout(10)
+    got = b""
+    while got.count(b"hi") < 2:
+        got += s.recv(100)
+    s.sendall(b"\x01a")
+    assert _closed(s)
+    assert c.exec_inspect(ex)["Running"] is True
+    with pytest.raises(docker.errors.APIError) as err:
+        c.exec_create(cid, "cat", stdin=True, tty=True, detach_keys="ctrl-1")
+    assert err.value.status_code == 400 and "Invalid escape keys (ctrl-1) provided" in str(err.value)
+
+
+def test_privileged_exec_has_every_capability(bb):
+    c = api(bb)
+    cid = _top(c)
+
+    def capeff(**kw: object) -> int:
+        ex = c.exec_create(cid, ["sh", "-c", "grep CapEff /proc/self/status"], **kw)
+        return int(c.exec_start(ex["Id"]).split()[-1], 16)
+
+    plain, privileged = capeff(), capeff(privileged=True)
+    assert plain & (1 << 21) == 0 and privileged & (1 << 21)  # CAP_SYS_ADMIN
+    assert bin(privileged).count("1") > bin(plain).count("1") + 20
+    assert c.exec_inspect(c.exec_create(cid, "true", privileged=True)["Id"])["ProcessConfig"]["privileged"]
+
+
+# ---- routes and fields clients read ------------------------------------------------------------------
+
+NOT_A_MANAGER = ('This node is not a swarm manager. Use "docker swarm init" or "docker swarm join" to connect '
+                 "this node to swarm and try again.")
+
+
+@pytest.mark.parametrize("method,path", [
+    ("GET", "/swarm"), ("GET", "/nodes"), ("GET", "/services"), ("GET", "/tasks"), ("GET", "/secrets"),
+    ("GET", "/configs"), ("POST", "/services/create"), ("GET", "/services/x/logs"), ("GET", "/swarm/unlockkey"),
+    ("DELETE", "/secrets/abc"), ("POST", "/nodes/abc/update"), ("GET", "/v1.41/tasks/abc"),
+])
+def test_swarm_routes_answer_as_dockerd_off_swarm(berthd, method, path):
+    r = rawhttp.request(berthd.sock, method, path, body=b"{}" if method == "POST" else b"")
+    assert (r.status, r.json()) == (503, {"message": NOT_A_MANAGER})
+
+
+def test_swarm_leave_plugins_and_the_clients(berthd):
+    r = rawhttp.request(berthd.sock, "POST", "/swarm/leave?force=1")
+    assert (r.status, r.json()["message"]) == (503, "This node is not part of a swarm")
+    c = api(berthd)
+    assert c.leave_swarm(force=True) is True  # docker-py's test teardown
+    assert c.plugins() == []
+    r = rawhttp.request(berthd.sock, "GET", "/plugins/vieux/sshfs:latest/json")
+    assert (r.status, r.json()["message"]) == (404, 'plugin "vieux/sshfs:latest" not found')
+    r = rawhttp.request(berthd.sock, "POST", "/swarm/init", body=b"{}")
+    assert r.status == 501 and "swarm mode" in r.json()["message"]
+    out = run(berthd, "node", "ls")
+    assert out.returncode == 1 and NOT_A_MANAGER in out.stderr
+    assert "This node is not part of a swarm" in run(berthd, "swarm", "leave", "--force").stderr
+    assert run(berthd, "plugin", "ls", "-q").stdout == ""
+    info = c.info()
+    assert info["Swarm"]["LocalNodeState"] == "inactive" and info["Swarm"]["ControlAvailable"] is False
+
+
+def test_version_and_inspect_fields_clients_read(bb):
+    c = api(bb)
+    v = c.version()
+    assert v["GoVersion"].startswith("python3")
+    cid = c.create_container("bb", "true")["Id"]
+    assert c.inspect_container(cid)["HostConfig"]["Runtime"] in ("crun", "runc")
+
+
+def test_percent_encoded_names_are_decoded_as_go_does(bb):
+    c = api(bb)
+    cid = c.create_container("bb", "true", name="pc-name")["Id"]
+    r = rawhttp.request(bb.sock, "GET", "/containers/pc%2Dname/json")
+    assert r.status == 200 and r.json()["Id"] == cid
+    assert rawhttp.request(bb.sock, "GET", "/containers/pc+name/json").status == 404  # + is not a space
+    assert rawhttp.request(bb.sock, "GET", "/containers/pc%ffname/json").status == 400
+
+
+def test_inspect_mounts_lists_binds_beside_the_config_volumes(bb, tmp_path):
+    c = api(bb)
+    src = str(tmp_path)
+    cid = c.create_container("bb", "true", volumes={"/mnt": {}}, host_config=c.create_host_config(
+        binds={src: {"bind": "/mnt", "mode": "rw,rshared"}, f"{src}/": {"bind": "/ro", "mode": "ro"}},
+        mounts=[docker.types.Mount("/m", src, type="bind", read_only=True),
+                docker.types.Mount("/t", "", type="tmpfs")]))["Id"]
+    mounts = {m["Destination"]: m for m in c.inspect_container(cid)["Mounts"]}
+    assert set(mounts) == {"/mnt", "/ro", "/m", "/t"}  # no anonymous volume over the bind at /mnt
+    assert (mounts["/mnt"]["Type"], mounts["/mnt"]["Source"], mounts["/mnt"]["RW"],
+            mounts["/mnt"]["Propagation"]) == ("bind", src, True, "rshared")
+    assert (mounts["/ro"]["RW"], mounts["/ro"]["Propagation"], mounts["/ro"]["Mode"]) == (False, "rprivate", "ro")
+    assert (mounts["/m"]["Type"], mounts["/m"]["RW"]) == ("bind", False)
+    assert mounts["/t"]["Type"] == "tmpfs"
+
+
+def test_rmi_force(bb):
+    c = api(bb)
+    image = c.inspect_image("bb")["Id"]
+    c.tag("bb", "other", "1")
+    assert c.remove_image("other:1", force=True) == [{"Untagged": "other:1"}]  # the other name stays
+    assert c.inspect_image("bb")["Id"] == image
+    cid = c.create_container("bb", ["cat", "/etc/greeting"])["Id"]
+    assert c.remove_image("bb", force=True) == [{"Untagged": "bb:latest"}]  # a container uses it: kept, dangling
+    assert c.inspect_image(image)["RepoTags"] == []
+    c.start(cid)
+    assert c.wait(cid)["StatusCode"] == 0 and c.logs(cid) == b"hello\n"
+    c.remove_container(cid)
+    out = c.remove_image(image, force=True)
+    assert {"Deleted": image} in out
+
+
+# ---- commit -------------------------------------------------------------------------------------------
+
+def test_commit_with_changes_whiteouts_and_parent(bb):
+    c = api(bb)
+    cid = c.create_container("bb", ["sh", "-c", "echo hi > /test; rm /etc/greeting; mkdir -p /d/e; touch /d/e/f"])["Id"]
+    c.start(cid)
+    assert c.wait(cid)["StatusCode"] == 0
+    res = c.commit(cid, repository="snap", tag="v1", message="a message", author="me <me@x>",
+                   changes=["EXPOSE 8000", 'CMD ["cat", "/test"]', "ENV A=1"])
+    img = c.inspect_image("snap:v1")
+    assert img["Id"] == res["Id"] and img["Parent"] == c.inspect_image("bb")["Id"]
+    assert (img["Comment"], img["Author"]) == ("a message", "me <me@x>")
+    assert img["Config"]["Cmd"] == ["cat", "/test"] and "8000/tcp" in img["Config"]["ExposedPorts"]
+    assert "A=1" in img["Config"]["Env"]
+    assert len(img["RootFS"]["Layers"]) == len(c.inspect_image("bb")["RootFS"]["Layers"]) + 1
+    assert c.history("snap:v1")[0]["Comment"] == "a message"
+    r = run(bb, "run", "--rm", "snap:v1")
+    assert r.stdout == "hi\n", r.stderr
+    r = run(bb, "run", "--rm", "snap:v1", "sh", "-c", "ls /d/e; cat /etc/greeting")
+    assert r.stdout == "f\n" and "No such file" in r.stderr  # the deletion is in the layer as a whiteout
+    with pytest.raises(docker.errors.APIError) as err:
+        c.commit(cid, changes=["FROB x"])
+    assert err.value.status_code == 400
+    assert run(bb, "commit", cid, "Bad Name").returncode != 0
+
+
+def test_commit_of_a_running_container_pauses_it_meanwhile(bb):
+    c = api(bb)
+    cid = c.create_container("bb", ["sh", "-c", "echo run > /r; while true; do sleep 1; done"])["Id"]
+    c.start(cid)
+    r = run(bb, "exec", cid, "cat", "/r")
+    assert r.stdout == "run\n"
+    events = subprocess.Popen(["docker", "-H", bb.url, "events", "--format", "{{.Action}}",
+                               "--filter", f"container={cid}"], stdout=subprocess.PIPE, text=True)
+    try:
+        time.sleep(0.5)
+        image = c.commit(cid)["Id"]
+        state = c.inspect_container(cid)["State"]
+        assert state["Running"] and not state["Paused"]
+        out = run(bb, "run", "--rm", image, "cat", "/r")
+        assert out.stdout == "run\n"
+    finally:
+        time.sleep(0.3)
+        events.terminate()
+        seen = events.communicate(timeout=10)[0].split()
+    assert "commit" in seen
+    no_pause = c.commit(cid, pause=False)["Id"]
+    assert no_pause.startswith("sha256:")
+
+
+# ---- log drivers ---------------------------------------------------------------------------------------
+
+def test_log_driver_errors_are_dockerds(bb):
+    c = api(bb)
+    for cfg, status, words in (
+            ({"Type": "asdf"}, 400, "logger: no log driver named 'asdf' is registered"),
+            ({"Type": "gelf"}, 501, "log driver 'gelf' is not supported by berth"),
+            ({"Type": "syslog", "Config": {"syslog-address": "http://x"}}, 400, "unsupported scheme: 'http'"),
+            ({"Type": "syslog", "Config": {"syslog-facility": "nope"}}, 400, "invalid syslog facility"),
+            ({"Type": "syslog", "Config": {"syslog-format": "x"}}, 400, "Invalid syslog format"),
+            ({"Type": "local", "Config": {"labels": "a"}}, 400, "unknown log opt 'labels' for local log driver"),
+            ({"Type": "journald", "Config": {"tag": "{{.Nope}}"}}, 400, "can't evaluate field Nope")):
+        r = rawhttp.request(bb.sock, "POST", "/containers/create",
+                            body=json.dumps({"Image": "bb", "HostConfig": {"LogConfig": cfg}}).encode())
+        assert r.status == status and words in r.json()["message"], (cfg, r.status, r.body)
+    assert set(c.info()["Plugins"]["Log"]) >= {"json-file", "local", "journald", "syslog"}
+
+
+def test_local_driver_keeps_readable_logs_with_its_defaults(bb):
+    r = run(bb, "run", "--name", "loc", "--log-driver", "local", "bb", "sh", "-c", "echo one; echo two >&2")
+    assert r.returncode == 0
+    assert run(bb, "logs", "loc").stdout == "one\n"
+    assert run(bb, "logs", "loc").stderr == "two\n"
+    lc = api(bb).inspect_container("loc")["HostConfig"]["LogConfig"]
+    assert lc == {"Type": "local", "Config": {}}
+
+
+def test_syslog_over_unixgram_udp_and_tcp(bb, tmp_path):
+    path = str(tmp_path / "log.sock")
+    dgram = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    dgram.bind(path)
+    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    udp.bind(("127.0.0.1", 0))
+    tcp = socket.socket()
+    tcp.bind(("127.0.0.1", 0))
+    tcp.listen(1)
+    for s in (dgram, udp, tcp):
+        s.settimeout(20)
+    script = "echo out line; echo; echo err line >&2"
+    r = run(bb, "run", "--name", "sl1", "--log-driver", "syslog", "--log-opt", f"syslog-address=unixgram://{path}",
+            "bb", "sh", "-c", script)
+    assert r.returncode == 0, r.stderr
+    got = [dgram.recv(4096) for _ in range(2)]  # the empty line is not sent (dockerd's driver skips it)
+    cid = api(bb).inspect_container("sl1")["Id"]
+    assert got[0].startswith(b"<30>") and got[0].endswith(f" {cid[:12]}[".encode() + got[0].split(b"[")[1])
+    assert got[0].endswith(b"]: out line\n") and got[1].startswith(b"<27>") and got[1].endswith(b"]: err line\n")
+    r = run(bb, "logs", "sl1")
+    assert r.returncode != 0 and "configured logging driver does not support reading" in r.stderr
+    port = udp.getsockname()[1]
+    r = run(bb, "run", "--rm", "--name", "sl2", "--log-driver", "syslog", "--log-opt",
+            f"syslog-address=udp://127.0.0.1:{port}", "--log-opt", "syslog-format=rfc5424micro", "--log-opt",
+            "syslog-facility=local3", "--log-opt", "tag={{.Name}}/{{.ImageName}}", "bb", "sh", "-c", script)
+    assert r.returncode == 0, r.stderr
+    first = udp.recv(4096).decode()
+    assert re.fullmatch(r"<158>1 \S+\.\d{6}(Z|[+-]\d\d:\d\d) \S+ sl2/bb \d+ sl2/bb - out line\n", first), first
+    port = tcp.getsockname()[1]
+    r = run(bb, "run", "--rm", "--log-driver", "syslog", "--log-opt", f"syslog-address=tcp://127.0.0.1:{port}",
+            "--log-opt", "syslog-format=rfc3164", "bb", "sh", "-c", script)
+    assert r.returncode == 0, r.stderr
+    conn, _ = tcp.accept()
+    conn.settimeout(20)
+    data = b""
+    while data.count(b"\n") < 2:
+        chunk = conn.recv(4096)
+        if not chunk:
+            break
+        data += chunk
+    conn.close()
+    lines = data.decode().splitlines()
+    assert lines[0].startswith("<30>") and lines[0].endswith("]: out line") and lines[1].endswith("]: err line")
+    assert socket.gethostname() in lines[0]
+    for s in (dgram, udp, tcp):
+        s.close()
+    # a target that cannot be reached fails the start, as dockerd's does
+    os.unlink(path)
+    open(path, "w").close()
+    r = run(bb, "run", "--rm", "--log-driver", "syslog", "--log-opt", f"syslog-address=unix://{path}", "bb", "true")
+    assert r.returncode != 0 and "failed to initialize logging driver" in r.stderr
+
+
+@pytest.fixture
+def journald():  # type: ignore[no-untyped-def]
+    """A systemd-journald of the test's own, in a private mount namespace (tmpfs over /run/systemd and
+    the journal directories): berthd joins that namespace; the host's journal is never touched."""
+    binary = "/lib/systemd/systemd-journald"
+    if not os.path.exists(binary):
+        pytest.skip("systemd-journald is not installed (Debian package systemd)")
+    script = ("set -e; mount -t tmpfs none /run/systemd; mkdir /run/systemd/journal; mkdir -p /run/log; "
+              "mount -t tmpfs none /run/log; if [ -d /var/log/journal ]; then mount -t tmpfs none /var/log/journal; "
+              f"fi; exec {binary}")
+    proc = subprocess.Popen(["unshare", "-m", "--propagation", "private", "sh", "-c", script],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.time() + 20
+        while not os.path.exists(f"/proc/{proc.pid}/root/run/systemd/journal/socket"):
+            if proc.poll() is not None or time.time() > deadline:
+                err = proc.stderr.read().decode() if proc.poll() is not None and proc.stderr else ""
+                pytest.skip(f"systemd-journald would not start here: {err[-500:]}")
+            time.sleep(0.05)
+        yield proc.pid
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def test_journald_driver_sends_dockerds_fields_and_logs_reads_them_back(make_berthd, journald):
+    d = make_berthd()
+    d.start(prefix=["nsenter", f"--mount=/proc/{journald}/ns/mnt", "--"])
+    assert rawhttp.request(d.sock, "POST", "/images/create?fromSrc=-&repo=bb&tag=latest",
+                           body=busybox_rootfs_tar()).status == 200
+    r = run(d, "run", "--name", "jd", "--log-driver", "journald", "--log-opt", "tag=t-{{.Name}}", "--label", "team=x",
+            "--log-opt", "labels=team", "bb", "sh", "-c", "echo first; echo second >&2; sleep 0.3; printf partial")
+    assert r.returncode == 0, r.stderr
+    cid = api(d).inspect_container("jd")["Id"]
+    deadline = time.time() + 10
+    while True:
+        logs = run(d, "logs", "jd")
+        if logs.stdout.endswith("partial") or time.time() > deadline:
+            break
+        time.sleep(0.1)
+    assert (logs.stdout, logs.stderr) == ("first\npartial", "second\n")
+    tail = run(d, "logs", "--tail", "1", "jd")
+    assert tail.stdout == "partial", (tail.stdout, tail.stderr, subprocess.run(
+        ["nsenter", f"--mount=/proc/{journald}/ns/mnt", "--", "journalctl", "--no-pager", "-o", "json",
+         "CONTAINER_NAME=jd"], capture_output=True, text=True).stdout)
+    entries = subprocess.run(["nsenter", f"--mount=/proc/{journald}/ns/mnt", "--", "journalctl", "--no-pager",
+                              "-o", "json", f"CONTAINER_ID_FULL={cid}"], capture_output=True, text=True).stdout
+    first = json.loads(entries.splitlines()[0])
+    assert (first["MESSAGE"], first["CONTAINER_NAME"], first["CONTAINER_ID"], first["CONTAINER_TAG"],
+            first["SYSLOG_IDENTIFIER"], first["PRIORITY"], first["TEAM"]) == (
+        "first", "jd", cid[:12], "t-jd", "t-jd", "6", "x")
+    # logs -f follows until the container stops
+    cid2 = run(d, "run", "-d", "--log-driver", "journald", "bb", "sh", "-c",
+               "for i in 1 2 3; do echo n$i; sleep 0.3; done").stdout.strip()
+    follow = subprocess.run(["docker", "-H", d.url, "logs", "-f", cid2], capture_output=True, text=True, timeout=30)
+    assert follow.stdout.splitlines()[-1] == "n3"
