@@ -426,3 +426,54 @@ def test_journald_driver_sends_dockerds_fields_and_logs_reads_them_back(make_ber
                "for i in 1 2 3; do echo n$i; sleep 0.3; done").stdout.strip()
     follow = subprocess.run(["docker", "-H", d.url, "logs", "-f", cid2], capture_output=True, text=True, timeout=30)
     assert follow.stdout.splitlines()[-1] == "n3"
+
+
+def test_daemon_log_driver_and_log_opts_are_the_default(make_berthd):
+    d = make_berthd(config={"log-driver": "local", "log-opts": {"max-size": "5m", "max-file": "2"}})
+    d.start()
+    c = api(d)
+    assert c.info()["LoggingDriver"] == "local"
+    assert rawhttp.request(d.sock, "POST", "/images/create?fromSrc=-&repo=bb&tag=latest",
+                           body=busybox_rootfs_tar()).status == 200
+    cid = c.create_container("bb", "true")["Id"]
+    assert c.inspect_container(cid)["HostConfig"]["LogConfig"] == {"Type": "local",
+                                                                   "Config": {"max-size": "5m", "max-file": "2"}}
+    cid = c.create_container("bb", "true", host_config=c.create_host_config(log_config={"Type": "none"}))["Id"]
+    assert c.inspect_container(cid)["HostConfig"]["LogConfig"]["Type"] == "none"
+    code, out = make_berthd(args=["--log-driver", "gelf"]).run_to_exit()
+    assert code != 0 and "failed to set log opts: log driver 'gelf' is not supported by berth" in out
+    code, out = make_berthd(args=["--log-opt", "max-size=1m"], config={"log-opts": {"max-size": "2m"}}).run_to_exit()
+    assert code != 0 and "specified both as a flag and in the configuration file: log-opts" in out
+
+
+def test_a_container_that_will_restart_is_not_removed_without_force(bb):
+    c = api(bb)
+    for _ in range(3):
+        cid = c.create_container("bb", ["sleep", "0.2"], host_config=c.create_host_config(
+            restart_policy={"Name": "always"}))["Id"]
+        c.start(cid)
+        c.wait(cid)
+        with pytest.raises(docker.errors.APIError) as err:
+            c.remove_container(cid)  # at once: the exit and the restart are one state change
+        assert err.value.status_code == 409 and "Stop the container before attempting removal" in str(err.value)
+        c.remove_container(cid, force=True)
+
+
+def test_group_add_reaches_the_process(bb):
+    c = api(bb)
+    cid = c.create_container("bb", "id", host_config=c.create_host_config(group_add=["1234", "5678"]))["Id"]
+    c.start(cid)
+    c.wait(cid)
+    groups = c.logs(cid).decode().split("groups=")[1]
+    assert "1234" in groups and "5678" in groups
+
+
+def test_field_names_match_whatever_their_case_as_go_decodes_them(bb):
+    body = {"image": "bb", "CMD": ["true"], "Hostname": "h1", "hostConfig": {
+        "CPURealtimePeriod": 1000, "CPURealtimeRuntime": 500, "memory": 64 << 20, "Memory": 32 << 20}}
+    r = rawhttp.request(bb.sock, "POST", "/containers/create", body=json.dumps(body).encode())
+    assert r.status == 201, r.body
+    info = api(bb).inspect_container(r.json()["Id"])
+    hc = info["HostConfig"]
+    assert (hc["CpuRealtimePeriod"], hc["CpuRealtimeRuntime"], hc["Memory"]) == (1000, 500, 32 << 20)
+    assert info["Config"]["Cmd"] == ["true"] and info["Config"]["Hostname"] == "h1"

@@ -52,6 +52,28 @@ REFUSED: dict[str, tuple[Callable[[Any], bool], BaseException]] = {
 }
 
 
+CONFIG_FIELDS = frozenset({
+    "Hostname", "Domainname", "User", "AttachStdin", "AttachStdout", "AttachStderr", "ExposedPorts", "Tty",
+    "OpenStdin", "StdinOnce", "Env", "Cmd", "Healthcheck", "ArgsEscaped", "Image", "Volumes", "WorkingDir",
+    "Entrypoint", "NetworkDisabled", "MacAddress", "OnBuild", "Labels", "StopSignal", "StopTimeout", "Shell",
+    "HostConfig", "NetworkingConfig",
+})
+
+
+def canonical_keys(obj: dict[str, Any], fields: frozenset[str]) -> dict[str, Any]:
+    """``obj`` with its keys spelled as the API spells them: Go's JSON decoding matches field names
+    whatever their case, and clients rely on it (docker-py sends ``CPURealtimeRuntime``). Unknown keys
+    stay as they are; the exact spelling wins over another one for the same field."""
+    by_lower = {f.lower(): f for f in fields}
+    out: dict[str, Any] = {}
+    for key, value in obj.items():
+        name = by_lower.get(key.lower(), key) if isinstance(key, str) else key
+        if name in out and key != name:
+            continue  # the exact spelling is kept
+        out[name] = value
+    return out
+
+
 def check_fields(hc: dict[str, Any]) -> None:
     for key, (unused, refusal) in REFUSED.items():
         if key in hc and not unused(hc[key]):

@@ -21,7 +21,7 @@ from typing import Any
 from berth import __version__
 from berth.daemon.hosts import HostAddr, is_loopback, parse_host
 from berth.daemon.userns import check_spec as check_userns_spec
-from berth.errors import InvalidParameter
+from berth.errors import BerthError, InvalidParameter
 
 DEFAULT_CONFIG_FILE = "/etc/berth/daemon.json"
 LOG_LEVELS = ("debug", "info", "warn", "error", "fatal", "panic")
@@ -89,6 +89,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("dns", ("--dns",), list, "DNS server for containers (repeatable)", "IP"),
     Option("dns-search", ("--dns-search",), list, "DNS search domain for containers (repeatable)", "DOMAIN"),
     Option("dns-opts", ("--dns-opt",), list, "DNS option for containers (repeatable)", "OPT"),
+    Option("log-driver", ("--log-driver",), str, "default log driver of containers: json-file, local, syslog, "
+           "journald or none (default json-file)", "DRIVER"),
+    Option("log-opts", ("--log-opt",), "opts", "default log driver option (repeatable)", "KEY=VALUE"),
     Option("userns-remap", ("--userns-remap",), str, "run containers' root as the subordinate ids of this user: "
            "\"default\" (the dockremap user, made when missing), user, user:group, uid or uid:gid", "USER"),
 )
@@ -134,6 +137,8 @@ class Config:
     dns_search: list[str] = field(default_factory=list)
     dns_opts: list[str] = field(default_factory=list)
     userns_remap: str = ""
+    log_driver: str = "json-file"
+    log_opts: dict[str, str] = field(default_factory=dict)
 
 
 def _parse_bool(text: str) -> bool:
@@ -155,7 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
         if o.kind is bool:
             p.add_argument(*o.flags, dest=dest, nargs="?", const=True, default=None, type=_parse_bool,
                            metavar="BOOL", help=o.help)
-        elif o.kind is list or o.kind == "pools":
+        elif o.kind is list or o.kind in ("pools", "opts"):
             p.add_argument(*o.flags, dest=dest, action="append", default=None, metavar=o.metavar, help=o.help)
         elif o.kind is int:
             p.add_argument(*o.flags, dest=dest, default=None, type=int, metavar=o.metavar or "N", help=o.help)
@@ -224,6 +229,7 @@ def _check_file_keys(path: str, file_cfg: dict[str, Any], flag_values: dict[str,
               else isinstance(value, str) if kind is str
               else isinstance(value, int) and not isinstance(value, bool) if kind is int
               else isinstance(value, list) and all(isinstance(v, dict) for v in value) if kind == "pools"
+              else isinstance(value, dict) and all(isinstance(v, str) for v in value.values()) if kind == "opts"
               else isinstance(value, list) and all(isinstance(v, str) for v in value))
         if not ok:
             want = {bool: "a boolean", str: "a string", list: "a list of strings", int: "an integer",
@@ -274,11 +280,31 @@ def load(argv: list[str], environ: dict[str, str] | None = None) -> Config:
     cfg.labels = list(labels)
     cfg.hosts = [parse_host(h, cfg.tls) for h in merged.get("hosts") or ["unix://"]]
     _network_options(cfg, merged)
+    _log_options(cfg, merged)
     cfg.userns_remap = str(merged.get("userns-remap") or "")
     check_userns_spec(cfg.userns_remap)
     cfg.cleanup_network = bool(ns.cleanup_network)
     _check_security(cfg)
     return cfg
+
+
+def _log_options(cfg: Config, merged: dict[str, Any]) -> None:
+    """log-driver and log-opts: the LogConfig of containers that name no driver, checked as a
+    container's would be (a bad one stops the daemon from starting, as dockerd)."""
+    from berth.container import logdrivers
+
+    opts = merged.get("log-opts") or {}
+    if isinstance(opts, list):  # --log-opt KEY=VALUE, repeated
+        bad = [o for o in opts if "=" not in o]
+        if bad:
+            raise InvalidParameter(f"invalid log opt {bad[0]!r}: it must be KEY=VALUE")
+        opts = dict(o.split("=", 1) for o in opts)
+    cfg.log_driver = str(merged.get("log-driver") or "json-file")
+    cfg.log_opts = dict(opts)
+    try:
+        logdrivers.parse({"Type": cfg.log_driver, "Config": cfg.log_opts})
+    except BerthError as exc:
+        raise InvalidParameter(f"failed to set log opts: {exc.message}") from None
 
 
 def _network_options(cfg: Config, merged: dict[str, Any]) -> None:

@@ -194,7 +194,8 @@ class Daemon:
                 for path in (cfg.data_root, cfg.exec_root):
                     share_with_remapped_root(path, userns.idmap)
             containers = ContainerAPI(db, image_store, self.bus, cfg.data_root, cfg.exec_root, runtimes,
-                                      "crun" if "crun" in runtimes else "runc", volumes, networks, userns)
+                                      "crun" if "crun" in runtimes else "runc", volumes, networks, userns,
+                                      (cfg.log_driver, cfg.log_opts))
             for leftover in containers.sweep():
                 log.warning("removed %s, left over from an interrupted operation", leftover)
             images = ImageService(image_store, self.bus, in_use=containers.images_in_use, df_extra=containers.df)

@@ -213,8 +213,10 @@ def _new_state() -> dict[str, Any]:
 class ContainerService:
     def __init__(self, db: Database, images: ImageStore, bus: EventBus, data_root: str, exec_root: str,
                  runtimes: dict[str, OCIRuntime], default_runtime: str, volumes: LocalVolumes,
-                 networks: NetworkService, userns: UserNamespace | None = None) -> None:
+                 networks: NetworkService, userns: UserNamespace | None = None,
+                 default_log: tuple[str, dict[str, str]] = ("json-file", {})) -> None:
         self.db = db
+        self.default_log = (default_log[0], MappingProxyType(dict(default_log[1])))
         self.networks = networks
         networks.container_ref = self._ref
         networks.member_of = lambda cid: self._member(self._get(cid))
@@ -330,13 +332,19 @@ class ContainerService:
     def create(self, body: dict[str, Any], name: str, api_version: str) -> dict[str, Any]:
         if not isinstance(body, dict):
             raise InvalidParameter("the container config must be a JSON object")
+        body = hostconfig.canonical_keys(body, hostconfig.CONFIG_FIELDS)
         image_name = body.get("Image")
         if not image_name or not isinstance(image_name, str):
             raise InvalidParameter("no image specified")
         hc = body.get("HostConfig") or {}
         if not isinstance(hc, dict):
             raise InvalidParameter("HostConfig must be a JSON object")
+        hc = hostconfig.canonical_keys(hc, hostconfig.HONOURED | frozenset(hostconfig.REFUSED))
+        body = {**body, "HostConfig": hc}
         _check_config(body)
+        lc = hc.get("LogConfig") or {}
+        if not lc.get("Type"):  # the daemon's log-driver (and its log-opts unless the request has some)
+            hc = {**hc, "LogConfig": {"Type": self.default_log[0], "Config": lc.get("Config") or dict(self.default_log[1])}}
         self._check_host_config(hc)
         cmounts.resources(hc, memsw=True)  # bad limits are refused at create, as dockerd does
         csecurity.check(hc, hc.get("NetworkMode") or "none")
@@ -401,7 +409,7 @@ class ContainerService:
         if body.get("MacAddress"):
             cfg["MacAddress"] = body["MacAddress"]
         hc = {**hc, "NetworkMode": mode,
-              "LogConfig": {"Type": (hc.get("LogConfig") or {}).get("Type") or "json-file",
+              "LogConfig": {"Type": (hc.get("LogConfig") or {}).get("Type") or self.default_log[0],
                             "Config": (hc.get("LogConfig") or {}).get("Config") or {}}}
         inherited, inherited_binds = self._volumes_from(hc)
         if inherited_binds:
@@ -874,8 +882,11 @@ class ContainerService:
             if task is not None:
                 task.cancel()
             oom = await asyncio.to_thread(self._oom_killed, ctr)  # before the runtime deletes the cgroup
+            restart = not ctr.host_config.get("AutoRemove") and self._should_restart(ctr, code)
             ctr.state.update(Status="exited", Running=False, Paused=False, Pid=0, ExitCode=code, OOMKilled=oom,
                              FinishedAt=_now(), Error="berthd lost track of this container" if lost else "")
+            if restart:  # restarting from the moment the exit is known, as dockerd (rm without -f refuses)
+                ctr.state.update(Status="restarting", Restarting=True)
             self._save_state(ctr)
             self._wake(cid, code, ("next-exit", "not-running"))  # clients learn of the exit now...
             self._changed.setdefault(cid, asyncio.Event()).set()
@@ -887,8 +898,8 @@ class ContainerService:
             while len(self._removed_exits) > _REMOVED_EXITS_KEPT:
                 del self._removed_exits[next(iter(self._removed_exits))]
             await self.remove(cid, force=True, volumes=False)
-        elif self._should_restart(ctr, code):
-            self._schedule_restart(ctr)
+        elif restart and self._exists(cid) and self._get(cid).state.get("Restarting"):
+            self._schedule_restart(self._get(cid))
 
     # ---- healthchecks ---------------------------------------------------------------------------
     def _start_health(self, ctr: Ctr) -> None:

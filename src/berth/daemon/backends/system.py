@@ -152,7 +152,7 @@ class SystemService:
             "NFd": len(os.listdir("/proc/self/fd")),
             "NGoroutines": len(asyncio.all_tasks()),
             "SystemTime": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime()) + _tz_offset(),
-            "LoggingDriver": "json-file",
+            "LoggingDriver": self.cfg.log_driver,
             "CgroupDriver": "cgroupfs",
             "CgroupVersion": cgroup_version(),
             "NEventsListener": self.bus.listeners,
