@@ -54,9 +54,20 @@ EXCLUDED_TESTS: dict[str, str] = {  # fragments of a node id → reason (found b
 EXCLUDED_REQUESTS = {"/images/create?": "registry (pull)", "/build?": "build", "/distribution/": "registry",
                      "/auth": "registry", "/push": "registry", "/swarm/init": "swarm"}
 
-ALPINE_PASSWD = (b"root:x:0:0:root:/root:/bin/sh\nbin:x:1:1:bin:/bin:/sbin/nologin\n"
-                 b"daemon:x:2:2:daemon:/sbin:/sbin/nologin\nnobody:x:65534:65534:nobody:/:/sbin/nologin\n")
-ALPINE_GROUP = b"root:x:0:root\nbin:x:1:root,bin,daemon\ndaemon:x:2:root,bin,daemon\nnogroup:x:65533:\nnobody:x:65534:\n"
+# Alpine 3.10's own accounts (the suite execs as `postgres`), and its directories (`/var/opt`)
+ALPINE_PASSWD = b"".join(line.encode() + b"\n" for line in (
+    "root:x:0:0:root:/root:/bin/ash", "bin:x:1:1:bin:/bin:/sbin/nologin", "daemon:x:2:2:daemon:/sbin:/sbin/nologin",
+    "adm:x:3:4:adm:/var/adm:/sbin/nologin", "lp:x:4:7:lp:/var/spool/lpd:/sbin/nologin", "sync:x:5:0:sync:/sbin:/bin/sync",
+    "mail:x:8:12:mail:/var/spool/mail:/sbin/nologin", "operator:x:11:0:operator:/root:/bin/sh",
+    "cron:x:16:16:cron:/var/spool/cron:/sbin/nologin", "ftp:x:21:21::/var/lib/ftp:/sbin/nologin",
+    "sshd:x:22:22:sshd:/dev/null:/sbin/nologin", "games:x:35:35:games:/usr/games:/sbin/nologin",
+    "postgres:x:70:70::/var/lib/postgresql:/bin/sh", "ntp:x:123:123:NTP:/var/empty:/sbin/nologin",
+    "guest:x:405:100:guest:/dev/null:/sbin/nologin", "nobody:x:65534:65534:nobody:/:/sbin/nologin"))
+ALPINE_GROUP = b"".join(line.encode() + b"\n" for line in (
+    "root:x:0:root", "bin:x:1:root,bin,daemon", "daemon:x:2:root,bin,daemon", "sys:x:3:root,bin,adm",
+    "adm:x:4:root,adm,daemon", "tty:x:5:", "disk:x:6:root,adm", "lp:x:7:lp", "mail:x:12:mail", "cron:x:16:cron",
+    "audio:x:18:", "www-data:x:82:", "ftp:x:21:", "sshd:x:22:", "games:x:35:", "postgres:x:70:", "ntp:x:123:",
+    "users:x:100:games", "nogroup:x:65533:", "nobody:x:65534:"))
 OS_RELEASE = b'NAME="Alpine Linux"\nID=alpine\nVERSION_ID=3.10.9\nPRETTY_NAME="berth stand-in for Alpine"\n'
 PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -90,7 +101,8 @@ def _rootfs_tar(cmd: list[str]) -> tuple[bytes, bytes]:
             tf.addfile(info)
 
         for d in ("bin", "sbin", "usr", "usr/bin", "usr/sbin", "usr/local", "usr/local/bin", "etc", "root",
-                  "home", "var", "var/log", "lib", "mnt", "opt", "srv"):
+                  "home", "var", "var/log", "var/opt", "var/lib", "var/cache", "var/empty", "var/spool", "var/local",
+                  "lib", "mnt", "opt", "srv", "media"):
             add_dir(d, 0o700 if d == "root" else 0o755)
         add_dir("tmp", 0o1777)
         tf.add(BUSYBOX, "bin/busybox")

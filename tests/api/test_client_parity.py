@@ -477,3 +477,31 @@ def test_field_names_match_whatever_their_case_as_go_decodes_them(bb):
     hc = info["HostConfig"]
     assert (hc["CpuRealtimePeriod"], hc["CpuRealtimeRuntime"], hc["Memory"]) == (1000, 500, 32 << 20)
     assert info["Config"]["Cmd"] == ["true"] and info["Config"]["Hostname"] == "h1"
+
+
+def test_bind_propagation_is_honoured_or_refused_as_dockerd(bb, tmp_path):
+    src = str(tmp_path / "src")
+    os.makedirs(f"{src}/sub")
+    _, fields = __import__("berth.container.mounts", fromlist=["_mount_of"])._mount_of(src)
+    if "shared" not in fields:
+        r = run(bb, "run", "--rm", "-v", f"{src}:/x:rshared", "bb", "true")
+        assert r.returncode != 0 and f"path {src} is mounted on" in r.stderr and "not a shared mount" in r.stderr
+    subprocess.run(["mount", "--bind", src, src], check=True)  # a shared mount of the test's own
+    try:
+        subprocess.run(["mount", "--make-shared", src], check=True)
+        r = run(bb, "run", "--rm", "--privileged", "-v", f"{src}:/x:rshared", "bb", "sh", "-c",
+                "mount -t tmpfs tmpfs /x/sub && touch /x/sub/seen && umount /x/sub; echo done")
+        assert r.returncode == 0 and r.stdout == "done\n", r.stderr
+        # while it was mounted the host saw it; afterwards the host's mount table has nothing of it
+        assert f"{src}/sub " not in open("/proc/self/mounts").read()
+        r = run(bb, "run", "-d", "--privileged", "-v", f"{src}:/x:rshared", "bb", "sh", "-c",
+                "mount -t tmpfs tmpfs /x/sub && sleep 60")
+        cid = r.stdout.strip()
+        deadline = time.time() + 10
+        while f"{src}/sub " not in open("/proc/self/mounts").read() and time.time() < deadline:
+            time.sleep(0.05)
+        assert f"{src}/sub tmpfs" in open("/proc/self/mounts").read()  # propagated to the host
+        run(bb, "rm", "-f", cid)
+    finally:
+        subprocess.run(["umount", "-l", f"{src}/sub"], capture_output=True)
+        subprocess.run(["umount", "-l", src], capture_output=True)

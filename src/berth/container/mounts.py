@@ -29,6 +29,34 @@ def bind_target(bind: str) -> str:
     return os.path.normpath(parts[1]) if len(parts) >= 2 and parts[1].startswith("/") else ""
 
 
+PROPAGATIONS = ("rprivate", "private", "rslave", "slave", "rshared", "shared")
+
+
+def _mount_of(path: str) -> tuple[str, set[str]]:
+    """(mount point, optional fields such as shared:N, master:N) of the mount holding ``path``."""
+    real = os.path.realpath(path)
+    best, fields = "/", set()
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            parts = line.split()
+            mnt = parts[4].replace("\\040", " ")
+            optional = set(parts[6:parts.index("-")])
+            if (real == mnt or real.startswith(mnt.rstrip("/") + "/")) and len(mnt) >= len(best):
+                best, fields = mnt, {o.split(":")[0] for o in optional}
+    return best, fields
+
+
+def check_propagation(src: str, prop: str) -> None:
+    """As dockerd: a shared bind needs its source on a shared mount, a slave one on a shared or slave
+    mount (otherwise the propagation asked for could not happen)."""
+    if prop in ("shared", "rshared") or prop in ("slave", "rslave"):
+        mnt, fields = _mount_of(src)
+        if prop.endswith("shared") and "shared" not in fields:
+            raise InvalidParameter(f"path {src} is mounted on {mnt} but it is not a shared mount")
+        if prop.endswith("slave") and not fields & {"shared", "master"}:
+            raise InvalidParameter(f"path {src} is mounted on {mnt} but it is not a shared or slave mount")
+
+
 def mounts(hc: dict[str, Any], create: bool = True) -> list[dict[str, Any]]:
     """The binds and tmpfs mounts of a HostConfig. ``create=False`` only lists them (a missing -v
     source directory is not made)."""
@@ -43,12 +71,14 @@ def mounts(hc: dict[str, Any], create: bool = True) -> list[dict[str, Any]]:
             continue  # a named volume: see volume_requests
         if create and not os.path.exists(src):
             os.makedirs(src, mode=0o755)  # -v creates a missing host directory, as dockerd does
-        bad = [m for m in mode if m not in ("ro", "rw", "z", "Z", "rprivate", "private", "rslave", "slave",
-                                            "rshared", "shared")]
+        bad = [m for m in mode if m not in ("ro", "rw", "z", "Z", *PROPAGATIONS)]
         if bad:
             raise InvalidParameter(f"invalid mode: {','.join(bad)}")
+        prop = next((m for m in mode if m in PROPAGATIONS), "rprivate")
+        if create:
+            check_propagation(src, prop)
         out.append({"destination": dst, "type": "bind", "source": src,
-                    "options": ["rbind", "rprivate"] + (["ro"] if "ro" in mode else [])})
+                    "options": ["rbind", prop] + (["ro"] if "ro" in mode else [])})
     for m in hc.get("Mounts") or []:
         typ, target = m.get("Type", "volume"), _check_target(m.get("Target") or m.get("Destination") or "")
         if typ == "bind":
@@ -58,8 +88,13 @@ def mounts(hc: dict[str, Any], create: bool = True) -> list[dict[str, Any]]:
                                        "path must be absolute")
             if create and not os.path.exists(src):
                 raise InvalidParameter(f'invalid mount config for type "bind": bind source path does not exist: {src}')
+            prop = (m.get("BindOptions") or {}).get("Propagation") or "rprivate"
+            if prop not in PROPAGATIONS:
+                raise InvalidParameter(f'invalid mount config for type "bind": invalid propagation mode: {prop}')
+            if create:
+                check_propagation(src, prop)
             out.append({"destination": target, "type": "bind", "source": src,
-                        "options": ["rbind", "rprivate"] + (["ro"] if m.get("ReadOnly") else [])})
+                        "options": ["rbind", prop] + (["ro"] if m.get("ReadOnly") else [])})
         elif typ == "tmpfs":
             opts = m.get("TmpfsOptions") or {}
             options = ["nosuid", "nodev", "noexec"]

@@ -683,7 +683,15 @@ class ContainerService:
                 undo.callback(umount, shm, True)
                 hostconfig.replace_shm(config["mounts"], {"destination": "/dev/shm", "type": "bind", "source": shm,
                                                           "options": ["rbind", "rprivate"]})
-            config["mounts"].extend(cmounts.mounts(hc))
+            binds = cmounts.mounts(hc)
+            config["mounts"].extend(binds)
+            # as dockerd: a shared (slave) bind needs the container's root shared (slave) too, or the
+            # runtime's private root cuts the propagation off
+            props = {o for m in binds for o in m["options"] if o in cmounts.PROPAGATIONS}
+            if props & {"shared", "rshared"}:
+                config["linux"]["rootfsPropagation"] = "rshared"
+            elif props & {"slave", "rslave"}:
+                config["linux"]["rootfsPropagation"] = "rslave"
             config["mounts"].extend(self._volume_mounts(ctr, rootfs))
             config["linux"]["resources"].update(cmounts.resources(hc, memsw=self.memsw))
             csecurity.apply(config, hc, hc.get("NetworkMode", "none"))
@@ -1349,7 +1357,7 @@ class ContainerService:
         }
 
 
-_PROPAGATIONS = ("shared", "rshared", "slave", "rslave", "private", "rprivate")
+_PROPAGATIONS = cmounts.PROPAGATIONS
 
 
 def _bind_views(hc: dict[str, Any]) -> list[dict[str, Any]]:
