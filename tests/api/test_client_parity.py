@@ -505,3 +505,41 @@ def test_bind_propagation_is_honoured_or_refused_as_dockerd(bb, tmp_path):
     finally:
         subprocess.run(["umount", "-l", f"{src}/sub"], capture_output=True)
         subprocess.run(["umount", "-l", src], capture_output=True)
+
+
+def test_docker_cli_detaches_and_the_container_runs_on(bb, isolated_home):
+    """`docker attach` under a terminal: ctrl-p ctrl-q, then the keys of config.json's detachKeys."""
+    import shutil
+
+    if shutil.which("script") is None:
+        pytest.skip("script(1) is not installed (Debian package bsdutils)")
+    assert run(bb, "run", "-dit", "--name", "dt", "bb", "cat").returncode == 0
+
+    def attach_and_send(keys: list[bytes]) -> bytes:
+        p = subprocess.Popen(["script", "-qec", f"docker -H {bb.url} attach dt", "/dev/null"], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        assert p.stdin is not None
+        time.sleep(1.0)
+        p.stdin.write(b"hi\n")
+        p.stdin.flush()
+        time.sleep(0.3)
+        for k in keys:
+            p.stdin.write(k)
+            p.stdin.flush()
+            time.sleep(0.2)
+        try:
+            return p.communicate(timeout=20)[0]
+        finally:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+
+    out = attach_and_send([b"\x10", b"\x11"])
+    assert b"hi" in out and b"read escape sequence" in out, out
+    assert api(bb).inspect_container("dt")["State"]["Running"] is True
+    os.makedirs(os.path.join(isolated_home, ".docker"), exist_ok=True)
+    with open(os.path.join(isolated_home, ".docker", "config.json"), "w") as f:
+        json.dump({"detachKeys": "ctrl-x"}, f)
+    out = attach_and_send([b"\x18"])
+    assert b"read escape sequence" in out, out
+    assert api(bb).inspect_container("dt")["State"]["Running"] is True
