@@ -272,9 +272,18 @@ def report(res: dict[str, dict[str, tuple[str, str]]], markdown: str | None, rea
     kinds = list(res)
     tests = sorted(set().union(*[set(r) for r in res.values()]))
     sel = [t for t in tests if excluded(t, [res[k][t][1] for k in kinds if t in res[k]]) is None]
+    totals = []
     for label, group in (("whole suite", tests), ("selection (no build/registry/swarm/plugin)", sel)):
         line = ", ".join(f"{k} {sum(1 for t in group if res[k].get(t, ('',))[0] == 'passed')}" for k in kinds)
-        print(f"{label}: {len(group)} tests; passed: {line}")
+        totals.append(f"{label}: {len(group)} tests; passed: {line}")
+        print(totals[-1])
+    left: dict[str, int] = {}
+    for t in tests:
+        why = excluded(t, [res[k][t][1] for k in kinds if t in res[k]])
+        if why is not None:
+            left[why] = left.get(why, 0) + 1
+    totals.append("left out of the selection: " + ", ".join(f"{n} {why}" for why, n in sorted(left.items())))
+    print(totals[-1])
     rows = []
     for t in sel:
         outcomes = [res[k].get(t, ("absent", ""))[0] for k in kinds]
@@ -285,6 +294,7 @@ def report(res: dict[str, dict[str, tuple[str, str]]], markdown: str | None, rea
         print(f"  {t}: " + ", ".join(f"{k}={o}" for k, o in zip(kinds, outcomes, strict=True)) + (f"  ({why})" if why else ""))
     if markdown:
         with open(markdown, "w") as f:
+            f.write("".join(f"- {line}\n" for line in totals) + "\n")
             f.write("| test | " + " | ".join(kinds) + " | reason |\n|---|" + "---|" * len(kinds) + "---|\n")
             for t, outcomes, why in rows:
                 f.write(f"| `{t.removeprefix('tests/integration/')}` | " + " | ".join(outcomes)
@@ -299,20 +309,21 @@ def main() -> int:
     ap.add_argument("--markdown")
     ap.add_argument("--json")
     ap.add_argument("--reasons", help="a JSON file: nodeid → why it still fails on berthd")
+    ap.add_argument("--report-only", action="store_true", help="compare the results of the last runs, run nothing")
     ap.add_argument("--inner", help=argparse.SUPPRESS)
     ap.add_argument("--out", default=os.path.join(BUILD, "results"))
     ap.add_argument("-k", dest="keyword")
     args, extra = ap.parse_known_args()
     if args.keyword:
         extra += ["-k", args.keyword]
-    src, py = prepare(args.source, args.ref)
+    src, py = prepare(args.source, args.ref) if not args.report_only else ("", "")
     os.makedirs(args.out, exist_ok=True)
     if args.inner:
         return inner(args.inner, src, py, os.path.join(args.out, f"{args.inner}.xml"), extra)
     if os.geteuid() != 0:
         print("run as root: the daemons need it", file=sys.stderr)
         return 2
-    kinds = ["berthd", "dockerd"] if args.daemon == "both" else [args.daemon]
+    kinds = [] if args.report_only else ["berthd", "dockerd"] if args.daemon == "both" else [args.daemon]
     if "dockerd" in kinds and DOCKERD is None:
         print("dockerd is not installed (Debian package docker.io): measuring berthd only", file=sys.stderr)
         kinds.remove("dockerd")

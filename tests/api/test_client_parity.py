@@ -543,3 +543,35 @@ def test_docker_cli_detaches_and_the_container_runs_on(bb, isolated_home):
     out = attach_and_send([b"\x18"])
     assert b"read escape sequence" in out, out
     assert api(bb).inspect_container("dt")["State"]["Running"] is True
+
+
+def test_cp_from_a_stopped_containers_anonymous_volume_and_volumes_from(bb):
+    c = api(bb)
+    cid = c.create_container("bb", ["sh", "-c", "echo data > /vol1/data.txt"], volumes=["/vol1"])["Id"]
+    c.start(cid)
+    assert c.wait(cid)["StatusCode"] == 0
+    stream, stat = c.get_archive(cid, "/vol1/data.txt")
+    assert stat["name"] == "data.txt" and stat["size"] == 5
+    import io
+    import tarfile
+
+    with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as tf:
+        assert tf.extractfile("data.txt").read() == b"data\n"
+    other = c.create_container("bb", ["cat", "/vol1/data.txt"], host_config=c.create_host_config(
+        volumes_from=[f"{cid}:ro"]))["Id"]
+    c.start(other)
+    assert c.wait(other)["StatusCode"] == 0 and c.logs(other) == b"data\n"
+    assert c.inspect_container(other)["HostConfig"]["VolumesFrom"] == [f"{cid}:ro"]
+
+
+def test_diff_of_one_new_file_is_that_file_and_restart_with_rm_conflicts(bb):
+    c = api(bb)
+    cid = c.create_container("bb", ["touch", "/test"])["Id"]
+    c.start(cid)
+    c.wait(cid)
+    assert c.diff(cid) == [{"Path": "/test", "Kind": 1}]  # not /etc, held for the runtime's mount points
+    with pytest.raises(docker.errors.APIError) as err:
+        c.create_container("bb", "true", host_config=c.create_host_config(auto_remove=True,
+                                                                          restart_policy={"Name": "always"}))
+    assert err.value.status_code == 400
+    assert "conflicting options: cannot specify both --restart and --rm" in str(err.value)

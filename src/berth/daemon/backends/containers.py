@@ -1343,7 +1343,7 @@ class ContainerService:
             "HostnamePath": os.path.join(self.root, ctr.id, "hostname"),
             "HostsPath": os.path.join(self.root, ctr.id, "hosts"), "LogPath": p.log_path, "Name": "/" + ctr.name,
             "RestartCount": int(ctr.state.get("_RestartCount", 0)), "Driver": "overlay2", "Platform": "linux", "MountLabel": "", "ProcessLabel": "",
-            "AppArmorProfile": "", "ExecIDs": None, "HostConfig": ctr.host_config,
+            "AppArmorProfile": "", "ExecIDs": None, "HostConfig": {**ctr.host_config, "Runtime": ctr.runtime},
             "GraphDriver": {"Name": "overlay2", "Data": {
                 "LowerDir": ":".join(self.images.layers.diff_path(ch) for ch in reversed(self.images.get(ctr.image_id).layers)),
                 "UpperDir": os.path.join(self.root, ctr.id, "upper"), "WorkDir": os.path.join(self.root, ctr.id, "work"),
