@@ -575,3 +575,47 @@ def test_diff_of_one_new_file_is_that_file_and_restart_with_rm_conflicts(bb):
                                                                           restart_policy={"Name": "always"}))
     assert err.value.status_code == 400
     assert "conflicting options: cannot specify both --restart and --rm" in str(err.value)
+
+
+def test_detach_keys_over_websocket_attach(bb):
+    import hashlib
+    import struct
+
+    c = api(bb)
+    cid = c.create_container("bb", "cat", stdin_open=True, tty=True)["Id"]
+    c.start(cid)
+    key = base64.b64encode(os.urandom(16)).decode()
+    s = socket.socket(socket.AF_UNIX)
+    s.connect(bb.sock)
+    s.sendall((f"GET /v1.47/containers/{cid}/attach/ws?stream=1&stdin=1&stdout=1&detachKeys=ctrl-e HTTP/1.1\r\n"
+               f"Host: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+               "Sec-WebSocket-Version: 13\r\n\r\n").encode())
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += s.recv(1)
+    want = base64.b64encode(hashlib.sha1((key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").encode()).digest())
+    assert head.startswith(b"HTTP/1.1 101") and want in head
+    mask, payload = os.urandom(4), b"\x05"  # ctrl-e
+    s.sendall(struct.pack("!BB", 0x82, 0x80 | len(payload)) + mask + bytes(b ^ mask[i % 4] for i, b in
+                                                                           enumerate(payload)))
+    assert _closed(s)
+    s.close()
+    assert c.inspect_container(cid)["State"]["Running"] is True
+
+
+def test_container_prune_honours_label_and_until(bb):
+    c = api(bb)
+    keep = c.create_container("bb", "true", labels={"team": "blue"})["Id"]
+    old = c.create_container("bb", "true", labels={"team": "red"})["Id"]
+    other = c.create_container("bb", "true")["Id"]
+    out = c.prune_containers(filters={"label": ["team=red"]})
+    assert out["ContainersDeleted"] == [old]
+    out = c.prune_containers(filters={"label!": ["team"], "until": "1h"})  # made less than an hour ago: kept
+    assert out["ContainersDeleted"] is None
+    out = c.prune_containers(filters={"label!": ["team"]})
+    assert out["ContainersDeleted"] == [other]
+    assert [x["Id"] for x in c.containers(all=True)] == [keep]
+    from urllib.parse import quote
+
+    r = rawhttp.request(bb.sock, "POST", "/containers/prune?filters=" + quote(json.dumps({"nope": ["x"]})))
+    assert r.status == 400 and r.json()["message"] == "invalid filter 'nope'"

@@ -767,3 +767,12 @@ def test_legacy_link_environment_space_in_a_name_mac_before_start_and_stats(nete
     stats = c.stats(child, stream=False)
     assert set(stats["networks"]) == {"eth0"} and stats["networks"]["eth0"]["rx_packets"] > 0
     assert "io_service_bytes_recursive" in stats["blkio_stats"]
+
+
+def test_network_prune_until_keeps_newer_networks(netenv):
+    d = start(netenv)
+    c = api(d)
+    c.create_network("fresh", labels={"k": "v"})
+    assert c.prune_networks(filters={"until": "1h"})["NetworksDeleted"] is None  # made now: kept
+    assert c.prune_networks(filters={"label!": ["k"]})["NetworksDeleted"] is None
+    assert c.prune_networks(filters={"until": str(int(time.time()) + 5)})["NetworksDeleted"] == ["fresh"]

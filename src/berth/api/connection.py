@@ -504,7 +504,8 @@ class HttpConnection(asyncio.BufferedProtocol):
         except httptools.HttpParserInvalidURLError:
             job.response = self._error_response(400, f"invalid URL: {self._url[:200]!r}")
             return
-        raw_path = _decode_path(parsed.path)
+        raw = parsed.path
+        raw_path = raw.decode("latin-1") if b"%" not in raw and raw.isascii() else _decode_path(raw)
         if raw_path is None:
             job.response = self._error_response(400, f"invalid URL escape in {self._url[:200]!r}")
             return

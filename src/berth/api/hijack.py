@@ -17,6 +17,7 @@ Contract of ``HijackedStream``:
 from __future__ import annotations
 
 import asyncio
+from typing import Protocol
 
 _READ_HIGH_WATER = 1 << 20  # bytes buffered from the client before we stop reading the socket
 
@@ -143,6 +144,10 @@ def parse_detach_keys(spec: str) -> bytes:
     return bytes(codes)
 
 
+class Readable(Protocol):
+    async def read(self, n: int = 65536) -> bytes: ...
+
+
 class Detached(ConnectionResetError):
     """The client typed its detach keys: the session ends, the process goes on."""
 
@@ -155,7 +160,7 @@ class DetachReader:
     held back until it completes (then ``read`` raises ``Detached`` and ``detached`` is set) or
     breaks (then they are passed on). ``keys`` empty: nothing is watched."""
 
-    def __init__(self, source: HijackedStream, keys: bytes) -> None:
+    def __init__(self, source: Readable, keys: bytes) -> None:
         self.source = source
         self.keys = keys
         self.detached = asyncio.Event()
@@ -190,7 +195,3 @@ class DetachReader:
                 return bytes(out)  # a detach after these bytes is raised by the next read
             if self.detached.is_set():
                 raise Detached()
-
-    @property
-    def at_eof(self) -> bool:
-        return self.source.at_eof

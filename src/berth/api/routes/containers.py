@@ -70,7 +70,10 @@ def routes(backend: ContainerBackend) -> list[Route]:
         return Response.json(backend.container_inspect(req.params["id"]))
 
     async def prune(req: Request) -> Response:
-        return Response.json(await backend.containers_prune(parse_filters(req.arg("filters"), ("label", "until"))))
+        filters = parse_filters(req.arg("filters"), ("label", "label!", "until"))
+        if filters.get("until"):  # as a Unix time for the backend (RFC 3339, durations, seconds accepted)
+            filters["until"] = [str(parse_timestamp(filters["until"][-1], time.time()))]
+        return Response.json(await backend.containers_prune(filters))
 
     async def logs(req: Request) -> None:
         assert req.connection is not None
@@ -118,12 +121,16 @@ def routes(backend: ContainerBackend) -> list[Route]:
         session = websocket.Session(target, req.headers, binary=versions.at_least(req.version, "1.28"))
         info = backend.container_inspect(req.params["id"])  # 404 before the upgrade
         tty = bool((info.get("Config") or {}).get("Tty"))
+        keys = detach_keys(req.arg("detachKeys"), "Invalid detach keys ({}) provided")
         out = backend.container_output(req.params["id"], stdout=req.bool_arg("stdout"),
                                        stderr=req.bool_arg("stderr"), since=0.0, until=None, tail=None,
                                        follow=req.bool_arg("stream"), timestamps=False,
                                        from_start=req.bool_arg("logs"))
         stream = await req.connection.hijack(head=session.accept())
-        stdin = websocket.Reader(session, stream) if req.bool_arg("stdin") else None
+        stdin: Any = None
+        if req.bool_arg("stdin"):  # the detach keys apply here too, with a TTY (as dockerd's attach)
+            stdin = websocket.Reader(session, stream)
+            stdin = DetachReader(stdin, keys) if tty else stdin
         pending = bytearray()
 
         def to_frame(chunk: bytes) -> bytes:

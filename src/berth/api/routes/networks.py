@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import time
+
 from berth.api.backends import NetworkBackend
 from berth.api.filters import parse_filters
 from berth.api.http import Request, Response
 from berth.api.router import Route, route
+from berth.api.routes.system import parse_timestamp
 from berth.errors import InvalidParameter
 
 
@@ -31,8 +34,10 @@ def routes(backend: NetworkBackend) -> list[Route]:
         return Response.empty(204)
 
     async def prune(req: Request) -> Response:
-        return Response.json(await backend.networks_prune(parse_filters(req.arg("filters"),
-                                                                        ("label", "label!", "until"))))
+        filters = parse_filters(req.arg("filters"), ("label", "label!", "until"))
+        if filters.get("until"):  # as a Unix time for the backend
+            filters["until"] = [str(parse_timestamp(filters["until"][-1], time.time()))]
+        return Response.json(await backend.networks_prune(filters))
 
     async def connect(req: Request) -> Response:
         await backend.network_connect(req.params["id"], body_of(req))

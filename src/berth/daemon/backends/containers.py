@@ -1950,7 +1950,20 @@ class ContainerAPI(ContainerService):
     async def containers_prune(self, filters: dict[str, list[str]]) -> dict[str, Any]:
         deleted = []
         reclaimed = 0
+        until = float(filters["until"][-1]) if filters.get("until") else None
+
+        def has(labels: dict[str, str], want: str) -> bool:
+            key, eq, value = want.partition("=")
+            return key in labels and (not eq or labels[key] == value)
+
         for c in self.all():
+            labels = c.config.get("Labels") or {}
+            if until is not None and _unix(c.created) >= until:
+                continue
+            if not all(has(labels, lb) for lb in filters.get("label", [])):
+                continue
+            if any(has(labels, lb) for lb in filters.get("label!", [])):
+                continue
             if not c.running and not c.state.get("Restarting"):
                 size = await asyncio.to_thread(safepath.tree_size, os.path.join(self.root, c.id, "upper"))
                 await self.remove(c.id, force=False, volumes=False)

@@ -422,9 +422,12 @@ class NetworkService:
 
     def prune(self, filters: dict[str, list[str]]) -> dict[str, Any]:
         deleted = []
+        until = float(filters["until"][-1]) if filters.get("until") else None
         for net in self._all():
             if net.predefined or any(st is not None for _c, _r, st in self._endpoints(net.id)):
                 continue
+            if until is not None and dt.datetime.fromisoformat(net.created[:26] + "+00:00").timestamp() >= until:
+                continue  # made at or after `until`: kept
             if "label" in filters and not self._matches(net, {"label": filters["label"]}):
                 continue
             if "label!" in filters and any(self._matches(net, {"label": [lb]}) for lb in filters["label!"]):
