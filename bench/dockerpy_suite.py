@@ -219,8 +219,10 @@ def inner(kind: str, src: str, py: str, junit: str, extra: list[str]) -> int:
         with open(os.path.join(home, ".docker", "config.json"), "w") as f:
             f.write("{}")  # without one, docker-py keeps contexts in ./contexts (the suite's checkout)
         shutil.rmtree(os.path.join(src, "contexts"), ignore_errors=True)
+        tmp = os.path.join(root, "tmp")  # what the suite's tests leave in their temporary files goes with root
+        os.makedirs(tmp)
         env = {**os.environ, "DOCKER_HOST": f"unix://{sock}", "PYTHONDONTWRITEBYTECODE": "1", "HOME": home,
-               "DOCKER_CONFIG": os.path.join(home, ".docker")}
+               "DOCKER_CONFIG": os.path.join(home, ".docker"), "TMPDIR": tmp}
         env.pop("DOCKER_TLS_VERIFY", None)
         env.pop("DOCKER_CERT_PATH", None)
         argv = [py, "-m", "pytest", "-p", "no:cacheprovider", "-q", "--timeout", "180", f"--junitxml={junit}",
