@@ -619,3 +619,14 @@ def test_container_prune_honours_label_and_until(bb):
 
     r = rawhttp.request(bb.sock, "POST", "/containers/prune?filters=" + quote(json.dumps({"nope": ["x"]})))
     assert r.status == 400 and r.json()["message"] == "invalid filter 'nope'"
+
+
+def test_attach_with_logs_and_no_stream_returns_the_backlog(bb):
+    """docker-py's attach(stream=False, logs=True) reads the raw socket past its HTTP buffer: output
+    sent together with the 101 would be lost."""
+    c = api(bb)
+    cid = c.create_container("bb", ["echo", "hello"])["Id"]
+    c.start(cid)
+    c.wait(cid)
+    for _ in range(5):
+        assert c.attach(cid, stream=False, logs=True) == b"hello\n"

@@ -18,6 +18,7 @@ from berth.api.routes.system import parse_timestamp
 from berth.container.logs import frame
 from berth.errors import InvalidParameter, NotFound
 
+_BACKLOG_AFTER_UPGRADE = 0.02  # seconds between an attach's 101 and its log backlog (see attach)
 LIST_FILTERS = ("ancestor", "before", "exited", "id", "label", "name", "since", "status", "volume", "network")
 MULTIPLEXED = "application/vnd.docker.multiplexed-stream"
 
@@ -105,6 +106,10 @@ def routes(backend: ContainerBackend) -> list[Route]:
         tty = bool((backend.container_inspect(req.params["id"]).get("Config") or {}).get("Tty"))
         keys = detach_keys(req.arg("detachKeys"), "Invalid detach keys ({}) provided")
         stream = await req.connection.hijack("application/vnd.docker.raw-stream" if tty else MULTIPLEXED)
+        if req.bool_arg("logs"):
+            # The backlog is ready at once, and docker-py reads the raw socket past its own HTTP buffer:
+            # bytes that reach it with the 101 are lost. A moment lets the 101 be read alone.
+            await asyncio.sleep(_BACKLOG_AFTER_UPGRADE)
         # With a TTY, the detach keys end the session and leave the container running (as dockerd).
         stdin = (DetachReader(stream, keys) if tty else stream) if req.bool_arg("stdin") else None
         await _relay(req.params["id"], out, stream, stdin, lambda chunk: bytes(chunk))
