@@ -61,8 +61,32 @@ class SeedCA:
         return out
 
 
-def odd_cert(ca_dir: str, out_dir: str, cn: str, *, expired: bool = False, eku: str = "client") -> str:
-    """A certificate signed by the CA in ``ca_dir`` (ca.pem, ca-key.pem), in docker's layout."""
+def make_crl(ca_dir: str, serials: list[int], der: bool = False) -> bytes:
+    """A CRL of the CA in ``ca_dir`` revoking ``serials`` (PEM, or DER)."""
+    with open(os.path.join(ca_dir, "ca.pem"), "rb") as f:
+        ca_cert = x509.load_pem_x509_certificate(f.read())
+    with open(os.path.join(ca_dir, "ca-key.pem"), "rb") as f:
+        ca_key = serialization.load_pem_private_key(f.read(), password=None)
+    now = dt.datetime.now(dt.UTC)
+    builder = (x509.CertificateRevocationListBuilder().issuer_name(ca_cert.subject)
+               .last_update(now - dt.timedelta(minutes=5)).next_update(now + dt.timedelta(days=7)))
+    for serial in serials:
+        builder = builder.add_revoked_certificate(
+            x509.RevokedCertificateBuilder().serial_number(serial).revocation_date(now - dt.timedelta(minutes=1))
+            .build())
+    crl = builder.sign(ca_key, hashes.SHA256())  # type: ignore[arg-type]
+    return crl.public_bytes(serialization.Encoding.DER if der else serialization.Encoding.PEM)
+
+
+def serial_of(cert_path: str) -> int:
+    with open(cert_path, "rb") as f:
+        return int(x509.load_pem_x509_certificate(f.read()).serial_number)
+
+
+def odd_cert(ca_dir: str, out_dir: str, cn: str, *, expired: bool = False, eku: str = "client",
+             days: int = 30) -> str:
+    """A certificate signed by the CA in ``ca_dir`` (ca.pem, ca-key.pem), in docker's layout; a server
+    one names 127.0.0.1 and localhost."""
     with open(os.path.join(ca_dir, "ca.pem"), "rb") as f:
         ca_cert = x509.load_pem_x509_certificate(f.read())
     with open(os.path.join(ca_dir, "ca-key.pem"), "rb") as f:
@@ -70,14 +94,19 @@ def odd_cert(ca_dir: str, out_dir: str, cn: str, *, expired: bool = False, eku: 
     key = ec.generate_private_key(ec.SECP256R1())
     now = dt.datetime.now(dt.UTC)
     start, end = (now - dt.timedelta(days=30), now - dt.timedelta(days=1)) if expired else \
-        (now - dt.timedelta(minutes=5), now + dt.timedelta(days=30))
+        (now - dt.timedelta(minutes=5), now + dt.timedelta(days=days))
     usage = ExtendedKeyUsageOID.CLIENT_AUTH if eku == "client" else ExtendedKeyUsageOID.SERVER_AUTH
-    cert = (x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)]))
-            .issuer_name(ca_cert.subject).public_key(key.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(start).not_valid_after(end)
-            .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
-            .sign(ca_key, hashes.SHA256()))  # type: ignore[arg-type]
+    builder = (x509.CertificateBuilder()
+               .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)]))
+               .issuer_name(ca_cert.subject).public_key(key.public_key())
+               .serial_number(x509.random_serial_number()).not_valid_before(start).not_valid_after(end)
+               .add_extension(x509.ExtendedKeyUsage([usage]), critical=False))
+    if eku != "client":
+        import ipaddress
+
+        builder = builder.add_extension(x509.SubjectAlternativeName([
+            x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+    cert = builder.sign(ca_key, hashes.SHA256())  # type: ignore[arg-type]
     os.makedirs(out_dir, exist_ok=True)
     with open(os.path.join(out_dir, "cert.pem"), "wb") as f:
         f.write(cert.public_bytes(serialization.Encoding.PEM))

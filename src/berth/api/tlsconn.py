@@ -17,6 +17,8 @@ import ssl
 from collections.abc import Callable
 from typing import Any
 
+from berth.security import tlsmaterial
+
 log = logging.getLogger("berth.api")
 
 
@@ -107,7 +109,11 @@ class TLSConnection(asyncio.Protocol):
                 return
             except (ssl.SSLError, OSError) as exc:
                 self._flush()  # the alert that tells the client why
-                log.info("%s: TLS connection refused: %s", self._name, exc)
+                if "revoked" in str(exc):
+                    who = tlsmaterial.refused_certificate(self.sslobj) or "(its certificate was not seen)"
+                    log.warning("%s: TLS connection refused: a revoked client certificate, %s", self._name, who)
+                else:
+                    log.info("%s: TLS connection refused: %s", self._name, exc)
                 self.closing = True
                 self.transport.close()
                 return

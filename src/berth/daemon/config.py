@@ -26,6 +26,8 @@ from berth.errors import BerthError, InvalidParameter
 DEFAULT_CONFIG_FILE = "/etc/berth/daemon.json"
 LOG_LEVELS = ("debug", "info", "warn", "error", "fatal", "panic")
 
+# Keys of berth's own, beyond dockerd's.
+BERTH_KEYS = frozenset({"tlscrl"})
 # Every key dockerd's daemon.json accepts on Linux (so that an unknown key and a key berth does not
 # honour yet get different, precise errors).
 DOCKERD_KEYS = frozenset("""
@@ -62,6 +64,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("tlscacert", ("--tlscacert",), str, "trust client certificates signed only by this CA"),
     Option("tlscert", ("--tlscert",), str, "path to the server's TLS certificate"),
     Option("tlskey", ("--tlskey",), str, "path to the server's TLS key"),
+    Option("tlscrl", ("--tlscrl",), str, "refuse client certificates these CRLs revoke (PEM or DER; berth's own)",
+           "FILE"),
     Option("data-root", ("--data-root",), str, "root of persistent berth state (default /var/lib/berth)"),
     Option("exec-root", ("--exec-root",), str, "root of runtime state (default /var/run/berth)"),
     Option("pidfile", ("-p", "--pidfile"), str, "path to the daemon's PID file (default /var/run/berth.pid)"),
@@ -110,6 +114,7 @@ class Config:
     tlscacert: str = ""
     tlscert: str = ""
     tlskey: str = ""
+    tlscrl: str = ""
     data_root: str = "/var/lib/berth"
     exec_root: str = "/var/run/berth"
     pidfile: str = "/var/run/berth.pid"
@@ -208,7 +213,7 @@ def _check_file_keys(path: str, file_cfg: dict[str, Any], flag_values: dict[str,
     def fail(msg: str) -> None:
         raise InvalidParameter(f"unable to configure the berth daemon with file {path}: {msg}")
 
-    unknown = sorted(k for k in file_cfg if k not in DOCKERD_KEYS)
+    unknown = sorted(k for k in file_cfg if k not in DOCKERD_KEYS | BERTH_KEYS)
     if unknown:
         fail("the following directives don't match any configuration option: " + ", ".join(unknown))
     conflicts = [
@@ -256,6 +261,7 @@ def load(argv: list[str], environ: dict[str, str] | None = None) -> Config:
     cfg.tlscacert = merged.get("tlscacert", os.path.join(cert_dir, "ca.pem"))
     cfg.tlscert = merged.get("tlscert", os.path.join(cert_dir, "cert.pem"))
     cfg.tlskey = merged.get("tlskey", os.path.join(cert_dir, "key.pem"))
+    cfg.tlscrl = os.path.abspath(merged["tlscrl"]) if merged.get("tlscrl") else ""
     cfg.tlsverify = bool(merged.get("tlsverify", False))
     cfg.tls = bool(merged.get("tls", False)) or cfg.tlsverify
     cfg.tls_explicit_false = merged.get("tls") is False and not cfg.tlsverify
@@ -393,12 +399,12 @@ def _check_security(cfg: Config) -> None:
 
 
 def reloadable(cfg: Config, path: str) -> dict[str, Any]:
-    """The keys SIGHUP may change (debug, log-level, labels), read again from the file. The file is
+    """The keys SIGHUP may change (debug, log-level, labels, the TLS files' paths), read again from the file. The file is
     checked as at start, conflicts with the command line included, so a reload cannot override a flag."""
     file_cfg = _load_file(path, explicit=False)
     _check_file_keys(path, file_cfg, cfg.flag_values)
     out: dict[str, Any] = {}
-    for key in ("debug", "log-level", "labels"):
+    for key in ("debug", "log-level", "labels", "tlscert", "tlskey", "tlscacert", "tlscrl"):
         if key in file_cfg:
             out[key] = file_cfg[key]
     return out

@@ -23,6 +23,7 @@ from berth.api.tlsconn import TLSConnection
 from berth.daemon.hosts import HostAddr
 from berth.errors import InvalidParameter, System
 from berth.linux.peercred import group_id, peer_credentials, user_name
+from berth.security import tlsmaterial
 from berth.security.identity import ANONYMOUS, Identity, from_peer_cert
 
 log = logging.getLogger("berth.daemon")
@@ -51,9 +52,10 @@ def anonymous_identity(transport: asyncio.BaseTransport) -> Identity:
     return ANONYMOUS
 
 
-def server_tls_context(cert: str, key: str, cacert: str, verify: bool) -> ssl.SSLContext:
-    """TLS 1.2+; with ``verify``, a client certificate is required, must chain to ``cacert`` and must
-    allow clientAuth (OpenSSL checks the "ssl client" purpose on the server side)."""
+def server_tls_context(cert: str, key: str, cacert: str, verify: bool, crl: str = "") -> ssl.SSLContext:
+    """TLS 1.2+; with ``verify``, a client certificate is required, must chain to ``cacert``, must
+    allow clientAuth (OpenSSL checks the "ssl client" purpose on the server side) and must not be
+    revoked by a CRL in ``crl``."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     # Go's TLS 1.2 suites (what dockerd accepts): ECDHE key exchange with an AEAD cipher only; TLS 1.3
@@ -71,6 +73,15 @@ def server_tls_context(cert: str, key: str, cacert: str, verify: bool) -> ssl.SS
             ctx.load_verify_locations(cafile=cacert)
         except (OSError, ssl.SSLError) as exc:
             raise InvalidParameter(f"could not load the TLS CA certificate {cacert}: {exc}") from None
+        if crl:
+            revocations = tlsmaterial.load_crls(crl)
+            try:
+                tlsmaterial.apply_crls(ctx, revocations)
+            except ssl.SSLError as exc:
+                raise InvalidParameter(f"could not load the CRL file {crl}: {exc}") from None
+        tlsmaterial.keep_client_certificates(ctx)
+    elif crl:
+        raise InvalidParameter("--tlscrl needs --tlsverify: without client certificates there is nothing to revoke")
     return ctx
 
 

@@ -47,6 +47,7 @@ from berth.image.store import ImageStore
 from berth.linux import cgroups, spinpoll, systemd
 from berth.linux.files import write_atomic
 from berth.linux.idmap import UserNamespace, share_with_remapped_root
+from berth.security import tlsmaterial
 from berth.store.db import Database
 from berth.volume.local import LocalVolumes
 
@@ -118,11 +119,26 @@ def net_settings(cfg: Config) -> NetSettings:
                        dns=cfg.dns, dns_search=cfg.dns_search, dns_opts=cfg.dns_opts)
 
 
+def tls_context(cfg: Config) -> ssl.SSLContext | None:
+    """The TLS listeners' context, from the files the configuration names (None: no TLS listener)."""
+    if cfg.tls and any(h.proto in ("tcp", "fd") for h in cfg.hosts):
+        return server_tls_context(cfg.tlscert, cfg.tlskey, cfg.tlscacert, cfg.tlsverify, cfg.tlscrl)
+    if cfg.tlscrl:
+        raise InvalidParameter("--tlscrl needs a TLS listener (--tlsverify and a tcp:// or fd:// host)")
+    return None
+
+
+def tls_warnings(cfg: Config) -> list[str]:
+    """Certificates of the TLS listeners that expire within 30 days (or have)."""
+    if not (cfg.tls and any(h.proto in ("tcp", "fd") for h in cfg.hosts)):
+        return []
+    files = {"server certificate": cfg.tlscert, **({"CA certificate": cfg.tlscacert} if cfg.tlsverify else {})}
+    return tlsmaterial.expiry_warnings(files)
+
+
 def open_sites(cfg: Config) -> list[Site]:
     """Open every listener or none: on a failure the ones already open are closed."""
-    tls: ssl.SSLContext | None = None
-    if cfg.tls and any(h.proto in ("tcp", "fd") for h in cfg.hosts):
-        tls = server_tls_context(cfg.tlscert, cfg.tlskey, cfg.tlscacert, cfg.tlsverify)
+    tls = tls_context(cfg)
     fds = systemd.listen_fds() if any(h.proto == "fd" for h in cfg.hosts) else []
     sites: list[Site] = []
     try:
@@ -148,6 +164,7 @@ class Daemon:
         self.cfg = cfg
         self.bus = EventBus()
         self._stop = asyncio.Event()
+        self.sites: list[Site] = []
 
     def reload(self) -> None:
         try:
@@ -161,12 +178,40 @@ class Daemon:
             self.cfg.log_level = str(changes["log-level"])
         if "labels" in changes:
             self.system.labels = list(changes["labels"])
+        self._reload_tls(changes)
         logs.set_level("debug" if self.cfg.debug else self.cfg.log_level)
         self.app.debug = self.cfg.debug
         attrs = {"debug": str(self.cfg.debug).lower(), "labels": "[" + ", ".join(self.system.labels) + "]",
                  "name": os.uname().nodename}
         self.bus.publish(make_event("daemon", "reload", self.system.engine_id, attrs))
         log.info("reloaded the configuration from %s", self.cfg.config_file)
+
+    def _reload_tls(self, changes: dict[str, object]) -> None:
+        """New TLS material for new connections (open ones keep theirs); a file that cannot be used
+        keeps the material in use, and the log says why."""
+        if not any(s.tls is not None for s in self.sites):
+            return
+        import copy
+
+        cfg = copy.copy(self.cfg)
+        for key in ("tlscert", "tlskey", "tlscacert", "tlscrl"):
+            if key in changes:
+                setattr(cfg, key, os.path.abspath(str(changes[key])) if changes[key] else "")
+        try:
+            ctx = tls_context(cfg)
+        except BerthError as exc:
+            log.error("TLS reload failed, keeping the certificates in use: %s", exc.message)
+            return
+        for site in self.sites:
+            if site.tls is not None:
+                site.tls = ctx
+        for key in ("tlscert", "tlskey", "tlscacert", "tlscrl"):
+            setattr(self.cfg, key, getattr(cfg, key))
+        self.system.tls_warnings = tls_warnings(self.cfg)
+        for w in self.system.tls_warnings:
+            log.warning("%s", w)
+        log.info("reloaded the TLS certificate %s, key, CA %s%s", cfg.tlscert, cfg.tlscacert,
+                 f" and CRL {cfg.tlscrl}" if cfg.tlscrl else "")
 
     async def run(self) -> int:
         cfg = self.cfg
@@ -211,6 +256,10 @@ class Daemon:
             sites = open_sites(cfg)
             for s in sites:
                 stack.callback(s.close)
+            self.sites = sites
+            self.system.tls_warnings = tls_warnings(cfg)
+            for w in self.system.tls_warnings:
+                log.warning("%s", w)
             loop = asyncio.get_running_loop()
             self.bus.bind(loop)
             await asyncio.to_thread(networks.init)  # after the listeners: a daemon that refuses to start touches nothing

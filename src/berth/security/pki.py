@@ -209,3 +209,48 @@ def env_lines(host: str, cert_path: str, shell: str = "bash") -> list[str]:
     else:
         raise InvalidParameter(f"unknown shell {shell!r}: use bash, fish or powershell")
     return [*lines, hint]
+
+
+def revoke(ca: CA, directory: str, serials: Sequence[int], days: int = 30) -> str:
+    """Add ``serials`` to the CA's CRL (``<directory>/crl.pem``, made when missing) and sign it again,
+    valid for ``days``; what it revoked before stays. Returns the CRL's path (for ``--tlscrl``)."""
+    _check_days(days)
+    path = os.path.join(directory, "crl.pem")
+    now = dt.datetime.now(dt.UTC)
+    revoked: dict[int, dt.datetime] = {}
+    if os.path.exists(path):
+        with open(path, "rb") as f:
+            try:
+                old = x509.load_pem_x509_crl(f.read())
+            except ValueError as exc:
+                raise InvalidParameter(f"cannot read the CRL {path}: {exc}") from None
+        if not old.is_signature_valid(ca.cert.public_key()):  # type: ignore[arg-type]
+            raise InvalidParameter(f"the CRL {path} is not signed by the CA in {directory}")
+        revoked = {r.serial_number: r.revocation_date_utc for r in old}
+    for serial in serials:
+        revoked.setdefault(serial, now)
+    builder = (x509.CertificateRevocationListBuilder().issuer_name(ca.cert.subject)
+               .last_update(now).next_update(now + dt.timedelta(days=days)))
+    for serial, when in sorted(revoked.items()):
+        builder = builder.add_revoked_certificate(
+            x509.RevokedCertificateBuilder().serial_number(serial).revocation_date(when).build())
+    crl = builder.sign(ca.key, hashes.SHA256())
+    tmp = path + ".tmp"
+    with open(tmp, "wb") as f:
+        f.write(crl.public_bytes(serialization.Encoding.PEM))
+    os.replace(tmp, path)
+    return path
+
+
+def serial_of(what: str) -> int:
+    """A serial number given as a certificate file (PEM) or in hex."""
+    if os.path.exists(what):
+        try:
+            with open(what, "rb") as f:
+                return int(x509.load_pem_x509_certificate(f.read()).serial_number)
+        except ValueError as exc:
+            raise InvalidParameter(f"{what} is not a PEM certificate: {exc}") from None
+    try:
+        return int(what.replace(":", ""), 16)
+    except ValueError:
+        raise InvalidParameter(f"{what!r} is neither a certificate file nor a hex serial number") from None

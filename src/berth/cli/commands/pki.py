@@ -1,4 +1,4 @@
-"""berth pki init | server | client | env: the certificates for berthd's mutual TLS."""
+"""berth pki init | server | client | revoke | env: the certificates for berthd's mutual TLS."""
 
 from __future__ import annotations
 
@@ -32,6 +32,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         if kind == "server":
             s.add_argument("--san", action="append", default=[], help="DNS:name or IP:address (repeatable)")
         _common(s)
+    r = sub.add_parser("revoke", help="Revoke certificates: add them to the CA's CRL (crl.pem, for --tlscrl)")
+    r.add_argument("--dir", default=DEFAULT_DIR, help="the CA's directory")
+    r.add_argument("--crl-days", type=int, default=30, help="the CRL's validity in days (default 30)")
+    r.add_argument("what", nargs="+", metavar="CERT|SERIAL", help="a certificate file or a serial number in hex")
     e = sub.add_parser("env", help="Print the shell exports that point docker and berth at a TLS daemon")
     e.add_argument("--host", required=True, help="tcp://HOST:2376")
     e.add_argument("--cert-path", required=True, help="directory with ca.pem, cert.pem and key.pem")
@@ -42,6 +46,12 @@ def run(cli: CLI, opts: argparse.Namespace) -> int:
     if opts.sub == "env":
         for line in pki.env_lines(opts.host, opts.cert_path, opts.shell):
             print(line, file=cli.out)
+        return 0
+    if opts.sub == "revoke":
+        serials = [pki.serial_of(w) for w in opts.what]
+        path = pki.revoke(pki.CA.load(opts.dir), opts.dir, serials, opts.crl_days)
+        print(f"revoked {', '.join(f'{s:x}' for s in serials)}: {path} (give it to berthd with --tlscrl; "
+              "SIGHUP makes a running berthd read it again)", file=cli.out)
         return 0
     spec = pki.KeySpec(opts.rsa)
     if opts.sub == "init":

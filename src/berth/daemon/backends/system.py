@@ -75,6 +75,7 @@ class SystemService:
         self.bus = bus
         self.engine_id = engine_id
         self.labels = list(cfg.labels)
+        self.tls_warnings: list[str] = []  # certificates near or past their expiry (set at start and reload)
         self._components: list[dict[str, Any]] | None = None
 
     async def _runtime_components(self) -> list[dict[str, Any]]:
@@ -130,7 +131,7 @@ class SystemService:
             security.append("name=cgroupns")
         if self.cfg.userns_remap:
             security.append("name=userns")
-        warnings = []
+        warnings = list(self.tls_warnings)
         for h in self.cfg.hosts:
             if h.proto == "tcp" and not self.cfg.tls:
                 warnings.append(f"WARNING: API is accessible on http://{h.address} without encryption.")
