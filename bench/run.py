@@ -8,7 +8,7 @@ Measures, each as a median over alternating rounds so that machine noise hits bo
 Traffic goes only to the daemons' unix sockets and to 127.0.0.1. Every daemon is stopped and its
 temporary directory removed at the end, also on failure.
 
-    python bench/run.py [--quick] [--json PATH] [--only GROUP] [--baseline REV]
+    python bench/run.py [--quick] [--json PATH] [--only GROUP] [--baseline REV] [--tlscrl]
 
 With ``--baseline REV`` the berthd of git revision REV runs beside today's ("baseline" column), to
 show what a change costs; the last column is today's berthd against it (+: faster or smaller).
@@ -37,6 +37,7 @@ BERTH = os.path.join(BIN, "berth")
 DOCKERD = shutil.which("dockerd")
 DOCKER = shutil.which("docker")
 BASELINE_SRC: str | None = None  # src/ of an older berth (``--baseline``), run beside today's
+TLSCRL: str | None = None  # ``--tlscrl``: today's berthd checks client certificates against this CRL
 
 
 def kinds() -> list[str]:
@@ -106,6 +107,8 @@ class Daemon:
             self.tls_port = free_port()
             common += ["-H", f"tcp://127.0.0.1:{self.tls_port}", "--tlsverify", "--tlscacert", f"{tls_dir}/ca.pem",
                        "--tlscert", f"{tls_dir}/cert.pem", "--tlskey", f"{tls_dir}/key.pem"]
+            if TLSCRL and self.kind == "berthd":
+                common += ["--tlscrl", TLSCRL]
         if self.kind in ("berthd", "baseline"):
             return [BERTHD, *common, *self.net_args]
         assert DOCKERD is not None
@@ -193,6 +196,8 @@ def make_certs(root: str) -> tuple[str, str]:
     pki("init", "--dir", f"{root}/ca")
     pki("server", "--dir", f"{root}/ca", "--cn", "localhost", "--san", "IP:127.0.0.1", "--out", f"{root}/server")
     pki("client", "--dir", f"{root}/ca", "--cn", "bench", "--out", f"{root}/client")
+    pki("client", "--dir", f"{root}/ca", "--cn", "revoked", "--out", f"{root}/revoked")
+    pki("revoke", "--dir", f"{root}/ca", f"{root}/revoked/cert.pem")  # ca/crl.pem, for --tlscrl
     return f"{root}/server", f"{root}/client"
 
 
@@ -215,8 +220,10 @@ def main() -> int:
     ap.add_argument("--only", choices=["system", "images", "containers", "networks", "connections"],
                     help="run one group of measures")
     ap.add_argument("--baseline", metavar="REV", help="also run the berthd of this git revision, side by side")
+    ap.add_argument("--tlscrl", action="store_true", help="today's berthd checks client certificates against a "
+                    "CRL (the cost of revocation checking, against --baseline)")
     opts = ap.parse_args()
-    global BASELINE_SRC
+    global BASELINE_SRC, TLSCRL
     if opts.baseline:
         BASELINE_SRC = baseline_src(opts.baseline)
     rounds, seconds, cli_runs, starts = (2, 1.0, 5, 2) if opts.quick else (5, 3.0, 21, 5)
@@ -226,6 +233,8 @@ def main() -> int:
     pingload = build_pingload()
     certs_root = tempfile.mkdtemp(prefix="berth-bench-pki-")
     server_tls, client_tls = make_certs(certs_root)
+    if opts.tlscrl:
+        TLSCRL = f"{certs_root}/ca/crl.pem"
     daemons: dict[str, Daemon] = {}
     results: dict[str, dict[str, float]] = {}
     if opts.only in ("images", "containers", "networks", "connections"):

@@ -119,6 +119,7 @@ class TLSConnection(asyncio.Protocol):
                 return
             if self._timer is not None:
                 self._timer.cancel()
+            tlsmaterial.after_handshake(self.sslobj, self._ctx)
             self._flush()
             self.app = self._factory()
             self.app.connection_made(_AppTransport(self))

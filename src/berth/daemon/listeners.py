@@ -56,6 +56,18 @@ def server_tls_context(cert: str, key: str, cacert: str, verify: bool, crl: str 
     """TLS 1.2+; with ``verify``, a client certificate is required, must chain to ``cacert``, must
     allow clientAuth (OpenSSL checks the "ssl client" purpose on the server side) and must not be
     revoked by a CRL in ``crl``."""
+    if crl and not verify:
+        raise InvalidParameter("--tlscrl needs --tlsverify: without client certificates there is nothing to revoke")
+    revocations = tlsmaterial.load_crls(crl) if crl else None
+    ctx = _context(cert, key, cacert, verify, revocations)
+    if revocations is not None:  # the refused certificate's serial is read from the handshake
+        tlsmaterial.keep_client_certificates(ctx)
+        tlsmaterial.set_after_handshake(ctx, _context(cert, key, cacert, verify, revocations))
+    return ctx
+
+
+def _context(cert: str, key: str, cacert: str, verify: bool,
+             revocations: tlsmaterial.Revocations | None) -> ssl.SSLContext:
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     # Go's TLS 1.2 suites (what dockerd accepts): ECDHE key exchange with an AEAD cipher only; TLS 1.3
@@ -73,15 +85,11 @@ def server_tls_context(cert: str, key: str, cacert: str, verify: bool, crl: str 
             ctx.load_verify_locations(cafile=cacert)
         except (OSError, ssl.SSLError) as exc:
             raise InvalidParameter(f"could not load the TLS CA certificate {cacert}: {exc}") from None
-        if crl:
-            revocations = tlsmaterial.load_crls(crl)
+        if revocations is not None:
             try:
                 tlsmaterial.apply_crls(ctx, revocations)
             except ssl.SSLError as exc:
-                raise InvalidParameter(f"could not load the CRL file {crl}: {exc}") from None
-        tlsmaterial.keep_client_certificates(ctx)
-    elif crl:
-        raise InvalidParameter("--tlscrl needs --tlsverify: without client certificates there is nothing to revoke")
+                raise InvalidParameter(f"could not load the CRLs: {exc}") from None
     return ctx
 
 
