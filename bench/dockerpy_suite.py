@@ -130,24 +130,13 @@ def _rootfs_tar(cmd: list[str]) -> tuple[bytes, bytes]:
 
 def images_archive() -> bytes:
     """One `docker save` archive holding the stand-ins for alpine:3.10, alpine:latest and busybox:latest."""
-    import hashlib
+    from tests.lib.images import docker_archive
 
-    members: dict[str, bytes] = {}
-    manifest = []
+    images = []
     for cmd, tags in ((["/bin/sh"], ["alpine:3.10", "alpine:latest"]), (["sh"], ["busybox:latest"])):
         layer, config = _rootfs_tar(cmd)
-        cname = hashlib.sha256(config).hexdigest() + ".json"
-        lname = hashlib.sha256(layer).hexdigest() + "/layer.tar"
-        members[cname], members[lname] = config, layer
-        manifest.append({"Config": cname, "RepoTags": tags, "Layers": [lname]})
-    members["manifest.json"] = json.dumps(manifest).encode()
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tf:
-        for name, data in members.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tf.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
+        images.append((config, [layer], tags))
+    return docker_archive(images)
 
 
 # ---- the suite's checkout and virtualenv ----

@@ -578,26 +578,11 @@ def test_diff_of_one_new_file_is_that_file_and_restart_with_rm_conflicts(bb):
 
 
 def test_detach_keys_over_websocket_attach(bb):
-    import hashlib
-    import struct
-
     c = api(bb)
     cid = c.create_container("bb", "cat", stdin_open=True, tty=True)["Id"]
     c.start(cid)
-    key = base64.b64encode(os.urandom(16)).decode()
-    s = socket.socket(socket.AF_UNIX)
-    s.connect(bb.sock)
-    s.sendall((f"GET /v1.47/containers/{cid}/attach/ws?stream=1&stdin=1&stdout=1&detachKeys=ctrl-e HTTP/1.1\r\n"
-               f"Host: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-               "Sec-WebSocket-Version: 13\r\n\r\n").encode())
-    head = b""
-    while b"\r\n\r\n" not in head:
-        head += s.recv(1)
-    want = base64.b64encode(hashlib.sha1((key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").encode()).digest())
-    assert head.startswith(b"HTTP/1.1 101") and want in head
-    mask, payload = os.urandom(4), b"\x05"  # ctrl-e
-    s.sendall(struct.pack("!BB", 0x82, 0x80 | len(payload)) + mask + bytes(b ^ mask[i % 4] for i, b in
-                                                                           enumerate(payload)))
+    s = rawhttp.websocket(bb.sock, f"/v1.47/containers/{cid}/attach/ws?stream=1&stdin=1&stdout=1&detachKeys=ctrl-e")
+    rawhttp.ws_send(s, b"\x05")  # ctrl-e
     assert _closed(s)
     s.close()
     assert c.inspect_container(cid)["State"]["Running"] is True

@@ -545,30 +545,11 @@ def _ws_frames(sock) -> list[tuple[int, bytes]]:  # type: ignore[no-untyped-def]
 
 
 def test_attach_over_websocket(bb):
-    import base64
-    import os
-    import socket
-    import struct
-
     c = docker.APIClient(base_url=bb.url, version="1.47")
     cid = c.create_container("bb", ["sh", "-c", "read line; echo got:$line; echo err >&2"], stdin_open=True)["Id"]
     c.start(cid)
-    key = base64.b64encode(os.urandom(16)).decode()
-    s = socket.socket(socket.AF_UNIX)
-    s.connect(bb.sock)
-    s.sendall((f"GET /v1.47/containers/{cid}/attach/ws?stream=1&stdin=1&stdout=1&stderr=1 HTTP/1.1\r\n"
-               f"Host: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-               "Sec-WebSocket-Version: 13\r\n\r\n").encode())
-    head = b""
-    while b"\r\n\r\n" not in head:
-        head += s.recv(1)
-    import hashlib
-
-    want = base64.b64encode(hashlib.sha1((key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").encode()).digest())
-    assert head.startswith(b"HTTP/1.1 101") and b"Sec-WebSocket-Accept: " + want in head, head
-    mask, payload = os.urandom(4), b"hello\n"
-    s.sendall(struct.pack("!BB", 0x81, 0x80 | len(payload)) + mask + bytes(b ^ mask[i % 4] for i, b in
-                                                                           enumerate(payload)))
+    s = rawhttp.websocket(bb.sock, f"/v1.47/containers/{cid}/attach/ws?stream=1&stdin=1&stdout=1&stderr=1")
+    rawhttp.ws_send(s, b"hello\n", opcode=0x1)
     frames = _ws_frames(s)
     s.close()
     data = b"".join(p for op, p in frames if op == 0x2)

@@ -66,3 +66,33 @@ def pipelined(sock_path: str, raw: bytes, count: int, timeout: float = 10) -> li
         s.sendall(raw)
         with s.makefile("rb") as f:
             return [_read_response(f) for _ in range(count)]
+
+
+def websocket(sock_path: str, target: str, timeout: float = 10) -> socket.socket:
+    """A WebSocket opened on ``target`` (checked: 101 with the right Sec-WebSocket-Accept)."""
+    import base64
+    import hashlib
+    import os
+
+    key = base64.b64encode(os.urandom(16)).decode()
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(timeout)
+    s.connect(sock_path)
+    s.sendall((f"GET {target} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+               f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n").encode())
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += s.recv(1)
+    want = base64.b64encode(hashlib.sha1((key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").encode()).digest())
+    assert head.startswith(b"HTTP/1.1 101") and b"Sec-WebSocket-Accept: " + want in head, head
+    return s
+
+
+def ws_send(s: socket.socket, payload: bytes, opcode: int = 0x2) -> None:
+    """One masked client frame (payload under 126 bytes)."""
+    import os
+    import struct
+
+    mask = os.urandom(4)
+    s.sendall(struct.pack("!BB", 0x80 | opcode, 0x80 | len(payload)) + mask
+              + bytes(b ^ mask[i % 4] for i, b in enumerate(payload)))

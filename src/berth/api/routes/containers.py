@@ -329,7 +329,7 @@ def exec_routes(backend: ExecBackend) -> list[Route]:
     async def start(req: Request) -> Response | None:
         assert req.connection is not None
         body = req.json_body() or {}
-        backend.exec_inspect(req.params["id"])  # 404 before the upgrade
+        info = backend.exec_inspect(req.params["id"])  # 404 before the upgrade
         if body.get("Detach"):
             async def nowhere(stream: int, data: bytes) -> None:
                 return None
@@ -339,7 +339,6 @@ def exec_routes(backend: ExecBackend) -> list[Route]:
         # The framing follows this request's Tty, not the exec's (as dockerd does): docker-py starts an
         # exec created with a TTY without saying Tty again and reads the output as multiplexed frames.
         tty = bool(body.get("Tty"))
-        info = backend.exec_inspect(req.params["id"])
         stream = await req.connection.hijack("application/vnd.docker.raw-stream" if tty else MULTIPLEXED)
         # With a TTY, the detach keys end the session; the process goes on, its output unread.
         stdin: Any = stream

@@ -1357,7 +1357,6 @@ class ContainerService:
         }
 
 
-_PROPAGATIONS = cmounts.PROPAGATIONS
 
 
 def _bind_views(hc: dict[str, Any]) -> list[dict[str, Any]]:
@@ -1369,7 +1368,7 @@ def _bind_views(hc: dict[str, Any]) -> list[dict[str, Any]]:
         if len(parts) < 2 or not parts[0].startswith("/"):
             continue
         opts = parts[2].split(",") if len(parts) > 2 else []
-        prop = next((o for o in opts if o in _PROPAGATIONS), "rprivate")
+        prop = next((o for o in opts if o in cmounts.PROPAGATIONS), "rprivate")
         out.append({"Type": "bind", "Source": parts[0], "Destination": parts[1], "Mode": parts[2] if len(parts) > 2
                     else "", "RW": "ro" not in opts, "Propagation": prop})
     for m in hc.get("Mounts") or []:
