@@ -421,11 +421,13 @@ def test_journald_driver_sends_dockerds_fields_and_logs_reads_them_back(make_ber
     assert (first["MESSAGE"], first["CONTAINER_NAME"], first["CONTAINER_ID"], first["CONTAINER_TAG"],
             first["SYSLOG_IDENTIFIER"], first["PRIORITY"], first["TEAM"]) == (
         "first", "jd", cid[:12], "t-jd", "t-jd", "6", "x")
-    # logs -f follows until the container stops
+    assert first["CONTAINER_LOG_ORDINAL"] == "1" and len(first["CONTAINER_LOG_EPOCH"]) == 32  # moby's numbering
+    # logs -f follows until the container stops, and until journald has shown the last line sent
+    # (written just before the exit: journald takes datagrams in asynchronously)
     cid2 = run(d, "run", "-d", "--log-driver", "journald", "bb", "sh", "-c",
-               "for i in 1 2 3; do echo n$i; sleep 0.3; done").stdout.strip()
+               "for i in 1 2 3; do echo n$i; sleep 0.3; done; seq 1 300").stdout.strip()
     follow = subprocess.run(["docker", "-H", d.url, "logs", "-f", cid2], capture_output=True, text=True, timeout=30)
-    assert follow.stdout.splitlines()[-1] == "n3"
+    assert follow.stdout.splitlines() == ["n1", "n2", "n3", *map(str, range(1, 301))]
 
 
 def test_daemon_log_driver_and_log_opts_are_the_default(make_berthd):

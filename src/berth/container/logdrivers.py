@@ -263,8 +263,11 @@ def journal_socket() -> str:
     return os.environ.get("BERTH_JOURNAL_SOCKET") or JOURNAL_SOCKET
 
 
-def journal_fields(opts: Mapping[str, str], info: Info, stream: int, text: bytes) -> list[tuple[str, bytes]]:
-    """dockerd's journald fields for one line (its daemon/logger/journald), extras from labels/env."""
+def journal_fields(opts: Mapping[str, str], info: Info, stream: int, text: bytes,
+                   mark: tuple[str, int] | None = None) -> list[tuple[str, bytes]]:
+    """dockerd's journald fields for one line (its daemon/logger/journald), extras from labels/env;
+    ``mark`` (epoch, ordinal) numbers the entries as moby's driver does, so that a follower knows
+    when it has read the last one the shipper sent."""
     data = text[:-1] if text.endswith(b"\n") else text
     fields = [("MESSAGE", data), ("CONTAINER_ID", info.container_id[:12].encode()),
               ("CONTAINER_ID_FULL", info.container_id.encode()), ("CONTAINER_NAME", info.name.lstrip("/").encode()),
@@ -272,6 +275,8 @@ def journal_fields(opts: Mapping[str, str], info: Info, stream: int, text: bytes
               ("SYSLOG_IDENTIFIER", tag(opts, info).encode()), ("PRIORITY", b"3" if stream == 2 else b"6")]
     if not text.endswith(b"\n"):
         fields.append(("CONTAINER_PARTIAL_MESSAGE", b"true"))
+    if mark is not None:
+        fields += [("CONTAINER_LOG_EPOCH", mark[0].encode()), ("CONTAINER_LOG_ORDINAL", str(mark[1]).encode())]
     for k, v in extra_attributes(opts, info).items():
         key = re.sub(r"[^A-Z0-9_]", "_", k.upper()).lstrip("_")
         if key and not key[0].isdigit():

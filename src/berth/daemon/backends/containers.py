@@ -238,7 +238,8 @@ class ContainerService:
         self.runtimes = runtimes
         self.default_runtime = default_runtime
         self._waiters: dict[str, list[tuple[str, asyncio.Future[int]]]] = {}
-        self._shippers: dict[str, asyncio.Task[None]] = {}  # container ID → its syslog/journald shipper
+        self._shippers: dict[str, asyncio.Task[tuple[str, int] | None]] = {}  # container ID → its syslog/journald shipper
+        self._journal_marks: dict[str, tuple[str, int]] = {}  # container ID → last journald entry its shipper sent
         self._removed_exits: dict[str, tuple[str, int, float]] = {}  # --rm containers: ID → (name, code, when)
         self._locks: dict[str, asyncio.Lock] = {}
         self._watch: DirWatch | None = None
@@ -826,7 +827,13 @@ class ContainerService:
         task = asyncio.get_running_loop().create_task(
             shipper.run(alive, lambda: self._changed.setdefault(ctr.id, asyncio.Event())))
         self._shippers[ctr.id] = task
-        task.add_done_callback(lambda t: self._shippers.pop(ctr.id, None) if self._shippers.get(ctr.id) is t else None)
+
+        def done(t: asyncio.Task[tuple[str, int] | None]) -> None:
+            if shipper.mark is not None:
+                self._journal_marks[ctr.id] = shipper.mark
+            if self._shippers.get(ctr.id) is t:
+                del self._shippers[ctr.id]
+        task.add_done_callback(done)
 
     # ---- exits ---------------------------------------------------------------------------------
     def _log_config(self, ctr: Ctr) -> logdrivers.LogConfig:
@@ -1228,6 +1235,7 @@ class ContainerService:
         self._wake(ctr.id, int(ctr.state.get("ExitCode", 0)), ("removed", "next-exit", "not-running"))
         self._locks.pop(ctr.id, None)
         self._changed.pop(ctr.id, asyncio.Event()).set()
+        self._journal_marks.pop(ctr.id, None)
         # The row is gone: the runtime's state, the mount and the files can go after the answer (for
         # `docker run --rm` this keeps `crun delete` off the path the CLI waits on). A crash before they
         # are gone leaves them without a row, which sweep() removes at start.
@@ -1980,10 +1988,19 @@ class ContainerAPI(ContainerService):
             raise InvalidParameter("configured logging driver does not support reading")
         yield b""  # checked: the caller may answer now (a follower gets its headers before any line)
         if from_start and lc.driver == "journald":
-            def alive() -> bool:
-                return self._exists(ctr.id) and self._get(ctr.id).state.get("Status") in ("created", "running",
-                                                                                          "paused", "restarting")
-            async for line in logship.journal_lines(ctr.id, since, until, tail, follow, alive):
+            async def ended() -> tuple[str, int] | None:
+                """Once the container has stopped and its shipper has sent the rest of its file: the
+                mark of the last journald entry sent (None when no shipper sent any)."""
+                while self._exists(ctr.id) and self._get(ctr.id).state.get("Status") in ("created", "running",
+                                                                                        "paused", "restarting"):
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._changed.setdefault(ctr.id, asyncio.Event()).wait(), 0.25)
+                task = self._shippers.get(ctr.id)
+                if task is not None:
+                    with contextlib.suppress(Exception):
+                        return await asyncio.shield(task)
+                return self._journal_marks.get(ctr.id)
+            async for line in logship.journal_lines(ctr.id, since, until, tail, follow, ended):
                 if stdout and line.stream == clogs.STDOUT or stderr and line.stream == clogs.STDERR:
                     yield clogs.encode(line, tty, timestamps)
             return

@@ -4,7 +4,12 @@ A ``Shipper`` follows the k8s-file conmon writes (from where it stood when the c
 and sends every line on, until the container has stopped and the file is drained. The file is the
 only buffer: a syslog server that is down loses lines (dockerd's driver drops them too, after a
 reconnect attempt), nothing piles up in berthd. Lines written while berthd itself is down are not
-sent (a shipper restarted by reconcile starts at the file's end)."""
+sent (a shipper restarted by reconcile starts at the file's end).
+
+journald takes datagrams in asynchronously: an entry sent just before the container exits may show up
+in the journal a while after. Each entry therefore carries ``CONTAINER_LOG_EPOCH`` (one per shipper)
+and ``CONTAINER_LOG_ORDINAL`` (1, 2, …), as moby's driver writes them, and a follower of a stopped
+container reads on until it has seen the last ordinal sent (``Shipper.mark``)."""
 
 from __future__ import annotations
 
@@ -13,11 +18,13 @@ import contextlib
 import json
 import logging
 import os
+import secrets
 import shutil
 import socket
 import ssl
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from typing import Any
 
 from berth.container import logdrivers
 from berth.container import logs as clogs
@@ -27,6 +34,7 @@ log = logging.getLogger("berth.logs")
 _LOCAL_SYSLOG = ("/dev/log", "/var/run/syslog", "/var/run/log")
 _MAX_DATAGRAM = 64 * 1024  # bytes of one line's message sent; the rest is cut (conmon splits at 8 KiB)
 _RECONNECT_EVERY = 5.0  # seconds between attempts to reach a syslog server that was unreachable
+_JOURNAL_CATCH_UP = 10.0  # seconds a follower waits for journald to show the last entry sent
 
 
 class _Sink:
@@ -116,6 +124,9 @@ class Shipper:
         self.sink = _Sink(cfg)
         self.tag = logdrivers.tag(cfg.opts, info)
         self._down_since = 0.0
+        self.epoch = secrets.token_hex(16)
+        self._ordinal = 0
+        self.mark: tuple[str, int] | None = None  # (epoch, ordinal) of the last journald entry sent
 
     def open(self) -> None:
         """Connect now (in the start thread): a target that cannot be reached fails the start, in
@@ -134,7 +145,8 @@ class Shipper:
     def _encode(self, line: clogs.Line) -> bytes:
         text = line.data[:_MAX_DATAGRAM]
         if self.cfg.driver == "journald":
-            return logdrivers.journal_datagram(logdrivers.journal_fields(self.cfg.opts, self.info, line.stream, text))
+            return logdrivers.journal_datagram(logdrivers.journal_fields(
+                self.cfg.opts, self.info, line.stream, text, (self.epoch, self._ordinal + 1)))
         return logdrivers.syslog_message(self.cfg.opts, self.tag, line.stream, text, self.sink.proto)
 
     def ship(self, lines: list[clogs.Line]) -> None:
@@ -151,13 +163,16 @@ class Shipper:
                     continue
             try:
                 self.sink.send(self._encode(line))
+                self._ordinal += 1
+                if self.cfg.driver == "journald":
+                    self.mark = (self.epoch, self._ordinal)
             except OSError as exc:
                 log.warning("log of %s: sending to %s failed: %s", self.info.container_id[:12], self.cfg.driver, exc)
                 self.sink.close()
                 self._down_since = time.monotonic()
 
-    async def run(self, alive: Callable[[], bool], changed: Callable[[], asyncio.Event]) -> None:
-        """Ship until ``alive()`` is false and the file is drained."""
+    async def run(self, alive: Callable[[], bool], changed: Callable[[], asyncio.Event]) -> tuple[str, int] | None:
+        """Ship until ``alive()`` is false and the file is drained; the ``mark`` of the last entry."""
         try:
             while True:
                 running = alive()
@@ -166,7 +181,7 @@ class Shipper:
                     await asyncio.to_thread(self.ship, lines)
                     continue
                 if not running:
-                    return
+                    return self.mark
                 ev = changed()
                 ev.clear()
                 with contextlib.suppress(TimeoutError):
@@ -178,49 +193,95 @@ class Shipper:
 # ---- reading journald back ------------------------------------------------------------------------
 
 async def journal_lines(cid: str, since: float, until: float | None, tail: int | None, follow: bool,
-                        alive: Callable[[], bool]) -> AsyncIterator[clogs.Line]:
+                        ended: Callable[[], Awaitable[tuple[str, int] | None]]) -> AsyncIterator[clogs.Line]:
     """The container's lines from journald, through ``journalctl -o json`` (as dockerd reads them
-    through sd-journal): stdout at priority 6, stderr at 3; with ``follow`` until the container stops."""
+    through sd-journal): stdout at priority 6, stderr at 3. With ``follow``, until the container has
+    stopped (``ended`` returns, with the mark of the last entry its shipper sent): then, once journald
+    shows that entry, what came after the last entry read is read in one pass."""
     journalctl = shutil.which("journalctl")
     if journalctl is None:
         raise System("reading a journald log needs journalctl (Debian package systemd)")
-    argv = [journalctl, "--no-pager", "-q", "-o", "json", "--all", f"CONTAINER_ID_FULL={cid}"]
+    base = [journalctl, "--no-pager", "-q", "-o", "json", "--all"]
+    argv = [*base, f"CONTAINER_ID_FULL={cid}"]
     if since:
         argv.append(f"--since=@{since:.6f}")
     if until is not None:
         argv.append(f"--until=@{until:.6f}")
-    if tail is not None and tail >= 0:
-        argv.append(f"--lines={tail}")
-    if follow:
-        argv.append("--follow")
+    lines = [f"--lines={tail}"] if tail is not None and tail >= 0 else []
+    if tail == 0:
+        return
+    if not follow:
+        async for entry in _journal_entries([*argv, *lines]):
+            yield _journal_line(entry)
+        return
+    cursor = ""
+    seen: dict[str, int] = {}  # epoch → highest ordinal read
+    stopped = asyncio.ensure_future(ended())
+    try:
+        reader = _journal_entries([*argv, *lines, "--follow"])
+        try:
+            while True:
+                read = asyncio.ensure_future(anext(reader, None))
+                await asyncio.wait({read, stopped}, return_when=asyncio.FIRST_COMPLETED)
+                if not read.done():
+                    read.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await read
+                    break
+                got = read.result()
+                if got is None:
+                    return
+                cursor = str(got.get("__CURSOR") or cursor)
+                with contextlib.suppress(KeyError, TypeError, ValueError):
+                    epoch, ordinal = str(got["CONTAINER_LOG_EPOCH"]), int(got["CONTAINER_LOG_ORDINAL"])
+                    seen[epoch] = max(seen.get(epoch, 0), ordinal)
+                yield _journal_line(got)
+        finally:
+            await reader.aclose()
+        mark = stopped.result()
+    finally:
+        if not stopped.done():
+            stopped.cancel()
+    if mark is not None and seen.get(mark[0], 0) < mark[1]:
+        # journald may not have written the last entries yet: wait (bounded) until it shows the last
+        deadline = time.monotonic() + _JOURNAL_CATCH_UP
+        probe = [*base, "--lines=1", f"CONTAINER_LOG_EPOCH={mark[0]}", f"CONTAINER_LOG_ORDINAL={mark[1]}"]
+        while not [e async for e in _journal_entries(probe)]:
+            if time.monotonic() > deadline:
+                log.warning("log of %s: journald did not show the last entry sent within %.0f s",
+                            cid[:12], _JOURNAL_CATCH_UP)
+                break
+            await asyncio.sleep(0.05)
+    async for entry in _journal_entries([*argv, f"--after-cursor={cursor}"] if cursor else [*argv, *lines]):
+        yield _journal_line(entry)
+
+
+async def _journal_entries(argv: list[str]) -> AsyncGenerator[dict[str, Any], None]:
+    """The JSON entries ``journalctl`` prints; the process is killed when the caller stops reading."""
     proc = await asyncio.create_subprocess_exec(*argv, stdin=asyncio.subprocess.DEVNULL,
                                                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
                                                 limit=1 << 20)
     assert proc.stdout is not None
     try:
-        if tail == 0:
-            return
-        while True:
-            try:
-                raw = await asyncio.wait_for(proc.stdout.readline(), 0.25 if follow else None)
-            except TimeoutError:
-                if not alive():
-                    return  # stopped and nothing more for a quarter second: drained
-                continue
-            if not raw:
-                return
-            try:
+        while raw := await proc.stdout.readline():
+            with contextlib.suppress(ValueError):
                 entry = json.loads(raw)
-            except ValueError:
-                continue
-            msg = entry.get("MESSAGE")
-            data = bytes(msg) if isinstance(msg, list) else str(msg or "").encode()
-            if entry.get("CONTAINER_PARTIAL_MESSAGE") != "true":
-                data += b"\n"
-            usec = int(entry.get("__REALTIME_TIMESTAMP") or 0)
-            stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(usec // 1_000_000)) + f".{usec % 1_000_000:06d}000Z"
-            yield clogs.Line(stamp, clogs.STDERR if entry.get("PRIORITY") == "3" else clogs.STDOUT, data)
+                if isinstance(entry, dict):
+                    yield entry
     finally:
         if proc.returncode is None:
             proc.kill()
         await proc.wait()
+
+
+def _journal_line(entry: dict[str, Any]) -> clogs.Line:
+    msg = entry.get("MESSAGE")
+    data = bytes(msg) if isinstance(msg, list) else str(msg or "").encode()
+    if entry.get("CONTAINER_PARTIAL_MESSAGE") != "true":
+        data += b"\n"
+    try:
+        usec = int(entry.get("__REALTIME_TIMESTAMP") or 0)
+    except ValueError:
+        usec = 0
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(usec // 1_000_000)) + f".{usec % 1_000_000:06d}000Z"
+    return clogs.Line(stamp, clogs.STDERR if entry.get("PRIORITY") == "3" else clogs.STDOUT, data)
