@@ -8,10 +8,12 @@ Measures, each as a median over alternating rounds so that machine noise hits bo
 Traffic goes only to the daemons' unix sockets and to 127.0.0.1. Every daemon is stopped and its
 temporary directory removed at the end, also on failure.
 
-    python bench/run.py [--quick] [--json PATH] [--only GROUP] [--baseline REV] [--tlscrl]
+    python bench/run.py [--quick] [--json PATH] [--only GROUP] [--baseline REV] [--tlscrl] [--authz]
 
 With ``--baseline REV`` the berthd of git revision REV runs beside today's ("baseline" column), to
 show what a change costs; the last column is today's berthd against it (+: faster or smaller).
+With ``--authz`` today's berthd also runs with an authorization policy (``AUTHZ_POLICY``: the
+rules a site would have) in an "authz" column, and its cost is the last column.
 """
 
 from __future__ import annotations
@@ -38,11 +40,22 @@ DOCKERD = shutil.which("dockerd")
 DOCKER = shutil.which("docker")
 BASELINE_SRC: str | None = None  # src/ of an older berth (``--baseline``), run beside today's
 TLSCRL: str | None = None  # ``--tlscrl``: today's berthd checks client certificates against this CRL
+AUTHZ = False  # ``--authz``: an "authz" berthd (today's, with AUTHZ_POLICY) runs beside the others
+AUTHZ_POLICY = """
+@id("root") permit(principal == UnixUser::"root", action, resource) unless { context.daemon_socket };
+@id("bench-client") permit(principal == TlsClient::"bench", action, resource) unless { context.escalates };
+@id("monitoring") permit(principal in UnixGroup::"adm", action in Action::"read-only", resource);
+@id("ops") @labels("team=ops")
+permit(principal in TlsUnit::"ops", action in Action::"container", resource)
+  when { resource.hasTag("team") && resource.getTag("team") == "ops" } unless { context.escalates };
+@id("no-daemon-socket") forbid(principal, action, resource) when { context.daemon_socket };
+"""
 
 
 def kinds() -> list[str]:
     """The daemons every benchmark compares: berthd, the baseline berthd, dockerd (those present)."""
-    return ["berthd"] + (["baseline"] if BASELINE_SRC else []) + (["dockerd"] if DOCKERD else [])
+    return (["berthd"] + (["baseline"] if BASELINE_SRC else []) + (["authz"] if AUTHZ else [])
+            + (["dockerd"] if DOCKERD else []))
 
 
 def baseline_src(rev: str) -> str:
@@ -99,17 +112,23 @@ class Daemon:
 
     def argv(self, tls_dir: str | None) -> list[str]:
         cfg = os.path.join(self.root, "daemon.json")
+        settings = {}
+        if self.kind == "authz":
+            policy = os.path.join(self.root, "policy.cedar")
+            with open(policy, "w") as f:
+                f.write(AUTHZ_POLICY)
+            settings["authorization-policy"] = policy
         with open(cfg, "w") as f:
-            f.write("{}")
+            json.dump(settings, f)
         common = ["-H", f"unix://{self.sock}", "--data-root", f"{self.root}/data", "--exec-root",
                   f"{self.root}/exec", "--pidfile", f"{self.root}/pid", "--config-file", cfg]
         if tls_dir:
             self.tls_port = free_port()
             common += ["-H", f"tcp://127.0.0.1:{self.tls_port}", "--tlsverify", "--tlscacert", f"{tls_dir}/ca.pem",
                        "--tlscert", f"{tls_dir}/cert.pem", "--tlskey", f"{tls_dir}/key.pem"]
-            if TLSCRL and self.kind == "berthd":
+            if TLSCRL and self.kind in ("berthd", "authz"):
                 common += ["--tlscrl", TLSCRL]
-        if self.kind in ("berthd", "baseline"):
+        if self.kind in ("berthd", "baseline", "authz"):
             return [BERTHD, *common, *self.net_args]
         assert DOCKERD is not None
         return [DOCKERD, *common, *self.net_args, "--iptables=false", "--ip-masq=false"]
@@ -222,8 +241,11 @@ def main() -> int:
     ap.add_argument("--baseline", metavar="REV", help="also run the berthd of this git revision, side by side")
     ap.add_argument("--tlscrl", action="store_true", help="today's berthd checks client certificates against a "
                     "CRL (the cost of revocation checking, against --baseline)")
+    ap.add_argument("--authz", action="store_true", help="also run today's berthd with an authorization policy "
+                    "(the \"authz\" column; its cost against berthd is the last column)")
     opts = ap.parse_args()
-    global BASELINE_SRC, TLSCRL
+    global BASELINE_SRC, TLSCRL, AUTHZ
+    AUTHZ = opts.authz
     if opts.baseline:
         BASELINE_SRC = baseline_src(opts.baseline)
     rounds, seconds, cli_runs, starts = (2, 1.0, 5, 2) if opts.quick else (5, 3.0, 21, 5)
@@ -290,9 +312,10 @@ def main() -> int:
     higher_is_better = {"ping unix (req/s)", "ping mTLS (req/s)", "100 ctrs, 8 clients (ctr/s)",
                         "200 ctrs on a bridge net (ctr/s)", "100 ctrs on a bridge net (ctr/s)",
                         "ctr/s after the storm", "ctr/s, fresh daemon"}
-    cols = [k for k in ("berthd", "baseline", "dockerd") if k in all_kinds]
+    cols = [k for k in ("berthd", "baseline", "authz", "dockerd") if k in all_kinds]
     head = "".join(f"{c:>12}" for c in cols)
-    extra = ("  vs dockerd" if "dockerd" in cols else "") + ("  vs baseline" if "baseline" in cols else "")
+    extra = (("  vs dockerd" if "dockerd" in cols else "") + ("  vs baseline" if "baseline" in cols else "")
+             + ("  authz/berthd" if "authz" in cols else ""))
     print(f"\n{'measure':<46}{head}{extra}   (ratios: berthd better when > 1)")
     for name, vals in results.items():
         line = f"{name:<46}" + "".join(f"{vals[c]:>12.4g}" if c in vals else f"{'-':>12}" for c in cols)
@@ -301,6 +324,9 @@ def main() -> int:
             if other in cols and vals.get(other):
                 ratio = b / vals[other] if name in higher_is_better else vals[other] / b
                 line += f"{ratio:>12.2f}x" if other == "dockerd" else f"{ratio:>13.3f}x"
+        if "authz" in cols and vals.get("authz") and b:
+            ratio = vals["authz"] / b if name in higher_is_better else b / vals["authz"]
+            line += f"{ratio:>14.3f}x"
         print(line)
     if opts.json:
         with open(opts.json, "w") as f:

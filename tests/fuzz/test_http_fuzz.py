@@ -35,8 +35,8 @@ async def hijack(req: Request) -> None:
         await s.write(data)
 
 
-ROUTER = Router([route("GET", "/_ping", lambda r: Response.text("OK")), route("POST", "/json", echo_json),
-                 route("PUT", "/len", stream_body_len), route("POST", "/containers/{id}/attach", hijack)])
+ROUTER = Router([route("GET", "/_ping", lambda r: Response.text("OK")), route("POST", "/json", echo_json, action="test.route"),
+                 route("PUT", "/len", stream_body_len, action="test.route"), route("POST", "/containers/{id}/attach", hijack, action="test.route")])
 
 
 def feed(chunks: list[bytes], limits: Limits | None = None) -> bytes:

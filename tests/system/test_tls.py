@@ -6,6 +6,7 @@ the test library's own ``odd_cert`` (expired, wrong usage)."""
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -103,6 +104,9 @@ def test_identity_of_tls_and_unix_callers_is_logged(make_berthd, pki_dirs):
     t.d.start(wait_for=[t.port])
     assert docker("info", env=t.env(f"{pki_dirs}/client")).returncode == 0
     assert docker("-H", t.d.url, "info").returncode == 0
+    deadline = time.monotonic() + 10  # the line is logged just after the answer is written: it may trail it
+    while "unix:root(0) GET /info" not in t.d.log() and time.monotonic() < deadline:
+        time.sleep(0.05)
     log = t.d.log()
     assert "tls:CN=node1,O=ops GET /info" in log
     assert "unix:root(0) GET /info" in log

@@ -7,6 +7,8 @@ from collections.abc import AsyncIterator, Awaitable
 from typing import Any, Protocol
 
 from berth.api.filters import Filters
+from berth.api.http import Request
+from berth.api.router import Route
 
 
 class SystemBackend(Protocol):
@@ -174,3 +176,17 @@ class NetworkBackend(Protocol):
     async def network_connect(self, name: str, body: dict[str, Any]) -> None: ...
 
     async def network_disconnect(self, name: str, body: dict[str, Any]) -> None: ...
+
+
+class PolicyBackend(Protocol):
+    def policy_explain(self, spec: dict[str, Any]) -> dict[str, Any]:
+        """How the policy decides a request made as someone else (``berth policy explain``)."""
+        ...
+
+
+class Authorizer(Protocol):
+    """Decides, before its handler runs, whether a request may go ahead (raises Forbidden when not).
+    It may rewrite ``req.body`` (a policy that forces labels on what a caller creates)."""
+
+    async def authorize(self, req: Request, route: Route) -> None:
+        ...

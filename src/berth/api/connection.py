@@ -50,6 +50,7 @@ from typing import Any
 import httptools
 
 from berth.api import versions
+from berth.api.backends import Authorizer
 from berth.api.errors import error_body, status_for
 from berth.api.hijack import HijackedStream
 from berth.api.http import Request, Response
@@ -111,6 +112,7 @@ class Application:
             f"Server: {server}\r\n"
         ).encode()
         self.connections: set[HttpConnection] = set()
+        self.authorizer: Authorizer | None = None  # None: every caller who reaches a listener may do anything
         self._peak = 0  # most connections since memory was last handed back
         self.expired = 0
 
@@ -617,7 +619,7 @@ class HttpConnection(asyncio.BufferedProtocol):
                 continue
             route, req = job.route, job.request
             assert route is not None and req is not None
-            if not route.is_async:
+            if not route.is_async and self.app.authorizer is None:
                 try:
                     resp = route.handler(req)
                 except Exception as exc:  # noqa: BLE001 - mapped to a status in one place
@@ -633,7 +635,9 @@ class HttpConnection(asyncio.BufferedProtocol):
         route, req = job.route, job.request
         assert route is not None and req is not None
         try:
-            resp = await route.handler(req)  # type: ignore[misc]
+            if self.app.authorizer is not None:
+                await self.app.authorizer.authorize(req, route)
+            resp = await route.handler(req) if route.is_async else route.handler(req)  # type: ignore[misc]
         except asyncio.CancelledError:
             return
         except Exception as exc:  # noqa: BLE001 - mapped to a status in one place

@@ -4,6 +4,8 @@ A ``Route`` names its method, a path pattern (``/containers/{name}/json``; ``{na
 across slashes, for image references), its handler, and what it needs of the connection:
 ``stream_body`` routes are dispatched as soon as their headers arrive and read the body as a stream;
 ``min_version`` routes answer 404 ... to older clients, as dockerd's WithMinimumAPIVersion does.
+Every route has an ``action`` (``container.create``, ``system.info``) from ``security.actions``: a
+stable name that authorization policies and the audit log use.
 Static paths are looked up in a dict first, so ``/_ping`` costs one hash lookup.
 """
 
@@ -15,6 +17,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from berth.api.http import Handler
+from berth.security import actions
 
 _PARAM = re.compile(r"\{(\w+)(?::(path))?\}")
 
@@ -24,17 +27,21 @@ class Route:
     method: str
     pattern: str
     handler: Handler
+    action: str
     stream_body: bool = False
     min_version: str | None = None
     is_async: bool = field(default=False, compare=False)
 
 
-def route(
-    method: str, pattern: str, handler: Handler, *, stream_body: bool = False, min_version: str | None = None
-) -> Route:
-    return Route(
-        method, pattern, handler, stream_body, min_version, inspect.iscoroutinefunction(handler)
-    )
+def route(method: str, pattern: str, handler: Handler, *, stream_body: bool = False, min_version: str | None = None,
+          action: str | None = None) -> Route:
+    """A route; its action is the catalogue's (``security.actions``) unless given (tests' own routes)."""
+    if action is None:
+        try:
+            action = actions.action_of(method, pattern)
+        except KeyError:
+            raise ValueError(f"{method} {pattern} has no action name in berth.security.actions") from None
+    return Route(method, pattern, handler, action, stream_body, min_version, inspect.iscoroutinefunction(handler))
 
 
 def _compile(pattern: str) -> re.Pattern[str]:
@@ -61,6 +68,16 @@ class Router:
                 self._dynamic.setdefault(method, []).append((_compile(r.pattern), r))
             else:
                 self._static.setdefault((method, r.pattern), r)
+
+    def routes(self) -> list[Route]:
+        """Every route, once (a GET's implied HEAD is not repeated)."""
+        out: dict[int, Route] = {}
+        for r in self._static.values():
+            out.setdefault(id(r), r)
+        for table in self._dynamic.values():
+            for _, r in table:
+                out.setdefault(id(r), r)
+        return list(out.values())
 
     def match(self, method: str, path: str) -> tuple[Route, dict[str, str]] | None:
         """The route for (method, path) and its parameters, or None (dockerd answers 404)."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,7 +28,7 @@ DEFAULT_CONFIG_FILE = "/etc/berth/daemon.json"
 LOG_LEVELS = ("debug", "info", "warn", "error", "fatal", "panic")
 
 # Keys of berth's own, beyond dockerd's.
-BERTH_KEYS = frozenset({"tlscrl"})
+BERTH_KEYS = frozenset({"tlscrl", "authorization-policy", "listener-policies"})
 # Every key dockerd's daemon.json accepts on Linux (so that an unknown key and a key berth does not
 # honour yet get different, precise errors).
 DOCKERD_KEYS = frozenset("""
@@ -96,6 +97,10 @@ OPTIONS: tuple[Option, ...] = (
     Option("log-driver", ("--log-driver",), str, "default log driver of containers: json-file, local, syslog, "
            "journald or none (default json-file)", "DRIVER"),
     Option("log-opts", ("--log-opt",), "opts", "default log driver option (repeatable)", "KEY=VALUE"),
+    Option("authorization-policy", ("--authorization-policy",), str, "who may do what: a Cedar policy file "
+           "(berth's own; none: every caller who reaches a socket is admin)", "FILE"),
+    Option("listener-policies", ("--listener-policy",), "listeners", "give a listener a fixed role: ADDR=ROLE, "
+           "ROLE read-only, admin or one the policy names (repeatable; berth's own)", "ADDR=ROLE"),
     Option("userns-remap", ("--userns-remap",), str, "run containers' root as the subordinate ids of this user: "
            "\"default\" (the dockremap user, made when missing), user, user:group, uid or uid:gid", "USER"),
 )
@@ -144,6 +149,15 @@ class Config:
     userns_remap: str = ""
     log_driver: str = "json-file"
     log_opts: dict[str, str] = field(default_factory=dict)
+    authorization_policy: str = ""
+    listener_policies: dict[str, ListenerPolicy] = field(default_factory=dict)  # listener name → its policy
+
+
+@dataclass(frozen=True, slots=True)
+class ListenerPolicy:
+    role: str
+    mode: int | None = None  # a unix socket's mode (default 0660)
+    group: str | None = None  # a unix socket's group (default -G's)
 
 
 def _parse_bool(text: str) -> bool:
@@ -165,7 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
         if o.kind is bool:
             p.add_argument(*o.flags, dest=dest, nargs="?", const=True, default=None, type=_parse_bool,
                            metavar="BOOL", help=o.help)
-        elif o.kind is list or o.kind in ("pools", "opts"):
+        elif o.kind is list or o.kind in ("pools", "opts", "listeners"):
             p.add_argument(*o.flags, dest=dest, action="append", default=None, metavar=o.metavar, help=o.help)
         elif o.kind is int:
             p.add_argument(*o.flags, dest=dest, default=None, type=int, metavar=o.metavar or "N", help=o.help)
@@ -235,10 +249,13 @@ def _check_file_keys(path: str, file_cfg: dict[str, Any], flag_values: dict[str,
               else isinstance(value, int) and not isinstance(value, bool) if kind is int
               else isinstance(value, list) and all(isinstance(v, dict) for v in value) if kind == "pools"
               else isinstance(value, dict) and all(isinstance(v, str) for v in value.values()) if kind == "opts"
+              else isinstance(value, dict) and all(isinstance(v, (str, dict)) for v in value.values())
+              if kind == "listeners"
               else isinstance(value, list) and all(isinstance(v, str) for v in value))
         if not ok:
             want = {bool: "a boolean", str: "a string", list: "a list of strings", int: "an integer",
-                    "pools": 'a list of {"base": CIDR, "size": N} objects'}[kind]
+                    "pools": 'a list of {"base": CIDR, "size": N} objects', "opts": "an object of strings",
+                    "listeners": 'an object of ADDR: ROLE or ADDR: {"role": R, "mode": "0660", "group": G}'}[kind]
             bad.append(f"{key} must be {want}, got {json.dumps(value)}")
     if bad:
         fail("invalid type: " + "; ".join(bad))
@@ -287,11 +304,60 @@ def load(argv: list[str], environ: dict[str, str] | None = None) -> Config:
     cfg.hosts = [parse_host(h, cfg.tls) for h in merged.get("hosts") or ["unix://"]]
     _network_options(cfg, merged)
     _log_options(cfg, merged)
+    cfg.authorization_policy = os.path.abspath(merged["authorization-policy"]) \
+        if merged.get("authorization-policy") else ""
+    cfg.listener_policies = _listener_policies(cfg, merged.get("listener-policies") or {})
     cfg.userns_remap = str(merged.get("userns-remap") or "")
     check_userns_spec(cfg.userns_remap)
     cfg.cleanup_network = bool(ns.cleanup_network)
     _check_security(cfg)
     return cfg
+
+
+def _listener_policies(cfg: Config, value: dict[str, Any] | list[str]) -> dict[str, ListenerPolicy]:
+    """listener-policies: each key one of the daemon's own listeners, each value a role (or an object
+    with the role and a unix socket's mode and group)."""
+    if isinstance(value, list):  # --listener-policy ADDR=ROLE, repeated
+        pairs: dict[str, Any] = {}
+        for item in value:
+            addr, sep, role = item.rpartition("=")
+            if not sep or not addr:
+                raise InvalidParameter(f"invalid --listener-policy {item!r}: it must be ADDR=ROLE")
+            pairs[addr] = role
+        value = pairs
+    ours = {str(h): h for h in cfg.hosts}
+    out: dict[str, ListenerPolicy] = {}
+    for key, spec in value.items():
+        h = parse_host(key, cfg.tls)
+        if str(h) not in ours:
+            raise InvalidParameter(f"listener-policies names {key}, which is not one of this daemon's listeners "
+                                   f"({', '.join(ours)}): add it to hosts (-H) too")
+        if h.proto == "fd":
+            raise InvalidParameter(f"listener-policies: {key}: a socket-activated listener cannot have a role yet")
+        if isinstance(spec, str):
+            spec = {"role": spec}
+        unknown = sorted(set(spec) - {"role", "mode", "group"})
+        if unknown:
+            raise InvalidParameter(f"listener-policies: {key}: unknown field(s) {', '.join(unknown)} "
+                                   "(role, mode, group)")
+        role = spec.get("role")
+        if not isinstance(role, str) or not re.fullmatch(r"[A-Za-z0-9_.-]+", role):
+            raise InvalidParameter(f"listener-policies: {key}: the role must be a name, got {json.dumps(role)}")
+        mode = spec.get("mode")
+        if mode is not None:
+            if h.proto != "unix":
+                raise InvalidParameter(f"listener-policies: {key}: mode is for unix sockets")
+            try:
+                mode = int(mode, 8) if isinstance(mode, str) else int(mode)
+            except ValueError:
+                raise InvalidParameter(f"listener-policies: {key}: mode must be octal, such as \"0660\"") from None
+            if not 0 <= mode <= 0o777:
+                raise InvalidParameter(f"listener-policies: {key}: mode {oct(mode)} is out of range")
+        group = spec.get("group")
+        if group is not None and (h.proto != "unix" or not isinstance(group, str) or not group):
+            raise InvalidParameter(f"listener-policies: {key}: group must be a group name or id, for unix sockets")
+        out[str(h)] = ListenerPolicy(role, mode, group)
+    return out
 
 
 def _log_options(cfg: Config, merged: dict[str, Any]) -> None:
@@ -404,7 +470,7 @@ def reloadable(cfg: Config, path: str) -> dict[str, Any]:
     file_cfg = _load_file(path, explicit=False)
     _check_file_keys(path, file_cfg, cfg.flag_values)
     out: dict[str, Any] = {}
-    for key in ("debug", "log-level", "labels", "tlscert", "tlskey", "tlscacert", "tlscrl"):
+    for key in ("debug", "log-level", "labels", "tlscert", "tlskey", "tlscacert", "tlscrl", "authorization-policy"):
         if key in file_cfg:
             out[key] = file_cfg[key]
     return out

@@ -11,6 +11,7 @@ daemon without TLS?" hint.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import errno
 import logging
 import os
@@ -100,7 +101,11 @@ class Site:
                  tls: ssl.SSLContext | None = None, cleanup_path: str | None = None) -> None:
         self.name = name
         self.sock = sock
-        self.identify = identify
+
+        def identify_here(transport: asyncio.BaseTransport) -> Identity:
+            return dataclasses.replace(identify(transport), listener=name)
+
+        self.identify = identify_here
         self.tls = tls
         self.cleanup_path = cleanup_path
         self.active = 0  # open connections
@@ -239,7 +244,7 @@ def _prepare_unix_path(path: str) -> None:
     raise InvalidParameter(f"cannot listen on unix://{path}: another daemon is already serving on it")
 
 
-def unix_site(path: str, group: str, group_explicit: bool) -> Site:
+def unix_site(path: str, group: str, group_explicit: bool, mode: int = 0o660) -> Site:
     try:
         gid = group_id(group)
     except KeyError:
@@ -257,7 +262,7 @@ def unix_site(path: str, group: str, group_explicit: bool) -> Site:
         finally:
             os.umask(old)
         os.chown(path, 0 if os.geteuid() == 0 else os.geteuid(), gid)
-        os.chmod(path, 0o660)
+        os.chmod(path, mode)
         sock.listen(1024)
     except OSError as exc:
         sock.close()

@@ -17,13 +17,13 @@ import shutil
 import signal
 import ssl
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from contextlib import ExitStack
 from dataclasses import replace
 
 from berth import API_VERSION, __version__
 from berth.api.connection import Application, HttpConnection, Limits
-from berth.api.router import Router
+from berth.api.router import Route, Router
 from berth.api.routes import containers as container_routes
 from berth.api.routes import images as image_routes
 from berth.api.routes import networks as network_routes
@@ -31,8 +31,8 @@ from berth.api.routes import swarm as swarm_routes
 from berth.api.routes import system as system_routes
 from berth.api.routes import volumes as volume_routes
 from berth.container.runtime import OCIRuntime
+from berth.daemon import authz, logs
 from berth.daemon import config as config_mod
-from berth.daemon import logs
 from berth.daemon.backends.containers import ContainerAPI, ExecService
 from berth.daemon.backends.images import ImageService
 from berth.daemon.backends.networks import NetSettings, NetworkAPI, NetworkService
@@ -47,6 +47,8 @@ from berth.image.store import ImageStore
 from berth.linux import cgroups, spinpoll, systemd
 from berth.linux.files import write_atomic
 from berth.linux.idmap import UserNamespace, share_with_remapped_root
+from berth.security import actions as actions_mod
+from berth.security import policy as policy_mod
 from berth.security import tlsmaterial
 from berth.store.db import Database
 from berth.volume.local import LocalVolumes
@@ -136,6 +138,28 @@ def tls_warnings(cfg: Config) -> list[str]:
     return tlsmaterial.expiry_warnings(files)
 
 
+def _gate(cfg: Config, actions: Mapping[str, str], resolver: authz.Resolver,
+          match: Callable[[str, str], tuple[Route, dict[str, str]] | None]) -> authz.Gate:
+    """The authorization gate (installed only when it has something to check: a policy or a listener
+    role; otherwise nothing is checked and nothing is slower). A policy that cannot be used, or a listener role that is neither built in nor in the policy,
+    stops the daemon from starting."""
+    policy = policy_mod.Policy.load(cfg.authorization_policy, actions) if cfg.authorization_policy else None
+    roles = {name: lp.role for name, lp in cfg.listener_policies.items()}
+    named = policy.roles() if policy is not None else set()
+    for name, role in roles.items():
+        if role not in policy_mod.ROLES and role not in named:
+            raise InvalidParameter(f"listener-policies: {name} has the role {role!r}, which is neither built in "
+                                   f"({', '.join(policy_mod.ROLES)}) nor named in the authorization policy "
+                                   f"(Role::\"{role}\")")
+    if policy is None:
+        log.warning("authorization: no policy (authorization-policy): every caller who reaches a socket is admin%s",
+                    " except on listeners with a role" if roles else "")
+    else:
+        log.info("authorization: policy %s (%d rules)", cfg.authorization_policy, len(policy.rules))
+    sockets = tuple(h.address for h in cfg.hosts if h.proto == "unix")
+    return authz.Gate(policy, roles, resolver, sockets, match)
+
+
 def open_sites(cfg: Config) -> list[Site]:
     """Open every listener or none: on a failure the ones already open are closed."""
     tls = tls_context(cfg)
@@ -144,7 +168,10 @@ def open_sites(cfg: Config) -> list[Site]:
     try:
         for h in cfg.hosts:
             if h.proto == "unix":
-                sites.append(unix_site(h.address, cfg.group, cfg.group_explicit))
+                lp = cfg.listener_policies.get(str(h))
+                group = lp.group if lp is not None and lp.group else cfg.group
+                sites.append(unix_site(h.address, group, cfg.group_explicit or group != cfg.group,
+                                       lp.mode if lp is not None and lp.mode is not None else 0o660))
             elif h.proto == "tcp":
                 if tls is None:
                     log.warning("API is accessible on http://%s without encryption: anyone who can reach it "
@@ -165,6 +192,8 @@ class Daemon:
         self.bus = EventBus()
         self._stop = asyncio.Event()
         self.sites: list[Site] = []
+        self.gate: authz.Gate | None = None
+        self.actions: dict[str, str] = {}
 
     def reload(self) -> None:
         try:
@@ -179,6 +208,7 @@ class Daemon:
         if "labels" in changes:
             self.system.labels = list(changes["labels"])
         self._reload_tls(changes)
+        self._reload_policy(changes)
         logs.set_level("debug" if self.cfg.debug else self.cfg.log_level)
         self.app.debug = self.cfg.debug
         attrs = {"debug": str(self.cfg.debug).lower(), "labels": "[" + ", ".join(self.system.labels) + "]",
@@ -212,6 +242,29 @@ class Daemon:
             log.warning("%s", w)
         log.info("reloaded the TLS certificate %s, key, CA %s%s", cfg.tlscert, cfg.tlscacert,
                  f" and CRL {cfg.tlscrl}" if cfg.tlscrl else "")
+
+    def _reload_policy(self, changes: dict[str, object]) -> None:
+        """The policy file read again (and its path, when daemon.json changed it); one that cannot be used
+        keeps the policy in use, and the log says why."""
+        path = os.path.abspath(str(changes["authorization-policy"])) if changes.get("authorization-policy") \
+            else self.cfg.authorization_policy
+        if not path:
+            return
+        try:
+            new = policy_mod.Policy.load(path, self.actions)
+            missing = [r for r in {lp.role for lp in self.cfg.listener_policies.values()}
+                       if r not in policy_mod.ROLES and r not in new.roles()]
+            if missing:
+                raise InvalidParameter(f"the role(s) {', '.join(missing)} of listener-policies are not in it")
+        except BerthError as exc:
+            log.error("authorization policy reload failed, keeping the policy in use: %s", exc.message)
+            return
+        if self.gate is None:
+            return
+        self.gate.policy = new
+        self.app.authorizer = self.gate
+        self.cfg.authorization_policy = path
+        log.info("reloaded the authorization policy %s (%d rules)", path, len(new.rules))
 
     async def run(self) -> int:
         cfg = self.cfg
@@ -248,11 +301,22 @@ class Daemon:
                                         container_counts=containers.counts)
             router = Router([*system_routes.routes(self.system), *image_routes.routes(images),
                              *container_routes.routes(containers),
-                             *container_routes.exec_routes(ExecService(containers)),
+                             *container_routes.exec_routes(execs := ExecService(containers)),
                              *volume_routes.routes(VolumeService(volumes, self.bus)),
                              *network_routes.routes(NetworkAPI(networks)), *swarm_routes.routes()])
             self.app = Application(router, server=f"berth/{__version__} (linux)", debug=cfg.debug,
                                    limits=http_limits(os.environ))
+            self.actions = actions_mod.methods()
+            self.gate = _gate(cfg, self.actions, authz.Resolver(
+                container=containers.labels_of, exec_container=execs.container_of,
+                image=lambda ref: (image_store.resolve(ref), {}),
+                network=lambda ref: (lambda n: (n.id, n.labels))(networks.get(ref)),
+                volume=lambda ref: (lambda v: (v.name, v.labels))(volumes.get(ref)),
+                host_binds=containers.host_binds, create_body=containers.create_body_of), router.match)
+            for r in system_routes.policy_routes(self.gate):
+                router.add(r)
+            if self.gate.policy is not None or self.gate.roles:
+                self.app.authorizer = self.gate
             sites = open_sites(cfg)
             for s in sites:
                 stack.callback(s.close)

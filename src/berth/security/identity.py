@@ -20,6 +20,7 @@ class Identity:
     pid: int | None = None
     organization: str = ""
     organizational_unit: str = ""
+    listener: str = ""  # the listener the connection came through (``unix:///run/berth.sock``)
 
     @property
     def principal(self) -> str:

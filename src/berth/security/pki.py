@@ -52,10 +52,12 @@ def parse_san(text: str) -> x509.GeneralName:
     raise InvalidParameter(f"invalid SAN {text!r}: only DNS: and IP: are supported")
 
 
-def _name(cn: str, org: str | None = None) -> x509.Name:
+def _name(cn: str, org: str | None = None, unit: str | None = None) -> x509.Name:
     attrs = [x509.NameAttribute(NameOID.COMMON_NAME, cn)]
     if org:
         attrs.append(x509.NameAttribute(NameOID.ORGANIZATION_NAME, org))
+    if unit:
+        attrs.append(x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, unit))
     return x509.Name(attrs)
 
 
@@ -157,7 +159,7 @@ def _check_days(days: int) -> None:
 
 def issue(ca: CA, out_dir: str, cn: str, *, server: bool, sans: Sequence[str] = (), days: int = 730,
           key_spec: KeySpec = KeySpec(), org: str | None = None, force: bool = False,
-          not_before: dt.datetime | None = None) -> x509.Certificate:
+          not_before: dt.datetime | None = None, unit: str | None = None) -> x509.Certificate:
     """Issue a server (serverAuth) or client (clientAuth) certificate into ``out_dir`` as cert.pem and
     key.pem, with a copy of the CA's ca.pem beside them."""
     _check_days(days)
@@ -171,7 +173,7 @@ def issue(ca: CA, out_dir: str, cn: str, *, server: bool, sans: Sequence[str] = 
     is_rsa = isinstance(key, rsa.RSAPrivateKey)
     builder = (
         x509.CertificateBuilder()
-        .subject_name(_name(cn, org)).issuer_name(ca.cert.subject)
+        .subject_name(_name(cn, org, unit)).issuer_name(ca.cert.subject)
         .public_key(key.public_key())
         .serial_number(_serial())
         .not_valid_before(start)

@@ -84,9 +84,9 @@ async def echo_hijack(req: Request) -> None:
 
 
 def make() -> tuple[HttpConnection, MemoryTransport]:
-    router = Router([route("GET", "/fast", lambda r: Response.text("fast")), route("GET", "/slow", slow),
-                     route("GET", "/boom", boom), route("POST", "/conflict", conflict),
-                     route("GET", "/stream", stream), route("POST", "/hijack", echo_hijack)])
+    router = Router([route("GET", "/fast", lambda r: Response.text("fast"), action="test.route"), route("GET", "/slow", slow, action="test.route"),
+                     route("GET", "/boom", boom, action="test.route"), route("POST", "/conflict", conflict, action="test.route"),
+                     route("GET", "/stream", stream, action="test.route"), route("POST", "/hijack", echo_hijack, action="test.route")])
     conn = HttpConnection(Application(router, server="t"), lambda t: Identity("unix", user="u", uid=1))
     t = MemoryTransport()
     conn.connection_made(t)

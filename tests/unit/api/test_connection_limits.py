@@ -25,7 +25,7 @@ async def json_handler(req: Request) -> Response:
 
 
 def make(limits: Limits | None = None) -> tuple[HttpConnection, MemoryTransport, Application]:
-    router = Router([route("GET", "/r", record), route("POST", "/r", record), route("POST", "/json", json_handler)])
+    router = Router([route("GET", "/r", record, action="test.route"), route("POST", "/r", record, action="test.route"), route("POST", "/json", json_handler, action="test.route")])
     app = Application(router, server="t", limits=limits)
     conn = HttpConnection(app, lambda t: Identity("unix", user="u", uid=1))
     t = MemoryTransport()
@@ -193,7 +193,7 @@ def test_a_client_that_never_reads_is_closed_after_the_idle_time():
 
 def test_an_empty_upload_does_not_leave_a_large_buffer():
     async def main() -> int:
-        router = Router([route("POST", "/up", record, stream_body=True)])
+        router = Router([route("POST", "/up", record, action="test.route", stream_body=True)])
         app = Application(router, server="t")
         conn = HttpConnection(app, lambda t: Identity("unix", user="u", uid=1))
         conn.connection_made(MemoryTransport())

@@ -25,7 +25,7 @@ async def echo(req: Request) -> None:
 
 def test_hijack_half_close_over_unix_socket():
     async def main() -> bytes:
-        app = Application(Router([route("POST", "/containers/{id}/attach", echo)]), server="t")
+        app = Application(Router([route("POST", "/containers/{id}/attach", echo, action="test.route")]), server="t")
         tmpdir = tempfile.mkdtemp(prefix="berth-hijack-")
         path = os.path.join(tmpdir, "s.sock")
         server = await asyncio.get_running_loop().create_unix_server(

@@ -52,8 +52,8 @@ def _h(req: Request) -> Response:
 
 
 def test_router_static_dynamic_and_path_params():
-    r = Router([route("GET", "/_ping", _h), route("GET", "/images/{name:path}/json", _h),
-                route("POST", "/containers/{id}/start", _h)])
+    r = Router([route("GET", "/_ping", _h, action="test.route"), route("GET", "/images/{name:path}/json", _h, action="test.route"),
+                route("POST", "/containers/{id}/start", _h, action="test.route")])
     assert r.match("GET", "/_ping")[1] == {}
     assert r.match("HEAD", "/_ping") is not None  # every GET also answers HEAD
     assert r.match("GET", "/images/host:5000/a/b:t/json")[1] == {"name": "host:5000/a/b:t"}

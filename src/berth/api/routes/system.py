@@ -1,4 +1,4 @@
-"""GET|HEAD /_ping, GET /version, GET /info, GET /events."""
+"""GET|HEAD /_ping, GET /version, GET /info, GET /events; berth's POST /berth/policy/explain."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import time
 from datetime import datetime
 
 from berth import API_VERSION
-from berth.api.backends import SystemBackend
+from berth.api.backends import PolicyBackend, SystemBackend
 from berth.api.filters import parse_filters
 from berth.api.http import Request, Response
 from berth.api.router import Route, route
@@ -89,4 +89,16 @@ def routes(backend: SystemBackend) -> list[Route]:
     ]
 
 
-__all__ = ["routes", "API_VERSION"]
+def policy_routes(backend: PolicyBackend) -> list[Route]:
+    """berth's own: POST /berth/policy/explain (``berth policy explain``)."""
+
+    def explain(req: Request) -> Response:
+        body = req.json_body()
+        if not isinstance(body, dict):
+            raise InvalidParameter("the request body must be a JSON object")
+        return Response.json(backend.policy_explain(body))
+
+    return [route("POST", "/berth/policy/explain", explain)]
+
+
+__all__ = ["routes", "policy_routes", "API_VERSION"]

@@ -28,7 +28,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         s.add_argument("--dir", default=DEFAULT_DIR, help="the CA's directory")
         s.add_argument("--cn", required=True, help="common name (the host name, or the client's identity)")
         s.add_argument("--out", required=True, help="directory for ca.pem, cert.pem and key.pem")
-        s.add_argument("--org", help="organization (O), e.g. a team, for authorization later")
+        s.add_argument("--org", help="organization (O), e.g. a team: TlsOrg::\"O\" in authorization policies")
+        s.add_argument("--ou", help="organizational unit (OU): TlsUnit::\"OU\" in authorization policies")
         if kind == "server":
             s.add_argument("--san", action="append", default=[], help="DNS:name or IP:address (repeatable)")
         _common(s)
@@ -61,7 +62,7 @@ def run(cli: CLI, opts: argparse.Namespace) -> int:
         return 0
     ca = pki.CA.load(opts.dir)
     cert = pki.issue(ca, opts.out, opts.cn, server=opts.sub == "server", sans=getattr(opts, "san", []),
-                     days=opts.days, key_spec=spec, org=opts.org, force=opts.force)
+                     days=opts.days, key_spec=spec, org=opts.org, force=opts.force, unit=opts.ou)
     print(f"{opts.sub} certificate for {opts.cn} (serial {cert.serial_number:x}) written to {opts.out}: "
           "ca.pem, cert.pem, key.pem", file=cli.out)
     return 0

@@ -1315,6 +1315,29 @@ class ContainerService:
         finally:
             reader.close()
 
+    def labels_of(self, name: str) -> tuple[str, dict[str, str]] | None:
+        """(ID, labels) of the container ``name`` names, None when there is none (for authorization)."""
+        try:
+            ctr = self._get(name)
+        except NotFound:
+            return None
+        return ctr.id, dict(ctr.config.get("Labels") or {})
+
+    def create_body_of(self, name: str) -> dict[str, Any] | None:
+        """The container's configuration as a create body (Config with HostConfig), None when there is
+        no such container: what a start asks for, decided again at the start (for authorization)."""
+        try:
+            ctr = self._get(name)
+        except NotFound:
+            return None
+        return {**ctr.config, "Image": ctr.image, "HostConfig": dict(ctr.host_config)}
+
+    def host_binds(self, name: str) -> list[str]:
+        """The host paths the container ``name`` binds (what --volumes-from it would share)."""
+        ctr = self._get(name)
+        hc = {k: v for k, v in ctr.host_config.items() if k in ("Binds", "Mounts")}
+        return [m["source"] for m in cmounts.mounts(hc, create=False) if m["type"] == "bind"]
+
     def _exists(self, cid: str) -> bool:
         with self.db.read() as c:
             return c.execute("SELECT 1 FROM containers WHERE id = ?", (cid,)).fetchone() is not None
@@ -2045,6 +2068,11 @@ class ExecService:
         self.containers = containers
         self.execs: dict[str, Exec] = {}
         self._ptys: dict[str, int] = {}  # exec ID → pty master, while a TTY exec runs
+
+    def container_of(self, exec_id: str) -> tuple[str, dict[str, str]] | None:
+        """(ID, labels) of the container an exec runs in (for authorization)."""
+        ex = self.execs.get(exec_id)
+        return None if ex is None else self.containers.labels_of(ex.container_id)
 
     def exec_create(self, name: str, body: dict[str, Any]) -> dict[str, Any]:
         ctr = self.containers._get(name)

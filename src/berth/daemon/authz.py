@@ -1,0 +1,347 @@
+"""The authorization gate: what a request asks for, put to the listener's role and the policy.
+
+Every request passes here before its handler when berthd has a policy or a listener with a role
+(``Application.authorizer``; without either, nothing is checked and nothing is slower). The gate
+turns the request into a ``policy.Query``:
+
+- the subject: the connection's identity, its unix groups, its listener and that listener's role;
+- the action: the route's name;
+- the resource: the object the path names (its labels as tags), the object a create would make
+  (the body's labels), or the daemon;
+- the context: for ``container.create`` (and exec, volume and network creates) what the body asks
+  for, read with the same canonical field names the create uses (Go's JSON decoding ignores case, so
+  ``"privileged": true`` must count as ``Privileged``), host paths resolved as the runtime will
+  resolve them (symlinks followed), and whether a host path exposes a daemon socket.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import grp
+import json
+import logging
+import os
+import pwd
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any
+
+from berth.api import versions
+from berth.api.http import Request
+from berth.api.router import Route
+from berth.container import hostconfig
+from berth.container import spec as cspec
+from berth.errors import BerthError, Forbidden, InvalidParameter, NotFound
+from berth.security import policy as pol
+from berth.security.identity import ANONYMOUS, Identity
+
+log = logging.getLogger("berth.authz")
+_GROUPS_TTL = 30.0  # seconds a user's groups are remembered
+_GROUPS_CACHE = 1024  # users remembered
+_STARTS = frozenset({"container.start", "container.restart"})
+_HOST_NAMESPACES = ("network_mode", "pid_mode", "ipc_mode", "uts_mode", "userns_mode", "cgroupns_mode")
+
+
+@dataclass(frozen=True, slots=True)
+class Resolver:
+    """How the gate finds the object a path names: each returns (ID, labels), None when there is none."""
+
+    container: Callable[[str], tuple[str, Mapping[str, str]] | None]
+    exec_container: Callable[[str], tuple[str, Mapping[str, str]] | None]
+    image: Callable[[str], tuple[str, Mapping[str, str]] | None]
+    network: Callable[[str], tuple[str, Mapping[str, str]] | None]
+    volume: Callable[[str], tuple[str, Mapping[str, str]] | None]
+    host_binds: Callable[[str], list[str]]  # a container's host bind sources (for VolumesFrom)
+    create_body: Callable[[str], dict[str, Any] | None]  # a container's configuration, as its create had it
+
+
+class Gate:
+    def __init__(self, policy: pol.Policy | None, roles: Mapping[str, str], resolver: Resolver,
+                 daemon_sockets: tuple[str, ...],
+                 match: Callable[[str, str], tuple[Route, dict[str, str]] | None]) -> None:
+        self.policy = policy
+        self.match = match
+        self.roles = dict(roles)  # listener name → role
+        self.resolver = resolver
+        self.daemon_sockets = tuple(os.path.realpath(p) for p in daemon_sockets)
+        self._groups: OrderedDict[tuple[int, int], tuple[float, tuple[str, ...], tuple[int, ...]]] = OrderedDict()
+
+    # ---- the subject ----------------------------------------------------------------------------
+    def subject(self, identity: Identity) -> pol.Subject:
+        role = self.roles.get(identity.listener, "")
+        if identity.kind != "unix" or identity.uid is None:
+            return pol.Subject(identity, role=role)
+        names, gids = self._unix_groups(identity.uid, identity.gid if identity.gid is not None else -1)
+        return pol.Subject(identity, names, gids, role)
+
+    def _unix_groups(self, uid: int, gid: int) -> tuple[tuple[str, ...], tuple[int, ...]]:
+        key = (uid, gid)
+        hit = self._groups.get(key)
+        now = time.monotonic()
+        if hit is not None and now - hit[0] < _GROUPS_TTL:
+            return hit[1], hit[2]
+        gids = {gid} if gid >= 0 else set()
+        try:
+            pw = pwd.getpwuid(uid)
+            gids.update(os.getgrouplist(pw.pw_name, pw.pw_gid))
+        except KeyError:
+            pass
+        names = []
+        for g in sorted(gids):
+            try:
+                names.append(grp.getgrgid(g).gr_name)
+            except KeyError:
+                continue
+        self._groups[key] = (now, tuple(names), tuple(sorted(gids)))
+        if len(self._groups) > _GROUPS_CACHE:
+            self._groups.popitem(last=False)
+        return tuple(names), tuple(sorted(gids))
+
+    # ---- explain: the decision for a request someone else would make -----------------------------
+    def policy_explain(self, spec: dict[str, Any]) -> dict[str, Any]:
+        """``berth policy explain``: which rule decides ``spec`` (Method, Path, Body; User, or CN/O/OU,
+        or Anonymous; Listener) under the running policy, or under ``Policy`` (a candidate's text)."""
+        policy = self.policy
+        if spec.get("Policy"):
+            policy = pol.Policy(str(spec["Policy"]), source="the policy given")
+        if policy is None:
+            raise InvalidParameter("berthd has no authorization policy (give one to explain with --policy)")
+        identity = _explained_identity(spec)
+        method = str(spec.get("Method") or "GET").upper()
+        path, _, query = str(spec.get("Path") or "/").partition("?")
+        version, path = versions.split_version(path)
+        found = self.match(method, path)
+        if found is None:
+            raise NotFound(f"no route {method} {path}")
+        route, params = found
+        body = spec.get("Body")
+        req = Request(method, path, query, {}, version or versions.API_VERSION, identity, params,
+                      body=json.dumps(body).encode() if body is not None else b"")
+        subject = self.subject(identity)
+        out: dict[str, Any] = {"Principal": identity.principal, "Action": route.action, "Role": subject.role,
+                               "Groups": list(subject.groups)}
+        if subject.role and not pol.role_allows(subject.role, route.action, method):
+            out.update(Allowed=False, Rules=[], Message=f"the listener's role {subject.role} does not allow "
+                       f"{route.action}", Errors=[])
+            return out
+        q = self.query(subject, req, route)
+        d = policy.decide(q)
+        out.update(Allowed=d.allowed, Rules=list(d.rules), Message=self._message(d, q), Errors=list(d.errors),
+                   Resource=f'{q.resource_type}::"{q.resource_id}"', ResourceLabels=dict(q.labels),
+                   ForcedLabels=dict(d.labels), Context=dict(q.context))
+        return out
+
+    # ---- the decision ---------------------------------------------------------------------------
+    async def authorize(self, req: Request, route: Route) -> None:
+        subject = self.subject(req.identity)
+        if subject.role and not pol.role_allows(subject.role, route.action, req.method):
+            raise Forbidden(f"authorization denied: the listener {req.identity.listener} has the role "
+                            f"{subject.role}, which does not allow {route.action}")
+        if self.policy is None:
+            return
+        query = self.query(subject, req, route)
+        decision = self.policy.decide(query)
+        for err in decision.errors:
+            log.warning("authorization policy: %s", err)
+        if not decision.allowed:
+            message = self._message(decision, query)
+            log.info("%s %s %s: %s", subject.describe(), req.method, req.path, message)
+            raise Forbidden(message)
+        if decision.labels:
+            req.body = force_labels(req.body, decision.labels)
+
+    @staticmethod
+    def _message(d: pol.Decision, q: pol.Query) -> str:
+        """A denial's words, with what the request asked for that matters (why a rule may have hit)."""
+        if d.allowed or not q.context.get("escalates"):
+            return d.message
+        c = q.context
+        asks = [k for k in ("privileged", "seccomp_unconfined", "paths_unconfined") if c[k]]
+        asks += [f"device cgroup rule {r}" for r in c["device_cgroup_rules"][:2]]
+        if c["daemon_socket"]:
+            asks.append("a bind that exposes the daemon's socket")
+        asks += [f"host path {p}" for p in c["host_paths"] if p in _shortest(c["host_paths"])][:3]
+        asks += [f"device {d}" for d in c["devices"][:3]] + [f"cap_add {x}" for x in c["cap_add"][:3]]
+        asks += [f"{k} {c[k]}" for k in _HOST_NAMESPACES if c[k] == "host" or str(c[k]).startswith("container:")]
+        return f"{d.message} (the request asks for: {', '.join(asks)})" if asks else d.message
+
+    def query(self, subject: pol.Subject, req: Request, route: Route) -> pol.Query:
+        action = route.action
+        context = pol.neutral_context()
+        neutral = True
+        rtype, rid = "Daemon", "berthd"
+        labels: Mapping[str, str] = {}
+        if action in pol.CREATES or route.pattern == "/containers/{id}/exec":
+            neutral = False
+            body = _json_object(req.body)
+            if action == "container.create":
+                context, labels = self.container_context(body)
+                rtype, rid = "Container", "new"
+            elif action == "container.exec":
+                context = self._exec_context(body)
+            else:
+                labels = _labels(body.get("Labels") or body.get("labels"))
+                rtype, rid = ("Volume" if action == "volume.create" else "Network"), "new"
+        if rid == "berthd":
+            found = self._resource(route, req)
+            if found is not None:
+                rtype, rid, labels = found
+        if action in _STARTS and rtype == "Container":
+            # decided again with what the container asks for now: its host paths are resolved at the
+            # start (a symlink changed since the create is seen), and a rule on context applies to
+            # starting it as well as to creating it
+            stored = self.resolver.create_body(rid)
+            if stored is not None:
+                context, _ = self.container_context(stored)
+                neutral = False
+        context.update(listener=req.identity.listener, role=subject.role, method=req.method, path=req.path)
+        return pol.Query(subject, action, rtype, rid, MappingProxyType(dict(labels)), context, neutral)
+
+    def _resource(self, route: Route, req: Request) -> tuple[str, str, Mapping[str, str]] | None:
+        p = req.params
+        kind = route.action.split(".")[0]
+        found: tuple[str, Mapping[str, str]] | None = None
+        rtype = ""
+        try:
+            if route.pattern.startswith("/exec/"):
+                rtype, found = "Container", self.resolver.exec_container(p["id"])
+            elif kind == "container" and ("id" in p or "parent" in p):
+                rtype, found = "Container", self.resolver.container(p.get("id") or p["parent"])
+            elif route.action == "container.commit" and req.arg("container"):
+                rtype, found = "Container", self.resolver.container(req.arg("container"))
+            elif kind == "image" and "name" in p:
+                rtype, found = "Image", self.resolver.image(p["name"])
+            elif kind == "network" and "id" in p:
+                rtype, found = "Network", self.resolver.network(p["id"])
+            elif kind == "volume" and "name" in p:
+                rtype, found = "Volume", self.resolver.volume(p["name"])
+        except BerthError:
+            found = None
+        if not rtype:
+            return None
+        if found is None:
+            ref = next(iter(p.values()), "") or req.arg("container")
+            return rtype, ref, {}  # no such object: decided without labels (the handler answers 404)
+        return rtype, found[0], found[1]
+
+    # ---- what a create asks for -----------------------------------------------------------------
+    def container_context(self, body: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
+        body = hostconfig.canonical_keys(body, hostconfig.CONFIG_FIELDS)
+        hc = body.get("HostConfig") or {}
+        if not isinstance(hc, dict):
+            raise InvalidParameter("HostConfig must be a JSON object")
+        hc = hostconfig.canonical_keys(hc, hostconfig.HONOURED | frozenset(hostconfig.REFUSED))
+        ctx = pol.neutral_context()
+        paths: set[str] = set()
+        for bind in _strings(hc.get("Binds")):
+            src = bind.split(":", 1)[0]
+            if src.startswith("/"):
+                paths.add(src)
+        for m in hc.get("Mounts") or []:
+            if isinstance(m, dict):
+                m = {k.lower(): v for k, v in m.items()}
+                if str(m.get("type") or "").lower() == "bind" and isinstance(m.get("source"), str):
+                    paths.add(m["source"])
+        for ref in _strings(hc.get("VolumesFrom")):
+            try:
+                paths.update(self.resolver.host_binds(ref.split(":", 1)[0]))
+            except BerthError:
+                continue  # the create answers for a container that does not exist
+        resolved = {os.path.normpath(p) for p in paths} | {os.path.realpath(p) for p in paths}
+        prefixes = {a for p in resolved for a in _ancestors(p)}
+        devices = [str(d.get("PathOnHost") or "") for d in hc.get("Devices") or [] if isinstance(d, dict)]
+        caps = sorted({c.upper().removeprefix("CAP_") for c in _strings(hc.get("CapAdd"))})
+        opts = _strings(hc.get("SecurityOpt"))
+        unconfined = {o.replace(":", "=", 1) for o in opts}
+        ctx.update(
+            privileged=bool(hc.get("Privileged")),
+            host_paths=sorted(resolved), host_path_prefixes=sorted(prefixes),
+            daemon_socket=any(s == p or s.startswith(p.rstrip("/") + "/") for s in self.daemon_sockets
+                              for p in resolved),
+            devices=sorted(set(devices)), cap_add=caps,
+            network_mode=str(hc.get("NetworkMode") or ""), pid_mode=str(hc.get("PidMode") or ""),
+            ipc_mode=str(hc.get("IpcMode") or ""), uts_mode=str(hc.get("UTSMode") or ""),
+            userns_mode=str(hc.get("UsernsMode") or ""), cgroupns_mode=str(hc.get("CgroupnsMode") or ""),
+            security_opt=sorted(set(opts)),
+            seccomp_unconfined="seccomp=unconfined" in unconfined,
+            image=str(body.get("Image") or ""), user=str(body.get("User") or ""),
+        )
+        rules = sorted(set(_strings(hc.get("DeviceCgroupRules"))))
+        ctx["device_cgroup_rules"] = rules
+        ctx["paths_unconfined"] = "systempaths=unconfined" in unconfined or any(
+            isinstance(hc.get(k), list) and not set(default) <= set(_strings(hc.get(k)))
+            for k, default in (("MaskedPaths", cspec.MASKED), ("ReadonlyPaths", cspec.READONLY)))
+        ctx["escalates"] = bool(
+            ctx["privileged"] or resolved or devices or caps or ctx["seccomp_unconfined"] or rules
+            or ctx["paths_unconfined"] or unconfined & {"apparmor=unconfined", "label=disable"}
+            or any(ctx[k] == "host" for k in _HOST_NAMESPACES)
+            or any(str(ctx[k]).startswith("container:") for k in ("pid_mode", "ipc_mode", "network_mode")))
+        return ctx, _labels(body.get("Labels"))
+
+    @staticmethod
+    def _exec_context(body: dict[str, Any]) -> dict[str, Any]:
+        body = {k.lower(): v for k, v in body.items()}
+        ctx = pol.neutral_context()
+        ctx.update(privileged=bool(body.get("privileged")), user=str(body.get("user") or ""))
+        ctx["escalates"] = ctx["privileged"]
+        return ctx
+
+
+def force_labels(raw: bytes, labels: Mapping[str, str]) -> bytes:
+    """The create body with ``labels`` set (over the caller's own values)."""
+    body = _json_object(raw)
+    key = next((k for k in body if k.lower() == "labels"), "Labels")
+    current = body.get(key)
+    body[key] = {**(current if isinstance(current, dict) else {}), **labels}
+    return json.dumps(body).encode()
+
+
+def _explained_identity(spec: dict[str, Any]) -> Identity:
+    listener = str(spec.get("Listener") or "")
+    if spec.get("User") not in (None, ""):
+        who = str(spec["User"])
+        try:
+            pw = pwd.getpwuid(int(who)) if who.isdigit() else pwd.getpwnam(who)
+        except KeyError:
+            raise NotFound(f"no unix user {who} on the daemon's host") from None
+        return Identity("unix", user=pw.pw_name, uid=pw.pw_uid, gid=pw.pw_gid, listener=listener)
+    if spec.get("CN"):
+        return Identity("tls", user=str(spec["CN"]), organization=str(spec.get("O") or ""),
+                        organizational_unit=str(spec.get("OU") or ""), listener=listener)
+    return dataclasses.replace(ANONYMOUS, listener=listener)
+
+
+def _shortest(paths: list[str]) -> set[str]:
+    """The paths none of the others contains."""
+    return {p for p in paths if not any(o != p and p.startswith(o.rstrip("/") + "/") for o in paths)}
+
+
+def _json_object(raw: bytes) -> dict[str, Any]:
+    if not raw:
+        return {}
+    try:
+        body = json.loads(raw)
+    except ValueError as exc:
+        raise InvalidParameter(f"invalid JSON in the request body: {exc}") from None
+    if not isinstance(body, dict):
+        raise InvalidParameter("the request body must be a JSON object")
+    return body
+
+
+def _strings(value: Any) -> list[str]:
+    return [v for v in value if isinstance(v, str)] if isinstance(value, list) else []
+
+
+def _labels(value: Any) -> dict[str, str]:
+    return {str(k): str(v) for k, v in value.items()} if isinstance(value, dict) else {}
+
+
+def _ancestors(path: str) -> list[str]:
+    out = [path]
+    while path not in ("/", ""):
+        path = os.path.dirname(path)
+        out.append(path)
+    return out
