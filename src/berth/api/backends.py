@@ -185,8 +185,9 @@ class PolicyBackend(Protocol):
 
 
 class Authorizer(Protocol):
-    """Decides, before its handler runs, whether a request may go ahead (raises Forbidden when not).
-    It may rewrite ``req.body`` (a policy that forces labels on what a caller creates)."""
+    """Decides, before its handler runs, whether a request may go ahead: raises Forbidden when not,
+    returns None when it may, or an awaitable when the decision has to wait (that raises Forbidden or
+    returns). It may rewrite ``req.body`` (a policy that forces labels on what a caller creates)."""
 
-    async def authorize(self, req: Request, route: Route) -> None:
+    def authorize(self, req: Request, route: Route) -> Awaitable[None] | None:
         ...

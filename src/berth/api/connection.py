@@ -41,7 +41,7 @@ import math
 import time
 import urllib.parse
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from email.utils import formatdate
 from http import HTTPStatus
@@ -619,7 +619,14 @@ class HttpConnection(asyncio.BufferedProtocol):
                 continue
             route, req = job.route, job.request
             assert route is not None and req is not None
-            if not route.is_async and self.app.authorizer is None:
+            pending = None
+            if self.app.authorizer is not None:
+                try:
+                    pending = self.app.authorizer.authorize(req, route)
+                except Exception as exc:  # noqa: BLE001 - a denial (Forbidden) or a bad request
+                    self._send(job, self._exception_response(exc, req))
+                    continue
+            if not route.is_async and pending is None:
                 try:
                     resp = route.handler(req)
                 except Exception as exc:  # noqa: BLE001 - mapped to a status in one place
@@ -628,15 +635,15 @@ class HttpConnection(asyncio.BufferedProtocol):
                 self._send(job, resp if resp is not None else Response.empty())
                 continue
             self._state = "RESPONDING"
-            self._task = asyncio.get_running_loop().create_task(self._run_async(job))
+            self._task = asyncio.get_running_loop().create_task(self._run_async(job, pending))
             return
 
-    async def _run_async(self, job: _Job) -> None:
+    async def _run_async(self, job: _Job, pending: Awaitable[None] | None = None) -> None:
         route, req = job.route, job.request
         assert route is not None and req is not None
         try:
-            if self.app.authorizer is not None:
-                await self.app.authorizer.authorize(req, route)
+            if pending is not None:
+                await pending  # an authorization that has to wait (a plugin's answer)
             resp = await route.handler(req) if route.is_async else route.handler(req)  # type: ignore[misc]
         except asyncio.CancelledError:
             return

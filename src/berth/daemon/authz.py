@@ -42,6 +42,7 @@ log = logging.getLogger("berth.authz")
 _GROUPS_TTL = 30.0  # seconds a user's groups are remembered
 _GROUPS_CACHE = 1024  # users remembered
 _STARTS = frozenset({"container.start", "container.restart"})
+_NOT_REMEMBERED = pol.CREATES | _STARTS | {"container.exec", "container.commit"}  # body or query decide
 _HOST_NAMESPACES = ("network_mode", "pid_mode", "ipc_mode", "uts_mode", "userns_mode", "cgroupns_mode")
 
 
@@ -68,6 +69,7 @@ class Gate:
         self.resolver = resolver
         self.daemon_sockets = tuple(os.path.realpath(p) for p in daemon_sockets)
         self._groups: OrderedDict[tuple[int, int], tuple[float, tuple[str, ...], tuple[int, ...]]] = OrderedDict()
+        self._allowed: dict[tuple[Any, ...], float] = {}  # allowed requests without parameters → until when
 
     # ---- the subject ----------------------------------------------------------------------------
     def subject(self, identity: Identity) -> pol.Subject:
@@ -135,7 +137,25 @@ class Gate:
         return out
 
     # ---- the decision ---------------------------------------------------------------------------
-    async def authorize(self, req: Request, route: Route) -> None:
+    def authorize(self, req: Request, route: Route) -> None:
+        """Raises Forbidden, or returns (the request may go ahead). Allowed requests to routes without
+        parameters that ask for nothing (``/_ping``, ``/info``, lists) are remembered per caller for
+        as long as its groups are (the policy's own cache keys on more)."""
+        ident = req.identity
+        fast = None
+        if "{" not in route.pattern and route.action not in _NOT_REMEMBERED:
+            fast = (ident.kind, ident.user, ident.uid, ident.gid, ident.organization, ident.organizational_unit,
+                    ident.listener, route.action, req.method, req.path, id(self.policy))
+            expiry = self._allowed.get(fast)
+            if expiry is not None and expiry > time.monotonic():
+                return
+        self._decide(req, route)
+        if fast is not None:
+            if len(self._allowed) >= _GROUPS_CACHE * 4:
+                self._allowed.clear()
+            self._allowed[fast] = time.monotonic() + _GROUPS_TTL
+
+    def _decide(self, req: Request, route: Route) -> None:
         subject = self.subject(req.identity)
         if subject.role and not pol.role_allows(subject.role, route.action, req.method):
             raise Forbidden(f"authorization denied: the listener {req.identity.listener} has the role "
