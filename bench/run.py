@@ -12,8 +12,9 @@ temporary directory removed at the end, also on failure.
 
 With ``--baseline REV`` the berthd of git revision REV runs beside today's ("baseline" column), to
 show what a change costs; the last column is today's berthd against it (+: faster or smaller).
-With ``--authz`` today's berthd also runs with an authorization policy (``AUTHZ_POLICY``: the
-rules a site would have) in an "authz" column, and its cost is the last column.
+With ``--authz`` today's berthd runs twice: without an audit log and without a policy ("berthd"),
+and with its audit log and an authorization policy (``AUTHZ_POLICY``: the rules a site would have;
+the "authz" column); the last column is what the two cost together.
 """
 
 from __future__ import annotations
@@ -112,7 +113,7 @@ class Daemon:
 
     def argv(self, tls_dir: str | None) -> list[str]:
         cfg = os.path.join(self.root, "daemon.json")
-        settings = {}
+        settings: dict[str, str] = {"audit-log": "none"} if AUTHZ and self.kind == "berthd" else {}
         if self.kind == "authz":
             policy = os.path.join(self.root, "policy.cedar")
             with open(policy, "w") as f:

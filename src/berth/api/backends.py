@@ -9,6 +9,7 @@ from typing import Any, Protocol
 from berth.api.filters import Filters
 from berth.api.http import Request
 from berth.api.router import Route
+from berth.security.identity import Identity
 
 
 class SystemBackend(Protocol):
@@ -190,4 +191,18 @@ class Authorizer(Protocol):
     returns). It may rewrite ``req.body`` (a policy that forces labels on what a caller creates)."""
 
     def authorize(self, req: Request, route: Route) -> Awaitable[None] | None:
+        ...
+
+
+class Auditor(Protocol):
+    """Records every request once it is answered (and refuses requests it could not record)."""
+
+    def admit(self) -> None:
+        """Raises Unavailable when a request could not be recorded (the log is behind)."""
+        ...
+
+    def done(self, identity: Identity, method: str, target: str, req: Request | None, route: Route | None,
+             status: int, sent: int, seconds: float, memo: list[Any] | None = None) -> None:
+        """``target``: the path and query as sent; ``req``/``route`` None for a request never routed;
+        ``memo``: two slots the connection keeps for the auditor (what its last record repeated)."""
         ...

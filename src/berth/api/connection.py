@@ -50,7 +50,7 @@ from typing import Any
 import httptools
 
 from berth.api import versions
-from berth.api.backends import Authorizer
+from berth.api.backends import Auditor, Authorizer
 from berth.api.errors import error_body, status_for
 from berth.api.hijack import HijackedStream
 from berth.api.http import Request, Response
@@ -113,6 +113,7 @@ class Application:
         ).encode()
         self.connections: set[HttpConnection] = set()
         self.authorizer: Authorizer | None = None  # None: every caller who reaches a listener may do anything
+        self.auditor: Auditor | None = None  # None: requests are not recorded
         self._peak = 0  # most connections since memory was last handed back
         self.expired = 0
 
@@ -151,9 +152,14 @@ class _Job:
     """A request waiting for its turn, or a canned response (routing or version errors)."""
 
     __slots__ = ("request", "route", "response", "keep_alive", "upgrade", "body_parts", "body_size",
-                 "body_stream", "complete")
+                 "body_stream", "complete", "method", "target", "started", "status", "sent")
 
     def __init__(self) -> None:
+        self.method = ""
+        self.target = b""
+        self.started = 0.0
+        self.status = 0
+        self.sent = 0
         self.request: Request | None = None
         self.route: Route | None = None
         self.response: Response | None = None
@@ -238,6 +244,8 @@ class _ChunkedWriter:
         if conn.transport is None or conn.transport.is_closing():
             raise ConnectionResetError("client disconnected")
         conn.transport.write(b"%x\r\n%b\r\n" % (len(data), data))
+        if conn._running is not None:
+            conn._running.sent += len(data)
         await conn.drain()
 
     async def close(self) -> None:
@@ -278,7 +286,7 @@ class HttpConnection(asyncio.BufferedProtocol):
     __slots__ = ("app", "_rbuf", "_rview", "_grow_to", "_shrink", "_identify", "transport", "identity",
                  "_parser", "_url", "_headers", "_current", "_queue", "_running", "_task", "_state", "_hijack",
                  "_raw", "_upgrade_job", "_upgrade_need", "_can_write", "_write_waiter", "_writer", "_peer_eof", "deadline",
-                 "_in_headers", "_header_bytes", "_dead", "_pauses", "on_close", "_queued_bytes",
+                 "_in_headers", "_header_bytes", "_dead", "_pauses", "on_close", "_queued_bytes", "_audit_memo",
                  "_deadline_unpaused", "_uploading")
 
     def __init__(self, app: Application, identify: Callable[[asyncio.BaseTransport], Identity]) -> None:
@@ -290,6 +298,7 @@ class HttpConnection(asyncio.BufferedProtocol):
         self._identify = identify
         self.transport: asyncio.Transport | None = None
         self.identity: Identity = ANONYMOUS
+        self._audit_memo: list[Any] | None = None  # the auditor's, for this connection
         self._parser: Any = httptools.HttpRequestParser(self)
         self._url = b""
         self._headers: dict[str, str] = {}
@@ -392,6 +401,8 @@ class HttpConnection(asyncio.BufferedProtocol):
             self._hijack.connection_lost()
         if self._task is not None and not self._task.done():
             self._task.cancel()
+        if self._running is not None and self.app.auditor is not None:
+            self._audit(self._running)  # a stream or hijack the client ended (or a request it gave up on)
         if self._current is not None and self._current.body_stream is not None:
             self._current.body_stream.end()
         self._queue.clear()
@@ -501,6 +512,8 @@ class HttpConnection(asyncio.BufferedProtocol):
         job.keep_alive = self._parser.should_keep_alive()
         job.upgrade = self._parser.should_upgrade()
         method = self._parser.get_method().decode("latin-1")
+        if self.app.auditor is not None:
+            job.method, job.target, job.started = method, self._url, time.monotonic()
         try:
             parsed = httptools.parse_url(self._url)
         except httptools.HttpParserInvalidURLError:
@@ -620,9 +633,12 @@ class HttpConnection(asyncio.BufferedProtocol):
             route, req = job.route, job.request
             assert route is not None and req is not None
             pending = None
-            if self.app.authorizer is not None:
+            if self.app.authorizer is not None or self.app.auditor is not None:
                 try:
-                    pending = self.app.authorizer.authorize(req, route)
+                    if self.app.auditor is not None:
+                        self.app.auditor.admit()
+                    if self.app.authorizer is not None:
+                        pending = self.app.authorizer.authorize(req, route)
                 except Exception as exc:  # noqa: BLE001 - a denial (Forbidden) or a bad request
                     self._send(job, self._exception_response(exc, req))
                     continue
@@ -682,9 +698,11 @@ class HttpConnection(asyncio.BufferedProtocol):
             hit = _static_cache.get(key)
             if hit is None or hit[0] is not date:
                 hit = _static_cache[key] = (date, self._encode(resp, date, head_only, keep_alive))
-            t.write(hit[1])
+            out = hit[1]
         else:
-            t.write(self._encode(resp, date, head_only, keep_alive))
+            out = self._encode(resp, date, head_only, keep_alive)
+        t.write(out)
+        job.status, job.sent = resp.status, len(out)
         if self.app.debug and req is not None:
             log.debug("%s %s %s%s -> %d", self.identity.principal, req.method, req.path,
                       "?" + req.raw_query if req.raw_query else "", resp.status)
@@ -707,6 +725,8 @@ class HttpConnection(asyncio.BufferedProtocol):
         return b"".join(parts)
 
     def _finish(self, job: _Job, keep_alive: bool) -> None:
+        if self.app.auditor is not None:
+            self._audit(job)
         self._running = None
         self._state = "IDLE"
         if self._peer_eof and not self._queue:
@@ -730,6 +750,19 @@ class HttpConnection(asyncio.BufferedProtocol):
             self._shrink = True
         self._run_next()
 
+    def _audit(self, job: _Job) -> None:
+        auditor = self.app.auditor
+        if auditor is None or not job.method:
+            return
+        method, job.method = job.method, ""  # once
+        try:
+            if self._audit_memo is None:
+                self._audit_memo = [None, None]
+            auditor.done(self.identity, method, job.target.decode("latin-1"), job.request, job.route, job.status,
+                         job.sent, time.monotonic() - job.started, self._audit_memo)
+        except Exception:  # noqa: BLE001 - a record that cannot be made is logged, the answer is sent
+            log.exception("could not record a request in the audit log")
+
     # ---- streaming and hijack (ConnectionControl) --------------------------------------------
     async def start_stream(
         self, status: int = 200, content_type: str = "application/json", headers: dict[str, str] | None = None
@@ -744,6 +777,7 @@ class HttpConnection(asyncio.BufferedProtocol):
             parts.extend(f"{k}: {v}\r\n".encode() for k, v in headers.items())
         parts.append(b"Transfer-Encoding: chunked\r\n\r\n")
         self.transport.write(b"".join(parts))
+        job.status = status
         self._state = "STREAMING"
         self._set_deadline(math.inf)
         self._writer = _ChunkedWriter(self, head_only)
@@ -767,6 +801,7 @@ class HttpConnection(asyncio.BufferedProtocol):
             head = (b"HTTP/1.1 200 OK\r\nContent-Type: " + content_type.encode() + b"\r\n"
                     + self.app.common_headers + b"\r\n")
         self.transport.write(head)
+        job.status = int(head[9:12]) if head[9:12].isdigit() else 101
         initial = bytes(self._raw) if self._raw is not None else b""
         self._raw = None
         stream = HijackedStream(self.transport, initial)

@@ -54,6 +54,10 @@ class Request:
     body: bytes = b""
     connection: ConnectionControl | None = None
     _query: dict[str, list[str]] | None = None
+    # what authorization decided, for the audit log: "allow"/"deny", the deciding rules, the object
+    decision: str = ""
+    rule: str = ""
+    resource: str = ""
 
     @property
     def query(self) -> dict[str, list[str]]:

@@ -24,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "context": ("context", "Manage contexts"),
     "pki": ("pki", "Make the CA, server and client certificates for mutual TLS"),
     "policy": ("policy", "Check an authorization policy, and explain which rule decides a request"),
+    "audit": ("audit", "Verify, tail and search the daemon's audit log"),
     "image": ("image", "Manage images"),
     "images": ("image", "List images"),
     "import": ("image", "Import the contents from a tarball to create a filesystem image"),

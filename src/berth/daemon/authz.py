@@ -69,7 +69,7 @@ class Gate:
         self.resolver = resolver
         self.daemon_sockets = tuple(os.path.realpath(p) for p in daemon_sockets)
         self._groups: OrderedDict[tuple[int, int], tuple[float, tuple[str, ...], tuple[int, ...]]] = OrderedDict()
-        self._allowed: dict[tuple[Any, ...], float] = {}  # allowed requests without parameters → until when
+        self._allowed: dict[tuple[Any, ...], tuple[float, str]] = {}  # allowed, without parameters → (until, rule)
 
     # ---- the subject ----------------------------------------------------------------------------
     def subject(self, identity: Identity) -> pol.Subject:
@@ -146,24 +146,30 @@ class Gate:
         if "{" not in route.pattern and route.action not in _NOT_REMEMBERED:
             fast = (ident.kind, ident.user, ident.uid, ident.gid, ident.organization, ident.organizational_unit,
                     ident.listener, route.action, req.method, req.path, id(self.policy))
-            expiry = self._allowed.get(fast)
-            if expiry is not None and expiry > time.monotonic():
+            hit = self._allowed.get(fast)
+            if hit is not None and hit[0] > time.monotonic():
+                req.decision, req.rule = "allow", hit[1]
                 return
         self._decide(req, route)
         if fast is not None:
             if len(self._allowed) >= _GROUPS_CACHE * 4:
                 self._allowed.clear()
-            self._allowed[fast] = time.monotonic() + _GROUPS_TTL
+            self._allowed[fast] = (time.monotonic() + _GROUPS_TTL, req.rule)
 
     def _decide(self, req: Request, route: Route) -> None:
         subject = self.subject(req.identity)
         if subject.role and not pol.role_allows(subject.role, route.action, req.method):
+            req.decision, req.rule = "deny", f"role:{subject.role}"
             raise Forbidden(f"authorization denied: the listener {req.identity.listener} has the role "
                             f"{subject.role}, which does not allow {route.action}")
         if self.policy is None:
+            req.decision, req.rule = "allow", f"role:{subject.role}" if subject.role else ""
             return
         query = self.query(subject, req, route)
         decision = self.policy.decide(query)
+        req.decision, req.rule = ("allow" if decision.allowed else "deny"), ",".join(decision.rules)
+        if query.resource_type != "Daemon":
+            req.resource = f"{query.resource_type}:{query.resource_id}"
         for err in decision.errors:
             log.warning("authorization policy: %s", err)
         if not decision.allowed:

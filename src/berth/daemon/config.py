@@ -28,7 +28,7 @@ DEFAULT_CONFIG_FILE = "/etc/berth/daemon.json"
 LOG_LEVELS = ("debug", "info", "warn", "error", "fatal", "panic")
 
 # Keys of berth's own, beyond dockerd's.
-BERTH_KEYS = frozenset({"tlscrl", "authorization-policy", "listener-policies"})
+BERTH_KEYS = frozenset({"tlscrl", "authorization-policy", "listener-policies", "audit-log"})
 # Every key dockerd's daemon.json accepts on Linux (so that an unknown key and a key berth does not
 # honour yet get different, precise errors).
 DOCKERD_KEYS = frozenset("""
@@ -101,6 +101,8 @@ OPTIONS: tuple[Option, ...] = (
            "(berth's own; none: every caller who reaches a socket is admin)", "FILE"),
     Option("listener-policies", ("--listener-policy",), "listeners", "give a listener a fixed role: ADDR=ROLE, "
            "ROLE read-only, admin or one the policy names (repeatable; berth's own)", "ADDR=ROLE"),
+    Option("audit-log", ("--audit-log",), str, "the tamper-evident audit log of every request (default "
+           "<data-root>/audit/audit.log; \"none\": no audit log; berth's own)", "PATH"),
     Option("userns-remap", ("--userns-remap",), str, "run containers' root as the subordinate ids of this user: "
            "\"default\" (the dockremap user, made when missing), user, user:group, uid or uid:gid", "USER"),
 )
@@ -150,6 +152,7 @@ class Config:
     log_driver: str = "json-file"
     log_opts: dict[str, str] = field(default_factory=dict)
     authorization_policy: str = ""
+    audit_log: str = ""  # "" : none
     listener_policies: dict[str, ListenerPolicy] = field(default_factory=dict)  # listener name → its policy
 
 
@@ -307,6 +310,9 @@ def load(argv: list[str], environ: dict[str, str] | None = None) -> Config:
     cfg.authorization_policy = os.path.abspath(merged["authorization-policy"]) \
         if merged.get("authorization-policy") else ""
     cfg.listener_policies = _listener_policies(cfg, merged.get("listener-policies") or {})
+    audit = merged.get("audit-log")
+    cfg.audit_log = "" if audit in ("none", "") else os.path.abspath(audit) if audit else \
+        os.path.join(cfg.data_root, "audit", "audit.log")
     cfg.userns_remap = str(merged.get("userns-remap") or "")
     check_userns_spec(cfg.userns_remap)
     cfg.cleanup_network = bool(ns.cleanup_network)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import hashlib
 import logging
 import os
 import resource
@@ -33,6 +34,7 @@ from berth.api.routes import volumes as volume_routes
 from berth.container.runtime import OCIRuntime
 from berth.daemon import authz, logs
 from berth.daemon import config as config_mod
+from berth.daemon.auditing import RequestAuditor
 from berth.daemon.backends.containers import ContainerAPI, ExecService
 from berth.daemon.backends.images import ImageService
 from berth.daemon.backends.networks import NetSettings, NetworkAPI, NetworkService
@@ -50,6 +52,7 @@ from berth.linux.idmap import UserNamespace, share_with_remapped_root
 from berth.security import actions as actions_mod
 from berth.security import policy as policy_mod
 from berth.security import tlsmaterial
+from berth.security.audit import FLUSH_EVERY, AuditPipe
 from berth.store.db import Database
 from berth.volume.local import LocalVolumes
 
@@ -160,6 +163,23 @@ def _gate(cfg: Config, actions: Mapping[str, str], resolver: authz.Resolver,
     return authz.Gate(policy, roles, resolver, sockets, match)
 
 
+async def _flush_every(pipe: AuditPipe) -> None:
+    while True:
+        await asyncio.sleep(FLUSH_EVERY)
+        pipe.flush()
+
+
+def _file_digest(path: str) -> str:
+    """The SHA-256 of a file, for the audit log ("" when there is none)."""
+    if not path:
+        return ""
+    try:
+        with open(path, "rb") as f:
+            return hashlib.sha256(f.read()).hexdigest()
+    except OSError:
+        return ""
+
+
 def open_sites(cfg: Config) -> list[Site]:
     """Open every listener or none: on a failure the ones already open are closed."""
     tls = tls_context(cfg)
@@ -193,6 +213,7 @@ class Daemon:
         self._stop = asyncio.Event()
         self.sites: list[Site] = []
         self.gate: authz.Gate | None = None
+        self.auditor: RequestAuditor | None = None
         self.actions: dict[str, str] = {}
 
     def reload(self) -> None:
@@ -215,6 +236,8 @@ class Daemon:
                  "name": os.uname().nodename}
         self.bus.publish(make_event("daemon", "reload", self.system.engine_id, attrs))
         log.info("reloaded the configuration from %s", self.cfg.config_file)
+        if self.auditor is not None:
+            self.auditor.daemon("reload", file=self.cfg.config_file, keys=sorted(changes))
 
     def _reload_tls(self, changes: dict[str, object]) -> None:
         """New TLS material for new connections (open ones keep theirs); a file that cannot be used
@@ -258,6 +281,8 @@ class Daemon:
                 raise InvalidParameter(f"the role(s) {', '.join(missing)} of listener-policies are not in it")
         except BerthError as exc:
             log.error("authorization policy reload failed, keeping the policy in use: %s", exc.message)
+            if self.auditor is not None:
+                self.auditor.daemon("policy", file=path, error=exc.message[:500], kept="the policy in use")
             return
         if self.gate is None:
             return
@@ -265,6 +290,8 @@ class Daemon:
         self.app.authorizer = self.gate
         self.cfg.authorization_policy = path
         log.info("reloaded the authorization policy %s (%d rules)", path, len(new.rules))
+        if self.auditor is not None:
+            self.auditor.daemon("policy", file=path, sha256=_file_digest(path), rules=len(new.rules))
 
     async def run(self) -> int:
         cfg = self.cfg
@@ -317,6 +344,17 @@ class Daemon:
                 router.add(r)
             if self.gate.policy is not None or self.gate.roles:
                 self.app.authorizer = self.gate
+            if cfg.audit_log:
+                audit_pipe = AuditPipe(cfg.audit_log)
+                self.auditor = RequestAuditor(audit_pipe)
+                self.app.auditor = self.auditor
+                stack.callback(audit_pipe.close)
+                stack.callback(self.auditor.daemon, "stop")
+                flusher = asyncio.get_running_loop().create_task(_flush_every(audit_pipe), name="audit")
+                stack.callback(flusher.cancel)
+                log.info("audit log: %s (writer pid %d)", cfg.audit_log, audit_pipe.proc.pid)
+            else:
+                log.warning("audit log: none (audit-log is \"none\"): requests are not recorded")
             sites = open_sites(cfg)
             for s in sites:
                 stack.callback(s.close)
@@ -343,6 +381,10 @@ class Daemon:
             sweeper = loop.create_task(app.run_sweeper(), name="sweeper")
             for s in sites:
                 log.info("API listen on %s", s.name)
+            if self.auditor is not None:
+                self.auditor.daemon("start", version=__version__, listeners=[s.name for s in sites],
+                                    policy=_file_digest(cfg.authorization_policy),
+                                    roles={n: lp.role for n, lp in cfg.listener_policies.items()})
             log.info("berthd %s ready (API %s, data root %s)", __version__, API_VERSION, cfg.data_root)
             systemd.notify("READY=1")
             stopper = loop.create_task(self._stop.wait())

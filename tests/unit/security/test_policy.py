@@ -130,3 +130,16 @@ def test_the_context_reads_a_body_as_the_create_does(tmp_path) -> None:  # type:
     # the exact spelling wins over another one for the same field, as in the create
     both, _ = g.container_context({"Image": "bb", "HostConfig": {"privileged": False, "Privileged": True}})
     assert both["privileged"]
+
+
+def test_the_documented_recipes_validate() -> None:
+    here = os.path.dirname(os.path.abspath(__file__))
+    p = policy.check_file(os.path.join(here, "..", "..", "..", "docs", "examples", "policy.cedar"))
+    assert {n for n in p.names.values()} >= {"blue-team", "no-daemon-socket", "ci", "admins"}
+    ci = policy.Subject(Identity("unix", user="runner", uid=1500, gid=1500), ("ci",), (1500,))
+    ctx = {**policy.neutral_context(), "image": "registry.example.com/app:1"}
+    d = p.decide(policy.Query(ci, "container.create", "Container", "new", context=ctx, neutral=False))
+    assert d.allowed and dict(d.labels) == {"ci": "true"}
+    d = p.decide(policy.Query(ci, "container.create", "Container", "new", context={**ctx, "image": "evil/app"},
+                              neutral=False))
+    assert not d.allowed

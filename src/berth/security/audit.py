@@ -1,0 +1,465 @@
+"""A tamper-evident audit log: JSON lines, hash-chained, with signed checkpoints.
+
+Each record is one JSON object on one line. Every record carries ``seq`` (1, 2, … across rotated
+files) and ``prev``, the SHA-256 of the previous record's line, bytes and newline included; so an
+edited, removed or reordered record breaks the chain at the record after it. What no later record
+can vouch for, the end of the log, is covered by signatures: the daemon signs a checkpoint record
+(Ed25519, its key under the audit directory, mode 0400) when it rotates the file and when it stops,
+and after every batch it writes ``audit.head``: the last record's seq and hash, signed. ``verify``
+checks the chain, the checkpoints and the head, and names the first bad record.
+
+Records are written by a process of their own (``AuditPipe`` starts it; the daemon writes lines to
+its pipe every 50 ms or at 64 KiB): numbering, time stamps, hashing, writes, one ``fsync`` per batch
+and signing run there, off the daemon's event loop and its GIL. The daemon's queue is bounded: past
+``MAX_PENDING`` bytes berthd refuses requests rather than serve what it cannot record
+(``Overloaded``). A crash of the daemon loses what it had not sent yet (at most 50 ms of records).
+
+Threat model: this detects edits by anyone without the signing key (a log shipped elsewhere, a
+backup, a user with write access to the file but not to the key) and accidents. Root on the host
+can read the key; for evidence that survives root, ship the lines off the host as they are written.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from berth.errors import InvalidParameter, Unavailable
+
+log = logging.getLogger("berth.audit")
+GENESIS = "0" * 64  # the ``prev`` of the very first record
+FLUSH_EVERY = 0.05  # seconds between batches sent to the writer process
+FLUSH_BYTES = 256 * 1024  # a batch goes at once when this much waits
+MAX_PENDING = 16 * 1024 * 1024  # bytes waiting beyond which requests are refused (the writer cannot keep up)
+DEFAULT_MAX_SIZE = 64 * 1024 * 1024
+DEFAULT_MAX_FILES = 8
+_CHECKPOINT = "berth-audit-checkpoint"
+_HEAD = "berth-audit-head"
+
+
+class Overloaded(Unavailable):
+    """The audit log cannot keep up: berthd refuses what it cannot record."""
+
+
+def stamp(t: float) -> bytes:
+    """``"time":"2026-11-30T04:38:12.123456Z",``: a record's first member."""
+    return time.strftime('"time":"%Y-%m-%dT%H:%M:%S.', time.gmtime(t)).encode() + \
+        b'%06dZ",' % int(t % 1 * 1_000_000)
+
+
+def line_hash(line: bytes) -> str:
+    return hashlib.sha256(line).hexdigest()
+
+
+def _signed_text(kind: str, seq: int, prev: str) -> bytes:
+    return f"{kind}:{seq}:{prev}".encode()
+
+
+class Signer:
+    """The audit key: made at first use (0400), its public half beside it (``audit-key.pub``)."""
+
+    def __init__(self, directory: str) -> None:
+        self.path = os.path.join(directory, "audit-key.pem")
+        self.pub_path = os.path.join(directory, "audit-key.pub")
+        if os.path.exists(self.path):
+            with open(self.path, "rb") as f:
+                key = serialization.load_pem_private_key(f.read(), None)
+            if not isinstance(key, Ed25519PrivateKey):
+                raise InvalidParameter(f"{self.path} is not an Ed25519 key")
+            self.key = key
+        else:
+            self.key = Ed25519PrivateKey.generate()
+            pem = self.key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                         serialization.NoEncryption())
+            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o400)
+            with os.fdopen(fd, "wb") as f:
+                f.write(pem)
+        pub = self.key.public_key().public_bytes(serialization.Encoding.PEM,
+                                                 serialization.PublicFormat.SubjectPublicKeyInfo)
+        if not os.path.exists(self.pub_path):
+            with open(self.pub_path, "wb") as f:
+                f.write(pub)
+        self.fingerprint = hashlib.sha256(pub).hexdigest()[:16]
+
+    def sign(self, data: bytes) -> str:
+        return base64.b64encode(self.key.sign(data)).decode()
+
+
+def _files(path: str) -> list[str]:
+    """The log and its rotated files, oldest first (``audit.log.3``, ``.2``, ``.1``, ``audit.log``)."""
+    rotated = []
+    n = 1
+    while os.path.exists(f"{path}.{n}"):
+        rotated.append(f"{path}.{n}")
+        n += 1
+    return [*reversed(rotated), *([path] if os.path.exists(path) else [])]
+
+
+def _tail(path: str) -> tuple[bytes | None, bool]:
+    """(the last complete line of ``path`` or None, whether the file ends mid-line)."""
+    with open(path, "rb") as f:
+        size = f.seek(0, os.SEEK_END)
+        pos, buf = size, b""
+        while pos > 0 and buf.count(b"\n") < 2:
+            step = min(65536, pos)
+            pos -= step
+            f.seek(pos)
+            buf = f.read(step) + buf
+    partial = bool(buf) and not buf.endswith(b"\n")
+    complete = buf[:buf.rfind(b"\n") + 1] if b"\n" in buf else b""
+    if not complete:
+        return None, partial
+    start = complete.rfind(b"\n", 0, len(complete) - 1) + 1
+    return complete[start:], partial
+
+
+class AuditLog:
+    """The file side, run by the writer process (``python -m berth.security.audit write PATH``):
+    numbers, stamps, chains, writes, fsyncs and signs, one batch at a time, in order."""
+
+    def __init__(self, path: str, max_size: int = DEFAULT_MAX_SIZE, max_files: int = DEFAULT_MAX_FILES) -> None:
+        self.path = path
+        self.max_size, self.max_files = max_size, max_files
+        directory = os.path.dirname(path)
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+        os.chmod(directory, 0o700)
+        self.signer = Signer(directory)
+        self.head_path = os.path.join(directory, "audit.head")
+        self._pending: list[bytes] = []  # the records' JSON members, their time first
+        self.seq, self.head = 0, GENESIS
+        self._recover()
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        os.fchmod(fd, 0o600)
+        self._fd = fd
+        self._size = os.fstat(fd).st_size
+
+    def _recover(self) -> None:
+        """Continue the chain where the newest file ends. A file that ends mid-record (the daemon
+        stopped while writing) or whose last record does not parse is rotated away as it is, and
+        the new file's first record says so (``verify`` still reports the damaged file)."""
+        note = None
+        for p in reversed(_files(self.path)):
+            if os.path.getsize(p) == 0:
+                continue
+            last, partial = _tail(p)
+            try:
+                rec = json.loads(last) if last is not None else None
+                if rec is not None:
+                    self.seq, self.head = int(rec["seq"]), line_hash(last or b"")
+            except (ValueError, KeyError, TypeError):
+                partial = True
+            if partial:
+                note = f"{os.path.basename(p)} ends with a damaged record (the daemon stopped while writing it?)"
+            break
+        if note is not None:
+            if os.path.exists(self.path):
+                self._rotate_files()
+            self.record({"kind": "daemon", "action": "recover", "note": note})
+
+    def record(self, rec: dict[str, Any], t: float | None = None) -> None:
+        self.record_members(stamp(time.time() if t is None else t)
+                            + json.dumps(rec, separators=(",", ":"))[1:-1].encode())
+
+    def record_members(self, members: bytes) -> None:
+        """Queue a record given as its JSON members, its time first (``"time":"…","kind":…``)."""
+        self._pending.append(members)
+
+    def pending(self) -> int:
+        return len(self._pending)
+
+    def _line(self, members: bytes) -> bytes:
+        self.seq += 1
+        line = b'{"seq":%d,%b,"prev":"%b"}\n' % (self.seq, members, self.head.encode())
+        self.head = hashlib.sha256(line).hexdigest()
+        return line
+
+    def _take(self, checkpoint: str | None = None) -> list[bytes]:
+        lines = [self._line(m) for m in self._pending]
+        self._pending = []
+        if checkpoint is not None:
+            sig = self.signer.sign(_signed_text(_CHECKPOINT, self.seq + 1, self.head))
+            lines.append(self._line(stamp(time.time()) + f'"kind":"checkpoint","reason":"{checkpoint}",'
+                                    f'"key":"{self.signer.fingerprint}","sig":"{sig}"'.encode()))
+        return lines
+
+    def _write(self, lines: list[bytes]) -> None:
+        if not lines:
+            return
+        data = b"".join(lines)
+        view = memoryview(data)
+        while view:
+            n = os.write(self._fd, view)
+            view = view[n:]
+        os.fsync(self._fd)
+        self._size += len(data)
+        sig = self.signer.sign(_signed_text(_HEAD, self.seq, self.head))
+        tmp = self.head_path + ".tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump({"seq": self.seq, "hash": self.head, "key": self.signer.fingerprint, "sig": sig}, f)
+        os.replace(tmp, self.head_path)
+
+    def flush(self) -> None:
+        """Write what is queued (a checkpoint first closes a file that has grown past max_size)."""
+        if self._size >= self.max_size:
+            self._write(self._take("rotate"))
+            self._rotate()
+        self._write(self._take())
+
+    def _rotate_files(self) -> None:
+        """audit.log → .1 → .2 …; the oldest beyond ``max_files`` goes."""
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(f"{self.path}.{self.max_files - 1}")
+        for n in range(self.max_files - 2, 0, -1):
+            with contextlib.suppress(FileNotFoundError):
+                os.rename(f"{self.path}.{n}", f"{self.path}.{n + 1}")
+        os.rename(self.path, f"{self.path}.1")
+
+    def _rotate(self) -> None:
+        os.close(self._fd)
+        self._rotate_files()
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        self._size = 0
+
+    def close(self) -> None:
+        """A last checkpoint, everything written."""
+        self._write(self._take("stop"))
+        os.close(self._fd)
+
+
+def _serve(path: str, max_size: int, max_files: int) -> int:
+    """The writer process: records from standard input (one line of JSON members each, its time
+    first), one write and fsync per FLUSH_EVERY at most, until the daemon closes the pipe; then the
+    stop checkpoint."""
+    import select
+
+    audit = AuditLog(path, max_size, max_files)
+    rest = b""
+    last = time.monotonic()
+    while True:
+        # one write and one fsync per FLUSH_EVERY at most, however often the daemon sends
+        wait = FLUSH_EVERY - (time.monotonic() - last)
+        if audit.pending() and wait > 0 and not select.select([0], [], [], wait)[0]:
+            audit.flush()
+            last = time.monotonic()
+            continue
+        data = os.read(0, 1 << 20)
+        if not data:
+            break
+        rest += data
+        *lines, rest = rest.split(b"\n")
+        for raw in lines:
+            if raw.startswith(b'"time":"'):
+                audit.record_members(raw)
+            else:
+                audit.record({"kind": "daemon", "action": "garbled", "bytes": len(raw)})
+        if time.monotonic() - last >= FLUSH_EVERY:
+            audit.flush()
+            last = time.monotonic()
+    audit.close()
+    return 0
+
+
+class AuditPipe:
+    """The daemon's side: records go to the writer process through a pipe, so that numbering, hashing,
+    writing and signing run on another core without the daemon's GIL (a writer thread stalled the
+    event loop: /_ping lost a third of its rate). A request costs the loop one formatted line in a
+    list; ``flush`` (every FLUSH_EVERY, or at FLUSH_BYTES) sends them with one write. What the pipe
+    does not take waits, up to MAX_PENDING bytes: beyond, ``admit`` refuses requests."""
+
+    def __init__(self, path: str, max_size: int = DEFAULT_MAX_SIZE, max_files: int = DEFAULT_MAX_FILES) -> None:
+        import fcntl
+        import subprocess
+        import sys
+
+        self.path = path
+        directory = os.path.dirname(path)
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+        Signer(directory)  # made here, so that a key that cannot be made stops the daemon at start
+        r, w = os.pipe2(os.O_CLOEXEC)
+        with contextlib.suppress(OSError):
+            fcntl.fcntl(w, 1031, 1 << 20)  # F_SETPIPE_SZ: 1 MiB in flight
+        self.proc = subprocess.Popen([sys.executable, "-m", "berth.security.audit", "write", path, str(max_size),
+                                      str(max_files)], stdin=r, close_fds=True, start_new_session=True)
+        os.close(r)
+        os.set_blocking(w, False)
+        self._w = w
+        self._lines: list[str] = []
+        self._size = 0
+        self._backlog = b""  # what the pipe did not take
+        self._sec, self._prefix = 0, ""
+        self.refused = 0
+        self.lost = False
+
+    def record_fields(self, fields: str) -> None:
+        t = time.time()
+        sec = int(t)
+        if sec != self._sec:
+            self._sec, self._prefix = sec, time.strftime('"time":"%Y-%m-%dT%H:%M:%S.', time.gmtime(sec))
+        line = f'{self._prefix}{int((t - sec) * 1_000_000):06d}Z",{fields}\n'
+        self._lines.append(line)
+        self._size += len(line)
+        if self._size >= FLUSH_BYTES:
+            self.flush()
+
+    def record(self, rec: dict[str, Any]) -> None:
+        self.record_fields(json.dumps(rec, separators=(",", ":"))[1:-1])
+
+    def backlog(self) -> int:
+        return len(self._backlog) + self._size
+
+    def flush(self) -> None:
+        if self._lines:
+            self._backlog += "".join(self._lines).encode()
+            self._lines, self._size = [], 0
+        if not self._backlog or self._w < 0:
+            return
+        try:
+            n = os.write(self._w, self._backlog)
+        except BlockingIOError:
+            return
+        except OSError as exc:  # the writer process is gone: say so once; records pile up to the bound
+            if not self.lost:
+                self.lost = True
+                log.error("audit log writer (pid %s) is gone: %s; requests are refused once %d MiB wait",
+                          self.proc.pid, exc, MAX_PENDING >> 20)
+            return
+        self._backlog = self._backlog[n:]
+
+    def close(self, timeout: float = 30) -> None:
+        """Everything sent (blocking), the pipe closed, the writer's stop checkpoint waited for."""
+        import subprocess
+
+        self.flush()
+        if self._w >= 0:
+            os.set_blocking(self._w, True)
+            with contextlib.suppress(OSError):
+                while self._backlog:
+                    n = os.write(self._w, self._backlog)
+                    self._backlog = self._backlog[n:]
+            os.close(self._w)
+            self._w = -1
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            log.error("audit log writer did not finish within %.0f s; stopping it", timeout)
+            self.proc.kill()
+            self.proc.wait()
+
+
+# ---- reading and verifying ---------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Report:
+    ok: bool
+    records: int
+    checkpoints: int
+    files: list[str]
+    problem: str = ""
+
+
+def _public_key(path: str) -> Ed25519PublicKey:
+    try:
+        with open(path, "rb") as f:
+            key = serialization.load_pem_public_key(f.read())
+    except OSError as exc:
+        raise InvalidParameter(f"cannot read the audit key {path}: {exc.strerror}") from None
+    if not isinstance(key, Ed25519PublicKey):
+        raise InvalidParameter(f"{path} is not an Ed25519 public key")
+    return key
+
+
+def _verify_sig(key: Ed25519PublicKey, sig: Any, data: bytes) -> bool:
+    try:
+        key.verify(base64.b64decode(str(sig)), data)
+        return True
+    except (InvalidSignature, ValueError):
+        return False
+
+
+def verify(path: str, pubkey: str | None = None) -> Report:
+    """Check the chain of ``path`` and its rotated files, the checkpoints' signatures and the signed
+    head; the first problem found is named (file, line, seq)."""
+    directory = os.path.dirname(os.path.abspath(path))
+    key = _public_key(pubkey or os.path.join(directory, "audit-key.pub"))
+    files = _files(path)
+    if not files:
+        raise InvalidParameter(f"no audit log at {path}")
+    count = checkpoints = 0
+    prev_hash: str | None = None
+    prev_seq: int | None = None
+
+    def bad(msg: str) -> Report:
+        return Report(False, count, checkpoints, files, msg)
+
+    for p in files:
+        with open(p, "rb") as f:
+            data = f.read()
+        if data and not data.endswith(b"\n"):
+            at = data.rfind(b"\n") + 1
+            return bad(f"{p}: ends mid-record at byte {at} (truncated, or the daemon stopped while writing)")
+        for lineno, raw in enumerate(data.splitlines(keepends=True), 1):
+            where = f"{p} line {lineno}"
+            try:
+                rec = json.loads(raw)
+                seq, prev = int(rec["seq"]), str(rec["prev"])
+            except (ValueError, KeyError, TypeError):
+                return bad(f"{where}: not an audit record (edited?)")
+            if prev_seq is not None and seq != prev_seq + 1:
+                if seq <= prev_seq:
+                    return bad(f"{where}: record {seq} comes after record {prev_seq} (records reordered)")
+                gone = f"record {prev_seq + 1} is" if seq - 1 == prev_seq + 1 else f"records {prev_seq + 1}..{seq - 1} are"
+                return bad(f"{where}: {gone} missing here (removed or moved)")
+            if prev_hash is not None and prev != prev_hash:
+                return bad(f"{where}: record {seq} does not follow record {prev_seq}: record {prev_seq} was "
+                           "changed (or this one was)")
+            if prev_seq is None and seq == 1 and prev != GENESIS:
+                return bad(f"{where}: the first record does not start the chain")
+            if rec.get("kind") == "checkpoint":
+                if not _verify_sig(key, rec.get("sig"), _signed_text(_CHECKPOINT, seq, prev)):
+                    return bad(f"{where}: checkpoint {seq} has a bad signature")
+                checkpoints += 1
+            prev_seq, prev_hash = seq, line_hash(raw)
+            count += 1
+    head_path = os.path.join(directory, "audit.head")
+    if os.path.exists(head_path) and os.path.abspath(path) == os.path.join(directory, "audit.log"):
+        with open(head_path) as hf:
+            head = json.load(hf)
+        if not _verify_sig(key, head.get("sig"), _signed_text(_HEAD, int(head["seq"]), str(head["hash"]))):
+            return bad(f"{head_path}: bad signature")
+        if prev_seq is None or int(head["seq"]) > prev_seq:
+            return bad(f"{files[-1]}: records {(prev_seq or 0) + 1}..{head['seq']} are missing at the end "
+                       "(truncated)")
+        if int(head["seq"]) == prev_seq and head["hash"] != prev_hash:
+            return bad(f"{files[-1]}: the last record ({prev_seq}) was changed")
+    return Report(True, count, checkpoints, files)
+
+
+def records(path: str) -> Iterator[dict[str, Any]]:
+    """Every record of ``path`` and its rotated files, oldest first (lines that do not parse are skipped)."""
+    for p in _files(path):
+        with open(p, "rb") as f:
+            for raw in f:
+                with contextlib.suppress(ValueError):
+                    rec = json.loads(raw)
+                    if isinstance(rec, dict):
+                        yield rec
+
+
+if __name__ == "__main__":
+    import sys
+
+    if len(sys.argv) == 5 and sys.argv[1] == "write":
+        sys.exit(_serve(sys.argv[2], int(sys.argv[3]), int(sys.argv[4])))
+    sys.exit("usage: python -m berth.security.audit write PATH MAX_SIZE MAX_FILES")
