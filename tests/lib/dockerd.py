@@ -28,7 +28,10 @@ class Dockerd:
     def url(self) -> str:
         return f"unix://{self.sock}"
 
-    def start(self) -> Dockerd:
+    def start_with(self, extra: list[str]) -> Dockerd:
+        return self.start(extra)
+
+    def start(self, extra: list[str] | None = None) -> Dockerd:
         cfg = os.path.join(self.root, "daemon.json")
         with open(cfg, "w") as f:
             json.dump({}, f)
@@ -36,7 +39,7 @@ class Dockerd:
         self.proc = subprocess.Popen(
             [DOCKERD, "-H", self.url, "--data-root", f"{self.root}/data", "--exec-root", f"{self.root}/exec",
              "--pidfile", f"{self.root}/pid", "--config-file", cfg, "--bridge=none", "--iptables=false",
-             "--ip-masq=false"], stdout=open(f"{self.root}/log", "wb"), stderr=subprocess.STDOUT,
+             "--ip-masq=false", *(extra or [])], stdout=open(f"{self.root}/log", "wb"), stderr=subprocess.STDOUT,
             start_new_session=True)
         deadline = time.time() + 60
         while not unix_ping(self.sock):

@@ -32,6 +32,11 @@ def _keygen(path: str) -> str:
 
 @pytest.fixture
 def ssh_env(berthd, cleanup):  # type: ignore[no-untyped-def]
+    return start_sshd(cleanup, berthd.url, ("root",))
+
+
+def start_sshd(cleanup, url: str, users: tuple[str, ...]):  # type: ignore[no-untyped-def]
+    """A key-only sshd on loopback letting ``users`` in, each key sending them to berthd at ``url``."""
     require_root()
     if not os.path.exists(SSHD) or not shutil.which("ssh"):
         pytest.skip("openssh-server/openssh-client are not installed")
@@ -59,7 +64,7 @@ def ssh_env(berthd, cleanup):  # type: ignore[no-untyped-def]
     auth, client_cfg = [], []
     for alias, path in paths.items():
         pub = _keygen(f"{w}/{alias}")
-        auth.append(f'environment="DOCKER_HOST={berthd.url}",environment="PATH={path}" {pub}')
+        auth.append(f'environment="DOCKER_HOST={url}",environment="PATH={path}" {pub}')
         client_cfg.append(f"Host {alias}\n  HostName 127.0.0.1\n  Port {port}\n  IdentityFile {w}/{alias}\n"
                           "  IdentitiesOnly yes\n  StrictHostKeyChecking no\n  UserKnownHostsFile /dev/null\n"
                           "  BatchMode yes\n  LogLevel ERROR\n")
@@ -69,7 +74,7 @@ def ssh_env(berthd, cleanup):  # type: ignore[no-untyped-def]
         f"Port {port}\nListenAddress 127.0.0.1\nHostKey {w}/host_key\nPidFile {w}/sshd.pid\n"
         f"AuthorizedKeysFile {w}/authorized_keys\nStrictModes no\nUsePAM no\nPasswordAuthentication no\n"
         "KbdInteractiveAuthentication no\nPubkeyAuthentication yes\nPermitRootLogin prohibit-password\n"
-        "AllowUsers root\nPermitUserEnvironment yes\nX11Forwarding no\nAllowTcpForwarding no\n")
+        f"AllowUsers {' '.join(users)}\nPermitUserEnvironment yes\nX11Forwarding no\nAllowTcpForwarding no\n")
     proc = subprocess.Popen([SSHD, "-D", "-e", "-f", f"{w}/sshd_config"], stdout=open(f"{w}/sshd.log", "wb"),
                             stderr=subprocess.STDOUT)
     cleanup.process(proc, "sshd")
@@ -130,3 +135,32 @@ def test_ssh_failure_is_reported(ssh_env):
     env, _ = ssh_env
     r = berth("-H", "ssh://nobody@127.0.0.1:1", "version", env=env)
     assert r.returncode == 1 and "over ssh" in r.stderr
+
+
+def test_over_ssh_the_remote_users_identity_is_what_the_policy_decides_on(make_berthd, cleanup):
+    """docker -H ssh://alice@host: the remote ``dial-stdio`` connects to berthd's socket as alice, so
+    SO_PEERCRED names her, and the authorization policy decides on her (issue #11)."""
+    if DOCKER is None:
+        pytest.skip("the docker CLI is not installed on this machine")
+    from tests.lib.users import make_group, make_user
+
+    group = make_group(cleanup)
+    alice, _ = make_user(cleanup, groups=(group,))
+    d = make_berthd(args=["-G", group])
+    policy = os.path.join(d.root, "policy.cedar")
+    with open(policy, "w") as f:
+        f.write('permit(principal == UnixUser::"root", action, resource);\n'
+                f'@id("alice-reads") permit(principal == UnixUser::"{alice}", action in Action::"read-only", resource);\n')
+    d.config = {"authorization-policy": policy}
+    d.start()
+    env, w = start_sshd(cleanup, d.url, ("root", alice))
+    # docker-remote: the remote end is the real docker CLI's dial-stdio, run as alice (the venv's berth
+    # lives under root's home, which alice cannot traverse)
+    r = docker("-H", f"ssh://{alice}@docker-remote", "ps", env=env)
+    assert r.returncode == 0, r.stderr + open(f"{w}/sshd.log").read()
+    r = docker("-H", f"ssh://{alice}@docker-remote", "volume", "create", "v1", env=env)
+    assert r.returncode != 0
+    uid = int(subprocess.run(["id", "-u", alice], capture_output=True, text=True).stdout)
+    assert f"no rule permits volume.create for unix:{alice}({uid})" in r.stderr, r.stderr
+    r = docker("-H", "ssh://root@docker-remote", "volume", "create", "v1", env=env)
+    assert r.returncode == 0, r.stderr

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator, Awaitable
 from typing import Any, Protocol
 
 from berth.api.filters import Filters
-from berth.api.http import Request
+from berth.api.http import Request, Response
 from berth.api.router import Route
 from berth.security.identity import Identity
 
@@ -191,6 +191,11 @@ class Authorizer(Protocol):
     returns). It may rewrite ``req.body`` (a policy that forces labels on what a caller creates)."""
 
     def authorize(self, req: Request, route: Route) -> Awaitable[None] | None:
+        ...
+
+    async def review(self, req: Request, resp: Response | None) -> Response | None:
+        """Called once the handler is done when ``req.review`` is set: ``resp`` (None after a stream or
+        a hijack) may be replaced by an error before it is sent; returns the response to send."""
         ...
 
 

@@ -543,7 +543,7 @@ class HttpConnection(asyncio.BufferedProtocol):
             return
         job.route = route
         job.request = Request(method, path, query, self._headers, api_version, self.identity, params,
-                              connection=self)
+                              connection=self, raw_target=self._url.decode("latin-1"))
         if route.stream_body and not job.upgrade:
             assert self.transport is not None
             job.body_stream = _BodyStream(self)
@@ -658,13 +658,23 @@ class HttpConnection(asyncio.BufferedProtocol):
         route, req = job.route, job.request
         assert route is not None and req is not None
         try:
-            if pending is not None:
-                await pending  # an authorization that has to wait (a plugin's answer)
-            resp = await route.handler(req) if route.is_async else route.handler(req)  # type: ignore[misc]
+            try:
+                if pending is not None:
+                    await pending  # an authorization that has to wait (a plugin's answer)
+                resp = await route.handler(req) if route.is_async else route.handler(req)  # type: ignore[misc]
+            except Exception as exc:  # noqa: BLE001 - mapped to a status in one place
+                resp = self._exception_response(exc, req)
+            if req.review is not None and self.app.authorizer is not None:
+                streamed = self._hijack is not None or self._writer is not None
+                try:
+                    reviewed = await self.app.authorizer.review(
+                        req, resp if not streamed and isinstance(resp, Response) else None)
+                except Exception as exc:  # noqa: BLE001 - a plugin's refusal of the response, or its failure
+                    reviewed = self._exception_response(exc, req)
+                if not streamed and reviewed is not None:
+                    resp = reviewed
         except asyncio.CancelledError:
             return
-        except Exception as exc:  # noqa: BLE001 - mapped to a status in one place
-            resp = self._exception_response(exc, req)
         finally:
             self._task = None
         if self._hijack is not None:

@@ -58,6 +58,8 @@ class Request:
     decision: str = ""
     rule: str = ""
     resource: str = ""
+    review: Any = None  # what the authorizer wants to see of the response (AuthZ plugins), else None
+    raw_target: str = ""  # the request target as sent (``/v1.47/containers/json?all=1``)
 
     @property
     def query(self) -> dict[str, list[str]]:

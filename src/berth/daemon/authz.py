@@ -16,6 +16,7 @@ turns the request into a ``policy.Query``:
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import grp
 import json
@@ -24,17 +25,18 @@ import os
 import pwd
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
 from berth.api import versions
-from berth.api.http import Request
+from berth.api.http import Request, Response
 from berth.api.router import Route
 from berth.container import hostconfig
 from berth.container import spec as cspec
 from berth.errors import BerthError, Forbidden, InvalidParameter, NotFound
+from berth.security import authzplugin
 from berth.security import policy as pol
 from berth.security.identity import ANONYMOUS, Identity
 
@@ -62,8 +64,11 @@ class Resolver:
 class Gate:
     def __init__(self, policy: pol.Policy | None, roles: Mapping[str, str], resolver: Resolver,
                  daemon_sockets: tuple[str, ...],
-                 match: Callable[[str, str], tuple[Route, dict[str, str]] | None]) -> None:
+                 match: Callable[[str, str], tuple[Route, dict[str, str]] | None],
+                 plugins: list[authzplugin.Plugin] | None = None) -> None:
         self.policy = policy
+        self.plugins = list(plugins or [])
+        self.common_headers: dict[str, str] = {}  # the headers every answer carries (for AuthZRes)
         self.match = match
         self.roles = dict(roles)  # listener name → role
         self.resolver = resolver
@@ -137,10 +142,72 @@ class Gate:
         return out
 
     # ---- the decision ---------------------------------------------------------------------------
-    def authorize(self, req: Request, route: Route) -> None:
-        """Raises Forbidden, or returns (the request may go ahead). Allowed requests to routes without
-        parameters that ask for nothing (``/_ping``, ``/info``, lists) are remembered per caller for
-        as long as its groups are (the policy's own cache keys on more)."""
+    def authorize(self, req: Request, route: Route) -> Awaitable[None] | None:
+        """Raises Forbidden, or returns None (the request may go ahead), or, with AuthZ plugins, what
+        to await for their answers. The listener's role and the policy decide first; plugins are
+        asked only about what those allow (both must allow)."""
+        self._local(req, route)
+        if not self.plugins:
+            return None
+        return self._ask_plugins(req)
+
+    async def _ask_plugins(self, req: Request) -> None:
+        ident = req.identity
+        user, authn = ("", "")
+        if ident.kind == "tls":
+            user, authn = ident.user, "TLS"
+        elif ident.kind == "unix":
+            user, authn = ident.user, "unix"
+        uri = req.raw_target or req.path
+        payload = authzplugin.request_payload(user, authn, req.method, uri, req.headers, req.body,
+                                              [ident.certificate] if ident.certificate else [])
+        req.review = payload
+        for plugin in self.plugins:
+            try:
+                await asyncio.to_thread(plugin.decide, authzplugin.REQUEST, payload)
+            except Forbidden as exc:
+                req.decision, req.rule = "deny", f"plugin:{plugin.name}"
+                req.review = None  # a request refused is not answered to the plugins again (moby)
+                log.info("%s %s %s: %s", ident.principal, req.method, req.path, exc.message)
+                raise
+            except BaseException:
+                req.review = None
+                raise
+
+    async def review(self, req: Request, resp: Response | None) -> Response | None:
+        """AuthZRes: every plugin sees the response (its status, headers and JSON body; nothing of a
+        stream or a hijack, as with dockerd, where those are flushed before the plugin is asked)."""
+        payload = req.review
+        if resp is None:
+            full = dict(payload)
+        else:
+            # what moby's response recorder holds when the plugin is asked: the headers every answer
+            # carries, the handler's own, and the status when the handler set it explicitly (all do
+            # but /_ping's, which writes "OK": no ResponseStatusCode, and no Content-Type for a GET)
+            headers = {**self.common_headers, **(resp.headers or {})}
+            ping = resp.status == 200 and (resp.content_type or "").startswith("text/plain")
+            if resp.content_type and not (ping and req.method == "GET"):
+                headers["Content-Type"] = resp.content_type
+            if ping and req.method == "HEAD":
+                headers["Content-Length"] = "0"
+            full = authzplugin.response_payload(payload, 0 if ping else resp.status, headers, resp.body,
+                                                resp.content_type or "")
+        for plugin in self.plugins:
+            try:
+                await asyncio.to_thread(plugin.decide, authzplugin.RESPONSE, full)
+            except Forbidden as exc:
+                if resp is None or resp.status >= 400:
+                    log.warning("%s %s: %s (the response was already on its way)", req.method, req.path,
+                                exc.message)
+                    return resp
+                req.decision, req.rule = "deny", f"plugin:{plugin.name}"
+                raise
+        return resp
+
+    def _local(self, req: Request, route: Route) -> None:
+        """The listener's role and the policy. Allowed requests to routes without parameters that ask
+        for nothing (``/_ping``, ``/info``, lists) are remembered per caller for as long as its groups
+        are (the policy's own cache keys on more)."""
         ident = req.identity
         fast = None
         if "{" not in route.pattern and route.action not in _NOT_REMEMBERED:

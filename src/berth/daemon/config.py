@@ -97,6 +97,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("log-driver", ("--log-driver",), str, "default log driver of containers: json-file, local, syslog, "
            "journald or none (default json-file)", "DRIVER"),
     Option("log-opts", ("--log-opt",), "opts", "default log driver option (repeatable)", "KEY=VALUE"),
+    Option("authorization-plugins", ("--authorization-plugin",), list, "an authorization plugin of Docker's "
+           "protocol, found as dockerd finds it (repeatable; asked after the policy)", "NAME"),
     Option("authorization-policy", ("--authorization-policy",), str, "who may do what: a Cedar policy file "
            "(berth's own; none: every caller who reaches a socket is admin)", "FILE"),
     Option("listener-policies", ("--listener-policy",), "listeners", "give a listener a fixed role: ADDR=ROLE, "
@@ -152,6 +154,7 @@ class Config:
     log_driver: str = "json-file"
     log_opts: dict[str, str] = field(default_factory=dict)
     authorization_policy: str = ""
+    authorization_plugins: list[str] = field(default_factory=list)
     audit_log: str = ""  # "" : none
     listener_policies: dict[str, ListenerPolicy] = field(default_factory=dict)  # listener name → its policy
 
@@ -310,6 +313,7 @@ def load(argv: list[str], environ: dict[str, str] | None = None) -> Config:
     cfg.authorization_policy = os.path.abspath(merged["authorization-policy"]) \
         if merged.get("authorization-policy") else ""
     cfg.listener_policies = _listener_policies(cfg, merged.get("listener-policies") or {})
+    cfg.authorization_plugins = list(dict.fromkeys(merged.get("authorization-plugins") or []))
     audit = merged.get("audit-log")
     cfg.audit_log = "" if audit in ("none", "") else os.path.abspath(audit) if audit else \
         os.path.join(cfg.data_root, "audit", "audit.log")
@@ -476,7 +480,8 @@ def reloadable(cfg: Config, path: str) -> dict[str, Any]:
     file_cfg = _load_file(path, explicit=False)
     _check_file_keys(path, file_cfg, cfg.flag_values)
     out: dict[str, Any] = {}
-    for key in ("debug", "log-level", "labels", "tlscert", "tlskey", "tlscacert", "tlscrl", "authorization-policy"):
+    for key in ("debug", "log-level", "labels", "tlscert", "tlskey", "tlscacert", "tlscrl", "authorization-policy",
+                "authorization-plugins"):
         if key in file_cfg:
             out[key] = file_cfg[key]
     return out

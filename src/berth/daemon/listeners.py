@@ -46,7 +46,9 @@ def unix_identity(transport: asyncio.BaseTransport) -> Identity:
 
 
 def tls_identity(transport: asyncio.BaseTransport) -> Identity:
-    return from_peer_cert(transport.get_extra_info("peercert"))
+    sslobj = transport.get_extra_info("ssl_object")
+    der = sslobj.getpeercert(binary_form=True) if sslobj is not None else None
+    return from_peer_cert(transport.get_extra_info("peercert"), der or b"")
 
 
 def anonymous_identity(transport: asyncio.BaseTransport) -> Identity:

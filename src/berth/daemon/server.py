@@ -50,8 +50,8 @@ from berth.linux import cgroups, spinpoll, systemd
 from berth.linux.files import write_atomic
 from berth.linux.idmap import UserNamespace, share_with_remapped_root
 from berth.security import actions as actions_mod
+from berth.security import authzplugin, tlsmaterial
 from berth.security import policy as policy_mod
-from berth.security import tlsmaterial
 from berth.security.audit import FLUSH_EVERY, AuditPipe
 from berth.store.db import Database
 from berth.volume.local import LocalVolumes
@@ -160,7 +160,21 @@ def _gate(cfg: Config, actions: Mapping[str, str], resolver: authz.Resolver,
     else:
         log.info("authorization: policy %s (%d rules)", cfg.authorization_policy, len(policy.rules))
     sockets = tuple(h.address for h in cfg.hosts if h.proto == "unix")
-    return authz.Gate(policy, roles, resolver, sockets, match)
+    return authz.Gate(policy, roles, resolver, sockets, match, _plugins(cfg.authorization_plugins))
+
+
+def _plugins(names: list[str]) -> list[authzplugin.Plugin]:
+    """Each plugin found and activated, as dockerd validates them at start (and at a reload)."""
+    out = []
+    for name in names:
+        try:
+            plugin = authzplugin.Plugin(name, authzplugin.find(name))
+            plugin.activate()
+        except BerthError as exc:
+            raise InvalidParameter(f"failed to validate authorization plugin: {exc.message}") from None
+        log.info("authorization plugin %s at %s", name, plugin.addr.location)
+        out.append(plugin)
+    return out
 
 
 async def _flush_every(pipe: AuditPipe) -> None:
@@ -230,6 +244,7 @@ class Daemon:
             self.system.labels = list(changes["labels"])
         self._reload_tls(changes)
         self._reload_policy(changes)
+        self._reload_plugins(changes)
         logs.set_level("debug" if self.cfg.debug else self.cfg.log_level)
         self.app.debug = self.cfg.debug
         attrs = {"debug": str(self.cfg.debug).lower(), "labels": "[" + ", ".join(self.system.labels) + "]",
@@ -265,6 +280,23 @@ class Daemon:
             log.warning("%s", w)
         log.info("reloaded the TLS certificate %s, key, CA %s%s", cfg.tlscert, cfg.tlscacert,
                  f" and CRL {cfg.tlscrl}" if cfg.tlscrl else "")
+
+    def _reload_plugins(self, changes: dict[str, object]) -> None:
+        """authorization-plugins from daemon.json again (dockerd reloads them too); a plugin that cannot
+        be found or activated keeps the list in use."""
+        if "authorization-plugins" not in changes or self.gate is None:
+            return
+        names = list(dict.fromkeys(str(n) for n in changes["authorization-plugins"] or []))  # type: ignore[attr-defined]
+        try:
+            plugins = _plugins(names)
+        except BerthError as exc:
+            log.error("authorization plugins reload failed, keeping the plugins in use: %s", exc.message)
+            return
+        self.gate.plugins = plugins
+        if plugins:
+            self.app.authorizer = self.gate
+        if self.auditor is not None:
+            self.auditor.daemon("plugins", names=names)
 
     def _reload_policy(self, changes: dict[str, object]) -> None:
         """The policy file read again (and its path, when daemon.json changed it); one that cannot be used
@@ -342,7 +374,9 @@ class Daemon:
                 host_binds=containers.host_binds, create_body=containers.create_body_of), router.match)
             for r in system_routes.policy_routes(self.gate):
                 router.add(r)
-            if self.gate.policy is not None or self.gate.roles:
+            self.gate.common_headers = dict(
+                line.split(": ", 1) for line in self.app.common_headers.decode("latin-1").splitlines() if ": " in line)
+            if self.gate.policy is not None or self.gate.roles or self.gate.plugins:
                 self.app.authorizer = self.gate
             if cfg.audit_log:
                 audit_pipe = AuditPipe(cfg.audit_log)

@@ -7,7 +7,7 @@ Authorization and audit (later) key on ``Identity.principal``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 
@@ -21,6 +21,7 @@ class Identity:
     organization: str = ""
     organizational_unit: str = ""
     listener: str = ""  # the listener the connection came through (``unix:///run/berth.sock``)
+    certificate: bytes = field(default=b"", repr=False, compare=False)  # a TLS client's certificate, DER
 
     @property
     def principal(self) -> str:
@@ -40,8 +41,9 @@ class Identity:
 ANONYMOUS = Identity("anonymous")
 
 
-def from_peer_cert(cert: dict[str, Any] | None) -> Identity:
-    """Identity from ``ssl.SSLSocket.getpeercert()``'s dict; anonymous when there is no certificate."""
+def from_peer_cert(cert: dict[str, Any] | None, der: bytes = b"") -> Identity:
+    """Identity from ``ssl.SSLSocket.getpeercert()``'s dict (and the certificate itself, DER);
+    anonymous when there is no certificate."""
     if not cert:
         return ANONYMOUS
     fields: dict[str, str] = {}
@@ -53,4 +55,5 @@ def from_peer_cert(cert: dict[str, Any] | None) -> Identity:
         user=fields.get("commonName", ""),
         organization=fields.get("organizationName", ""),
         organizational_unit=fields.get("organizationalUnitName", ""),
+        certificate=der,
     )
