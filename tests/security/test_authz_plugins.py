@@ -50,6 +50,7 @@ class RunningPlugin:
 def plugin_factory() -> Iterator:  # type: ignore[type-arg]
     made: list[RunningPlugin] = []
     tmp = public_tmpdir("berth-authz-plugin-")
+    made_dirs = [d for d in ("/run/docker", "/run/docker/plugins") if not os.path.isdir(d)]
 
     def make() -> RunningPlugin:
         name = "bt-authz-" + secrets.token_hex(4)
@@ -72,6 +73,11 @@ def plugin_factory() -> Iterator:  # type: ignore[type-arg]
     import shutil
 
     shutil.rmtree(tmp, ignore_errors=True)
+    for d in reversed(made_dirs):  # what this fixture made, if nothing else has come to live there
+        try:
+            os.rmdir(d)
+        except OSError:
+            pass
 
 
 def drive(url: str, sock: str) -> dict[str, subprocess.CompletedProcess[str]]:
