@@ -23,6 +23,10 @@ class Dockerd:
         self.root = public_tmpdir("berth-dockerd-")
         self.sock = os.path.join(self.root, "docker.sock")
         self.proc: subprocess.Popen[bytes] | None = None
+        # dockerd makes /run/docker/plugins (its plugins' sockets) whatever its exec root: what it made
+        # is removed again, if nothing else has come to live there
+        self._made = [d for d in ("/run/docker", "/run/docker/plugins") if not os.path.isdir(d)]
+        self._started = time.time()
 
     @property
     def url(self) -> str:
@@ -64,3 +68,16 @@ class Dockerd:
         for m in sorted(mounts, key=len, reverse=True):
             subprocess.run(["umount", "-l", m], capture_output=True)
         shutil.rmtree(self.root, ignore_errors=True)
+        import glob
+
+        for stacks in glob.glob("/tmp/containerd.*.stacks.log"):  # the stacks its containerd dumps on the way out
+            try:
+                if os.path.getmtime(stacks) >= self._started:
+                    os.unlink(stacks)
+            except OSError:
+                pass
+        for d in reversed(self._made):
+            try:
+                os.rmdir(d)
+            except OSError:
+                pass
