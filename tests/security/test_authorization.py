@@ -161,7 +161,8 @@ permit(principal in TlsUnit::"ops", action in Action::"container", resource)
   when { resource.hasTag("team") && resource.getTag("team") == "ops" }
   unless { context.escalates };
 @id("ops-read")
-permit(principal in TlsUnit::"ops", action in Action::"read-only", resource);
+permit(principal in TlsUnit::"ops", action in Action::"read-only", resource)
+  when { resource is Daemon || (resource.hasTag("team") && resource.getTag("team") == "ops") };
 '''
 
 
@@ -208,9 +209,15 @@ def test_tls_clients_alice_reads_bob_runs_his_teams_containers_carol_is_revoked(
     with pytest.raises(docker.errors.APIError) as err:
         bob.create_container("bb", "true", host_config=bob.create_host_config(privileged=True))
     assert err.value.status_code == 403 and "tls:CN=bob,O=acme,OU=ops" in str(err.value)
-    # a container of another team (made by root over the unix socket) he may see but not touch
+    # a container of another team (made by root over the unix socket): he neither sees nor touches it
     other = api(d).create_container("bb", ["sleep", "30"], labels={"team": "dev"})["Id"]
-    assert bob.inspect_container(other)["Id"] == other
+    assert [c["Id"] for c in bob.containers(all=True)] == [cid]  # the list holds what he may list
+    assert {c["Id"] for c in api(d).containers(all=True)} == {cid, other}
+    r = tls_docker(port, f"{pki_root}/alice", "ps", "-a", "-q", "--no-trunc")
+    assert set(r.stdout.split()) == {cid, other}, r.stderr  # alice's read-only rule is not scoped
+    with pytest.raises(docker.errors.APIError) as err:
+        bob.inspect_container(other)
+    assert err.value.status_code == 403 and "no rule permits container.inspect" in str(err.value)
     with pytest.raises(docker.errors.APIError) as err:
         bob.start(other)
     assert err.value.status_code == 403 and "no rule permits container.start" in str(err.value)

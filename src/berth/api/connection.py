@@ -642,7 +642,7 @@ class HttpConnection(asyncio.BufferedProtocol):
                 except Exception as exc:  # noqa: BLE001 - a denial (Forbidden) or a bad request
                     self._send(job, self._exception_response(exc, req))
                     continue
-            if not route.is_async and pending is None:
+            if not route.is_async and pending is None and req.review is None:
                 try:
                     resp = route.handler(req)
                 except Exception as exc:  # noqa: BLE001 - mapped to a status in one place

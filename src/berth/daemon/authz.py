@@ -44,6 +44,16 @@ log = logging.getLogger("berth.authz")
 _GROUPS_TTL = 30.0  # seconds a user's groups are remembered
 _GROUPS_CACHE = 1024  # users remembered
 _STARTS = frozenset({"container.start", "container.restart"})
+_LISTS = {"container.list": "Container", "image.list": "Image", "network.list": "Network", "volume.list": "Volume"}
+
+
+@dataclass(slots=True)
+class _Review:
+    """What the gate still has to do with a request's response (``Request.review``)."""
+
+    action: str
+    filter_list: bool = True  # a list: keep the items the caller may list
+    payload: dict[str, Any] | None = None  # the AuthZ plugins' request, for AuthZRes
 _NOT_REMEMBERED = pol.CREATES | _STARTS | {"container.exec", "container.commit"}  # body or query decide
 _HOST_NAMESPACES = ("network_mode", "pid_mode", "ipc_mode", "uts_mode", "userns_mode", "cgroupns_mode")
 
@@ -147,11 +157,13 @@ class Gate:
         to await for their answers. The listener's role and the policy decide first; plugins are
         asked only about what those allow (both must allow)."""
         self._local(req, route)
+        if self.policy is not None and route.action in _LISTS:
+            req.review = _Review(route.action)  # the list is filtered to what the caller may list
         if not self.plugins:
             return None
-        return self._ask_plugins(req)
+        return self._ask_plugins(req, route)
 
-    async def _ask_plugins(self, req: Request) -> None:
+    async def _ask_plugins(self, req: Request, route: Route) -> None:
         ident = req.identity
         user, authn = ("", "")
         if ident.kind == "tls":
@@ -161,7 +173,7 @@ class Gate:
         uri = req.raw_target or req.path
         payload = authzplugin.request_payload(user, authn, req.method, uri, req.headers, req.body,
                                               [ident.certificate] if ident.certificate else [])
-        req.review = payload
+        req.review = _Review(route.action, filter_list=req.review is not None, payload=payload)
         for plugin in self.plugins:
             try:
                 await asyncio.to_thread(plugin.decide, authzplugin.REQUEST, payload)
@@ -175,9 +187,16 @@ class Gate:
                 raise
 
     async def review(self, req: Request, resp: Response | None) -> Response | None:
-        """AuthZRes: every plugin sees the response (its status, headers and JSON body; nothing of a
-        stream or a hijack, as with dockerd, where those are flushed before the plugin is asked)."""
-        payload = req.review
+        """A list filtered to what the policy lets the caller list (each item decided as the object
+        it is, with its labels); then AuthZRes: every plugin sees the response (its status, headers
+        and JSON body; nothing of a stream or a hijack, as with dockerd, where those are flushed
+        before the plugin is asked)."""
+        rv: _Review = req.review
+        if rv.filter_list and resp is not None and resp.status == 200:
+            resp = self._filter(req, rv.action, resp)
+        if rv.payload is None:
+            return resp
+        payload = rv.payload
         if resp is None:
             full = dict(payload)
         else:
@@ -203,6 +222,35 @@ class Gate:
                 req.decision, req.rule = "deny", f"plugin:{plugin.name}"
                 raise
         return resp
+
+    def _filter(self, req: Request, action: str, resp: Response) -> Response:
+        policy = self.policy
+        if policy is None:
+            return resp
+        try:
+            value = json.loads(resp.body)
+        except ValueError:
+            return resp
+        items = value.get("Volumes") if isinstance(value, dict) else value
+        if not isinstance(items, list):
+            return resp
+        subject = self.subject(req.identity)
+        rtype = _LISTS[action]
+        context = pol.neutral_context()
+        context.update(listener=req.identity.listener, role=subject.role, method=req.method, path=req.path)
+        kept = []
+        for item in items:
+            if not isinstance(item, dict):
+                continue
+            rid = str(item.get("Name") if rtype == "Volume" else item.get("Id") or "")
+            labels = _labels(item.get("Labels"))
+            if policy.decide(pol.Query(subject, action, rtype, rid, MappingProxyType(labels), context,
+                                       neutral=not labels)).allowed:
+                kept.append(item)
+        if len(kept) == len(items):
+            return resp
+        out = {**value, "Volumes": kept} if isinstance(value, dict) else kept
+        return Response(resp.status, json.dumps(out).encode() + b"\n", resp.content_type, resp.headers)
 
     def _local(self, req: Request, route: Route) -> None:
         """The listener's role and the policy. Allowed requests to routes without parameters that ask
