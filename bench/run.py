@@ -12,9 +12,10 @@ temporary directory removed at the end, also on failure.
 
 With ``--baseline REV`` the berthd of git revision REV runs beside today's ("baseline" column), to
 show what a change costs; the last column is today's berthd against it (+: faster or smaller).
-With ``--authz`` today's berthd runs twice: without an audit log and without a policy ("berthd"),
-and with its audit log and an authorization policy (``AUTHZ_POLICY``: the rules a site would have;
-the "authz" column); the last column is what the two cost together.
+With ``--authz`` today's berthd runs three times: without an audit log and without a policy
+("berthd"), with its audit log (the default; "audit"), and with its audit log and an authorization
+policy (``AUTHZ_POLICY``: the rules a site would have; "authz"); the last two columns are what each
+costs against "berthd".
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ permit(principal in TlsUnit::"ops", action in Action::"container", resource)
 
 def kinds() -> list[str]:
     """The daemons every benchmark compares: berthd, the baseline berthd, dockerd (those present)."""
-    return (["berthd"] + (["baseline"] if BASELINE_SRC else []) + (["authz"] if AUTHZ else [])
+    return (["berthd"] + (["baseline"] if BASELINE_SRC else []) + (["audit", "authz"] if AUTHZ else [])
             + (["dockerd"] if DOCKERD else []))
 
 
@@ -127,9 +128,9 @@ class Daemon:
             self.tls_port = free_port()
             common += ["-H", f"tcp://127.0.0.1:{self.tls_port}", "--tlsverify", "--tlscacert", f"{tls_dir}/ca.pem",
                        "--tlscert", f"{tls_dir}/cert.pem", "--tlskey", f"{tls_dir}/key.pem"]
-            if TLSCRL and self.kind in ("berthd", "authz"):
+            if TLSCRL and self.kind in ("berthd", "audit", "authz"):
                 common += ["--tlscrl", TLSCRL]
-        if self.kind in ("berthd", "baseline", "authz"):
+        if self.kind in ("berthd", "baseline", "audit", "authz"):
             return [BERTHD, *common, *self.net_args]
         assert DOCKERD is not None
         return [DOCKERD, *common, *self.net_args, "--iptables=false", "--ip-masq=false"]
@@ -313,10 +314,10 @@ def main() -> int:
     higher_is_better = {"ping unix (req/s)", "ping mTLS (req/s)", "100 ctrs, 8 clients (ctr/s)",
                         "200 ctrs on a bridge net (ctr/s)", "100 ctrs on a bridge net (ctr/s)",
                         "ctr/s after the storm", "ctr/s, fresh daemon"}
-    cols = [k for k in ("berthd", "baseline", "authz", "dockerd") if k in all_kinds]
+    cols = [k for k in ("berthd", "baseline", "audit", "authz", "dockerd") if k in all_kinds]
     head = "".join(f"{c:>12}" for c in cols)
     extra = (("  vs dockerd" if "dockerd" in cols else "") + ("  vs baseline" if "baseline" in cols else "")
-             + ("  authz/berthd" if "authz" in cols else ""))
+             + ("  audit/berthd  authz/berthd" if "authz" in cols else ""))
     print(f"\n{'measure':<46}{head}{extra}   (ratios: berthd better when > 1)")
     for name, vals in results.items():
         line = f"{name:<46}" + "".join(f"{vals[c]:>12.4g}" if c in vals else f"{'-':>12}" for c in cols)
@@ -325,9 +326,10 @@ def main() -> int:
             if other in cols and vals.get(other):
                 ratio = b / vals[other] if name in higher_is_better else vals[other] / b
                 line += f"{ratio:>12.2f}x" if other == "dockerd" else f"{ratio:>13.3f}x"
-        if "authz" in cols and vals.get("authz") and b:
-            ratio = vals["authz"] / b if name in higher_is_better else b / vals["authz"]
-            line += f"{ratio:>14.3f}x"
+        for kind in ("audit", "authz"):
+            if kind in cols and vals.get(kind) and b:
+                ratio = vals[kind] / b if name in higher_is_better else b / vals[kind]
+                line += f"{ratio:>13.3f}x"
         print(line)
     if opts.json:
         with open(opts.json, "w") as f:

@@ -286,7 +286,7 @@ class HttpConnection(asyncio.BufferedProtocol):
     __slots__ = ("app", "_rbuf", "_rview", "_grow_to", "_shrink", "_identify", "transport", "identity",
                  "_parser", "_url", "_headers", "_current", "_queue", "_running", "_task", "_state", "_hijack",
                  "_raw", "_upgrade_job", "_upgrade_need", "_can_write", "_write_waiter", "_writer", "_peer_eof", "deadline",
-                 "_in_headers", "_header_bytes", "_dead", "_pauses", "on_close", "_queued_bytes", "_audit_memo",
+                 "_in_headers", "_header_bytes", "_dead", "_pauses", "on_close", "_queued_bytes", "_audit_memo", "authz_memo",
                  "_deadline_unpaused", "_uploading")
 
     def __init__(self, app: Application, identify: Callable[[asyncio.BaseTransport], Identity]) -> None:
@@ -299,6 +299,7 @@ class HttpConnection(asyncio.BufferedProtocol):
         self.transport: asyncio.Transport | None = None
         self.identity: Identity = ANONYMOUS
         self._audit_memo: list[Any] | None = None  # the auditor's, for this connection
+        self.authz_memo: list[Any] | None = None  # the authorizer's, for this connection
         self._parser: Any = httptools.HttpRequestParser(self)
         self._url = b""
         self._headers: dict[str, str] = {}

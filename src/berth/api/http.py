@@ -32,6 +32,8 @@ class StreamWriter(Protocol):
 class ConnectionControl(Protocol):
     """What a handler may ask of the connection beyond returning a Response."""
 
+    authz_memo: list[Any] | None  # the authorizer's, for this connection (it has one caller)
+
     async def start_stream(
         self, status: int = 200, content_type: str = "application/json", headers: dict[str, str] | None = None
     ) -> StreamWriter: ...

@@ -5,22 +5,26 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import time
 from typing import Any
 
 from berth.api.http import Request
 from berth.api.router import Route
-from berth.security.audit import MAX_PENDING, AuditPipe, Overloaded
+from berth.security.audit import MAX_PENDING_RECORDS, AuditWriter, Overloaded
 from berth.security.identity import Identity
+
+log = logging.getLogger("berth.audit")
 
 
 class RequestAuditor:
     """``api.backends.Auditor``: one record per request, once answered."""
 
-    def __init__(self, audit: AuditPipe) -> None:
+    def __init__(self, audit: AuditWriter) -> None:
         self.audit = audit
 
     def admit(self) -> None:
-        if self.audit.backlog() >= MAX_PENDING:
+        if self.audit.backlog() >= MAX_PENDING_RECORDS:
             self.audit.refused += 1
             raise Overloaded("the audit log cannot keep up with the requests: berthd refuses what it cannot "
                              "record (try again)")
@@ -41,7 +45,16 @@ class RequestAuditor:
                 memo[0], memo[1] = key, head
         if body:
             head += f',"body":{{"bytes":{len(body)},"sha256":"{hashlib.sha256(body).hexdigest()}"}}'
-        self.audit.record_fields(f'{head},"status":{int(status)},"bytes":{int(sent)},"ms":{seconds * 1000:.3f}')
+        audit = self.audit
+        queue = audit.log._pending
+        if len(queue) >= MAX_PENDING_RECORDS:
+            audit.refused += 1  # admit() refuses the next requests
+            return
+        t = time.time()
+        sec = int(t)
+        prefix = audit._prefix if sec == audit._sec else audit.stamp_prefix(sec)
+        queue.append(f'{prefix}{int((t - sec) * 1_000_000):06d}Z",{head},"status":{status},"bytes":{sent},'
+                     f'"us":{int(seconds * 1_000_000)}'.encode())
 
     @staticmethod
     def _head(identity: Identity, method: str, target: str, req: Request | None, route: Route | None) -> str:
@@ -63,7 +76,10 @@ class RequestAuditor:
 
     def daemon(self, action: str, **attrs: Any) -> None:
         """The daemon's own actions: start, stop, reload, policy change."""
-        self.audit.record({"kind": "daemon", "action": action, **attrs})
+        try:
+            self.audit.record({"kind": "daemon", "action": action, **attrs})
+        except Overloaded:
+            log.error("audit log: could not record the daemon's %s: the log is behind", action)
 
 
 def _q(text: str) -> str:

@@ -256,20 +256,28 @@ class Gate:
         """The listener's role and the policy. Allowed requests to routes without parameters that ask
         for nothing (``/_ping``, ``/info``, lists) are remembered per caller for as long as its groups
         are (the policy's own cache keys on more)."""
+        conn = req.connection
+        memo = conn.authz_memo if conn is not None else None
+        if (memo is not None and memo[0] is route and memo[1] == req.method and memo[2] == req.path
+                and memo[3] is self.policy and memo[4] > time.monotonic()):
+            req.decision, req.rule = "allow", memo[5]  # the connection's last request again (one caller)
+            return
         ident = req.identity
         fast = None
         if "{" not in route.pattern and route.action not in _NOT_REMEMBERED:
             fast = (ident.kind, ident.user, ident.uid, ident.gid, ident.organization, ident.organizational_unit,
                     ident.listener, route.action, req.method, req.path, id(self.policy))
             hit = self._allowed.get(fast)
-            if hit is not None and hit[0] > time.monotonic():
-                req.decision, req.rule = "allow", hit[1]
-                return
+            if hit is None or hit[0] <= time.monotonic():
+                self._decide(req, route)
+                if len(self._allowed) >= _GROUPS_CACHE * 4:
+                    self._allowed.clear()
+                hit = self._allowed[fast] = (time.monotonic() + _GROUPS_TTL, req.rule)
+            req.decision, req.rule = "allow", hit[1]
+            if conn is not None:
+                conn.authz_memo = [route, req.method, req.path, self.policy, hit[0], hit[1]]
+            return
         self._decide(req, route)
-        if fast is not None:
-            if len(self._allowed) >= _GROUPS_CACHE * 4:
-                self._allowed.clear()
-            self._allowed[fast] = (time.monotonic() + _GROUPS_TTL, req.rule)
 
     def _decide(self, req: Request, route: Route) -> None:
         subject = self.subject(req.identity)

@@ -52,7 +52,7 @@ from berth.linux.idmap import UserNamespace, share_with_remapped_root
 from berth.security import actions as actions_mod
 from berth.security import authzplugin, tlsmaterial
 from berth.security import policy as policy_mod
-from berth.security.audit import FLUSH_EVERY, AuditPipe
+from berth.security.audit import FLUSH_EVERY, AuditWriter
 from berth.store.db import Database
 from berth.volume.local import LocalVolumes
 
@@ -177,10 +177,10 @@ def _plugins(names: list[str]) -> list[authzplugin.Plugin]:
     return out
 
 
-async def _flush_every(pipe: AuditPipe) -> None:
+async def _flush_every(writer: AuditWriter) -> None:
     while True:
         await asyncio.sleep(FLUSH_EVERY)
-        pipe.flush()
+        writer.flush()
 
 
 def _file_digest(path: str) -> str:
@@ -379,14 +379,19 @@ class Daemon:
             if self.gate.policy is not None or self.gate.roles or self.gate.plugins:
                 self.app.authorizer = self.gate
             if cfg.audit_log:
-                audit_pipe = AuditPipe(cfg.audit_log)
-                self.auditor = RequestAuditor(audit_pipe)
+                loop = asyncio.get_running_loop()
+                try:
+                    audit_writer = AuditWriter(cfg.audit_log, sync=lambda fn: loop.run_in_executor(None, fn))
+                except OSError as err:
+                    raise System(f"cannot open the audit log {cfg.audit_log}: {err.strerror}") from None
+                self.auditor = RequestAuditor(audit_writer)
                 self.app.auditor = self.auditor
-                stack.callback(audit_pipe.close)
+                stack.callback(audit_writer.close)
+                stack.callback(audit_writer.flush)
                 stack.callback(self.auditor.daemon, "stop")
-                flusher = asyncio.get_running_loop().create_task(_flush_every(audit_pipe), name="audit")
+                flusher = loop.create_task(_flush_every(audit_writer), name="audit")
                 stack.callback(flusher.cancel)
-                log.info("audit log: %s (writer pid %d)", cfg.audit_log, audit_pipe.proc.pid)
+                log.info("audit log: %s", cfg.audit_log)
             else:
                 log.warning("audit log: none (audit-log is \"none\"): requests are not recorded")
             sites = open_sites(cfg)

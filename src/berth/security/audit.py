@@ -8,12 +8,12 @@ can vouch for, the end of the log, is covered by signatures: the daemon signs a 
 and after every batch it writes ``audit.head``: the last record's seq and hash, signed. ``verify``
 checks the chain, the checkpoints and the head, and names the first bad record.
 
-Records are written by a process of their own (``AuditPipe`` starts it; the daemon writes lines to
-its pipe every 50 ms or at 256 KiB): numbering, time stamps, hashing, one write per batch (50 ms), an
-``fdatasync`` a second, and signing run there, off the daemon's event loop and its GIL. The daemon's queue is bounded: past
-``MAX_PENDING`` bytes berthd refuses requests rather than serve what it cannot record
-(``Overloaded``). A crash of the daemon loses what it had not sent yet (at most 50 ms of records); a
-power cut, what was not synced (at most a second).
+Records are written in batches by the daemon itself: a request's record is formatted and queued;
+every 50 ms the event loop numbers, chains and writes the batch (one ``write``), and once a second a
+worker thread ``fdatasync``s it, so the loop never waits for the disk to sync. The queue is bounded:
+past ``MAX_PENDING_RECORDS`` (a disk that refuses writes) berthd refuses requests rather than serve
+what it cannot record (``Overloaded``). A crash of the daemon loses at most the batch not yet
+written (50 ms of records); a power cut, what was not synced (a second).
 
 Threat model: this detects edits by anyone without the signing key (a log shipped elsewhere, a
 backup, a user with write access to the file but not to the key) and accidents. Root on the host
@@ -29,7 +29,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,12 +41,11 @@ from berth.errors import InvalidParameter, Unavailable
 
 log = logging.getLogger("berth.audit")
 GENESIS = "0" * 64  # the ``prev`` of the very first record
-FLUSH_EVERY = 0.05  # seconds between batches sent to the writer process, and written by it
+FLUSH_EVERY = 0.05  # seconds between two batches written
 SYNC_EVERY = 1.0  # seconds between two fdatasyncs of the log: each forces a journal commit, which the
 # filesystem work of container starts waits behind (docs/performance.md); a daemon crash loses nothing
 # written, a power cut at most this much
-FLUSH_BYTES = 256 * 1024  # a batch goes at once when this much waits
-MAX_PENDING = 16 * 1024 * 1024  # bytes waiting beyond which requests are refused (the writer cannot keep up)
+MAX_PENDING_RECORDS = 100_000  # records waiting beyond which requests are refused (the disk refuses writes)
 DEFAULT_MAX_SIZE = 64 * 1024 * 1024
 DEFAULT_MAX_FILES = 8
 _CHECKPOINT = "berth-audit-checkpoint"
@@ -130,8 +129,8 @@ def _tail(path: str) -> tuple[bytes | None, bool]:
 
 
 class AuditLog:
-    """The file side, run by the writer process (``python -m berth.security.audit write PATH``):
-    numbers, stamps, chains, writes, fsyncs and signs, one batch at a time, in order."""
+    """The file side: numbers, chains, writes and signs, one batch at a time, in order (for the
+    daemon, through ``AuditWriter``)."""
 
     def __init__(self, path: str, max_size: int = DEFAULT_MAX_SIZE, max_files: int = DEFAULT_MAX_FILES) -> None:
         self.path = path
@@ -148,7 +147,6 @@ class AuditLog:
         os.fchmod(fd, 0o600)
         self._fd = fd
         self._size = os.fstat(fd).st_size
-        self._synced = 0.0
 
     def _recover(self) -> None:
         """Continue the chain where the newest file ends. A file that ends mid-record (the daemon
@@ -190,8 +188,20 @@ class AuditLog:
         self.head = hashlib.sha256(line).hexdigest()
         return line
 
+    def _chain(self, members: list[bytes]) -> list[bytes]:
+        """The lines of ``members``, numbered and chained (the loop of every batch: kept tight)."""
+        seq, head, sha = self.seq, self.head.encode(), hashlib.sha256
+        lines = []
+        for m in members:
+            seq += 1
+            line = b'{"seq":%d,%b,"prev":"%b"}\n' % (seq, m, head)
+            head = sha(line).hexdigest().encode()
+            lines.append(line)
+        self.seq, self.head = seq, head.decode()
+        return lines
+
     def _take(self, checkpoint: str | None = None) -> list[bytes]:
-        lines = [self._line(m) for m in self._pending]
+        lines = self._chain(self._pending)
         self._pending = []
         if checkpoint is not None:
             sig = self.signer.sign(_signed_text(_CHECKPOINT, self.seq + 1, self.head))
@@ -207,10 +217,8 @@ class AuditLog:
         while view:
             n = os.write(self._fd, view)
             view = view[n:]
-        now = time.monotonic()
-        if force_sync or now - self._synced >= SYNC_EVERY:
+        if force_sync:
             os.fdatasync(self._fd)  # the data and the size; the directory entry is made once, at creation
-            self._synced = now
         self._size += len(data)
         sig = self.signer.sign(_signed_text(_HEAD, self.seq, self.head))
         tmp = self.head_path + ".tmp"
@@ -219,12 +227,25 @@ class AuditLog:
             json.dump({"seq": self.seq, "hash": self.head, "key": self.signer.fingerprint, "sig": sig}, f)
         os.replace(tmp, self.head_path)
 
-    def flush(self) -> None:
-        """Write what is queued (a checkpoint first closes a file that has grown past max_size)."""
-        if self._size >= self.max_size:
+    @property
+    def fd(self) -> int:
+        return self._fd
+
+    def flush(self, rotate: bool = True) -> None:
+        """Write what is queued (a checkpoint first closes a file that has grown past max_size). The
+        records stay queued when the write fails."""
+        if rotate and self._size >= self.max_size:
             self._write(self._take("rotate"), force_sync=True)
             self._rotate()
-        self._write(self._take())
+        if self._pending:
+            members, self._pending = self._pending, []
+            seq, head = self.seq, self.head
+            try:
+                self._write(self._chain(members))
+            except OSError:
+                self.seq, self.head = seq, head  # numbered again next time, in the same order
+                self._pending[:0] = members
+                raise
 
     def _rotate_files(self) -> None:
         """audit.log → .1 → .2 …; the oldest beyond ``max_files`` goes."""
@@ -247,124 +268,87 @@ class AuditLog:
         os.close(self._fd)
 
 
-def _serve(path: str, max_size: int, max_files: int) -> int:
-    """The writer process: records from standard input (one line of JSON members each, its time
-    first), one write per FLUSH_EVERY at most, until the daemon closes the pipe; then the
-    stop checkpoint."""
-    import select
+class AuditWriter:
+    """The daemon's side: a request's record is formatted and queued (``record_fields``); ``flush``,
+    run by the event loop every FLUSH_EVERY, numbers, chains and writes the batch, and hands the
+    fdatasync (once a second) to a worker thread, so the loop never waits for the disk to sync.
 
-    audit = AuditLog(path, max_size, max_files)
-    rest = b""
-    last = time.monotonic()
-    while True:
-        # one write per FLUSH_EVERY at most, however often the daemon sends
-        wait = FLUSH_EVERY - (time.monotonic() - last)
-        if audit.pending() and wait > 0 and not select.select([0], [], [], wait)[0]:
-            audit.flush()
-            last = time.monotonic()
-            continue
-        data = os.read(0, 1 << 20)
-        if not data:
-            break
-        rest += data
-        *lines, rest = rest.split(b"\n")
-        for raw in lines:
-            if raw.startswith(b'"time":"'):
-                audit.record_members(raw)
-            else:
-                audit.record({"kind": "daemon", "action": "garbled", "bytes": len(raw)})
-        if time.monotonic() - last >= FLUSH_EVERY:
-            audit.flush()
-            last = time.monotonic()
-    audit.close()
-    return 0
+    Measured against the alternatives (docs/performance.md): a writer thread stalled the loop on
+    the GIL between requests, and a writer process competed for these machines' two cores with the
+    daemon and its clients; both cost /_ping more than this."""
 
-
-class AuditPipe:
-    """The daemon's side: records go to the writer process through a pipe, so that numbering, hashing,
-    writing and signing run on another core without the daemon's GIL (a writer thread stalled the
-    event loop: /_ping lost a third of its rate). A request costs the loop one formatted line in a
-    list; ``flush`` (every FLUSH_EVERY, or at FLUSH_BYTES) sends them with one write. What the pipe
-    does not take waits, up to MAX_PENDING bytes: beyond, ``admit`` refuses requests."""
-
-    def __init__(self, path: str, max_size: int = DEFAULT_MAX_SIZE, max_files: int = DEFAULT_MAX_FILES) -> None:
-        import fcntl
-        import subprocess
-        import sys
-
+    def __init__(self, path: str, max_size: int = DEFAULT_MAX_SIZE, max_files: int = DEFAULT_MAX_FILES,
+                 sync: Callable[[Callable[[], None]], Any] | None = None) -> None:
+        self.log = AuditLog(path, max_size, max_files)
         self.path = path
-        directory = os.path.dirname(path)
-        os.makedirs(directory, mode=0o700, exist_ok=True)
-        Signer(directory)  # made here, so that a key that cannot be made stops the daemon at start
-        r, w = os.pipe2(os.O_CLOEXEC)
-        with contextlib.suppress(OSError):
-            fcntl.fcntl(w, 1031, 1 << 20)  # F_SETPIPE_SZ: 1 MiB in flight
-        self.proc = subprocess.Popen([sys.executable, "-m", "berth.security.audit", "write", path, str(max_size),
-                                      str(max_files)], stdin=r, close_fds=True, start_new_session=True)
-        os.close(r)
-        os.set_blocking(w, False)
-        self._w = w
-        self._lines: list[str] = []
-        self._size = 0
-        self._backlog = b""  # what the pipe did not take
+        self._sync = sync  # runs a blocking call elsewhere (the loop's executor); None: inline
+        self._syncing: Any = None  # the sync in flight
+        self._synced = time.monotonic()
         self._sec, self._prefix = 0, ""
         self.refused = 0
-        self.lost = False
 
     def record_fields(self, fields: str) -> None:
+        """Queue a record given as its JSON members (``"kind":"request",…``, escaped)."""
+        pending = self.log._pending
+        if len(pending) >= MAX_PENDING_RECORDS:
+            self.refused += 1
+            raise Overloaded("the audit log cannot keep up with the requests: berthd refuses what it cannot "
+                             "record (try again)")
         t = time.time()
         sec = int(t)
         if sec != self._sec:
             self._sec, self._prefix = sec, time.strftime('"time":"%Y-%m-%dT%H:%M:%S.', time.gmtime(sec))
-        line = f'{self._prefix}{int((t - sec) * 1_000_000):06d}Z",{fields}\n'
-        self._lines.append(line)
-        self._size += len(line)
-        if self._size >= FLUSH_BYTES:
-            self.flush()
+        pending.append(f'{self._prefix}{int((t - sec) * 1_000_000):06d}Z",{fields}'.encode())
 
     def record(self, rec: dict[str, Any]) -> None:
         self.record_fields(json.dumps(rec, separators=(",", ":"))[1:-1])
 
+    def stamp_prefix(self, sec: int) -> str:
+        """``"time":"2026-11-30T05:44:09.`` for the second ``sec`` (kept: one strftime a second)."""
+        if sec != self._sec:
+            self._sec, self._prefix = sec, time.strftime('"time":"%Y-%m-%dT%H:%M:%S.', time.gmtime(sec))
+        return self._prefix
+
+    @property
+    def queue(self) -> list[bytes]:
+        """The records waiting (members, time first): ``RequestAuditor`` appends to it directly."""
+        return self.log._pending
+
     def backlog(self) -> int:
-        return len(self._backlog) + self._size
+        """Records waiting to be written."""
+        return self.log.pending()
 
     def flush(self) -> None:
-        if self._lines:
-            self._backlog += "".join(self._lines).encode()
-            self._lines, self._size = [], 0
-        if not self._backlog or self._w < 0:
-            return
+        """Write what is queued; start a sync when the last is a second old and none is running. A
+        write that fails leaves the records queued (bounded: past MAX_PENDING_RECORDS requests are
+        refused), and the log says why once a second at most."""
+        syncing = self._syncing is not None and not self._syncing.done()
         try:
-            n = os.write(self._w, self._backlog)
-        except BlockingIOError:
+            self.log.flush(rotate=not syncing)
+        except OSError as exc:
+            now = time.monotonic()
+            if now - getattr(self, "_complained", 0.0) >= 1:
+                self._complained = now
+                log.error("audit log %s: %s (%d records wait)", self.path, exc, self.log.pending())
             return
-        except OSError as exc:  # the writer process is gone: say so once; records pile up to the bound
-            if not self.lost:
-                self.lost = True
-                log.error("audit log writer (pid %s) is gone: %s; requests are refused once %d MiB wait",
-                          self.proc.pid, exc, MAX_PENDING >> 20)
-            return
-        self._backlog = self._backlog[n:]
+        if not syncing and time.monotonic() - self._synced >= SYNC_EVERY:
+            self._synced = time.monotonic()
+            fd = os.dup(self.log.fd)  # the sync's own descriptor: a rotation or close may come meanwhile
 
-    def close(self, timeout: float = 30) -> None:
-        """Everything sent (blocking), the pipe closed, the writer's stop checkpoint waited for."""
-        import subprocess
+            def sync() -> None:
+                try:
+                    os.fdatasync(fd)
+                finally:
+                    os.close(fd)
 
-        self.flush()
-        if self._w >= 0:
-            os.set_blocking(self._w, True)
-            with contextlib.suppress(OSError):
-                while self._backlog:
-                    n = os.write(self._w, self._backlog)
-                    self._backlog = self._backlog[n:]
-            os.close(self._w)
-            self._w = -1
-        try:
-            self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            log.error("audit log writer did not finish within %.0f s; stopping it", timeout)
-            self.proc.kill()
-            self.proc.wait()
+            if self._sync is None:
+                sync()
+            else:
+                self._syncing = self._sync(sync)
+
+    def close(self) -> None:
+        """A last checkpoint, everything written and synced."""
+        self.log.close()
 
 
 # ---- reading and verifying ---------------------------------------------------------------------
@@ -464,10 +448,3 @@ def records(path: str) -> Iterator[dict[str, Any]]:
                     if isinstance(rec, dict):
                         yield rec
 
-
-if __name__ == "__main__":
-    import sys
-
-    if len(sys.argv) == 5 and sys.argv[1] == "write":
-        sys.exit(_serve(sys.argv[2], int(sys.argv[3]), int(sys.argv[4])))
-    sys.exit("usage: python -m berth.security.audit write PATH MAX_SIZE MAX_FILES")

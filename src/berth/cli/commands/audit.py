@@ -59,7 +59,7 @@ def _text(rec: dict[str, Any]) -> str:
         rule = f" ({rec['rule']})" if rec.get("rule") else ""
         query = f"?{rec['query']}" if rec.get("query") else ""
         return (f"{rec.get('seq'):>8} {rec.get('time')} {rec.get('principal')} {rec.get('method')} "
-                f"{rec.get('path')}{query} -> {rec.get('status')} {decision}{rule} {rec.get('ms')} ms")
+                f"{rec.get('path')}{query} -> {rec.get('status')} {decision}{rule} {rec.get('us')} µs")
     extra = {k: v for k, v in rec.items() if k not in ("seq", "time", "kind", "prev", "sig", "key")}
     return f"{rec.get('seq'):>8} {rec.get('time')} {kind} {json.dumps(extra)}"
 
