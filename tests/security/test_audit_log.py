@@ -7,6 +7,7 @@ import json
 import os
 import stat
 import subprocess
+import time
 
 import pytest
 
@@ -107,3 +108,21 @@ def berth_argv() -> list[str]:
     from tests.lib.clis import BERTH
 
     return [BERTH]
+
+
+def test_tail_follows_new_records_as_they_are_written(make_berthd):
+    d = make_berthd()
+    d.start()
+    log_path = os.path.join(d.root, "data", "audit", "audit.log")
+    from tests.lib.clis import BERTH
+
+    tail = subprocess.Popen([BERTH, "audit", "tail", "-n", "0", "-f", "--action", "volume.", log_path],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        time.sleep(0.5)
+        assert docker_cli("-H", d.url, "volume", "create", "followed").returncode == 0
+        line = tail.stdout.readline()  # bounded by the test's timeout
+        assert "POST" in line and "/volumes/create -> 201" in line, line
+    finally:
+        tail.kill()
+        tail.wait()

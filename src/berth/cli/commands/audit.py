@@ -70,12 +70,33 @@ def _print(cli: CLI, recs: Iterable[dict[str, Any]], as_json: bool) -> None:
 
 
 def _follow(path: str, after: int) -> Iterator[dict[str, Any]]:
-    """Records with seq > ``after`` as they are written (across a rotation: the file is reopened)."""
+    """Records with seq > ``after`` as they are written: the file is read from where it was left,
+    and reopened from its start when it is rotated (another inode at the path)."""
+    f = None
+    ino = -1
+    rest = b""
     while True:
-        fresh = [r for r in audit.records(path) if int(r.get("seq", 0)) > after] if os.path.exists(path) else []
-        for rec in fresh:
-            after = max(after, int(rec.get("seq", 0)))
-            yield rec
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            st = None
+        if st is not None and (f is None or st.st_ino != ino):
+            if f is not None:
+                f.close()
+            f, ino, rest = open(path, "rb"), st.st_ino, b""
+        if f is not None:
+            rest += f.read(1 << 20)
+            *lines, rest = rest.split(b"\n")
+            for raw in lines:
+                try:
+                    rec = json.loads(raw)
+                except ValueError:
+                    continue
+                if isinstance(rec, dict) and int(rec.get("seq", 0)) > after:
+                    after = int(rec["seq"])
+                    yield rec
+            if lines:
+                continue
         time.sleep(0.2)
 
 
