@@ -218,6 +218,12 @@ def test_tls_clients_alice_reads_bob_runs_his_teams_containers_carol_is_revoked(
     with pytest.raises(docker.errors.APIError) as err:
         bob.inspect_container(other)
     assert err.value.status_code == 403 and "no rule permits container.inspect" in str(err.value)
+    # and his event stream leaves out what happens to it
+    until = int(time.time()) + 1
+    seen = {e["Actor"]["ID"] for e in bob.events(since=0, until=until, decode=True) if e["Type"] == "container"}
+    assert seen == {cid}, seen
+    everyone = {e["Actor"]["ID"] for e in api(d).events(since=0, until=until, decode=True) if e["Type"] == "container"}
+    assert everyone == {cid, other}
     with pytest.raises(docker.errors.APIError) as err:
         bob.start(other)
     assert err.value.status_code == 403 and "no rule permits container.start" in str(err.value)

@@ -62,6 +62,7 @@ class Request:
     resource: str = ""
     review: Any = None  # what the authorizer wants to see of the response (AuthZ plugins), else None
     raw_target: str = ""  # the request target as sent (``/v1.47/containers/json?all=1``)
+    visible: Callable[[dict[str, Any]], bool] | None = None  # which streamed events the caller may see
 
     @property
     def query(self) -> dict[str, list[str]]:

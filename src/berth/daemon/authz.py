@@ -44,6 +44,7 @@ log = logging.getLogger("berth.authz")
 _GROUPS_TTL = 30.0  # seconds a user's groups are remembered
 _GROUPS_CACHE = 1024  # users remembered
 _STARTS = frozenset({"container.start", "container.restart"})
+_EVENT_TYPES = {"container": "Container", "image": "Image", "network": "Network", "volume": "Volume"}
 _LISTS = {"container.list": "Container", "image.list": "Image", "network.list": "Network", "volume.list": "Volume"}
 
 
@@ -159,6 +160,8 @@ class Gate:
         self._local(req, route)
         if self.policy is not None and route.action in _LISTS:
             req.review = _Review(route.action)  # the list is filtered to what the caller may list
+        elif self.policy is not None and route.action == "system.events":
+            req.visible = self._event_filter(req, self.policy)
         if not self.plugins:
             return None
         return self._ask_plugins(req, route)
@@ -222,6 +225,24 @@ class Gate:
                 req.decision, req.rule = "deny", f"plugin:{plugin.name}"
                 raise
         return resp
+
+    def _event_filter(self, req: Request, policy: pol.Policy) -> Callable[[dict[str, Any]], bool]:
+        """Events about objects the caller may not see are left out of its stream: each is decided as
+        ``system.events`` on its object (the event's attributes, labels among them, as tags)."""
+        subject = self.subject(req.identity)
+        context = pol.neutral_context()
+        context.update(listener=req.identity.listener, role=subject.role, method=req.method, path=req.path)
+
+        def visible(event: dict[str, Any]) -> bool:
+            rtype = _EVENT_TYPES.get(str(event.get("Type")), "Daemon")
+            if rtype == "Daemon":
+                return policy.decide(pol.Query(subject, "system.events", context=context)).allowed
+            actor = event.get("Actor") or {}
+            tags = _labels(actor.get("Attributes"))
+            return policy.decide(pol.Query(subject, "system.events", rtype, str(actor.get("ID") or ""),
+                                           MappingProxyType(tags), context, neutral=not tags)).allowed
+
+        return visible
 
     def _filter(self, req: Request, action: str, resp: Response) -> Response:
         policy = self.policy

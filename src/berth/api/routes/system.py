@@ -77,6 +77,8 @@ def routes(backend: SystemBackend) -> list[Route]:
         stream = backend.system_events(since, until, filters)
         writer = await req.connection.start_stream(200, "application/json")
         async for event in stream:
+            if req.visible is not None and not req.visible(event):
+                continue  # an object the caller may not see (the authorization policy)
             await writer.write(json.dumps(event).encode() + b"\n")
         await writer.close()
         return None
