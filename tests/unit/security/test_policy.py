@@ -79,6 +79,18 @@ permit(principal in TlsUnit::"ops", action == Action::"system.info", resource);
     assert not p.decide(policy.Query(BOB, "system.version")).allowed
 
 
+def test_unix_principals_by_id_as_well_as_by_name() -> None:
+    p = policy.Policy('''
+@id("uid-1000") permit(principal, action == Action::"system.version", resource)
+  when { principal is UnixUser && principal.uid == 1000 };
+@id("gid-2000") permit(principal, action == Action::"system.info", resource)
+  when { principal is UnixUser && principal.gids.contains(2000) };
+''')
+    assert p.decide(policy.Query(ALICE, "system.version")).rules == ("uid-1000",)
+    assert p.decide(policy.Query(ALICE, "system.info")).rules == ("gid-2000",)
+    assert not p.decide(policy.Query(BOB, "system.version")).allowed  # a TLS client has no uid
+
+
 def test_labels_are_forced_by_the_rule_that_permits_a_create_and_scope_other_actions() -> None:
     p = policy.Policy('''
 @id("ops") @labels("team=ops,env=ci")
