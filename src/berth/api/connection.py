@@ -544,7 +544,8 @@ class HttpConnection(asyncio.BufferedProtocol):
             return
         job.route = route
         job.request = Request(method, path, query, self._headers, api_version, self.identity, params,
-                              connection=self, raw_target=self._url.decode("latin-1"))
+                              connection=self,
+                              raw_target=self._url.decode("latin-1") if self.app.authorizer is not None else "")
         if route.stream_body and not job.upgrade:
             assert self.transport is not None
             job.body_stream = _BodyStream(self)

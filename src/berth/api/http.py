@@ -61,7 +61,7 @@ class Request:
     rule: str = ""
     resource: str = ""
     review: Any = None  # what the authorizer wants to see of the response (AuthZ plugins), else None
-    raw_target: str = ""  # the request target as sent (``/v1.47/containers/json?all=1``)
+    raw_target: str = ""  # the request target as sent (``/v1.47/containers/json?all=1``), for an authorizer
     visible: Callable[[dict[str, Any]], bool] | None = None  # which streamed events the caller may see
 
     @property

@@ -6,12 +6,11 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import time
 from typing import Any
 
 from berth.api.http import Request
 from berth.api.router import Route
-from berth.security.audit import MAX_PENDING_RECORDS, AuditWriter, Overloaded
+from berth.security.audit import AuditWriter, Overloaded
 from berth.security.identity import Identity
 
 log = logging.getLogger("berth.audit")
@@ -24,10 +23,7 @@ class RequestAuditor:
         self.audit = audit
 
     def admit(self) -> None:
-        if self.audit.backlog() >= MAX_PENDING_RECORDS:
-            self.audit.refused += 1
-            raise Overloaded("the audit log cannot keep up with the requests: berthd refuses what it cannot "
-                             "record (try again)")
+        self.audit.admit()
 
     def done(self, identity: Identity, method: str, target: str, req: Request | None, route: Route | None,
              status: int, sent: int, seconds: float, memo: list[Any] | None = None) -> None:
@@ -45,16 +41,10 @@ class RequestAuditor:
                 memo[0], memo[1] = key, head
         if body:
             head += f',"body":{{"bytes":{len(body)},"sha256":"{hashlib.sha256(body).hexdigest()}"}}'
-        audit = self.audit
-        queue = audit.log._pending
-        if len(queue) >= MAX_PENDING_RECORDS:
-            audit.refused += 1  # admit() refuses the next requests
-            return
-        t = time.time()
-        sec = int(t)
-        prefix = audit._prefix if sec == audit._sec else audit.stamp_prefix(sec)
-        queue.append(f'{prefix}{int((t - sec) * 1_000_000):06d}Z",{head},"status":{status},"bytes":{sent},'
-                     f'"us":{int(seconds * 1_000_000)}'.encode())
+        try:
+            self.audit.record_fields(f'{head},"status":{status},"bytes":{sent},"us":{int(seconds * 1_000_000)}')
+        except Overloaded:
+            pass  # counted; admit() refuses the next requests
 
     @staticmethod
     def _head(identity: Identity, method: str, target: str, req: Request | None, route: Route | None) -> str:

@@ -171,22 +171,12 @@ class AuditLog:
                 self._rotate_files()
             self.record({"kind": "daemon", "action": "recover", "note": note})
 
-    def record(self, rec: dict[str, Any], t: float | None = None) -> None:
-        self.record_members(stamp(time.time() if t is None else t)
-                            + json.dumps(rec, separators=(",", ":"))[1:-1].encode())
-
-    def record_members(self, members: bytes) -> None:
-        """Queue a record given as its JSON members, its time first (``"time":"…","kind":…``)."""
-        self._pending.append(members)
+    def record(self, rec: dict[str, Any]) -> None:
+        """Queue a record (its members, its time first: ``"time":"…","kind":…``)."""
+        self._pending.append(stamp(time.time()) + json.dumps(rec, separators=(",", ":"))[1:-1].encode())
 
     def pending(self) -> int:
         return len(self._pending)
-
-    def _line(self, members: bytes) -> bytes:
-        self.seq += 1
-        line = b'{"seq":%d,%b,"prev":"%b"}\n' % (self.seq, members, self.head.encode())
-        self.head = hashlib.sha256(line).hexdigest()
-        return line
 
     def _chain(self, members: list[bytes]) -> list[bytes]:
         """The lines of ``members``, numbered and chained (the loop of every batch: kept tight)."""
@@ -205,8 +195,8 @@ class AuditLog:
         self._pending = []
         if checkpoint is not None:
             sig = self.signer.sign(_signed_text(_CHECKPOINT, self.seq + 1, self.head))
-            lines.append(self._line(stamp(time.time()) + f'"kind":"checkpoint","reason":"{checkpoint}",'
-                                    f'"key":"{self.signer.fingerprint}","sig":"{sig}"'.encode()))
+            lines += self._chain([stamp(time.time()) + f'"kind":"checkpoint","reason":"{checkpoint}",'
+                                  f'"key":"{self.signer.fingerprint}","sig":"{sig}"'.encode()])
         return lines
 
     def _write(self, lines: list[bytes], force_sync: bool = False) -> None:
@@ -231,10 +221,10 @@ class AuditLog:
     def fd(self) -> int:
         return self._fd
 
-    def flush(self, rotate: bool = True) -> None:
+    def flush(self) -> None:
         """Write what is queued (a checkpoint first closes a file that has grown past max_size). The
         records stay queued when the write fails."""
-        if rotate and self._size >= self.max_size:
+        if self._size >= self.max_size:
             self._write(self._take("rotate"), force_sync=True)
             self._rotate()
         if self._pending:
@@ -286,14 +276,21 @@ class AuditWriter:
         self._synced = time.monotonic()
         self._sec, self._prefix = 0, ""
         self.refused = 0
+        self._complained = 0.0  # when a failed write was last logged
 
-    def record_fields(self, fields: str) -> None:
-        """Queue a record given as its JSON members (``"kind":"request",…``, escaped)."""
-        pending = self.log._pending
-        if len(pending) >= MAX_PENDING_RECORDS:
+    def admit(self) -> None:
+        """Overloaded when records can no longer be queued (the disk refuses writes)."""
+        if len(self.log._pending) >= MAX_PENDING_RECORDS:
             self.refused += 1
             raise Overloaded("the audit log cannot keep up with the requests: berthd refuses what it cannot "
                              "record (try again)")
+
+    def record_fields(self, fields: str) -> None:
+        """Queue a record given as its JSON members (``"kind":"request",…``, escaped); its time is put
+        first (one strftime a second)."""
+        pending = self.log._pending
+        if len(pending) >= MAX_PENDING_RECORDS:
+            self.admit()  # raises
         t = time.time()
         sec = int(t)
         if sec != self._sec:
@@ -303,17 +300,6 @@ class AuditWriter:
     def record(self, rec: dict[str, Any]) -> None:
         self.record_fields(json.dumps(rec, separators=(",", ":"))[1:-1])
 
-    def stamp_prefix(self, sec: int) -> str:
-        """``"time":"2026-11-30T05:44:09.`` for the second ``sec`` (kept: one strftime a second)."""
-        if sec != self._sec:
-            self._sec, self._prefix = sec, time.strftime('"time":"%Y-%m-%dT%H:%M:%S.', time.gmtime(sec))
-        return self._prefix
-
-    @property
-    def queue(self) -> list[bytes]:
-        """The records waiting (members, time first): ``RequestAuditor`` appends to it directly."""
-        return self.log._pending
-
     def backlog(self) -> int:
         """Records waiting to be written."""
         return self.log.pending()
@@ -322,15 +308,15 @@ class AuditWriter:
         """Write what is queued; start a sync when the last is a second old and none is running. A
         write that fails leaves the records queued (bounded: past MAX_PENDING_RECORDS requests are
         refused), and the log says why once a second at most."""
-        syncing = self._syncing is not None and not self._syncing.done()
         try:
-            self.log.flush(rotate=not syncing)
+            self.log.flush()
         except OSError as exc:
             now = time.monotonic()
-            if now - getattr(self, "_complained", 0.0) >= 1:
+            if now - self._complained >= 1:
                 self._complained = now
                 log.error("audit log %s: %s (%d records wait)", self.path, exc, self.log.pending())
             return
+        syncing = self._syncing is not None and not self._syncing.done()
         if not syncing and time.monotonic() - self._synced >= SYNC_EVERY:
             self._synced = time.monotonic()
             fd = os.dup(self.log.fd)  # the sync's own descriptor: a rotation or close may come meanwhile

@@ -29,6 +29,7 @@ import os
 import re
 import socket
 import ssl
+import stat
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -62,8 +63,6 @@ def find(name: str, sockets_dir: str = SOCKETS_DIR, specs_dirs: tuple[str, ...] 
     base = name.split(":")[0]  # "name:latest" as dockerd's plugin store accepts it
     for path in (os.path.join(sockets_dir, base + ".sock"), os.path.join(sockets_dir, base, base + ".sock")):
         try:
-            import stat
-
             if stat.S_ISSOCK(os.stat(path).st_mode):
                 return Address("unix", path)
         except OSError:
