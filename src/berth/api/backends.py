@@ -90,30 +90,11 @@ class ContainerBackend(Protocol):
 
     def container_resize(self, name: str, height: int, width: int) -> None: ...
 
-    def container_export(self, name: str) -> AsyncIterator[bytes]: ...
-
-    def container_changes(self, name: str) -> list[dict[str, Any]]: ...
-
     def container_remove_link(self, parent: str, alias: str) -> None: ...
-
-    async def container_commit(self, name: str, repo: str, tag: str, comment: str, author: str, pause: bool,
-                               changes: list[str], config: dict[str, Any] | None) -> dict[str, Any]: ...
 
     def container_stats(self, name: str, stream: bool, one_shot: bool) -> AsyncIterator[dict[str, Any]]: ...
 
     async def container_update(self, name: str, body: dict[str, Any]) -> dict[str, Any]: ...
-
-    async def archive_stat(self, name: str, path: str) -> str:
-        """The X-Docker-Container-Path-Stat header for ``path``; NotFound when it does not exist."""
-        ...
-
-    async def archive_get(self, name: str, path: str) -> tuple[str, AsyncIterator[bytes]]: ...
-
-    async def archive_put(self, name: str, path: str, body: AsyncIterator[bytes], no_overwrite: bool,
-                          copy_uid_gid: bool = False) -> None:
-        """Extract the tar ``body`` into the directory ``path`` (resolved inside the container);
-        ``copy_uid_gid`` gives what is copied to the container's user, as dockerd does."""
-        ...
 
     async def container_pause(self, name: str) -> None: ...
 
@@ -136,6 +117,29 @@ class ContainerBackend(Protocol):
         the container and its log driver have been checked (NotFound and the driver's refusal are
         raised by the first iteration), so a follower can answer before any line is written."""
         ...
+
+
+class ContainerFilesBackend(Protocol):
+    """A container's files: ``docker cp`` both ways, export, diff, commit."""
+
+    async def archive_stat(self, name: str, path: str) -> str:
+        """The X-Docker-Container-Path-Stat header for ``path``; NotFound when it does not exist."""
+        ...
+
+    async def archive_get(self, name: str, path: str) -> tuple[str, AsyncIterator[bytes]]: ...
+
+    async def archive_put(self, name: str, path: str, body: AsyncIterator[bytes], no_overwrite: bool,
+                          copy_uid_gid: bool = False) -> None:
+        """Extract the tar ``body`` into the directory ``path`` (resolved inside the container);
+        ``copy_uid_gid`` gives what is copied to the container's user, as dockerd does."""
+        ...
+
+    def container_export(self, name: str) -> AsyncIterator[bytes]: ...
+
+    def container_changes(self, name: str) -> list[dict[str, Any]]: ...
+
+    async def container_commit(self, name: str, repo: str, tag: str, comment: str, author: str, pause: bool,
+                               changes: list[str], config: dict[str, Any] | None) -> dict[str, Any]: ...
 
 
 class ExecBackend(Protocol):

@@ -120,17 +120,3 @@ class Reader:
         out = bytes(self._data[:n])
         del self._data[:n]
         return out
-
-
-def demultiplex(chunk: bytes, pending: bytearray) -> bytes:
-    """The payloads of stdcopy frames (8-byte headers) in ``pending`` + ``chunk``; an incomplete frame
-    stays in ``pending``."""
-    pending += chunk
-    out = bytearray()
-    while len(pending) >= 8:
-        size = int.from_bytes(pending[4:8], "big")
-        if len(pending) < 8 + size:
-            break
-        out += pending[8:8 + size]
-        del pending[:8 + size]
-    return bytes(out)

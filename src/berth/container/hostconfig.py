@@ -1,7 +1,7 @@
 """Which HostConfig fields berth honours, and the refusal for each one it does not: nothing a client
 asks for is silently ignored (a container that asked for isolation and did not get it is the worst
 outcome). Also the namespace modes (PidMode, IpcMode, UTSMode, CgroupnsMode, UsernsMode) parsed
-into typed values, and the OCI namespaces and mounts they give.
+into typed values (``spec.build`` turns them into the OCI namespaces and mounts).
 
 Every field of the v1.47 HostConfig is in exactly one of ``HONOURED`` or ``REFUSED`` (a unit test
 checks the list against the spec); a refused field is accepted only at its "not used" value.
@@ -139,44 +139,3 @@ def modes(hc: dict[str, Any]) -> dict[str, Mode]:
     if out["UTSMode"].kind == "host" and hc.get("_Hostname"):
         raise InvalidParameter("Conflicting options: hostname and the UTS mode")
     return out
-
-
-def apply_namespaces(config: dict[str, Any], m: dict[str, Mode], joins: dict[str, str], cgroup_v2: bool) -> None:
-    """Namespaces of ``config`` for the modes ``m``; ``joins`` maps "pid"/"ipc" to the namespace file
-    of the container a ``container:<name>`` mode names, and "shm" to that container's /dev/shm."""
-    ns = {n["type"]: n for n in config["linux"]["namespaces"]}
-    if m["PidMode"].kind == "host":
-        ns.pop("pid", None)
-    elif m["PidMode"].kind == "container":
-        ns["pid"] = {"type": "pid", "path": joins["pid"]}
-    ipc = m["IpcMode"].kind
-    mounts = config["mounts"]
-    if ipc == "host":
-        ns.pop("ipc", None)
-        replace_shm(mounts, {"destination": "/dev/shm", "type": "bind", "source": "/dev/shm",
-                              "options": ["rbind", "rprivate"]})
-    elif ipc == "container":
-        ns["ipc"] = {"type": "ipc", "path": joins["ipc"]}
-        replace_shm(mounts, {"destination": "/dev/shm", "type": "bind", "source": joins["shm"],
-                              "options": ["rbind", "rprivate"]})
-    elif ipc == "none":
-        replace_shm(mounts, None)
-    if m["UTSMode"].kind == "host":
-        ns.pop("uts", None)
-        config.pop("hostname", None)
-    cg = m["CgroupnsMode"].kind
-    if cg == "host":
-        ns.pop("cgroup", None)
-    elif cg == "private" or (cg == "" and cgroup_v2):
-        ns["cgroup"] = {"type": "cgroup"}
-    config["linux"]["namespaces"] = list(ns.values())
-
-
-def replace_shm(mounts: list[dict[str, Any]], new: dict[str, Any] | None) -> None:
-    for i, mnt in enumerate(mounts):
-        if mnt["destination"] == "/dev/shm":
-            if new is None:
-                del mounts[i]
-            else:
-                mounts[i] = new
-            return

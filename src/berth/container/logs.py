@@ -11,18 +11,12 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import os
-import struct
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
 STDOUT, STDERR = 1, 2
-_FRAME = struct.Struct(">BxxxI")
-
-
-def frame(stream: int, data: bytes) -> bytes:
-    return _FRAME.pack(stream, len(data)) + data
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,10 +170,3 @@ def select(lines: list[Line], stdout: bool, stderr: bool, since: float, until: f
     if tail is not None and tail >= 0:
         out = list(deque(out, maxlen=tail)) if tail else []
     return out
-
-
-def encode(line: Line, tty: bool, timestamps: bool) -> bytes:
-    data = line.data
-    if timestamps:
-        data = line.time.encode() + b" " + data
-    return data if tty else frame(line.stream, data)

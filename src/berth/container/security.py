@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from berth.container import seccomp
-from berth.container.spec import DEFAULT_CAPS, DeviceRule, nofile_limit
+from berth.container.defaults import DEFAULT_CAPS, DeviceRule, nofile_limit
 from berth.errors import InvalidParameter, NotSupported
 
 ALL_CAPS = sorted(set(DEFAULT_CAPS) | {

@@ -1,11 +1,13 @@
-"""Container statistics from its cgroups (v1 or v2), in the Engine API's shape."""
+"""Container statistics from its cgroups (v1 or v2), in the Engine API's shape, and its processes (top)."""
 
 from __future__ import annotations
 
 import datetime as dt
 import os
+import subprocess
 from typing import Any
 
+from berth.errors import InvalidParameter
 from berth.linux.files import read_text
 
 _TICK_NS = 1_000_000_000 // os.sysconf("SC_CLK_TCK")
@@ -134,3 +136,31 @@ def empty(cid: str, name: str) -> dict[str, Any]:
             "pids_stats": {}, "cpu_stats": {"cpu_usage": {"total_usage": 0}, "throttling_data": {}},
             "precpu_stats": {"cpu_usage": {"total_usage": 0}, "throttling_data": {}}, "memory_stats": {},
             "blkio_stats": {}, "num_procs": 0, "storage_stats": {}}
+
+
+def top(cid: str, ps_args: str) -> dict[str, Any]:
+    """`ps` on the host, keeping the container's processes (those in its cgroup), as dockerd does."""
+    pids: set[str] = set()
+    for path in (f"/sys/fs/cgroup/pids/berth/{cid}/cgroup.procs", f"/sys/fs/cgroup/berth/{cid}/cgroup.procs",
+                 f"/sys/fs/cgroup/memory/berth/{cid}/cgroup.procs"):
+        try:
+            with open(path) as f:
+                pids.update(f.read().split())
+            break
+        except OSError:
+            continue
+    args = ps_args.split() if ps_args else ["-ef"]
+    out = subprocess.run(["ps", *args], capture_output=True, text=True, timeout=10)
+    if out.returncode != 0:
+        raise InvalidParameter(f"ps: {out.stderr.strip()}")
+    lines = out.stdout.splitlines()
+    titles = lines[0].split()
+    if "PID" not in titles:
+        raise InvalidParameter("Couldn't find PID field in ps output")
+    pid_col = titles.index("PID")
+    procs = []
+    for line in lines[1:]:
+        fields = line.split(None, len(titles) - 1)
+        if len(fields) > pid_col and fields[pid_col] in pids:
+            procs.append(fields)
+    return {"Titles": titles, "Processes": procs}

@@ -33,8 +33,8 @@ from typing import Any
 from berth.api import versions
 from berth.api.http import Request, Response
 from berth.api.router import Route
+from berth.container import defaults as cspec
 from berth.container import hostconfig
-from berth.container import spec as cspec
 from berth.errors import BerthError, Forbidden, InvalidParameter, NotFound
 from berth.security import authzplugin
 from berth.security import policy as pol

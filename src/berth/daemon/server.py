@@ -24,6 +24,7 @@ from dataclasses import replace
 
 from berth import API_VERSION, __version__
 from berth.api.connection import Application, HttpConnection, Limits
+from berth.api.hijack import parse_detach_keys
 from berth.api.router import Route, Router
 from berth.api.routes import containers as container_routes
 from berth.api.routes import images as image_routes
@@ -31,12 +32,17 @@ from berth.api.routes import networks as network_routes
 from berth.api.routes import swarm as swarm_routes
 from berth.api.routes import system as system_routes
 from berth.api.routes import volumes as volume_routes
+from berth.container.exec import ExecService
+from berth.container.registry import Layout, Registry
 from berth.container.runtime import OCIRuntime
 from berth.daemon import authz, logs
 from berth.daemon import config as config_mod
 from berth.daemon.auditing import RequestAuditor
-from berth.daemon.backends.containers import ContainerAPI, ExecService
+from berth.daemon.backends.containerfiles import ContainerFilesAPI
+from berth.daemon.backends.containers import ContainerAPI, ContainerFacts
 from berth.daemon.backends.images import ImageService
+from berth.daemon.backends.lifecycle import Lifecycle
+from berth.daemon.backends.links import ContainerNetworks, NetworkMembers
 from berth.daemon.backends.networks import NetSettings, NetworkAPI, NetworkService
 from berth.daemon.backends.system import SystemService
 from berth.daemon.backends.volumes import VolumeService
@@ -53,6 +59,7 @@ from berth.security import actions as actions_mod
 from berth.security import authzplugin, tlsmaterial
 from berth.security import policy as policy_mod
 from berth.security.audit import FLUSH_EVERY, AuditWriter
+from berth.store.containers import ContainerRows
 from berth.store.db import Database
 from berth.volume.local import LocalVolumes
 
@@ -344,23 +351,26 @@ class Daemon:
             volumes = LocalVolumes(os.path.join(cfg.data_root, "volumes"), db)
             for leftover in volumes.sweep():
                 log.warning("removed %s, left over from an interrupted operation", leftover)
-            networks = NetworkService(db, self.bus, net_settings(cfg), cfg.exec_root)
+            registry = Registry(ContainerRows(db), Layout(cfg.data_root, cfg.exec_root),
+                                lambda *event: self.bus.publish(make_event(*event)))
+            networks = NetworkService(db, self.bus, net_settings(cfg), cfg.exec_root, NetworkMembers(registry))
             userns = _userns(cfg, image_store.layers.layers)
             if userns is not None:
                 stack.callback(userns.close)
                 for path in (cfg.data_root, cfg.exec_root):
                     share_with_remapped_root(path, userns.idmap)
-            containers = ContainerAPI(db, image_store, self.bus, cfg.data_root, cfg.exec_root, runtimes,
-                                      "crun" if "crun" in runtimes else "runc", volumes, networks, userns,
-                                      (cfg.log_driver, cfg.log_opts))
-            for leftover in containers.sweep():
+            life = Lifecycle(db, registry, image_store, volumes, ContainerNetworks(networks), runtimes,
+                             "crun" if "crun" in runtimes else "runc", userns, (cfg.log_driver, cfg.log_opts))
+            for leftover in life.sweep():
                 log.warning("removed %s, left over from an interrupted operation", leftover)
+            containers = ContainerFacts(life)
             images = ImageService(image_store, self.bus, in_use=containers.images_in_use, df_extra=containers.df)
             self.system = SystemService(cfg, self.bus, _engine_id(cfg.data_root), image_count=images.counts,
                                         container_counts=containers.counts)
+            execs = ExecService(registry, runtimes, parse_detach_keys)
             router = Router([*system_routes.routes(self.system), *image_routes.routes(images),
-                             *container_routes.routes(containers),
-                             *container_routes.exec_routes(execs := ExecService(containers)),
+                             *container_routes.routes(ContainerAPI(life), ContainerFilesAPI(life)),
+                             *container_routes.exec_routes(execs),
                              *volume_routes.routes(VolumeService(volumes, self.bus)),
                              *network_routes.routes(NetworkAPI(networks)), *swarm_routes.routes()])
             self.app = Application(router, server=f"berth/{__version__} (linux)", debug=cfg.debug,
@@ -405,8 +415,8 @@ class Daemon:
             self.bus.bind(loop)
             await asyncio.to_thread(networks.init)  # after the listeners: a daemon that refuses to start touches nothing
             networks.attach_loop(loop)
-            containers.watch_exits()
-            await containers.reconcile()
+            life.watch()
+            await life.reconcile()
             loop.add_signal_handler(signal.SIGTERM, self._stop.set)
             loop.add_signal_handler(signal.SIGINT, self._stop.set)
             loop.add_signal_handler(signal.SIGHUP, self.reload)

@@ -38,7 +38,7 @@ import subprocess
 from dataclasses import dataclass, field
 
 from berth.errors import System
-from berth.network.ports import IPAddress, IPNetwork, Proto, parse_ifname, parse_port, parse_proto
+from berth.netvalues import IPAddress, IPNetwork, Proto, parse_ifname, parse_port, parse_proto
 
 TABLE = "berth"
 

@@ -3,6 +3,12 @@
 Connections are used from the event loop and from worker threads (extraction runs in threads), so
 every use goes through ``read()`` or ``transaction()``, which hold one lock: SQLite serializes
 writers anyway, and the lock keeps a transaction on one connection from interleaving with another.
+A transaction opened inside another (one repository's write inside another's, as a container's
+row and its network attachments are written together) is a savepoint of the outer one: both
+commit, or neither.
+
+The tables are read and written only by the repositories beside this module (``containers.py``,
+``networks.py``) and by ``image/store.py``; a constraint that fails there becomes a ``Conflict``.
 """
 
 from __future__ import annotations
@@ -118,6 +124,17 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (proto, host_ip, host_port)
     );
     """,
+    # 5: what berth keeps of a container besides Docker's State: out of the State JSON, into columns
+    """
+    ALTER TABLE containers ADD COLUMN restart_count INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE containers ADD COLUMN manually_stopped INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE containers ADD COLUMN idmap TEXT;
+    UPDATE containers SET
+        restart_count = COALESCE(json_extract(state, '$._RestartCount'), 0),
+        manually_stopped = COALESCE(json_extract(state, '$._ManuallyStopped'), 0),
+        idmap = json_extract(state, '$._IDMap'),
+        state = json_remove(state, '$._RestartCount', '$._ManuallyStopped', '$._IDMap');
+    """,
 ]
 
 
@@ -140,6 +157,7 @@ class Database:
             raise System(f"cannot open the database {path}: {exc}", cause=exc) from None
         self._conn.row_factory = sqlite3.Row
         self._lock = threading.RLock()
+        self._depth = 0  # transactions open (the outer one and its savepoints), under the lock
         self._migrate()
 
     def _migrate(self) -> None:
@@ -153,15 +171,25 @@ class Database:
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        """BEGIN IMMEDIATE … COMMIT, or ROLLBACK on any exception."""
+        """BEGIN IMMEDIATE … COMMIT, or ROLLBACK on any exception; inside another transaction (of
+        this thread: the lock is held), a savepoint released or rolled back to the same way."""
         with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
+            begin, commit, rollback = "BEGIN IMMEDIATE", "COMMIT", "ROLLBACK"
+            if self._depth:
+                sp = f"sp{self._depth}"
+                begin, commit, rollback = f"SAVEPOINT {sp}", f"RELEASE {sp}", f"ROLLBACK TO {sp}; RELEASE {sp}"
+            self._conn.execute(begin)
+            self._depth += 1
             try:
                 yield self._conn
             except BaseException:
-                self._conn.execute("ROLLBACK")
+                for stmt in rollback.split("; "):
+                    self._conn.execute(stmt)
                 raise
-            self._conn.execute("COMMIT")
+            else:
+                self._conn.execute(commit)
+            finally:
+                self._depth -= 1
 
     @contextmanager
     def read(self) -> Iterator[sqlite3.Connection]:

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from berth import netvalues as ports
 from berth.errors import InvalidParameter
-from berth.network import ports
 from berth.network.firewall import BridgeRules, PortRule, Ruleset, render
 
 GOLDEN = Path(__file__).resolve().parents[2] / "golden" / "nft"

@@ -25,7 +25,7 @@ class _Any:
 
 def test_every_route_has_a_catalogue_name_and_every_name_a_route() -> None:
     d = _Any()
-    router = Router([*system.routes(d), *system.policy_routes(d), *images.routes(d), *containers.routes(d),  # type: ignore[arg-type]
+    router = Router([*system.routes(d), *system.policy_routes(d), *images.routes(d), *containers.routes(d, d),  # type: ignore[arg-type]
                      *containers.exec_routes(d), *volumes.routes(d), *networks.routes(d), *swarm.routes()])  # type: ignore[arg-type]
     routed = {(r.method, r.pattern) for r in router.routes()}
     assert routed == {(m, p) for m, p, _ in actions.CATALOGUE}

@@ -9,13 +9,13 @@ import time
 from typing import Any
 
 from berth.api import versions
-from berth.api.backends import ContainerBackend, ExecBackend
+from berth.api.backends import ContainerBackend, ContainerFilesBackend, ExecBackend
 from berth.api.filters import parse_filters
 from berth.api.hijack import DEFAULT_DETACH_KEYS, DetachReader, parse_detach_keys
 from berth.api.http import Request, Response
 from berth.api.router import Route, route
 from berth.api.routes.system import parse_timestamp
-from berth.container.logs import frame
+from berth.api.streams import demultiplex, frame
 from berth.errors import InvalidParameter, NotFound
 
 _BACKLOG_AFTER_UPGRADE = 0.02  # seconds between an attach's 101 and its log backlog (see attach)
@@ -23,7 +23,7 @@ LIST_FILTERS = ("ancestor", "before", "exited", "id", "label", "name", "since", 
 MULTIPLEXED = "application/vnd.docker.multiplexed-stream"
 
 
-def routes(backend: ContainerBackend) -> list[Route]:
+def routes(backend: ContainerBackend, files: ContainerFilesBackend) -> list[Route]:
     async def create(req: Request) -> Response:
         body = req.json_body()
         if body is None:
@@ -139,7 +139,7 @@ def routes(backend: ContainerBackend) -> list[Route]:
         pending = bytearray()
 
         def to_frame(chunk: bytes) -> bytes:
-            data = bytes(chunk) if tty else websocket.demultiplex(bytes(chunk), pending)
+            data = bytes(chunk) if tty else demultiplex(bytes(chunk), pending)
             return session.message(data)
 
         await _relay(req.params["id"], out, stream, stdin, to_frame, end=session.close)  # 1000: normal closure
@@ -201,7 +201,7 @@ def routes(backend: ContainerBackend) -> list[Route]:
         if not name:
             raise InvalidParameter("No container name or ID supplied")
         pause = req.bool_arg("pause", True) if req.arg("pause") else True
-        return Response.json(await backend.container_commit(
+        return Response.json(await files.container_commit(
             name, req.arg("repo"), req.arg("tag"), req.arg("comment"), req.arg("author"), pause,
             req.query.get("changes", []), body), status=201)
 
@@ -230,9 +230,9 @@ def routes(backend: ContainerBackend) -> list[Route]:
         if not path:
             raise InvalidParameter("path is required")
         if req.method == "HEAD":
-            header = await backend.archive_stat(req.params["id"], path)
+            header = await files.archive_stat(req.params["id"], path)
             return Response(200, b"", "application/x-tar", {"X-Docker-Container-Path-Stat": header})
-        header, chunks = await backend.archive_get(req.params["id"], path)
+        header, chunks = await files.archive_get(req.params["id"], path)
         writer = await req.connection.start_stream(200, "application/x-tar", {"X-Docker-Container-Path-Stat": header})
         async for chunk in chunks:
             await writer.write(chunk)
@@ -244,7 +244,7 @@ def routes(backend: ContainerBackend) -> list[Route]:
         path = req.arg("path")
         if not path:
             raise InvalidParameter("path is required")
-        await backend.archive_put(req.params["id"], path, req.connection.body_stream(),
+        await files.archive_put(req.params["id"], path, req.connection.body_stream(),
                                   req.bool_arg("noOverwriteDirNonDir"), req.bool_arg("copyUIDGID"))
         return Response.empty(200)
 
@@ -252,13 +252,13 @@ def routes(backend: ContainerBackend) -> list[Route]:
         assert req.connection is not None
         backend.container_inspect(req.params["id"])  # 404 before the status line
         writer = await req.connection.start_stream(200, "application/x-tar")
-        async for chunk in backend.container_export(req.params["id"]):
+        async for chunk in files.container_export(req.params["id"]):
             await writer.write(chunk)
         await writer.close()
         return None
 
     def changes(req: Request) -> Response:
-        return Response.json(backend.container_changes(req.params["id"]))
+        return Response.json(files.container_changes(req.params["id"]))
 
     async def update(req: Request) -> Response:
         body = req.json_body()

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from berth.api import versions
-from berth.daemon.backends.bridge import BodyPipe, iterate_in_thread, run_in_own_thread
+from berth.daemon.backends.threads import BodyPipe, iterate_in_thread, run_in_own_thread
 from berth.daemon.events import EventBus, make_event
 from berth.errors import Conflict, InvalidParameter
 from berth.image import archive, importer, reference

@@ -28,13 +28,14 @@ import socket
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
+from berth import netvalues as ports
 from berth.daemon.events import EventBus, make_event
 from berth.errors import BerthError, Conflict, Forbidden, InvalidParameter, NotFound, NotSupported, System
 from berth.linux import netlink, netns
 from berth.linux.files import read_text
-from berth.network import dns, ipam, ports
+from berth.network import dns, ipam
 from berth.network.drivers import DRIVERS, Join
 from berth.network.firewall import BridgeRules, Firewall, NullFirewall, PortRule, Ruleset
 from berth.network.model import (
@@ -106,12 +107,58 @@ def _mac_for(addr: ipaddress.IPv4Address | None) -> str:
     return "02:42:" + ":".join(f"{b:02x}" for b in addr.packed)
 
 
+class Members(Protocol):
+    """What the network needs to know of containers; ``daemon/backends/links.py`` answers from the
+    container registry."""
+
+    def ref(self, name: str) -> tuple[str, str]:
+        """(ID, name) of the container ``name`` names; NotFound."""
+        ...
+
+    def member(self, cid: str) -> Member:
+        ...
+
+    def is_running(self, cid: str) -> bool:
+        ...
+
+    def pid(self, cid: str) -> int:
+        """A running container's init process."""
+        ...
+
+    def etc_files(self, cid: str) -> tuple[str, str]:
+        """Its /etc/hosts and /etc/resolv.conf, as berth wrote them."""
+        ...
+
+
+class _NoMembers:
+    """For ``berthd --cleanup-network``, which touches no container."""
+
+    def ref(self, name: str) -> tuple[str, str]:
+        raise NotFound(f"No such container: {name}")
+
+    def member(self, cid: str) -> Member:
+        raise NotFound(f"No such container: {cid}")
+
+    def is_running(self, cid: str) -> bool:
+        return False
+
+    def pid(self, cid: str) -> int:
+        return 0
+
+    def etc_files(self, cid: str) -> tuple[str, str]:
+        return "", ""
+
+
+NO_MEMBERS = _NoMembers()
+
+
 def mode_of(hc: dict[str, Any]) -> str:
     return hc.get("NetworkMode") or "default"
 
 
 class NetworkService:
-    def __init__(self, db: Database, bus: EventBus, settings: NetSettings, exec_root: str) -> None:
+    def __init__(self, db: Database, bus: EventBus, settings: NetSettings, exec_root: str,
+                 members: Members = NO_MEMBERS) -> None:
         self.db = db
         self.bus = bus
         self.cfg = settings
@@ -128,11 +175,7 @@ class NetworkService:
         self._netns_dir_ready = False
         self._wrote_table = False
         self._fw_dirty = False  # port rows went before their rules
-        self.container_ref: Callable[[str], tuple[str, str]] | None = None  # name or ID → (id, name)
-        self.member_of: Callable[[str], Member] | None = None  # ID → Member (for connect to a running one)
-        self.is_running: Callable[[str], bool] = lambda cid: False
-        self.pid_of: Callable[[str], int] = lambda cid: 0  # a running container's init process
-        self.files_of: Callable[[str], tuple[str, str]] = lambda cid: ("", "")  # its /etc/hosts, /etc/resolv.conf
+        self.members = members
 
     # ---- start -----------------------------------------------------------------------------------
     def init(self) -> None:
@@ -280,7 +323,7 @@ class NetworkService:
         for cid, _req, st in self._endpoints(net.id):
             if st is None:
                 continue
-            name = self.container_ref(cid)[1] if self.container_ref else cid[:12]
+            name = self.members.ref(cid)[1]
             out[cid] = {"Name": name, "EndpointID": st["EndpointID"], "MacAddress": st.get("MacAddress", ""),
                         "IPv4Address": f"{st['IPAddress']}/{st['IPPrefixLen']}" if st.get("IPAddress") else "",
                         "IPv6Address": (f"{st['GlobalIPv6Address']}/{st['GlobalIPv6PrefixLen']}"
@@ -459,9 +502,7 @@ class NetworkService:
             if hc.get("Links") or hc.get("ExtraHosts") or hc.get("Dns"):
                 raise InvalidParameter("conflicting options: links, add-host or dns and the container type network "
                                        "mode")
-            if self.container_ref is None:
-                raise System("container references are not wired")
-            target, _ = self.container_ref(mode.split(":", 1)[1])
+            target, _ = self.members.ref(mode.split(":", 1)[1])
             return f"container:{target}", []
         if mode in ("none", "host"):
             if endpoints and any(k != mode for k in endpoints):
@@ -516,15 +557,20 @@ class NetworkService:
         return {"IPAMConfig": ipam_cfg or None, "Aliases": aliases or None, "Links": req.get("Links") or None,
                 "MacAddress": mac, "DriverOpts": req.get("DriverOpts") or None}
 
-    def register(self, c: Any, cid: str, plan: list[tuple[Network, dict[str, Any]]]) -> None:
-        """Record a new container's networks, inside the caller's create transaction ``c``."""
-        for pos, (net, req) in enumerate(plan):
-            c.execute("INSERT INTO attachments VALUES (?, ?, ?, ?, NULL)", (cid, net.id, pos, json.dumps(req)))
+    def register(self, cid: str, plan: list[tuple[Network, dict[str, Any]]]) -> None:
+        """Record a new container's networks, inside the caller's create transaction."""
+        with self.db.transaction() as c:
+            for pos, (net, req) in enumerate(plan):
+                c.execute("INSERT INTO attachments VALUES (?, ?, ?, ?, NULL)", (cid, net.id, pos, json.dumps(req)))
 
-    def forget(self, c: Any, cid: str) -> None:
-        """The container's row goes (inside the caller's transaction ``c``): so do its attachments. What
+    def forget(self, cid: str) -> None:
+        """The container's row goes (inside the caller's transaction): so do its attachments. What
         its network still holds (a ``--rm`` container's, removed at once) is released by ``teardown``
         after the removal has been answered; the disconnect events are sent now."""
+        with self.db.transaction() as c:
+            self._forget(c, cid)
+
+    def _forget(self, c: Any, cid: str) -> None:
         for (nid,) in c.execute("SELECT network_id FROM attachments WHERE container_id = ? AND state IS NOT NULL",
                                 (cid,)).fetchall():
             net = self._find(nid)
@@ -558,11 +604,11 @@ class NetworkService:
             return Setup(None, self._hosts_file(m, []), read_text("/etc/resolv.conf"))
         if mode.startswith("container:"):
             other = mode.split(":", 1)[1]
-            pid = self.pid_of(other) if self.is_running(other) else 0
+            pid = self.members.pid(other) if self.members.is_running(other) else 0
             if not pid:
                 raise Conflict(f"cannot join network of a non running container: {other}")
             path = self.netns_path(other)
-            hosts, resolv = self.files_of(other)
+            hosts, resolv = self.members.etc_files(other)
             return Setup(path if os.path.exists(path) else f"/proc/{pid}/ns/net", hosts, resolv)
         atts = self._attachments(m.id)
         if mode == "none" or not atts:
@@ -793,10 +839,8 @@ class NetworkService:
         return "".join(lines)
 
     def _address_of(self, ref: str, nets: list[Network]) -> str:
-        if self.container_ref is None:
-            return ""
         try:
-            cid, _ = self.container_ref(ref)
+            cid, _ = self.members.ref(ref)
         except NotFound:
             return ""
         for net, _req, st in self._attachments(cid):
@@ -869,9 +913,8 @@ class NetworkService:
             return None
         name = name.lower()
         links = {}
-        if self.member_of is not None:
-            with contextlib.suppress(NotFound):
-                for link in self.member_of(cid).host_config.get("Links") or []:
+        with contextlib.suppress(NotFound):
+            for link in self.members.member(cid).host_config.get("Links") or []:
                     target, _, alias = link.partition(":")
                     links[(alias.rsplit("/", 1)[-1] or target).lower()] = target.lstrip("/").lower()
         for net, req in mine:
@@ -886,12 +929,10 @@ class NetworkService:
                 if st is None:
                     continue
                 names = {a.lower() for a in oreq.get("Aliases") or []} | {other[:12]}
-                if self.container_ref is not None:
-                    with contextlib.suppress(NotFound):
-                        names.add(self.container_ref(other)[1].lower())
-                if self.member_of is not None:
-                    with contextlib.suppress(NotFound):
-                        names.add(self.member_of(other).hostname.lower())
+                with contextlib.suppress(NotFound):
+                    names.add(self.members.ref(other)[1].lower())
+                with contextlib.suppress(NotFound):
+                    names.add(self.members.member(other).hostname.lower())
                 if names & wanted or any(n + "." + net.name.lower() == name for n in names):
                     return [a for a in (st.get("IPAddress"), st.get("GlobalIPv6Address")) if a]
         return None
@@ -900,10 +941,8 @@ class NetworkService:
     def connect(self, ref: str, body: dict[str, Any]) -> tuple[str, str]:
         """Attach a container (running or not); returns (container id, network id)."""
         net = self.get(ref)
-        if self.container_ref is None or self.member_of is None:
-            raise System("connect is not wired")
-        cid, _ = self.container_ref(str(body.get("Container") or ""))
-        m = self.member_of(cid)
+        cid, _ = self.members.ref(str(body.get("Container") or ""))
+        m = self.members.member(cid)
         mode = mode_of(m.host_config)
         if mode in ("host", "none") or net.name in ("host", "none"):
             raise Forbidden("container cannot be disconnected from host network or connected to host network"
@@ -917,7 +956,7 @@ class NetworkService:
             pos = c.execute("SELECT COALESCE(MAX(position), -1) + 1 FROM attachments WHERE container_id = ?",
                             (cid,)).fetchone()[0]
             c.execute("INSERT INTO attachments VALUES (?, ?, ?, ?, NULL)", (cid, net.id, pos, json.dumps(req)))
-        if self.is_running(cid):
+        if self.members.is_running(cid):
             path = self.netns_path(cid)
             if not os.path.exists(path):
                 with self.db.transaction() as c:
@@ -935,10 +974,8 @@ class NetworkService:
 
     def disconnect(self, ref: str, body: dict[str, Any]) -> None:
         net = self.get(ref)
-        if self.container_ref is None:
-            raise System("disconnect is not wired")
         try:
-            cid, name = self.container_ref(str(body.get("Container") or ""))
+            cid, name = self.members.ref(str(body.get("Container") or ""))
         except NotFound:
             if body.get("Force"):
                 return
@@ -978,7 +1015,7 @@ class NetworkService:
                     "IPv6Gateway": st.get("IPv6Gateway", ""), "GlobalIPv6Address": st.get("GlobalIPv6Address", ""),
                     "GlobalIPv6PrefixLen": st.get("GlobalIPv6PrefixLen", 0), "DNSNames": None}
             if not net.predefined and st:
-                names = [self.container_ref(cid)[1]] if self.container_ref else []
+                names = [self.members.ref(cid)[1]]
                 view["DNSNames"] = names + list(req.get("Aliases") or []) + [cid[:12]]
             nets[net.name] = view
             if first is None and net.name == "bridge":
@@ -1130,8 +1167,8 @@ class NetworkAPI:
 
     async def network_connect(self, name: str, body: dict[str, Any]) -> None:
         cid, _nid = await asyncio.to_thread(self.s.connect, name, body)
-        if self.s.is_running(cid) and self.s.member_of is not None:
-            await self.s.start_dns(self.s.member_of(cid))
+        if self.s.members.is_running(cid):
+            await self.s.start_dns(self.s.members.member(cid))
 
     async def network_disconnect(self, name: str, body: dict[str, Any]) -> None:
         await asyncio.to_thread(self.s.disconnect, name, body)

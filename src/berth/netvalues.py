@@ -1,4 +1,4 @@
-"""Typed values for what reaches a firewall rule or a socket: ports, protocols, addresses and
+"""Typed network values for what reaches a firewall rule or a socket: ports, protocols, addresses and
 interface names, each parsed once at the boundary (a request, an image config, a database row).
 
 The nft script is rendered from these types only: an image whose ``ExposedPorts`` says
