@@ -43,7 +43,7 @@ from berth.daemon.backends.containers import ContainerAPI, ContainerFacts
 from berth.daemon.backends.images import ImageService
 from berth.daemon.backends.lifecycle import Lifecycle
 from berth.daemon.backends.links import ContainerNetworks, NetworkMembers
-from berth.daemon.backends.networks import NetSettings, NetworkAPI, NetworkService
+from berth.daemon.backends.networks import NetworkAPI
 from berth.daemon.backends.system import SystemService
 from berth.daemon.backends.volumes import VolumeService
 from berth.daemon.config import Config
@@ -55,12 +55,15 @@ from berth.image.store import ImageStore
 from berth.linux import cgroups, spinpoll, systemd
 from berth.linux.files import write_atomic
 from berth.linux.idmap import UserNamespace, share_with_remapped_root
+from berth.network.controller import NetworkController
+from berth.network.model import NO_MEMBERS, NetSettings
 from berth.security import actions as actions_mod
 from berth.security import authzplugin, tlsmaterial
 from berth.security import policy as policy_mod
 from berth.security.audit import FLUSH_EVERY, AuditWriter
 from berth.store.containers import ContainerRows
 from berth.store.db import Database
+from berth.store.networks import NetworkRows
 from berth.volume.local import LocalVolumes
 
 log = logging.getLogger("berth.daemon")
@@ -353,7 +356,8 @@ class Daemon:
                 log.warning("removed %s, left over from an interrupted operation", leftover)
             registry = Registry(ContainerRows(db), Layout(cfg.data_root, cfg.exec_root),
                                 lambda *event: self.bus.publish(make_event(*event)))
-            networks = NetworkService(db, self.bus, net_settings(cfg), cfg.exec_root, NetworkMembers(registry))
+            networks = NetworkController(NetworkRows(db), registry.emit, net_settings(cfg), cfg.exec_root,
+                                         NetworkMembers(registry))
             userns = _userns(cfg, image_store.layers.layers)
             if userns is not None:
                 stack.callback(userns.close)
@@ -517,7 +521,8 @@ def _cleanup_network(cfg: Config) -> int:
         if os.path.exists(db_path):
             db = Database(db_path)
             try:
-                NetworkService(db, EventBus(), net_settings(cfg), cfg.exec_root).cleanup()
+                NetworkController(NetworkRows(db), lambda *event: None, net_settings(cfg), cfg.exec_root,
+                                  NO_MEMBERS).cleanup()
             finally:
                 db.close()
     except BerthError as exc:

@@ -184,6 +184,15 @@ def ensure_bridge(name: str, addrs: list[Iface], mtu: int = 0) -> bool:
         return made
 
 
+def remove_address(name: str, address: str, prefixlen: int) -> None:
+    """Remove one address from a link of this namespace; a link or address that is gone is no error."""
+    with session() as ipr:
+        idx = index(ipr, name)
+        if idx is not None:
+            with contextlib.suppress(Exception):
+                ipr.addr("del", index=idx, address=address, prefixlen=prefixlen)
+
+
 def delete_link(name: str, netns: str | None = None) -> None:
     """Delete a link; gone already is not an error."""
     if netns is None:

@@ -1,6 +1,8 @@
 """Network drivers: what a driver does to the host when a network is made or removed, and to a
 container's namespace when it joins or leaves. A small interface (``Driver``) so that more drivers
-(overlay) can be added; ``DRIVERS`` maps the API's names to them.
+(overlay) can be added; ``DRIVERS`` maps the API's names to them. Every netlink call the network
+package makes is in this module: the drivers', and the few about the host itself (its routes, the
+forwarding switch) and about a new namespace (its loopback) at the end.
 
 - ``bridge``: a Linux bridge (``berth0`` for the default network, ``br-<id12>`` or the
   ``com.docker.network.bridge.name`` option otherwise) holding each pool's gateway address; a
@@ -11,6 +13,7 @@ container's namespace when it joins or leaves. A small interface (``Driver``) so
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import os
 import re
@@ -18,7 +21,7 @@ import socket
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from berth.errors import InvalidParameter, NotFound
+from berth.errors import BerthError, InvalidParameter, NotFound
 from berth.linux import netlink
 from berth.network.model import MTU_OPT, Network
 
@@ -37,6 +40,13 @@ class Join:
     nl: socket.socket | None = None  # a netlink socket already in the namespace (saves opening one)
 
 
+@dataclass(frozen=True)
+class Leave:
+    host_ifname: str  # the host's end of a veth ("" for a link that lives in the namespace only)
+    ifname: str = ""  # inside the container
+    netns: str | None = None  # the namespace, when it stays (a disconnect); None when it is about to go
+
+
 class Driver(Protocol):
     name: str
 
@@ -46,7 +56,7 @@ class Driver(Protocol):
 
     def join(self, net: Network, j: Join, netns: str) -> str: ...
 
-    def leave(self, net: Network, host_ifname: str) -> None: ...
+    def leave(self, net: Network, e: Leave) -> None: ...
 
 
 def _mtu(net: Network) -> int:
@@ -82,8 +92,27 @@ class BridgeDriver:
             netlink.delete_link(j.host_ifname)
             raise
 
-    def leave(self, net: Network, host_ifname: str) -> None:
-        netlink.delete_link(host_ifname)
+    def leave(self, net: Network, e: Leave) -> None:
+        if e.netns is not None and e.ifname:
+            with contextlib.suppress(BerthError):
+                netlink.delete_link(e.ifname, e.netns)  # the pair goes with either end
+        netlink.delete_link(e.host_ifname)
+
+    @staticmethod
+    def route_localnet(net: Network) -> None:
+        """Let DNAT to 127.0.0.0/8 through on the bridge (ports published on the host's loopback)."""
+        netlink.write_sysctl(f"net/ipv4/conf/{net.device}/route_localnet", "1")
+
+    @staticmethod
+    def addresses(device: str) -> list[Iface]:
+        return netlink.addresses(device)
+
+    @staticmethod
+    def drop_address(device: str, address: str, prefixlen: int) -> None:
+        """A gateway address the bridge no longer has (its subnet changed): two subnets would stay routed."""
+        with contextlib.suppress(BerthError):
+            netlink.ensure_bridge(device, [])
+        netlink.remove_address(device, address, prefixlen)
 
 
 class _SubLinkDriver:
@@ -152,8 +181,9 @@ class _SubLinkDriver:
                                  j.mac if self.name == "macvlan" else None, j.default_route,
                                  device_route=device_route, sock=j.nl, lo_up=j.nl is not None)
 
-    def leave(self, net: Network, host_ifname: str) -> None:
-        return None  # the link lives in the container's namespace and goes with it
+    def leave(self, net: Network, e: Leave) -> None:
+        if e.netns is not None and e.ifname:  # else the link goes with the container's namespace
+            netlink.delete_link(e.ifname, e.netns)
 
 
 class MacvlanDriver(_SubLinkDriver):
@@ -169,3 +199,25 @@ class IpvlanDriver(_SubLinkDriver):
 
 
 DRIVERS: dict[str, Driver] = {d.name: d for d in (BridgeDriver(), MacvlanDriver(), IpvlanDriver())}
+
+
+# ---- the host and a new namespace ----------------------------------------------------------------------
+def host_networks() -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    """Every destination of a route and every subnet of an address on this host: what a pool must not overlap."""
+    return netlink.host_networks()
+
+
+def enable_ip_forward() -> bool:
+    """net.ipv4.ip_forward on; True when it was off (berth then guards what the host would forward)."""
+    with open("/proc/sys/net/ipv4/ip_forward") as f:
+        was = f.read().strip()
+    if was == "1":
+        return False
+    netlink.write_sysctl("net/ipv4/ip_forward", "1")
+    return True
+
+
+def namespace_ready() -> socket.socket:
+    """Inside a new namespace (its creating thread): lo up, and a netlink socket for its first link."""
+    netlink.loopback_up()
+    return netlink.open_socket()

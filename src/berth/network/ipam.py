@@ -154,6 +154,15 @@ def choose_subnet(pools: Iterable[tuple[str, int]], taken: Iterable[Net], versio
     return None
 
 
+def check_overlap(pools: Iterable[Pool], in_use: Iterable[Net]) -> None:
+    """A network's asked-for subnets may not overlap another network's (dockerd's words)."""
+    in_use = list(in_use)
+    for p in pools:
+        for other in in_use:
+            if other.version == p.subnet.version and other.overlaps(p.subnet):
+                raise Forbidden("invalid pool request: Pool overlaps with other one on this address space")
+
+
 def first_host(net: Net) -> Addr:
     return net.network_address + 1 if net.num_addresses > 2 else net.network_address
 

@@ -1,6 +1,6 @@
 """The link between the container and network domains, which never import each other: each states
 what it needs as a narrow Protocol (``container.networking.Networking``, ``network.Members``), and
-the two adapters here answer them, one from the network service and one from the container
+the two adapters here answer them, one from the network controller and one from the container
 registry. ``daemon/server.py`` makes both and passes them in."""
 
 from __future__ import annotations
@@ -10,8 +10,9 @@ from typing import Any
 
 from berth.container.model import Container
 from berth.container.registry import Registry
-from berth.daemon.backends.networks import Member, NetworkService, Setup
 from berth.linux.files import read_text
+from berth.network.controller import NetworkController
+from berth.network.model import Member, Setup
 
 
 def member(ctr: Container) -> Member:
@@ -21,7 +22,7 @@ def member(ctr: Container) -> Member:
 
 
 class NetworkMembers:
-    """``Members`` for the network service: containers from the registry."""
+    """``Members`` for the network controller: containers from the registry."""
 
     def __init__(self, registry: Registry) -> None:
         self.registry = registry
@@ -45,44 +46,47 @@ class NetworkMembers:
 
 
 class ContainerNetworks:
-    """``Networking`` for the container package: the network service, in the container's terms."""
+    """``Networking`` for the container package: the network controller, in the container's terms."""
 
-    def __init__(self, service: NetworkService) -> None:
-        self.s = service
+    def __init__(self, controller: NetworkController) -> None:
+        self.c = controller
+        self.sandboxes = controller.sandboxes
+        self.views = controller.views
 
     def plan(self, host_config: dict[str, Any], networking: dict[str, Any] | None) -> tuple[str, Any]:
-        return self.s.plan(host_config, networking)
+        return self.c.plan(host_config, networking)
 
     def register(self, cid: str, plan: Any) -> None:
-        self.s.register(cid, plan)
+        self.c.register(cid, plan)
 
     def forget(self, cid: str) -> None:
-        self.s.forget(cid)
+        self.c.forget(cid)
 
     def setup(self, ctr: Container) -> Setup:
-        return self.s.setup(member(ctr))
+        return self.sandboxes.setup(member(ctr))
 
     def teardown(self, cid: str) -> None:
-        self.s.teardown(cid)
+        self.sandboxes.teardown(cid)
 
     def holds(self, cid: str) -> bool:
-        return self.s.holds(cid)
+        return self.sandboxes.holds(cid)
 
     async def start_dns(self, ctr: Container) -> None:
-        await self.s.start_dns(member(ctr))
+        await self.c.discovery.start(member(ctr))
 
     def bridge_address(self, cid: str) -> str:
-        return self.s.bridge_address(cid)
+        bridge = self.c.catalog.find("bridge")
+        return self.sandboxes.address_of(cid, [bridge]) if bridge is not None else ""
 
     def summary(self, ctr: Container) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-        return self.s.summary(ctr.id, ctr.host_config, ctr.running)
+        return self.views.summary(ctr.id, ctr.host_config, ctr.running)
 
     def settings(self, ctr: Container) -> dict[str, Any]:
-        return self.s.settings(ctr.id, ctr.host_config, ctr.config.get("ExposedPorts"), ctr.running)
+        return self.views.settings(ctr.id, ctr.host_config, ctr.config.get("ExposedPorts"), ctr.running)
 
     def on_network(self, cid: str, mode: str, wanted: list[str]) -> bool:
-        return any(n in wanted or any(f and self.s.get(n).id.startswith(f) for f in wanted)
-                   for n in [*self.s.network_names(cid), mode] if n)
+        return any(n in wanted or any(f and self.c.get(n).id.startswith(f) for f in wanted)
+                   for n in [*self.views.network_names(cid), mode] if n)
 
     def reconcile(self, running: Callable[[str], bool], live: list[Container]) -> None:
-        self.s.reconcile(running, [member(c) for c in live])
+        self.sandboxes.reconcile(running, [member(c) for c in live])
