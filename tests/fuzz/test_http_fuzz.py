@@ -11,7 +11,8 @@ import os
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from berth.api.connection import Application, HttpConnection, Limits
+from berth.api.application import Application, Limits
+from berth.api.connection import HttpConnection
 from berth.api.http import Request, Response
 from berth.api.router import Router, route
 from berth.security.identity import Identity

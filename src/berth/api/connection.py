@@ -34,228 +34,24 @@ Limits (``Limits``; Go's net/http as dockerd configures it, or stricter):
 from __future__ import annotations
 
 import asyncio
-import ctypes
-import gc
 import logging
 import math
 import time
-import urllib.parse
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
-from email.utils import formatdate
-from http import HTTPStatus
 from typing import Any
 
 import httptools
 
-from berth.api import versions
-from berth.api.backends import Auditor, Authorizer
-from berth.api.errors import error_body, status_for
+from berth.api import wire
+from berth.api.application import Application
+from berth.api.bodies import ChunkedWriter
 from berth.api.hijack import HijackedStream
-from berth.api.http import Request, Response
-from berth.api.router import Route, Router
-from berth.errors import BerthError, InvalidParameter
+from berth.api.http import Response
+from berth.api.parsing import Job, RequestParsing
 from berth.security.identity import ANONYMOUS, Identity
 
 log = logging.getLogger("berth.api")
-
-MAX_BUFFERED_BODY = 64 << 20
-# After an early answer (a 400 before the whole upload arrived), this much of the rest of the body is
-# read and dropped so that the client, still sending, can read the answer instead of a broken pipe.
-MAX_DISCARD = 64 << 20
-_BODY_HIGH_WATER = 1 << 20
-
-_STATUS_LINES = {
-    s.value: f"HTTP/1.1 {s.value} {s.phrase}\r\n".encode() for s in HTTPStatus
-}
-_STATUS_LINES[101] = b"HTTP/1.1 101 UPGRADED\r\n"
-
-_date_cache: list[Any] = [0, b""]
-# Encoded static responses, keyed by (id(response), head_only, keep_alive); rebuilt when the Date
-# header changes, i.e. at most once a second per key.
-_static_cache: dict[tuple[int, bool, bool], tuple[bytes, bytes]] = {}
-
-
-def _date_header() -> bytes:
-    now = int(time.time())
-    if now != _date_cache[0]:
-        _date_cache[0] = now
-        _date_cache[1] = b"Date: " + formatdate(now, usegmt=True).encode() + b"\r\n"
-    return _date_cache[1]
-
-
-@dataclass(frozen=True, slots=True)
-class Limits:
-    """Bounds on what one client may make the daemon hold (see the module header)."""
-
-    max_header_bytes: int = 1 << 20  # Go's DefaultMaxHeaderBytes
-    max_body: int = MAX_BUFFERED_BODY
-    header_timeout: float = 60.0  # first byte of a request to the end of its headers
-    body_timeout: float = 300.0  # between two bytes of a request body
-    idle_timeout: float = 300.0  # a keep-alive connection with no request
-    pipeline: int = 16  # parsed requests waiting behind the running one
-
-
-class Application:
-    """What every connection shares: the router, the headers every response carries, the logger, the
-    limits, and the sweeper that closes connections past their deadline."""
-
-    def __init__(self, router: Router, *, server: str, debug: bool = False, limits: Limits | None = None) -> None:
-        self.router = router
-        self.debug = debug
-        self.limits = limits or Limits()
-        self.common_headers = (
-            f"Api-Version: {versions.API_VERSION}\r\n"
-            "Docker-Experimental: false\r\n"
-            "Ostype: linux\r\n"
-            f"Server: {server}\r\n"
-        ).encode()
-        self.connections: set[HttpConnection] = set()
-        self.authorizer: Authorizer | None = None  # None: every caller who reaches a listener may do anything
-        self.auditor: Auditor | None = None  # None: requests are not recorded
-        self._peak = 0  # most connections since memory was last handed back
-        self.expired = 0
-
-    def sweep(self) -> None:
-        """Close the connections past their deadline; after a storm of connections, hand freed memory
-        back to the system (glibc keeps freed heap pages otherwise: measured in bench/http_limits.py)."""
-        now = time.monotonic()
-        for conn in [c for c in self.connections if c.deadline < now]:
-            self.expired += 1
-            conn.expire()
-        count = len(self.connections)
-        self._peak = max(self._peak, count)
-        if self._peak - count >= 256:
-            self._peak = count
-            gc.collect()  # asyncio's transports hold cycles of their own: freed only by the collector
-            _trim_memory()
-
-    async def run_sweeper(self, interval: float = 1.0) -> None:
-        while True:
-            await asyncio.sleep(interval)
-            try:
-                self.sweep()
-            except Exception:  # the sweeper must outlive any one connection's trouble
-                log.exception("bug: sweeping connections")
-
-
-def _trim_memory() -> None:
-    try:
-        libc = ctypes.CDLL(None)
-        libc.malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
-
-
-class _Job:
-    """A request waiting for its turn, or a canned response (routing or version errors)."""
-
-    __slots__ = ("request", "route", "response", "keep_alive", "upgrade", "body_parts", "body_size",
-                 "body_stream", "complete", "method", "target", "started", "status", "sent")
-
-    def __init__(self) -> None:
-        self.method = ""
-        self.target = b""
-        self.started = 0.0
-        self.status = 0
-        self.sent = 0
-        self.request: Request | None = None
-        self.route: Route | None = None
-        self.response: Response | None = None
-        self.keep_alive = True
-        self.upgrade = False
-        self.body_parts: list[bytes] = []
-        self.body_size = 0
-        self.body_stream: _BodyStream | None = None
-        self.complete = False
-
-
-class _BodyStream:
-    """A request body read as it arrives (image load, import, archive upload)."""
-
-    def __init__(self, conn: HttpConnection) -> None:
-        self._conn = conn
-        self._chunks: deque[bytes] = deque()
-        self._size = 0
-        self._eof = False
-        self._paused = False
-        self._waiter: asyncio.Future[None] | None = None
-        self.discarded = -1  # >= 0 once the handler answered early and the rest is thrown away
-
-    def discard(self) -> None:
-        """The handler answered before reading everything: drop what is buffered and what comes."""
-        self.discarded = 0
-        self._chunks.clear()
-        self._size = 0
-        if self._paused:
-            self._paused = False
-            self._conn._resume("body")
-
-    def feed(self, data: bytes) -> None:
-        if self.discarded >= 0:
-            self.discarded += len(data)
-            if self.discarded > MAX_DISCARD and self._conn.transport is not None:
-                self._conn.transport.close()
-            return
-        self._chunks.append(data)
-        self._size += len(data)
-        if not self._paused and self._size > _BODY_HIGH_WATER:
-            self._paused = True
-            self._conn._pause("body")
-        self._wake()
-
-    def end(self) -> None:
-        self._eof = True
-        self._wake()
-
-    def _wake(self) -> None:
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result(None)
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        while True:
-            while not self._chunks and not self._eof:
-                self._waiter = asyncio.get_running_loop().create_future()
-                try:
-                    await self._waiter
-                finally:
-                    self._waiter = None
-            if not self._chunks:
-                return
-            chunk = self._chunks.popleft()
-            self._size -= len(chunk)
-            if self._paused and self._size < _BODY_HIGH_WATER // 2:
-                self._paused = False
-                self._conn._resume("body")
-            yield chunk
-
-
-class _ChunkedWriter:
-    def __init__(self, conn: HttpConnection, head_only: bool) -> None:
-        self._conn = conn
-        self._head_only = head_only
-        self.closed = False
-
-    async def write(self, data: bytes) -> None:
-        if not data or self._head_only:
-            return
-        conn = self._conn
-        if conn.transport is None or conn.transport.is_closing():
-            raise ConnectionResetError("client disconnected")
-        conn.transport.write(b"%x\r\n%b\r\n" % (len(data), data))
-        if conn._running is not None:
-            conn._running.sent += len(data)
-        await conn.drain()
-
-    async def close(self) -> None:
-        if self.closed:
-            return
-        self.closed = True
-        t = self._conn.transport
-        if t is not None and not t.is_closing() and not self._head_only:
-            t.write(b"0\r\n\r\n")
-
 
 _READ_BUFFER = 4096  # what a connection starts with, and returns to when idle
 _GROWN_BUFFER = 65536  # the most a buffer grows to while reads fill it
@@ -273,21 +69,14 @@ class _ClosedParser:
 _CLOSED_PARSER = _ClosedParser()
 
 
-class _Abort(Exception):
-    """Raised from a parser callback to stop parsing the rest of the bytes at once (an error answer
-    has been sent; nothing after it may be dispatched)."""
-
-
-class HttpConnection(asyncio.BufferedProtocol):
+class HttpConnection(RequestParsing, asyncio.BufferedProtocol):
     """asyncio reads into this connection's own buffer (``get_buffer``/``buffer_updated``): a plain
     Protocol makes asyncio allocate a fresh 256 KiB bytes object per read, which costs an mmap, an
     mremap and a munmap syscall for every request (measured: see docs/performance.md)."""
 
-    __slots__ = ("app", "_rbuf", "_rview", "_grow_to", "_shrink", "_identify", "transport", "identity",
-                 "_parser", "_url", "_headers", "_current", "_queue", "_running", "_task", "_state", "_hijack",
-                 "_raw", "_upgrade_job", "_upgrade_need", "_can_write", "_write_waiter", "_writer", "_peer_eof", "deadline",
-                 "_in_headers", "_header_bytes", "_dead", "_pauses", "on_close", "_queued_bytes", "_audit_memo", "authz_memo",
-                 "_deadline_unpaused", "_uploading")
+    __slots__ = ("app", "_rbuf", "_rview", "_grow_to", "_identify", "transport", "identity", "_queue", "_running",
+                 "_task", "_hijack", "_can_write", "_write_waiter", "_writer", "_peer_eof", "deadline", "_dead",
+                 "_pauses", "on_close", "_queued_bytes", "_audit_memo", "authz_memo", "_deadline_unpaused")
 
     def __init__(self, app: Application, identify: Callable[[asyncio.BaseTransport], Identity]) -> None:
         self.app = app
@@ -303,18 +92,18 @@ class HttpConnection(asyncio.BufferedProtocol):
         self._parser: Any = httptools.HttpRequestParser(self)
         self._url = b""
         self._headers: dict[str, str] = {}
-        self._current: _Job | None = None  # the job being parsed
-        self._queue: deque[_Job] = deque()  # parsed, waiting to run
-        self._running: _Job | None = None
+        self._current: Job | None = None  # the job being parsed
+        self._queue: deque[Job] = deque()  # parsed, waiting to run
+        self._running: Job | None = None
         self._task: asyncio.Task[None] | None = None
         self._state = "IDLE"
         self._hijack: HijackedStream | None = None
         self._raw: bytearray | None = None  # bytes after an upgrade request, before the hijack
-        self._upgrade_job: _Job | None = None
+        self._upgrade_job: Job | None = None
         self._upgrade_need = 0
         self._can_write = True
         self._write_waiter: asyncio.Future[None] | None = None
-        self._writer: _ChunkedWriter | None = None
+        self._writer: ChunkedWriter | None = None
         self._peer_eof = False
         self.deadline = time.monotonic() + app.limits.idle_timeout  # the sweeper closes us after it
         self._in_headers = False
@@ -455,6 +244,10 @@ class HttpConnection(asyncio.BufferedProtocol):
         if w is not None and not w.done():
             w.set_result(None)
 
+    def count_sent(self, n: int) -> None:
+        if self._running is not None:
+            self._running.sent += n
+
     async def drain(self) -> None:
         """Wait while the client is not reading what we send (asyncio's write buffer is full)."""
         while not self._can_write and self.transport is not None:
@@ -464,12 +257,12 @@ class HttpConnection(asyncio.BufferedProtocol):
         if self.transport is None:
             raise ConnectionResetError("client disconnected")
 
-    def _pause(self, why: str) -> None:
+    def pause_reading(self, why: str) -> None:
         if not self._pauses and self.transport is not None:
             self.transport.pause_reading()
         self._pauses.add(why)
 
-    def _resume(self, why: str) -> None:
+    def resume_reading(self, why: str) -> None:
         if why in self._pauses:
             self._pauses.discard(why)
             if not self._pauses and self.transport is not None and not self.transport.is_closing():
@@ -484,139 +277,13 @@ class HttpConnection(asyncio.BufferedProtocol):
         if self.transport is not None:
             self.transport.close()
 
-    # ---- httptools callbacks ----------------------------------------------------------------
-    def on_message_begin(self) -> None:
-        self._url = b""
-        self._headers = {}
-        self._current = _Job()
-        self._in_headers = True
-        self._header_bytes = 0
-        self._state = "HEADERS" if self._running is None else self._state
-        self._set_deadline(time.monotonic() + self.app.limits.header_timeout)
-
-    def on_url(self, url: bytes) -> None:
-        self._url += url
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self._headers[name.lower().decode("latin-1")] = value.decode("latin-1")
-
-    def on_headers_complete(self) -> None:
-        if self._dead:
-            raise _Abort
-        self._in_headers = False
-        if self._header_bytes + len(self._url) > self.app.limits.max_header_bytes:
-            self._bad_request("request header fields too large", status=431)
-            raise _Abort
-        self._set_deadline(time.monotonic() + self.app.limits.body_timeout)
-        job = self._current
-        assert job is not None
-        job.keep_alive = self._parser.should_keep_alive()
-        job.upgrade = self._parser.should_upgrade()
-        method = self._parser.get_method().decode("latin-1")
-        if self.app.auditor is not None:
-            job.method, job.target, job.started = method, self._url, time.monotonic()
-        try:
-            parsed = httptools.parse_url(self._url)
-        except httptools.HttpParserInvalidURLError:
-            job.response = self._error_response(400, f"invalid URL: {self._url[:200]!r}")
-            return
-        raw = parsed.path
-        raw_path = raw.decode("latin-1") if b"%" not in raw and raw.isascii() else _decode_path(raw)
-        if raw_path is None:
-            job.response = self._error_response(400, f"invalid URL escape in {self._url[:200]!r}")
-            return
-        query = parsed.query.decode("latin-1") if parsed.query else ""
-        version, path = versions.split_version(raw_path)
-        if version is not None:
-            try:
-                versions.check_version(version)
-            except InvalidParameter as exc:
-                job.response = self._error_response(400, exc.message)
-                return
-        found = self.app.router.match(method, path)
-        if found is None:
-            job.response = self._error_response(404, "page not found")
-            return
-        route, params = found
-        api_version = version or versions.API_VERSION
-        if route.min_version and not versions.at_least(api_version, route.min_version):
-            job.response = self._error_response(404, "page not found")
-            return
-        job.route = route
-        job.request = Request(method, path, query, self._headers, api_version, self.identity, params,
-                              connection=self,
-                              raw_target=self._url.decode("latin-1") if self.app.authorizer is not None else "")
-        if route.stream_body and not job.upgrade:
-            assert self.transport is not None
-            job.body_stream = _BodyStream(self)
-            self._uploading = True  # reads may grow up to 1 MiB, as fast as the upload fills them
-            self._enqueue(job)
-
-    def on_body(self, body: bytes) -> None:
-        if self._dead:
-            raise _Abort
-        self._set_deadline(time.monotonic() + self.app.limits.body_timeout)
-        job = self._current
-        assert job is not None
-        if job.body_stream is not None:
-            job.body_stream.feed(body)
-            return
-        job.body_size += len(body)
-        if job.body_size > self.app.limits.max_body:
-            self._bad_request("request body too large", status=413)
-            raise _Abort
-        job.body_parts.append(body)
-
-    def on_message_complete(self) -> None:
-        if self._dead:
-            raise _Abort
-        job = self._current
-        assert job is not None
-        self._current = None
-        job.complete = True
-        self._set_deadline(math.inf)  # the request is read: now it waits for us
-        if job.body_stream is not None:
-            job.body_stream.end()
-            self._shrink = True
-            self._uploading = False
-            if job.body_stream.discarded >= 0 and self.transport is not None:
-                self.transport.close()  # the early answer is sent; the upload is over
-            return  # dispatched at headers-complete
-        if job.request is not None:
-            job.request.body = b"".join(job.body_parts)
-            job.body_parts = []
-        if job.upgrade:
-            need = int(self._headers.get("content-length", "0") or 0)
-            if need > self.app.limits.max_body:
-                self._bad_request("request body too large", status=413)
-                raise _Abort
-            if need > 0:  # llhttp does not read an upgrade request's body: we do, from the raw bytes
-                self._upgrade_job, self._upgrade_need = job, need
-                self._set_deadline(time.monotonic() + self.app.limits.body_timeout)
-                return
-        self._enqueue(job)
-
-    # ---- upgrade: raw bytes before and after the hijack ------------------------------------
-    def _raw_received(self, data: bytes | memoryview) -> None:
-        assert self._raw is not None
-        self._raw += data
-        job = self._upgrade_job
-        if job is not None and len(self._raw) >= self._upgrade_need:
-            if job.request is not None:
-                job.request.body = bytes(self._raw[: self._upgrade_need])
-            del self._raw[: self._upgrade_need]
-            self._upgrade_job = None
-            self._enqueue(job)
-        if len(self._raw) > _BODY_HIGH_WATER:
-            self._pause("raw")  # the hijack takes over reading (and resumes it) once the handler runs
-
     # ---- running handlers in order ----------------------------------------------------------
-    def _enqueue(self, job: _Job) -> None:
+    def _enqueue(self, job: Job) -> None:
         self._queue.append(job)
         if job.request is not None:
             self._queued_bytes += len(job.request.body)
         if len(self._queue) >= self.app.limits.pipeline or self._queued_bytes > _QUEUED_BODY_BUDGET:
-            self._pause("pipeline")
+            self.pause_reading("pipeline")
         if self._running is None:
             self._run_next()
 
@@ -627,7 +294,7 @@ class HttpConnection(asyncio.BufferedProtocol):
             if job.request is not None:
                 self._queued_bytes -= len(job.request.body)
             if len(self._queue) < self.app.limits.pipeline // 2 and self._queued_bytes <= _QUEUED_BODY_BUDGET // 2:
-                self._resume("pipeline")
+                self.resume_reading("pipeline")
             self._running = job
             if job.response is not None:
                 self._send(job, job.response)
@@ -642,13 +309,13 @@ class HttpConnection(asyncio.BufferedProtocol):
                     if self.app.authorizer is not None:
                         pending = self.app.authorizer.authorize(req, route)
                 except Exception as exc:  # noqa: BLE001 - a denial (Forbidden) or a bad request
-                    self._send(job, self._exception_response(exc, req))
+                    self._send(job, wire.exception_response(exc, req))
                     continue
             if not route.is_async and pending is None and req.review is None:
                 try:
                     resp = route.handler(req)
                 except Exception as exc:  # noqa: BLE001 - mapped to a status in one place
-                    resp = self._exception_response(exc, req)
+                    resp = wire.exception_response(exc, req)
                 assert resp is None or isinstance(resp, Response)
                 self._send(job, resp if resp is not None else Response.empty())
                 continue
@@ -656,7 +323,7 @@ class HttpConnection(asyncio.BufferedProtocol):
             self._task = asyncio.get_running_loop().create_task(self._run_async(job, pending))
             return
 
-    async def _run_async(self, job: _Job, pending: Awaitable[None] | None = None) -> None:
+    async def _run_async(self, job: Job, pending: Awaitable[None] | None = None) -> None:
         route, req = job.route, job.request
         assert route is not None and req is not None
         try:
@@ -665,14 +332,14 @@ class HttpConnection(asyncio.BufferedProtocol):
                     await pending  # an authorization that has to wait (a plugin's answer)
                 resp = await route.handler(req) if route.is_async else route.handler(req)  # type: ignore[misc]
             except Exception as exc:  # noqa: BLE001 - mapped to a status in one place
-                resp = self._exception_response(exc, req)
+                resp = wire.exception_response(exc, req)
             if req.review is not None and self.app.authorizer is not None:
                 streamed = self._hijack is not None or self._writer is not None
                 try:
                     reviewed = await self.app.authorizer.review(
                         req, resp if not streamed and isinstance(resp, Response) else None)
                 except Exception as exc:  # noqa: BLE001 - a plugin's refusal of the response, or its failure
-                    reviewed = self._exception_response(exc, req)
+                    reviewed = wire.exception_response(exc, req)
                 if not streamed and reviewed is not None:
                     resp = reviewed
         except asyncio.CancelledError:
@@ -697,22 +364,13 @@ class HttpConnection(asyncio.BufferedProtocol):
             resp = Response.empty()
         self._send(job, resp if isinstance(resp, Response) else Response.empty())
 
-    def _send(self, job: _Job, resp: Response) -> None:
+    def _send(self, job: Job, resp: Response) -> None:
         t = self.transport
         if t is None:
             return
         req = job.request
-        head_only = req is not None and req.method == "HEAD"
         keep_alive = job.keep_alive and not job.upgrade and job.complete
-        date = _date_header()
-        if resp.static:
-            key = (id(resp), head_only, keep_alive)
-            hit = _static_cache.get(key)
-            if hit is None or hit[0] is not date:
-                hit = _static_cache[key] = (date, self._encode(resp, date, head_only, keep_alive))
-            out = hit[1]
-        else:
-            out = self._encode(resp, date, head_only, keep_alive)
+        out = wire.encode(resp, self.app.common_headers, req is not None and req.method == "HEAD", keep_alive)
         t.write(out)
         job.status, job.sent = resp.status, len(out)
         if self.app.debug and req is not None:
@@ -720,23 +378,7 @@ class HttpConnection(asyncio.BufferedProtocol):
                       "?" + req.raw_query if req.raw_query else "", resp.status)
         self._finish(job, keep_alive)
 
-    def _encode(self, resp: Response, date: bytes, head_only: bool, keep_alive: bool) -> bytes:
-        parts = [_STATUS_LINES.get(resp.status) or f"HTTP/1.1 {resp.status} Unknown\r\n".encode(),
-                 self.app.common_headers, date]
-        if resp.content_type:
-            parts.append(b"Content-Type: " + resp.content_type.encode() + b"\r\n")
-        if resp.headers:
-            parts.extend(f"{k}: {v}\r\n".encode() for k, v in resp.headers.items())
-        if resp.status != 304 and resp.status != 204 and resp.status >= 200:
-            parts.append(b"Content-Length: %d\r\n" % len(resp.body))
-        if not keep_alive:
-            parts.append(b"Connection: close\r\n")
-        parts.append(b"\r\n")
-        if resp.body and not head_only and resp.status not in (204, 304):
-            parts.append(resp.body)
-        return b"".join(parts)
-
-    def _finish(self, job: _Job, keep_alive: bool) -> None:
+    def _finish(self, job: Job, keep_alive: bool) -> None:
         if self.app.auditor is not None:
             self._audit(job)
         self._running = None
@@ -762,7 +404,7 @@ class HttpConnection(asyncio.BufferedProtocol):
             self._shrink = True
         self._run_next()
 
-    def _audit(self, job: _Job) -> None:
+    def _audit(self, job: Job) -> None:
         auditor = self.app.auditor
         if auditor is None or not job.method:
             return
@@ -778,12 +420,12 @@ class HttpConnection(asyncio.BufferedProtocol):
     # ---- streaming and hijack (ConnectionControl) --------------------------------------------
     async def start_stream(
         self, status: int = 200, content_type: str = "application/json", headers: dict[str, str] | None = None
-    ) -> _ChunkedWriter:
+    ) -> ChunkedWriter:
         """Send the head of a chunked response; the handler then writes chunks and returns None."""
         job = self._running
         assert job is not None and self.transport is not None
         head_only = job.request is not None and job.request.method == "HEAD"
-        parts = [_STATUS_LINES[status], self.app.common_headers, _date_header(),
+        parts = [wire.STATUS_LINES[status], self.app.common_headers, wire.date_header(),
                  b"Content-Type: " + content_type.encode() + b"\r\n"]
         if headers:
             parts.extend(f"{k}: {v}\r\n".encode() for k, v in headers.items())
@@ -792,7 +434,7 @@ class HttpConnection(asyncio.BufferedProtocol):
         job.status = status
         self._state = "STREAMING"
         self._set_deadline(math.inf)
-        self._writer = _ChunkedWriter(self, head_only)
+        self._writer = ChunkedWriter(self, head_only)
         await self.drain()
         return self._writer
 
@@ -839,18 +481,6 @@ class HttpConnection(asyncio.BufferedProtocol):
         return once()
 
     # ---- errors -------------------------------------------------------------------------------
-    def _error_response(self, status: int, message: str) -> Response:
-        return Response(status, error_body(message))
-
-    def _exception_response(self, exc: BaseException, req: Request) -> Response:
-        status = status_for(exc)
-        if isinstance(exc, BerthError):
-            if status >= 500:
-                log.error("%s %s: %s", req.method, req.path, exc.message)
-            return Response(status, error_body(exc.message))
-        log.error("bug: unhandled error in %s %s", req.method, req.path, exc_info=exc)
-        return Response(500, error_body(f"internal error in berthd: {type(exc).__name__}"))
-
     def _bad_request(self, message: str, status: int = 400) -> None:
         """Answer an error that ends the connection: nothing after it is parsed or dispatched."""
         if self._dead:
@@ -860,10 +490,7 @@ class HttpConnection(asyncio.BufferedProtocol):
         self._queued_bytes = 0
         t = self.transport
         if t is not None and self._running is None and self._state != "HIJACKED":
-            body = error_body(message)
-            t.write(_STATUS_LINES[status] + self.app.common_headers
-                    + b"Content-Type: application/json\r\nConnection: close\r\nContent-Length: %d\r\n\r\n"
-                    % len(body) + body)
+            t.write(wire.closing_error(status, message, self.app.common_headers))
         if t is not None:
             t.close()
 
@@ -871,14 +498,3 @@ class HttpConnection(asyncio.BufferedProtocol):
         """Close this connection at once (daemon shutdown)."""
         if self.transport is not None:
             self.transport.close()
-
-
-def _decode_path(raw: bytes) -> str | None:
-    """The request path percent-decoded, as Go's net/http gives it to dockerd's router (docker-py quotes a
-    network named ``test 01`` as ``test%2001``); ``+`` stays ``+``. None: an escape that is not UTF-8."""
-    if b"%" not in raw and raw.isascii():
-        return raw.decode("ascii")
-    try:
-        return urllib.parse.unquote_to_bytes(raw).decode("utf-8")
-    except UnicodeDecodeError:
-        return None

@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterator
 from typing import BinaryIO
 
 from berth.errors import Conflict, InvalidParameter, NotFound
-from berth.linux import safepath
+from berth.linux import safetree
 from berth.linux.idmap import IDMap
 from berth.linux.safepath import Root
 from berth.tarfmt import BLOCKDEV, CHAR, DIR, FIFO, HARDLINK, REGULAR, SYMLINK, Entry, TarReader
@@ -110,7 +110,7 @@ class _Out:
         if stat.S_ISDIR(st.st_mode):
             yield self.header(arcname, st, tarfile.DIRTYPE)
         elif stat.S_ISLNK(st.st_mode):
-            fd = safepath.open_child(dirfd, name)
+            fd = safetree.open_child(dirfd, name)
             try:
                 target = os.readlink("", dir_fd=fd)
             finally:
@@ -121,7 +121,7 @@ class _Out:
             if st.st_nlink > 1 and key in self.links:
                 yield self.header(arcname, st, tarfile.LNKTYPE, self.links[key])
                 return
-            fd = safepath.open_regular_child(dirfd, name)
+            fd = safetree.open_regular_child(dirfd, name)
             if fd < 0:
                 return  # gone, or swapped for something else meanwhile: not copied
             try:
@@ -176,12 +176,12 @@ def tar_stream(root: Root, path: str, arcname: str, container: str, end: bool = 
         yield from out.entry(pfd, name, st, arcname)
         if stat.S_ISDIR(st.st_mode):
             try:
-                dfd = safepath.open_child(pfd, name, os.O_PATH | os.O_DIRECTORY)
+                dfd = safetree.open_child(pfd, name, os.O_PATH | os.O_DIRECTORY)
             except OSError:
                 dfd = -1
             if dfd >= 0:
                 try:
-                    for rel, dirfd, child, cst in safepath.walk(dfd):
+                    for rel, dirfd, child, cst in safetree.walk(dfd):
                         yield from out.entry(dirfd, child, cst, f"{arcname}/{rel}")
                 finally:
                     os.close(dfd)
@@ -198,7 +198,7 @@ def tree_stream(dirfd: int, arcname: str = "", end: bool = True, include_top: bo
     if include_top and arcname not in ("", "."):
         yield out.header(arcname, os.fstat(dirfd), tarfile.DIRTYPE)
     prefix = "" if arcname in ("", ".") else arcname + "/"
-    for rel, parent, name, st in safepath.walk(dirfd):
+    for rel, parent, name, st in safetree.walk(dirfd):
         yield from out.entry(parent, name, st, prefix + rel)
     if end:
         yield bytes(1024)
@@ -207,7 +207,7 @@ def tree_stream(dirfd: int, arcname: str = "", end: bool = True, include_top: bo
 def _opaque(dirfd: int, name: str) -> bool:
     """Whether overlayfs marked the upper directory ``name`` opaque (it hides the lower ones)."""
     try:
-        fd = safepath.open_child(dirfd, name, os.O_RDONLY | os.O_DIRECTORY)
+        fd = safetree.open_child(dirfd, name, os.O_RDONLY | os.O_DIRECTORY)
     except OSError:
         return False
     try:
@@ -229,7 +229,7 @@ def layer_stream(upper_fd: int, hidden: Callable[[str], bool], idmap: IDMap | No
     ``.wh..wh..opq``). ``hidden(path)``: the runtime's mount points, not the container's changes.
     Device nodes are left out (berth's layer reader refuses them), each reported to ``on_skip``."""
     out = _Out(idmap)
-    for rel, parent, name, st in safepath.walk(upper_fd):
+    for rel, parent, name, st in safetree.walk(upper_fd):
         if hidden("/" + rel):
             continue
         head, _, base = rel.rpartition("/")
@@ -371,7 +371,7 @@ def _extract_one(root: Root, dest: str, comps: list[str], e: Entry, reader: TarR
             raise InvalidParameter(f"refused to extract {'/'.join(comps)!r}: unsupported entry type")
         os.chown(name, uid, gid, dir_fd=pfd, follow_symlinks=False)
         if e.type != SYMLINK:
-            fd = safepath.open_child(pfd, name)
+            fd = safetree.open_child(pfd, name)
             try:
                 os.chmod(f"/proc/self/fd/{fd}", e.mode)  # fchmod() refuses O_PATH descriptors
                 os.utime(f"/proc/self/fd/{fd}", (e.mtime, e.mtime))
@@ -391,10 +391,10 @@ def copy_up(src: Root, path: str, dest_dir: str, on_skip: Callable[[str], None] 
         return False
     dfd = os.open(dest_dir, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        if safepath.scandir(dfd):
+        if safetree.scandir(dfd):
             return False  # the volume has content already: never overwritten
         st = os.fstat(sfd)
-        safepath.copy_tree(sfd, dfd, on_skip)
+        safetree.copy_tree(sfd, dfd, on_skip)
         os.chown(f"/proc/self/fd/{dfd}", st.st_uid, st.st_gid)
         os.chmod(f"/proc/self/fd/{dfd}", stat.S_IMODE(st.st_mode))
         return True

@@ -17,7 +17,7 @@ from berth.container import mounts as cmounts
 from berth.container.model import Container
 from berth.container.rootfs import Rootfs
 from berth.errors import Conflict
-from berth.linux import safepath
+from berth.linux import safepath, safetree
 from berth.linux.mount import is_mounted
 
 log = logging.getLogger("berth.containers")
@@ -57,7 +57,7 @@ class Files:
         lower_fds = [os.open(low, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC) for low in lowers]
         ufd = os.open(upper, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
-            for rel_path, _parent, _name, st in safepath.walk(ufd):
+            for rel_path, _parent, _name, st in safetree.walk(ufd):
                 rel = "/" + rel_path
                 if rel in hidden or any(rel.startswith(h + "/") for h in hidden if h in ("/dev", "/proc", "/sys")):
                     holders.update(rel[:i] for i in range(1, len(rel)) if rel[i] == "/")
@@ -66,7 +66,7 @@ class Files:
                     dirs.add(rel)
                 if stat.S_ISCHR(st.st_mode) and st.st_rdev == 0:
                     kind = 2
-                elif any(safepath.exists_beneath(low, rel_path) for low in lower_fds):
+                elif any(safetree.exists_beneath(low, rel_path) for low in lower_fds):
                     kind = 0
                 else:
                     kind = 1

@@ -11,8 +11,10 @@ ended while berthd was down.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
+import shutil
 import time
 from collections.abc import Awaitable, Callable
 
@@ -28,7 +30,7 @@ from berth.container.runtime import OCIRuntime, pid_alive, read_exit_code, wait_
 from berth.errors import BerthError, System
 from berth.linux import cgroups
 from berth.linux.inotify import DirWatch
-from berth.linux.mount import is_mounted
+from berth.linux.mount import is_mounted, umount
 
 log = logging.getLogger("berth.containers")
 REMOVED_EXITS_KEPT = 256  # exit codes of --rm containers kept for a late wait
@@ -170,6 +172,40 @@ class Monitor:
             self.networks.teardown(ctr.id)
         except BerthError as exc:
             log.warning("releasing the network of %s: %s", ctr.short_id, exc.message)
+
+    def remove_files(self, cid: str) -> None:
+        """A removed container's directories and exit file."""
+        shutil.rmtree(self.layout.paths(cid).bundle, ignore_errors=True)
+        shutil.rmtree(self.layout.dir(cid), ignore_errors=True)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.layout.exit_file(cid))
+
+    def sweep(self) -> list[str]:
+        """Remove what an interrupted create or remove left: runtime state, directories and exit files
+        without a row."""
+        known = self.registry.rows.ids()
+        removed = []
+        for runtime in self.runtimes.values():  # runtime state of containers whose row is gone
+            if not os.path.isdir(runtime.root):
+                continue
+            for name in os.listdir(runtime.root):
+                if len(name) == 64 and name not in known:
+                    with contextlib.suppress(BerthError):
+                        runtime.delete(name, True)
+                    removed.append(f"{runtime.name} state of {name[:12]}")
+        for base in (self.layout.root, self.layout.run_root):
+            for name in os.listdir(base):
+                if name in known:
+                    continue
+                for mounted in ("rootfs", "shm"):
+                    umount(os.path.join(base, name, mounted), detach=True)
+                shutil.rmtree(os.path.join(base, name), ignore_errors=True)
+                removed.append(f"containers/{name}")
+        for name in os.listdir(self.layout.exit_dir):
+            if name not in known:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(os.path.join(self.layout.exit_dir, name))
+        return removed
 
     # ---- the restart policy --------------------------------------------------------------------------
     def _schedule_restart(self, ctr: Container) -> None:

@@ -44,6 +44,18 @@ class Rootfs:
                       rootfs, self.userns if idmap is not None else None)
         return idmap
 
+    def mount_for_start(self, ctr: Container) -> IDMap | None:
+        """The rootfs in the bundle, mounted afresh (a mount an interrupted start left goes first)."""
+        rootfs = self.layout.rootfs(ctr.id)
+        os.makedirs(rootfs, mode=0o700, exist_ok=True)
+        if is_mounted(rootfs):
+            umount(rootfs)
+        return self.mount(ctr, rootfs)
+
+    @staticmethod
+    def unmount(path: str) -> None:
+        umount(path, True)
+
     def mount_shm(self, ctr: Container, idmap: IDMap | None) -> str:
         """The host-side tmpfs of an ``--ipc shareable`` container (under berth's own directory)."""
         shm = self.layout.shm(ctr.id)

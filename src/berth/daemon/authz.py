@@ -33,8 +33,7 @@ from typing import Any
 from berth.api import versions
 from berth.api.http import Request, Response
 from berth.api.router import Route
-from berth.container import defaults as cspec
-from berth.container import hostconfig
+from berth.daemon.authz_context import HOST_NAMESPACES, create_context, exec_context
 from berth.errors import BerthError, Forbidden, InvalidParameter, NotFound
 from berth.security import authzplugin
 from berth.security import policy as pol
@@ -56,7 +55,6 @@ class _Review:
     filter_list: bool = True  # a list: keep the items the caller may list
     payload: dict[str, Any] | None = None  # the AuthZ plugins' request, for AuthZRes
 _NOT_REMEMBERED = pol.CREATES | _STARTS | {"container.exec", "container.commit"}  # body or query decide
-_HOST_NAMESPACES = ("network_mode", "pid_mode", "ipc_mode", "uts_mode", "userns_mode", "cgroupns_mode")
 
 
 @dataclass(frozen=True, slots=True)
@@ -335,7 +333,7 @@ class Gate:
             asks.append("a bind that exposes the daemon's socket")
         asks += [f"host path {p}" for p in c["host_paths"] if p in _shortest(c["host_paths"])][:3]
         asks += [f"device {d}" for d in c["devices"][:3]] + [f"cap_add {x}" for x in c["cap_add"][:3]]
-        asks += [f"{k} {c[k]}" for k in _HOST_NAMESPACES if c[k] == "host" or str(c[k]).startswith("container:")]
+        asks += [f"{k} {c[k]}" for k in HOST_NAMESPACES if c[k] == "host" or str(c[k]).startswith("container:")]
         return f"{d.message} (the request asks for: {', '.join(asks)})" if asks else d.message
 
     def query(self, subject: pol.Subject, req: Request, route: Route) -> pol.Query:
@@ -348,10 +346,10 @@ class Gate:
             neutral = False
             body = _json_object(req.body)
             if action == "container.create":
-                context, labels = self.container_context(body)
+                context, labels = create_context(body, self.resolver.host_binds, self.daemon_sockets)
                 rtype, rid = "Container", "new"
             elif action == "container.exec":
-                context = self._exec_context(body)
+                context = exec_context(body)
             else:
                 labels = _labels(body.get("Labels") or body.get("labels"))
                 rtype, rid = ("Volume" if action == "volume.create" else "Network"), "new"
@@ -365,7 +363,7 @@ class Gate:
             # starting it as well as to creating it
             stored = self.resolver.create_body(rid)
             if stored is not None:
-                context, _ = self.container_context(stored)
+                context, _ = create_context(stored, self.resolver.host_binds, self.daemon_sockets)
                 neutral = False
         context.update(listener=req.identity.listener, role=subject.role, method=req.method, path=req.path)
         return pol.Query(subject, action, rtype, rid, MappingProxyType(dict(labels)), context, neutral)
@@ -396,68 +394,6 @@ class Gate:
             ref = next(iter(p.values()), "") or req.arg("container")
             return rtype, ref, {}  # no such object: decided without labels (the handler answers 404)
         return rtype, found[0], found[1]
-
-    # ---- what a create asks for -----------------------------------------------------------------
-    def container_context(self, body: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
-        body = hostconfig.canonical_keys(body, hostconfig.CONFIG_FIELDS)
-        hc = body.get("HostConfig") or {}
-        if not isinstance(hc, dict):
-            raise InvalidParameter("HostConfig must be a JSON object")
-        hc = hostconfig.canonical_keys(hc, hostconfig.HONOURED | frozenset(hostconfig.REFUSED))
-        ctx = pol.neutral_context()
-        paths: set[str] = set()
-        for bind in _strings(hc.get("Binds")):
-            src = bind.split(":", 1)[0]
-            if src.startswith("/"):
-                paths.add(src)
-        for m in hc.get("Mounts") or []:
-            if isinstance(m, dict):
-                m = {k.lower(): v for k, v in m.items()}
-                if str(m.get("type") or "").lower() == "bind" and isinstance(m.get("source"), str):
-                    paths.add(m["source"])
-        for ref in _strings(hc.get("VolumesFrom")):
-            try:
-                paths.update(self.resolver.host_binds(ref.split(":", 1)[0]))
-            except BerthError:
-                continue  # the create answers for a container that does not exist
-        resolved = {os.path.normpath(p) for p in paths} | {os.path.realpath(p) for p in paths}
-        prefixes = {a for p in resolved for a in _ancestors(p)}
-        devices = [str(d.get("PathOnHost") or "") for d in hc.get("Devices") or [] if isinstance(d, dict)]
-        caps = sorted({c.upper().removeprefix("CAP_") for c in _strings(hc.get("CapAdd"))})
-        opts = _strings(hc.get("SecurityOpt"))
-        unconfined = {o.replace(":", "=", 1) for o in opts}
-        ctx.update(
-            privileged=bool(hc.get("Privileged")),
-            host_paths=sorted(resolved), host_path_prefixes=sorted(prefixes),
-            daemon_socket=any(s == p or s.startswith(p.rstrip("/") + "/") for s in self.daemon_sockets
-                              for p in resolved),
-            devices=sorted(set(devices)), cap_add=caps,
-            network_mode=str(hc.get("NetworkMode") or ""), pid_mode=str(hc.get("PidMode") or ""),
-            ipc_mode=str(hc.get("IpcMode") or ""), uts_mode=str(hc.get("UTSMode") or ""),
-            userns_mode=str(hc.get("UsernsMode") or ""), cgroupns_mode=str(hc.get("CgroupnsMode") or ""),
-            security_opt=sorted(set(opts)),
-            seccomp_unconfined="seccomp=unconfined" in unconfined,
-            image=str(body.get("Image") or ""), user=str(body.get("User") or ""),
-        )
-        rules = sorted(set(_strings(hc.get("DeviceCgroupRules"))))
-        ctx["device_cgroup_rules"] = rules
-        ctx["paths_unconfined"] = "systempaths=unconfined" in unconfined or any(
-            isinstance(hc.get(k), list) and not set(default) <= set(_strings(hc.get(k)))
-            for k, default in (("MaskedPaths", cspec.MASKED), ("ReadonlyPaths", cspec.READONLY)))
-        ctx["escalates"] = bool(
-            ctx["privileged"] or resolved or devices or caps or ctx["seccomp_unconfined"] or rules
-            or ctx["paths_unconfined"] or unconfined & {"apparmor=unconfined", "label=disable"}
-            or any(ctx[k] == "host" for k in _HOST_NAMESPACES)
-            or any(str(ctx[k]).startswith("container:") for k in ("pid_mode", "ipc_mode", "network_mode")))
-        return ctx, _labels(body.get("Labels"))
-
-    @staticmethod
-    def _exec_context(body: dict[str, Any]) -> dict[str, Any]:
-        body = {k.lower(): v for k, v in body.items()}
-        ctx = pol.neutral_context()
-        ctx.update(privileged=bool(body.get("privileged")), user=str(body.get("user") or ""))
-        ctx["escalates"] = ctx["privileged"]
-        return ctx
 
 
 def force_labels(raw: bytes, labels: Mapping[str, str]) -> bytes:
@@ -501,17 +437,5 @@ def _json_object(raw: bytes) -> dict[str, Any]:
     return body
 
 
-def _strings(value: Any) -> list[str]:
-    return [v for v in value if isinstance(v, str)] if isinstance(value, list) else []
-
-
 def _labels(value: Any) -> dict[str, str]:
     return {str(k): str(v) for k, v in value.items()} if isinstance(value, dict) else {}
-
-
-def _ancestors(path: str) -> list[str]:
-    out = [path]
-    while path not in ("/", ""):
-        path = os.path.dirname(path)
-        out.append(path)
-    return out

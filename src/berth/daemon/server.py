@@ -8,22 +8,17 @@ the pidfile goes. SIGHUP reloads debug, log-level and labels from daemon.json an
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import errno
 import hashlib
 import logging
 import os
-import resource
-import shutil
 import signal
-import ssl
-import uuid
 from collections.abc import Callable, Mapping
 from contextlib import ExitStack
-from dataclasses import replace
 
 from berth import API_VERSION, __version__
-from berth.api.connection import Application, HttpConnection, Limits
+from berth.api.application import Application
+from berth.api.connection import HttpConnection
 from berth.api.hijack import parse_detach_keys
 from berth.api.router import Route, Router
 from berth.api.routes import containers as container_routes
@@ -34,8 +29,7 @@ from berth.api.routes import system as system_routes
 from berth.api.routes import volumes as volume_routes
 from berth.container.exec import ExecService
 from berth.container.registry import Layout, Registry
-from berth.container.runtime import OCIRuntime
-from berth.daemon import authz, logs
+from berth.daemon import authz, logs, setup
 from berth.daemon import config as config_mod
 from berth.daemon.auditing import RequestAuditor
 from berth.daemon.backends.containerfiles import ContainerFilesAPI
@@ -48,17 +42,14 @@ from berth.daemon.backends.system import SystemService
 from berth.daemon.backends.volumes import VolumeService
 from berth.daemon.config import Config
 from berth.daemon.events import EventBus, make_event
-from berth.daemon.listeners import Site, fd_sites, server_tls_context, tcp_site, unix_site
-from berth.daemon.userns import resolve as resolve_userns
-from berth.errors import BerthError, Conflict, InvalidParameter, System
+from berth.daemon.listeners import Site
+from berth.errors import BerthError, InvalidParameter, System
 from berth.image.store import ImageStore
-from berth.linux import cgroups, spinpoll, systemd
-from berth.linux.files import write_atomic
-from berth.linux.idmap import UserNamespace, share_with_remapped_root
+from berth.linux import spinpoll, systemd
+from berth.linux.idmap import share_with_remapped_root
 from berth.network.controller import NetworkController
-from berth.network.model import NO_MEMBERS, NetSettings
 from berth.security import actions as actions_mod
-from berth.security import authzplugin, tlsmaterial
+from berth.security import authzplugin
 from berth.security import policy as policy_mod
 from berth.security.audit import FLUSH_EVERY, AuditWriter
 from berth.store.containers import ContainerRows
@@ -67,88 +58,6 @@ from berth.store.networks import NetworkRows
 from berth.volume.local import LocalVolumes
 
 log = logging.getLogger("berth.daemon")
-
-
-def _take_pidfile(path: str) -> None:
-    try:
-        with open(path) as f:
-            old = f.read().strip()
-    except FileNotFoundError:
-        old = ""
-    if old.isdigit() and int(old) != os.getpid():
-        try:
-            os.kill(int(old), 0)
-        except ProcessLookupError:
-            pass
-        except PermissionError:
-            raise Conflict(f"pid file found, ensure berthd is not running or delete {path}") from None
-        else:
-            raise Conflict(f"pid file found, ensure berthd is not running or delete {path}")
-    os.makedirs(os.path.dirname(path) or "/", exist_ok=True)
-    tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "w") as f:
-        f.write(f"{os.getpid()}")
-    os.replace(tmp, path)
-
-
-def _engine_id(data_root: str) -> str:
-    path = os.path.join(data_root, "engine-id")
-    try:
-        with open(path) as f:
-            value = f.read().strip()
-        if value:
-            return value
-    except FileNotFoundError:
-        pass
-    value = str(uuid.uuid4())
-    write_atomic(path, value.encode(), 0o644)
-    return value
-
-
-def _runtimes(exec_root: str) -> dict[str, OCIRuntime]:
-    """The OCI runtimes found on this host. For crun on a hybrid cgroup host, move cgroup2's
-    controllers to v1 hierarchies (crun refuses hybrid mode otherwise), and say so."""
-    found = {}
-    for name in ("crun", "runc"):
-        path = shutil.which(name)
-        if path:
-            found[name] = OCIRuntime(name, path, os.path.join(exec_root, "runtime-" + name))
-    if "crun" in found and os.geteuid() == 0:
-        try:
-            done = cgroups.fix_hybrid_for_crun()
-        except BerthError as exc:
-            log.warning("%s; crun is not used", exc.message)
-            found.pop("crun")
-        else:
-            if done:
-                log.warning("%s", done)
-    if not found:
-        log.warning("neither crun nor runc is installed: containers cannot run (apt-get install crun conmon)")
-    return found
-
-
-def net_settings(cfg: Config) -> NetSettings:
-    return NetSettings(bridge=cfg.bridge, bip=cfg.bip, fixed_cidr=cfg.fixed_cidr, fixed_cidr_v6=cfg.fixed_cidr_v6,
-                       ipv6=cfg.ipv6, iptables=cfg.iptables, ip_masq=cfg.ip_masq, ip_forward=cfg.ip_forward,
-                       icc=cfg.icc, mtu=cfg.mtu, default_bind_ip=cfg.default_bind_ip, pools=cfg.address_pools,
-                       dns=cfg.dns, dns_search=cfg.dns_search, dns_opts=cfg.dns_opts)
-
-
-def tls_context(cfg: Config) -> ssl.SSLContext | None:
-    """The TLS listeners' context, from the files the configuration names (None: no TLS listener)."""
-    if cfg.tls and any(h.proto in ("tcp", "fd") for h in cfg.hosts):
-        return server_tls_context(cfg.tlscert, cfg.tlskey, cfg.tlscacert, cfg.tlsverify, cfg.tlscrl)
-    if cfg.tlscrl:
-        raise InvalidParameter("--tlscrl needs a TLS listener (--tlsverify and a tcp:// or fd:// host)")
-    return None
-
-
-def tls_warnings(cfg: Config) -> list[str]:
-    """Certificates of the TLS listeners that expire within 30 days (or have)."""
-    if not (cfg.tls and any(h.proto in ("tcp", "fd") for h in cfg.hosts)):
-        return []
-    files = {"server certificate": cfg.tlscert, **({"CA certificate": cfg.tlscacert} if cfg.tlsverify else {})}
-    return tlsmaterial.expiry_warnings(files)
 
 
 def _gate(cfg: Config, actions: Mapping[str, str], resolver: authz.Resolver,
@@ -204,32 +113,6 @@ def _file_digest(path: str) -> str:
         return ""
 
 
-def open_sites(cfg: Config) -> list[Site]:
-    """Open every listener or none: on a failure the ones already open are closed."""
-    tls = tls_context(cfg)
-    fds = systemd.listen_fds() if any(h.proto == "fd" for h in cfg.hosts) else []
-    sites: list[Site] = []
-    try:
-        for h in cfg.hosts:
-            if h.proto == "unix":
-                lp = cfg.listener_policies.get(str(h))
-                group = lp.group if lp is not None and lp.group else cfg.group
-                sites.append(unix_site(h.address, group, cfg.group_explicit or group != cfg.group,
-                                       lp.mode if lp is not None and lp.mode is not None else 0o660))
-            elif h.proto == "tcp":
-                if tls is None:
-                    log.warning("API is accessible on http://%s without encryption: anyone who can reach it "
-                                "has root on this host. Only loopback is allowed without TLS.", h.address)
-                sites.append(tcp_site(h, tls, cfg.tlsverify))
-            else:
-                sites.extend(fd_sites(h, fds, tls, cfg.tlsverify))
-    except BaseException:
-        for s in sites:
-            s.close()
-        raise
-    return sites
-
-
 class Daemon:
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
@@ -276,7 +159,7 @@ class Daemon:
             if key in changes:
                 setattr(cfg, key, os.path.abspath(str(changes[key])) if changes[key] else "")
         try:
-            ctx = tls_context(cfg)
+            ctx = setup.tls_context(cfg)
         except BerthError as exc:
             log.error("TLS reload failed, keeping the certificates in use: %s", exc.message)
             return
@@ -285,7 +168,7 @@ class Daemon:
                 site.tls = ctx
         for key in ("tlscert", "tlskey", "tlscacert", "tlscrl"):
             setattr(self.cfg, key, getattr(cfg, key))
-        self.system.tls_warnings = tls_warnings(self.cfg)
+        self.system.tls_warnings = setup.tls_warnings(self.cfg)
         for w in self.system.tls_warnings:
             log.warning("%s", w)
         log.info("reloaded the TLS certificate %s, key, CA %s%s", cfg.tlscert, cfg.tlscacert,
@@ -338,7 +221,7 @@ class Daemon:
     async def run(self) -> int:
         cfg = self.cfg
         with ExitStack() as stack:
-            _take_pidfile(cfg.pidfile)
+            setup.take_pidfile(cfg.pidfile)
             stack.callback(_remove, cfg.pidfile)
             # 0710 root:root as dockerd (CVE-2021-41091): no local user may traverse into layers,
             # volumes or a container's files, where a container could have planted a setuid binary.
@@ -350,26 +233,26 @@ class Daemon:
             image_store = ImageStore(os.path.join(cfg.data_root, "image"), db)
             for leftover in image_store.sweep():
                 log.warning("removed %s, left over from an interrupted operation", leftover)
-            runtimes = _runtimes(cfg.exec_root)
+            runtimes = setup.runtimes(cfg.exec_root)
             volumes = LocalVolumes(os.path.join(cfg.data_root, "volumes"), db)
             for leftover in volumes.sweep():
                 log.warning("removed %s, left over from an interrupted operation", leftover)
             registry = Registry(ContainerRows(db), Layout(cfg.data_root, cfg.exec_root),
                                 lambda *event: self.bus.publish(make_event(*event)))
-            networks = NetworkController(NetworkRows(db), registry.emit, net_settings(cfg), cfg.exec_root,
+            networks = NetworkController(NetworkRows(db), registry.emit, setup.net_settings(cfg), cfg.exec_root,
                                          NetworkMembers(registry))
-            userns = _userns(cfg, image_store.layers.layers)
+            userns = setup.userns(cfg, image_store.layers.layers)
             if userns is not None:
                 stack.callback(userns.close)
                 for path in (cfg.data_root, cfg.exec_root):
                     share_with_remapped_root(path, userns.idmap)
-            life = Lifecycle(db, registry, image_store, volumes, ContainerNetworks(networks), runtimes,
+            life = Lifecycle(registry, image_store, volumes, ContainerNetworks(networks), runtimes,
                              "crun" if "crun" in runtimes else "runc", userns, (cfg.log_driver, cfg.log_opts))
             for leftover in life.sweep():
                 log.warning("removed %s, left over from an interrupted operation", leftover)
             containers = ContainerFacts(life)
             images = ImageService(image_store, self.bus, in_use=containers.images_in_use, df_extra=containers.df)
-            self.system = SystemService(cfg, self.bus, _engine_id(cfg.data_root), image_count=images.counts,
+            self.system = SystemService(cfg, self.bus, setup.engine_id(cfg.data_root), image_count=images.counts,
                                         container_counts=containers.counts)
             execs = ExecService(registry, runtimes, parse_detach_keys)
             router = Router([*system_routes.routes(self.system), *image_routes.routes(images),
@@ -378,7 +261,7 @@ class Daemon:
                              *volume_routes.routes(VolumeService(volumes, self.bus)),
                              *network_routes.routes(NetworkAPI(networks)), *swarm_routes.routes()])
             self.app = Application(router, server=f"berth/{__version__} (linux)", debug=cfg.debug,
-                                   limits=http_limits(os.environ))
+                                   limits=setup.http_limits(os.environ))
             self.actions = actions_mod.methods()
             self.gate = _gate(cfg, self.actions, authz.Resolver(
                 container=containers.labels_of, exec_container=execs.container_of,
@@ -408,11 +291,11 @@ class Daemon:
                 log.info("audit log: %s", cfg.audit_log)
             else:
                 log.warning("audit log: none (audit-log is \"none\"): requests are not recorded")
-            sites = open_sites(cfg)
+            sites = setup.open_sites(cfg)
             for s in sites:
                 stack.callback(s.close)
             self.sites = sites
-            self.system.tls_warnings = tls_warnings(cfg)
+            self.system.tls_warnings = setup.tls_warnings(cfg)
             for w in self.system.tls_warnings:
                 log.warning("%s", w)
             loop = asyncio.get_running_loop()
@@ -429,7 +312,7 @@ class Daemon:
             def factory(identify):  # type: ignore[no-untyped-def]
                 return HttpConnection(app, identify)
 
-            cap = _connection_cap(len(sites), os.environ)
+            cap = setup.connection_cap(len(sites), os.environ)
             tasks = [loop.create_task(s.serve(factory, cap), name=s.name) for s in sites]
             sweeper = loop.create_task(app.run_sweeper(), name="sweeper")
             for s in sites:
@@ -457,80 +340,6 @@ class Daemon:
         return 0
 
 
-def _userns(cfg: Config, layers_dir: str) -> UserNamespace | None:
-    """userns-remap: the user namespace containers' layers are mapped with, once the kernel has shown
-    it can make an idmapped mount of the layer store (berthd refuses to start otherwise)."""
-    idmap = resolve_userns(cfg.userns_remap)
-    if idmap is None:
-        return None
-    userns = UserNamespace(idmap)
-    try:
-        os.close(userns.idmapped(layers_dir))
-    except OSError as exc:
-        userns.close()
-        raise System(f"userns-remap: this kernel cannot make idmapped mounts of {layers_dir} ({exc.strerror}); "
-                     "it needs Linux 5.19 or later and a filesystem that supports them") from None
-    log.info("userns-remap: containers' root is uid %d, gid %d on this host (%d ids)", idmap.uid, idmap.gid,
-             idmap.size)
-    return userns
-
-
-def _env_number(env: Mapping[str, str], name: str, default: float) -> float:
-    text = env.get(name)
-    if not text:
-        return default
-    try:
-        value = float(text)
-    except ValueError:
-        raise InvalidParameter(f"{name}={text!r} is not a number") from None
-    if value <= 0:
-        raise InvalidParameter(f"{name}={text!r} must be positive")
-    return value
-
-
-def http_limits(env: Mapping[str, str]) -> Limits:
-    """The HTTP limits; the timeouts can be tuned with BERTH_HTTP_HEADER_TIMEOUT, _BODY_TIMEOUT and
-    _IDLE_TIMEOUT (seconds), for hosts behind slow links and for tests."""
-    d = Limits()
-    return replace(d, header_timeout=_env_number(env, "BERTH_HTTP_HEADER_TIMEOUT", d.header_timeout),
-                   body_timeout=_env_number(env, "BERTH_HTTP_BODY_TIMEOUT", d.body_timeout),
-                   idle_timeout=_env_number(env, "BERTH_HTTP_IDLE_TIMEOUT", d.idle_timeout))
-
-
-def _connection_cap(sites: int, env: Mapping[str, str]) -> int:
-    """Connections each listener takes at most (BERTH_MAX_CONNECTIONS, else the daemon's open-files
-    limit, raised to its hard limit at start, less a reserve for containers, databases and logs,
-    shared by the listeners)."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < hard:
-        with contextlib.suppress(ValueError, OSError):
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-            soft = hard
-    default = max(64, min(16384, (soft - 2048) // max(1, sites)))
-    return int(_env_number(env, "BERTH_MAX_CONNECTIONS", default))
-
-
-def _cleanup_network(cfg: Config) -> int:
-    """``--cleanup-network``: berth's nft tables and the default bridge it made go; then exit."""
-    from berth.network.firewall import Firewall
-
-    try:
-        Firewall().remove()
-        log.info("removed the nftables tables ip berth and ip6 berth")
-        db_path = os.path.join(cfg.data_root, "berth.db")
-        if os.path.exists(db_path):
-            db = Database(db_path)
-            try:
-                NetworkController(NetworkRows(db), lambda *event: None, net_settings(cfg), cfg.exec_root,
-                                  NO_MEMBERS).cleanup()
-            finally:
-                db.close()
-    except BerthError as exc:
-        log.error("%s", exc.message)
-        return 1
-    return 0
-
-
 def _remove(path: str) -> None:
     try:
         os.unlink(path)
@@ -552,7 +361,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     logs.setup(cfg.log_level)
     if cfg.cleanup_network:
-        return _cleanup_network(cfg)
+        return setup.cleanup_network(cfg)
     try:
         with asyncio.Runner(loop_factory=spinpoll.new_event_loop) as runner:
             return runner.run(Daemon(cfg).run())

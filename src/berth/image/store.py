@@ -141,6 +141,10 @@ class ImageStore:
             (rec.tags if r["kind"] == "tag" else rec.digests).append(r["ref"])
         return rec
 
+    def count(self) -> int:
+        with self.db.read() as c:
+            return int(c.execute("SELECT COUNT(*) FROM images").fetchone()[0])
+
     def all(self) -> list[ImageRecord]:
         with self.db.read() as c:
             return [self._record(c, row) for row in c.execute("SELECT * FROM images ORDER BY added DESC")]

@@ -50,7 +50,7 @@ class NetworkController:
         netns_dir = os.path.join(exec_root, "netns")
         self.discovery = Discovery(self.catalog, members, cfg, lambda cid: os.path.join(netns_dir, cid))
         self.sandboxes = Sandboxes(self.catalog, members, cfg, self.ports, self.discovery, emit, self.lock, netns_dir)
-        self.views = NetworkViews(self.catalog, members, self.sandboxes.netns_path)
+        self.views = NetworkViews(self.catalog, self.ports.rows, members, self.sandboxes.netns_path)
 
     def init(self) -> None:
         """Predefined networks, the default bridge, the firewall. Runs in a thread at start."""

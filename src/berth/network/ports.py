@@ -15,7 +15,7 @@ from berth.errors import BerthError, Conflict, System
 from berth.network.catalog import Catalog
 from berth.network.firewall import BridgeRules, Firewall, NullFirewall, PortRule, Ruleset
 from berth.network.model import HOST_BINDING_OPT, ICC_OPT, MASQ_OPT, Member, NetSettings, Network, opt_bool
-from berth.store.networks import NetworkRows, PortRow
+from berth.store.networks import PortRow, PortRows
 
 log = logging.getLogger("berth.network")
 
@@ -45,7 +45,7 @@ def reserve(proto: str, host_ip: str, host_port: str) -> tuple[socket.socket, in
 class Ports:
     def __init__(self, catalog: Catalog, cfg: NetSettings, lock: threading.RLock) -> None:
         self.catalog = catalog
-        self.rows: NetworkRows = catalog.rows
+        self.rows = PortRows(catalog.rows.db)
         self.cfg = cfg
         self.lock = lock  # the network package's: allocations and their rows, one change at a time
         self.firewall: Firewall = Firewall() if cfg.iptables else NullFirewall()
@@ -86,7 +86,7 @@ class Ports:
                     rows.append(PortRow(m.id, key.proto, host_ip, hport, cip, key.port, net.device))
             with self.lock:
                 try:
-                    self.rows.add_ports(rows)
+                    self.rows.add(rows)
                 except Conflict as exc:
                     raise System(f"driver failed programming external connectivity on endpoint {m.name}: "
                                  f"{exc.message}") from None
@@ -101,9 +101,9 @@ class Ports:
         """The container stopped: its host ports are free, its rules go."""
         for s in self._socks.pop(cid, []):
             s.close()
-        if self.rows.has_ports(cid) or self._dirty:
+        if self.rows.has(cid) or self._dirty:
             with self.lock:
-                self.rows.delete_ports(cid)
+                self.rows.delete(cid)
             self._dirty = False
             self.apply()
 
@@ -118,7 +118,7 @@ class Ports:
         """At start: the host ports of containers that kept running while berthd was down."""
         for m in members:
             socks = []
-            for proto, hip, hport, _cport in self.rows.ports(m.id):
+            for proto, hip, hport, _cport in self.rows.of(m.id):
                 try:
                     socks.append(reserve(proto, hip, str(hport))[0])
                 except (OSError, BerthError):
@@ -141,7 +141,7 @@ class Ports:
                                            icc=opt_bool(n.options, ICC_OPT, True) and (n.name != "bridge" or self.cfg.icc),
                                            internal=n.internal))
             rules = []
-            for r in self.rows.all_ports():  # typed again: a row that is not a valid rule is skipped, never rendered
+            for r in self.rows.all():  # typed again: a row that is not a valid rule is skipped, never rendered
                 try:
                     rules.append(PortRule.parse(r[0], r[1], r[2], r[3], r[4], r[5]))
                 except (ValueError, TypeError, BerthError) as exc:

@@ -10,14 +10,17 @@ from typing import Any
 from berth.errors import InvalidParameter
 from berth.network.catalog import Catalog
 from berth.network.model import Members, Network, mode_of
+from berth.store.networks import PortRows
 
 _TOP_LEVEL = ("EndpointID", "Gateway", "GlobalIPv6Address", "GlobalIPv6PrefixLen", "IPAddress", "IPPrefixLen",
               "IPv6Gateway", "MacAddress")
 
 
 class NetworkViews:
-    def __init__(self, catalog: Catalog, members: Members, netns_path: Callable[[str], str]) -> None:
+    def __init__(self, catalog: Catalog, port_rows: PortRows, members: Members,
+                 netns_path: Callable[[str], str]) -> None:
         self.catalog = catalog
+        self.port_rows = port_rows
         self.members = members
         self.netns_path = netns_path
 
@@ -91,7 +94,7 @@ class NetworkViews:
                 first = view
         ports: dict[str, Any] = {p: None for p in (exposed or {})}
         if running:
-            for proto, hip, hport, cport in self.catalog.rows.ports(cid):
+            for proto, hip, hport, cport in self.port_rows.of(cid):
                 ports.setdefault(f"{cport}/{proto}", None)
                 ports[f"{cport}/{proto}"] = (ports[f"{cport}/{proto}"] or []) + [{"HostIp": hip, "HostPort": str(hport)}]
         sandbox = running and os.path.exists(self.netns_path(cid))
@@ -108,7 +111,7 @@ class NetworkViews:
     def summary(self, cid: str, hc: dict[str, Any], running: bool) -> tuple[list[dict[str, Any]], dict[str, Any]]:
         """(Ports, NetworkSettings.Networks) for the container list."""
         ports = [{"IP": hip, "PrivatePort": cport, "PublicPort": hport, "Type": proto}
-                 for proto, hip, hport, cport in (self.catalog.rows.ports(cid) if running else [])]
+                 for proto, hip, hport, cport in (self.port_rows.of(cid) if running else [])]
         return ports, self.settings(cid, hc, None, running)["Networks"]
 
     def network_names(self, cid: str) -> list[str]:

@@ -56,6 +56,10 @@ class ContainerRows:
     def __init__(self, db: Database) -> None:
         self.db = db
 
+    def transaction(self) -> Any:
+        """Several writes as one: the container's row with its network attachments, or none of them."""
+        return self.db.transaction()
+
     def find(self, key: str) -> ContainerRow | None:
         """The container whose ID or name is ``key``, or whose ID starts with it (hex only: never a
         LIKE pattern); InvalidParameter when the prefix is ambiguous."""

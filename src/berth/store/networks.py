@@ -197,8 +197,14 @@ class NetworkRows:
         with self.db.transaction() as c:
             c.execute("DELETE FROM ip_allocs WHERE container_id = ?", (cid,))
 
-    # ---- published ports -------------------------------------------------------------------------
-    def add_ports(self, rows: list[PortRow]) -> None:
+
+class PortRows:
+    """``port_maps``: published ports, unique per (protocol, host address, host port)."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def add(self, rows: list[PortRow]) -> None:
         """All or none; System-free: a port another container has (the same address, or a wildcard
         either side) is a Conflict naming it."""
         with self.db.transaction() as c:
@@ -212,24 +218,24 @@ class NetworkRows:
                           (r.container_id, r.proto, r.host_ip, r.host_port, r.container_ip, r.container_port,
                            r.device))
 
-    def ports(self, cid: str) -> list[tuple[str, str, int, int]]:
+    def of(self, cid: str) -> list[tuple[str, str, int, int]]:
         """(proto, host_ip, host_port, container_port) of the container's published ports."""
         with self.db.read() as c:
             return [(r[0], r[1], r[2], r[3]) for r in c.execute(
                 "SELECT proto, host_ip, host_port, container_port FROM port_maps WHERE container_id = ? "
                 "ORDER BY container_port, proto, host_ip", (cid,))]
 
-    def has_ports(self, cid: str) -> bool:
+    def has(self, cid: str) -> bool:
         with self.db.read() as c:
             return c.execute("SELECT 1 FROM port_maps WHERE container_id = ?", (cid,)).fetchone() is not None
 
-    def all_ports(self) -> list[tuple[Any, ...]]:
+    def all(self) -> list[tuple[Any, ...]]:
         """Every published port as stored (proto, host_ip, host_port, container_ip, container_port,
         device): the firewall types each again before it renders it."""
         with self.db.read() as c:
             return [tuple(r) for r in c.execute("SELECT proto, host_ip, host_port, container_ip, container_port, "
                                                 "device FROM port_maps").fetchall()]
 
-    def delete_ports(self, cid: str) -> None:
+    def delete(self, cid: str) -> None:
         with self.db.transaction() as c:
             c.execute("DELETE FROM port_maps WHERE container_id = ?", (cid,))

@@ -1,4 +1,4 @@
-"""The local volume driver: ``<data-root>/volumes/<name>/_data``, metadata in SQLite.
+"""The local volume driver: ``<data-root>/volumes/<name>/_data``, metadata in SQLite (``store/volumes.py``).
 
 A volume is registered only once its directory exists; removing one deletes the row first, then the
 directory (a crash leaves at worst an unreferenced directory, which ``sweep`` removes at start).
@@ -7,7 +7,6 @@ directory (a crash leaves at worst an unreferenced directory, which ``sweep`` re
 from __future__ import annotations
 
 import datetime as dt
-import json
 import os
 import re
 import secrets
@@ -16,8 +15,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from berth.errors import Conflict, InvalidParameter, NotFound, NotSupported
-from berth.linux.safepath import tree_size
+from berth.linux.safetree import tree_size
 from berth.store.db import Database
+from berth.store.volumes import VolumeRow, VolumeRows
 
 NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]+\Z")
 
@@ -41,29 +41,25 @@ class Volume:
 class LocalVolumes:
     def __init__(self, root: str, db: Database) -> None:
         self.root = root
-        self.db = db
+        self.rows = VolumeRows(db)
         os.makedirs(root, mode=0o700, exist_ok=True)
         os.chmod(root, 0o700)  # only root reaches a volume's files (a container may plant setuid ones)
 
-    def _row(self, r: Any) -> Volume:
-        return Volume(r["name"], r["driver"], r["created"], json.loads(r["labels"]), json.loads(r["options"]),
-                      bool(r["anonymous"]), bool(r["needs_copy"]), os.path.join(self.root, r["name"], "_data"))
+    def _volume(self, r: VolumeRow) -> Volume:
+        return Volume(r.name, r.driver, r.created, r.labels, r.options, r.anonymous, r.needs_copy,
+                      os.path.join(self.root, r.name, "_data"))
 
     def get(self, name: str) -> Volume:
-        with self.db.read() as c:
-            r = c.execute("SELECT * FROM volumes WHERE name = ?", (name,)).fetchone()
+        r = self.rows.find(name)
         if r is None:
             raise NotFound(f"get {name}: no such volume")
-        return self._row(r)
+        return self._volume(r)
 
     def all(self) -> list[Volume]:
-        with self.db.read() as c:
-            return [self._row(r) for r in c.execute("SELECT * FROM volumes ORDER BY created")]
+        return [self._volume(r) for r in self.rows.all()]
 
     def users(self, name: str) -> list[str]:
-        with self.db.read() as c:
-            return [r[0] for r in c.execute("SELECT DISTINCT container_id FROM container_volumes WHERE name = ?",
-                                            (name,))]
+        return self.rows.users(name)
 
     def create(self, name: str = "", driver: str = "local", labels: dict[str, str] | None = None,
                options: dict[str, str] | None = None, anonymous: bool = False) -> tuple[Volume, bool]:
@@ -84,9 +80,10 @@ class LocalVolumes:
         data = os.path.join(self.root, name, "_data")
         os.makedirs(data, mode=0o755, exist_ok=True)
         created = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        with self.db.transaction() as c:
-            c.execute("INSERT INTO volumes VALUES (?, 'local', ?, ?, ?, ?, 1)",
-                      (name, created, json.dumps(labels or {}), json.dumps(options or {}), int(anonymous)))
+        try:
+            self.rows.insert(VolumeRow(name, "local", created, dict(labels or {}), dict(options or {}), anonymous, True))
+        except Conflict:  # made meanwhile by another request: that one, as when it existed
+            return self.get(name), False
         return self.get(name), True
 
     def remove(self, name: str, force: bool = False) -> None:
@@ -94,13 +91,11 @@ class LocalVolumes:
         users = self.users(name)
         if users:
             raise Conflict(f"remove {name}: volume is in use - [{', '.join(users)}]")
-        with self.db.transaction() as c:
-            c.execute("DELETE FROM volumes WHERE name = ?", (v.name,))
+        self.rows.delete(v.name)
         shutil.rmtree(os.path.join(self.root, v.name), ignore_errors=True)
 
     def copied(self, name: str) -> None:
-        with self.db.transaction() as c:
-            c.execute("UPDATE volumes SET needs_copy = 0 WHERE name = ?", (name,))
+        self.rows.copied(name)
 
     def size(self, name: str) -> int:
         """Bytes in the volume, walked by descriptor (a container can swap a directory for a symlink

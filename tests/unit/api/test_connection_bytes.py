@@ -7,7 +7,8 @@ import asyncio
 
 import pytest
 
-from berth.api.connection import Application, HttpConnection
+from berth.api.application import Application
+from berth.api.connection import HttpConnection
 from berth.api.http import Request, Response
 from berth.api.router import Router, route
 from berth.errors import Conflict

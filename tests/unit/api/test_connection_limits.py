@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import asyncio
 
-from berth.api.connection import _READ_BUFFER, Application, HttpConnection, Limits
+from berth.api.application import Application, Limits
+from berth.api.connection import _READ_BUFFER, HttpConnection
 from berth.api.http import Request, Response
 from berth.api.router import Router, route
 from berth.security.identity import Identity

@@ -6,8 +6,8 @@ import asyncio
 
 import pytest
 
-from berth.api.connection import _decode_path
 from berth.api.hijack import Detached, DetachReader, parse_detach_keys
+from berth.api.wire import decode_path as _decode_path
 
 
 def test_parse_detach_keys():

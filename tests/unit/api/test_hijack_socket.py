@@ -8,7 +8,8 @@ import os
 import socket
 import tempfile
 
-from berth.api.connection import Application, HttpConnection
+from berth.api.application import Application
+from berth.api.connection import HttpConnection
 from berth.api.http import Request
 from berth.api.router import Router, route
 from berth.security.identity import ANONYMOUS

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from berth.errors import InvalidParameter, NotFound
-from berth.linux import safepath
+from berth.linux import safepath, safetree
 
 
 @pytest.fixture(params=["openat2", "walk"])
@@ -109,7 +109,7 @@ def test_copy_tree_copies_links_as_links(tmp_path: Path) -> None:
     s = os.open(src, os.O_PATH | os.O_DIRECTORY)
     d = os.open(dst, os.O_PATH | os.O_DIRECTORY)
     try:
-        safepath.copy_tree(s, d)
+        safetree.copy_tree(s, d)
     finally:
         os.close(s)
         os.close(d)

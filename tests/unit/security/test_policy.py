@@ -10,6 +10,7 @@ import pytest
 from berth.api.router import Router
 from berth.api.routes import containers, images, networks, swarm, system, volumes
 from berth.daemon.authz import Gate, Resolver
+from berth.daemon.authz_context import create_context
 from berth.errors import InvalidParameter
 from berth.security import actions, policy
 from berth.security.identity import Identity
@@ -126,8 +127,12 @@ def test_the_context_reads_a_body_as_the_create_does(tmp_path) -> None:  # type:
     sock_dir.mkdir()
     link = tmp_path / "innocent"
     os.symlink(sock_dir, link)
-    g = _gate(tmp_path, (str(sock_dir / "berth.sock"),))
-    ctx, labels = g.container_context({"image": "bb", "labels": {"a": "b"}, "hostconfig": {
+    sockets = (str(sock_dir / "berth.sock"),)
+
+    def context(body: dict) -> tuple[dict, dict]:  # type: ignore[type-arg]
+        return create_context(body, lambda ref: ["/srv/shared"], sockets)
+
+    ctx, labels = context({"image": "bb", "labels": {"a": "b"}, "hostconfig": {
         "privileged": False, "binds": [f"{link}:/x:ro", "named:/data"],
         "mounts": [{"type": "bind", "source": "/etc"}, {"Type": "tmpfs", "Target": "/t"}],
         "capadd": ["net_admin", "CAP_SYS_TIME"], "pidmode": "host", "volumesfrom": ["other:ro"],
@@ -137,10 +142,10 @@ def test_the_context_reads_a_body_as_the_create_does(tmp_path) -> None:  # type:
     assert "/" in ctx["host_path_prefixes"] and str(tmp_path) in ctx["host_path_prefixes"]
     assert ctx["daemon_socket"] and ctx["escalates"] and ctx["paths_unconfined"]
     assert ctx["cap_add"] == ["NET_ADMIN", "SYS_TIME"] and ctx["pid_mode"] == "host"
-    quiet, _ = g.container_context({"Image": "bb", "HostConfig": {"Binds": ["named:/data"]}})
+    quiet, _ = context({"Image": "bb", "HostConfig": {"Binds": ["named:/data"]}})
     assert not quiet["escalates"] and quiet["host_paths"] == []
     # the exact spelling wins over another one for the same field, as in the create
-    both, _ = g.container_context({"Image": "bb", "HostConfig": {"privileged": False, "Privileged": True}})
+    both, _ = context({"Image": "bb", "HostConfig": {"privileged": False, "Privileged": True}})
     assert both["privileged"]
 
 

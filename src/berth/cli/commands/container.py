@@ -10,15 +10,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import socket
 import sys
 import threading
 from typing import Any
 
 import docker.errors
-from docker.utils.socket import frames_iter
 
+from berth.cli.attach import copy_frames, proxy_signals, pump_stdin
 from berth.cli.commands.events import parse_filters
 from berth.cli.main import CLI
 from berth.cli.output import human_size, since, table
@@ -296,45 +294,10 @@ def run_container(cli: CLI, o: argparse.Namespace) -> int:
         raise _start_error(exc) from None
     if o.interactive:
         threading.Thread(target=pump_stdin, args=(raw,), daemon=True).start()
-    _proxy_signals(client, cid)
+    proxy_signals(client, cid)
     copy_frames(sock)
     waiter.join()
     return int(result.get("StatusCode", 125))
-
-
-def _proxy_signals(client: Any, cid: str) -> None:
-    """As the docker CLI's --sig-proxy (on by default): SIGINT, SIGTERM and SIGHUP go to the container."""
-    import signal as sig
-
-    def forward(signum: int, _frame: Any) -> None:
-        threading.Thread(target=lambda: _quiet_kill(client, cid, signum), daemon=True).start()
-
-    for s in (sig.SIGINT, sig.SIGTERM, sig.SIGHUP):
-        sig.signal(s, forward)
-
-
-def _quiet_kill(client: Any, cid: str, signum: int) -> None:
-    try:
-        client.kill(cid, signal=signum)
-    except docker.errors.APIError:
-        pass
-
-
-def copy_frames(sock: Any, tty: bool = False) -> None:
-    """Write a demultiplexed attach/exec stream to our stdout and stderr as it arrives."""
-    for stream, data in frames_iter(sock, tty=tty):
-        out = sys.stdout.buffer if stream != 2 else sys.stderr.buffer
-        out.write(data)
-        out.flush()
-
-
-def pump_stdin(raw: socket.socket) -> None:
-    try:
-        while data := os.read(sys.stdin.fileno(), 65536):
-            raw.sendall(data)
-        raw.shutdown(socket.SHUT_WR)
-    except OSError:
-        pass
 
 
 def _start_error(exc: docker.errors.APIError) -> RunError:
@@ -485,7 +448,7 @@ def attach(cli: CLI, o: argparse.Namespace) -> int:
     sock = client.attach_socket(info["Id"], params={"stdin": int(stdin), "stdout": 1, "stderr": 1, "stream": 1})
     if stdin:
         threading.Thread(target=pump_stdin, args=(getattr(sock, "_sock", sock),), daemon=True).start()
-    _proxy_signals(client, info["Id"])
+    proxy_signals(client, info["Id"])
     copy_frames(sock, tty=bool(info["Config"].get("Tty")))
     waiter.join()
     return int(result.get("StatusCode", 0))

@@ -11,7 +11,8 @@ import tarfile
 import threading
 from typing import Any
 
-from berth.cli.commands.container import _each, copy_frames, pump_stdin
+from berth.cli.attach import copy_frames, pump_stdin
+from berth.cli.commands.container import _each
 from berth.cli.main import CLI
 from berth.cli.output import human_size, table
 from berth.cli.templates import render

@@ -27,7 +27,7 @@ from berth.container.config import check_host_config
 from berth.container.model import Container
 from berth.daemon.backends.lifecycle import Lifecycle
 from berth.errors import Conflict, InvalidParameter, NotFound, NotModified, NotSupported
-from berth.linux import safepath
+from berth.linux import safetree
 
 UPDATABLE = ("Memory", "MemorySwap", "NanoCpus", "CpuShares", "CpuQuota", "CpuPeriod", "CpusetCpus", "PidsLimit",
              "RestartPolicy")
@@ -76,7 +76,7 @@ class ContainerFacts:
         ctrs = []
         for c in self.registry.all():
             s = summary(self.life, c)
-            s["SizeRw"] = safepath.tree_size(self.registry.layout.dir(c.id, "upper"))
+            s["SizeRw"] = safetree.tree_size(self.registry.layout.dir(c.id, "upper"))
             ctrs.append(s)
         vols = []
         for v in self.life.volumes.all():
@@ -301,7 +301,7 @@ class ContainerAPI:
             if any(_has_label(c.labels, lb) for lb in filters.get("label!", [])):
                 continue
             if not c.running and not c.state.restarting:
-                size = await asyncio.to_thread(safepath.tree_size, self.registry.layout.dir(c.id, "upper"))
+                size = await asyncio.to_thread(safetree.tree_size, self.registry.layout.dir(c.id, "upper"))
                 await self.life.remove(c.id, force=False, volumes=False)
                 deleted.append(c.id)
                 reclaimed += size

@@ -278,8 +278,7 @@ class ImageService:
         return await asyncio.to_thread(df)
 
     def counts(self) -> int:
-        with self.store.db.read() as c:
-            return int(c.execute("SELECT COUNT(*) FROM images").fetchone()[0])
+        return self.store.count()
 
 
 def _progress_message(m: dict[str, Any]) -> dict[str, Any]:

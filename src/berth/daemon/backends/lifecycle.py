@@ -36,8 +36,6 @@ from berth.errors import BerthError, Conflict, InvalidParameter, NotFound, NotMo
 from berth.image.store import ImageStore
 from berth.linux import cgroups, safepath
 from berth.linux.idmap import UserNamespace, share_with_remapped_root
-from berth.linux.mount import is_mounted, umount
-from berth.store.db import Database
 from berth.volume.local import LocalVolumes
 
 log = logging.getLogger("berth.containers")
@@ -45,10 +43,9 @@ KILL_WAIT = 10.0  # seconds a SIGKILL's answer waits for the exit to be recorded
 
 
 class Lifecycle:
-    def __init__(self, db: Database, registry: Registry, images: ImageStore, volumes: LocalVolumes,
+    def __init__(self, registry: Registry, images: ImageStore, volumes: LocalVolumes,
                  networks: Networking, runtimes: dict[str, OCIRuntime], default_runtime: str,
                  userns: UserNamespace | None = None, default_log: tuple[str, dict[str, str]] = ("json-file", {})) -> None:
-        self.db = db
         self.registry = registry
         self.layout = registry.layout
         for d in (self.layout.root, self.layout.run_root, self.layout.exit_dir):
@@ -135,7 +132,7 @@ class Lifecycle:
                 vols.append((vol.name, dst, ro))
             taken = {d for _n, d, _r in vols} | {m["destination"] for m in cmounts.mounts(hc, create=False)}
             vols += [v for v in inherited if v[1] not in taken]
-            with self.db.transaction():  # the row, its volumes and its network attachments, or none
+            with self.registry.rows.transaction():  # the row, its volumes and its network attachments, or none
                 self.registry.rows.insert(ctr.row(vols))
                 self.networks.register(cid, plan)
             undo.pop_all()
@@ -169,11 +166,8 @@ class Lifecycle:
         modes = hostconfig.modes(hc)
         joins = prepare.namespace_joins(self.registry, modes)
         with contextlib.ExitStack() as undo:
-            os.makedirs(rootfs, mode=0o700, exist_ok=True)
-            if is_mounted(rootfs):
-                umount(rootfs)
-            idmap = self.rootfs.mount(ctr, rootfs)
-            undo.callback(umount, rootfs, True)
+            idmap = self.rootfs.mount_for_start(ctr)
+            undo.callback(self.rootfs.unmount, rootfs)
             net = self.networks.setup(ctr)
             undo.callback(self.networks.teardown, ctr.id)
             etc = prepare.write_etc(self.layout, ctr, net.hosts, net.resolv)
@@ -190,7 +184,7 @@ class Lifecycle:
             shm = None
             if modes["IpcMode"].kind == "shareable":  # a tmpfs of berth's own, which joiners bind too
                 shm = self.rootfs.mount_shm(ctr, idmap)
-                undo.callback(umount, shm, True)
+                undo.callback(self.rootfs.unmount, shm)
             link_env = prepare.link_env(self.registry, ctr, self.networks.bridge_address)
             env = {e.split("=", 1)[0]: e for e in [*link_env, *(cfg.get("Env") or [])]}
             parent = "/" + (hc.get("CgroupParent") or "berth").strip("/")
@@ -350,7 +344,7 @@ class Lifecycle:
                 return
             ctr = found
             vols = self.registry.volumes_of(ctr.id)
-            with self.db.transaction():
+            with self.registry.rows.transaction():
                 self.registry.rows.delete(ctr.id)
                 self.networks.forget(ctr.id)
             for vname, _, _ in vols:
@@ -369,40 +363,12 @@ class Lifecycle:
         # are gone leaves them without a row, which sweep() removes at start.
         if holds:
             await asyncio.to_thread(self.monitor.release, ctr)
-        await asyncio.to_thread(self._remove_files, ctr.id)
-
-    def _remove_files(self, cid: str) -> None:
-        shutil.rmtree(self.layout.paths(cid).bundle, ignore_errors=True)
-        shutil.rmtree(self.layout.dir(cid), ignore_errors=True)
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.layout.exit_file(cid))
+        await asyncio.to_thread(self.monitor.remove_files, ctr.id)
 
     # ---- berthd's start --------------------------------------------------------------------------
     def sweep(self) -> list[str]:
         """Remove what an interrupted create or remove left: directories and exit files without a row."""
-        known = self.registry.rows.ids()
-        removed = []
-        for runtime in self.runtimes.values():  # runtime state of containers whose row is gone
-            if not os.path.isdir(runtime.root):
-                continue
-            for name in os.listdir(runtime.root):
-                if len(name) == 64 and name not in known:
-                    with contextlib.suppress(BerthError):
-                        runtime.delete(name, True)
-                    removed.append(f"{runtime.name} state of {name[:12]}")
-        for base in (self.layout.root, self.layout.run_root):
-            for name in os.listdir(base):
-                if name in known:
-                    continue
-                for mounted in ("rootfs", "shm"):
-                    umount(os.path.join(base, name, mounted), detach=True)
-                shutil.rmtree(os.path.join(base, name), ignore_errors=True)
-                removed.append(f"containers/{name}")
-        for name in os.listdir(self.layout.exit_dir):
-            if name not in known:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(os.path.join(self.layout.exit_dir, name))
-        return removed
+        return self.monitor.sweep()
 
     async def reconcile(self) -> None:
         """After a (re)start of berthd: exits recorded, what interrupted starts left released, the
