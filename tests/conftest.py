@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -82,6 +83,24 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     if rep.when == "call":
         item.rep_call = rep  # type: ignore[attr-defined]
     return rep
+
+
+# Directories whose tests share one worker and run one after another, as one file's do: the network
+# tests make berth's nft tables, whose names are fixed (``ip berth``, ``ip6 berth``).
+SHARED_WORKER = {"tests/network/": "nft"}
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """``--dist loadfile``, with the groups of ``SHARED_WORKER`` spanning files. (xdist's own
+    ``loadgroup`` marks items by rewriting their node IDs, which pytest 9 no longer reads.)"""
+    from xdist.scheduler import LoadFileScheduling
+
+    class Scheduling(LoadFileScheduling):  # type: ignore[misc]
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]
+            return next((group for prefix, group in SHARED_WORKER.items() if path.startswith(prefix)), path)
+
+    return Scheduling(config, log)
 
 
 def require_root() -> None:

@@ -9,6 +9,7 @@ import os
 import re
 import socket
 import subprocess
+import threading
 import time
 
 import docker
@@ -18,6 +19,7 @@ from tests.lib import rawhttp
 from tests.lib.clis import docker as docker_cli
 from tests.lib.daemon import Berthd
 from tests.lib.images import busybox_rootfs_tar
+from tests.lib.wait import until
 
 CMD = "sh -c 'echo hello out; echo hello err >&2'"
 
@@ -268,20 +270,24 @@ def test_commit_of_a_running_container_pauses_it_meanwhile(bb):
     c.start(cid)
     r = run(bb, "exec", cid, "cat", "/r")
     assert r.stdout == "run\n"
+    listeners = c.info()["NEventsListener"]
     events = subprocess.Popen(["docker", "-H", bb.url, "events", "--format", "{{.Action}}",
                                "--filter", f"container={cid}"], stdout=subprocess.PIPE, text=True)
+    seen: list[str] = []
+    reader = threading.Thread(target=lambda: seen.extend(line.strip() for line in events.stdout), daemon=True)  # type: ignore[union-attr]
+    reader.start()
     try:
-        time.sleep(0.5)
+        until(lambda: c.info()["NEventsListener"] > listeners, "docker events to be listening")
         image = c.commit(cid)["Id"]
         state = c.inspect_container(cid)["State"]
         assert state["Running"] and not state["Paused"]
         out = run(bb, "run", "--rm", image, "cat", "/r")
         assert out.stdout == "run\n"
+        until(lambda: "commit" in seen, "the commit event")
     finally:
-        time.sleep(0.3)
         events.terminate()
-        seen = events.communicate(timeout=10)[0].split()
-    assert "commit" in seen
+        events.wait(timeout=10)
+        reader.join(timeout=10)
     no_pause = c.commit(cid, pause=False)["Id"]
     assert no_pause.startswith("sha256:")
 
@@ -481,32 +487,27 @@ def test_field_names_match_whatever_their_case_as_go_decodes_them(bb):
     assert info["Config"]["Cmd"] == ["true"] and info["Config"]["Hostname"] == "h1"
 
 
-def test_bind_propagation_is_honoured_or_refused_as_dockerd(bb, tmp_path):
+def test_bind_propagation_is_honoured_or_refused_as_dockerd(bb, tmp_path, cleanup):
     src = str(tmp_path / "src")
     os.makedirs(f"{src}/sub")
     _, fields = __import__("berth.container.mounts", fromlist=["_mount_of"])._mount_of(src)
     if "shared" not in fields:
         r = run(bb, "run", "--rm", "-v", f"{src}:/x:rshared", "bb", "true")
         assert r.returncode != 0 and f"path {src} is mounted on" in r.stderr and "not a shared mount" in r.stderr
+    cleanup.mount(src)
     subprocess.run(["mount", "--bind", src, src], check=True)  # a shared mount of the test's own
-    try:
-        subprocess.run(["mount", "--make-shared", src], check=True)
-        r = run(bb, "run", "--rm", "--privileged", "-v", f"{src}:/x:rshared", "bb", "sh", "-c",
-                "mount -t tmpfs tmpfs /x/sub && touch /x/sub/seen && umount /x/sub; echo done")
-        assert r.returncode == 0 and r.stdout == "done\n", r.stderr
-        # while it was mounted the host saw it; afterwards the host's mount table has nothing of it
-        assert f"{src}/sub " not in open("/proc/self/mounts").read()
-        r = run(bb, "run", "-d", "--privileged", "-v", f"{src}:/x:rshared", "bb", "sh", "-c",
-                "mount -t tmpfs tmpfs /x/sub && sleep 60")
-        cid = r.stdout.strip()
-        deadline = time.time() + 10
-        while f"{src}/sub " not in open("/proc/self/mounts").read() and time.time() < deadline:
-            time.sleep(0.05)
-        assert f"{src}/sub tmpfs" in open("/proc/self/mounts").read()  # propagated to the host
-        run(bb, "rm", "-f", cid)
-    finally:
-        subprocess.run(["umount", "-l", f"{src}/sub"], capture_output=True)
-        subprocess.run(["umount", "-l", src], capture_output=True)
+    cleanup.mount(f"{src}/sub")  # undone first: what the container propagated, if the test fails before its end
+    subprocess.run(["mount", "--make-shared", src], check=True)
+    r = run(bb, "run", "--rm", "--privileged", "-v", f"{src}:/x:rshared", "bb", "sh", "-c",
+            "mount -t tmpfs tmpfs /x/sub && touch /x/sub/seen && umount /x/sub; echo done")
+    assert r.returncode == 0 and r.stdout == "done\n", r.stderr
+    # while it was mounted the host saw it; afterwards the host's mount table has nothing of it
+    assert f"{src}/sub " not in open("/proc/self/mounts").read()
+    r = run(bb, "run", "-d", "--privileged", "-v", f"{src}:/x:rshared", "bb", "sh", "-c",
+            "mount -t tmpfs tmpfs /x/sub && sleep 60")
+    cid = r.stdout.strip()
+    until(lambda: f"{src}/sub tmpfs" in open("/proc/self/mounts").read(), "the mount propagated to the host")
+    run(bb, "rm", "-f", cid)
 
 
 def test_docker_cli_detaches_and_the_container_runs_on(bb, isolated_home):
@@ -521,14 +522,14 @@ def test_docker_cli_detaches_and_the_container_runs_on(bb, isolated_home):
         p = subprocess.Popen(["script", "-qec", f"docker -H {bb.url} attach dt", "/dev/null"], stdin=subprocess.PIPE,
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         assert p.stdin is not None
-        time.sleep(1.0)
+        # the docker CLI attached and put its terminal in raw mode (else ctrl-q is the tty's XON)
+        until(lambda: _raw_terminal_of(p.pid, "attach"), "docker attach to put its terminal in raw mode", timeout=20)
         p.stdin.write(b"hi\n")
         p.stdin.flush()
-        time.sleep(0.3)
         for k in keys:
             p.stdin.write(k)
             p.stdin.flush()
-            time.sleep(0.2)
+            time.sleep(0.2)  # not a wait: the keys go in separate reads (a sequence split across two)
         try:
             return p.communicate(timeout=20)[0]
         finally:
@@ -617,3 +618,32 @@ def test_attach_with_logs_and_no_stream_returns_the_backlog(bb):
     c.wait(cid)
     for _ in range(5):
         assert c.attach(cid, stream=False, logs=True) == b"hello\n"
+
+
+def _raw_terminal_of(script_pid: int, verb: str) -> bool:
+    """Whether the docker CLI under ``script(1)`` (``docker … VERB``) has its terminal in raw mode."""
+    for child in _descendants(script_pid):
+        try:
+            with open(f"/proc/{child}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+            tty = os.readlink(f"/proc/{child}/fd/0")
+        except OSError:
+            continue
+        if argv and argv[0].endswith(b"docker") and verb.encode() in argv and tty.startswith("/dev/pts/"):
+            mode = subprocess.run(["stty", "-F", tty, "-a"], capture_output=True, text=True).stdout
+            return "-icanon" in mode.split()
+    return False
+
+
+def _descendants(pid: int) -> list[int]:
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            with open(f"/proc/{p}/task/{p}/children") as f:
+                kids = [int(k) for k in f.read().split()]
+        except OSError:
+            kids = []
+        out += kids
+        todo += kids
+    return out

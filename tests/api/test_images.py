@@ -198,7 +198,7 @@ def test_list_filters(berthd):
     b = config_for([L2], labels={"team": "red"}, author="b")
     dangling = config_for([L1], author="dangling")
     load(berthd, docker_archive([(a, [L1], ["alpha:1"])]))
-    time.sleep(0.01)
+    time.sleep(0.01)  # not a wait: the two loads get different times (the since/before filters)
     load(berthd, docker_archive([(b, [L2], ["beta/x:2"]), (dangling, [L1], [])]))
 
     def ids(**filters) -> set[str]:  # type: ignore[no-untyped-def]

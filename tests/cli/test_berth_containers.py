@@ -69,7 +69,6 @@ def test_exec_cp_top_volume_and_friends(berthd, tmp_path):
 def test_run_forwards_signals_to_the_container(berthd):
     import signal
     import subprocess
-    import time
 
     from tests.lib.clis import base_env
     from tests.lib.daemon import BERTH
@@ -78,8 +77,8 @@ def test_run_forwards_signals_to_the_container(berthd):
     p = subprocess.Popen([BERTH, "-H", berthd.url, "run", "--rm", "bb", "sh", "-c",
                           "trap 'echo got-term; exit 7' TERM; echo ready; while true; do sleep 0.1; done"],
                          stdout=subprocess.PIPE, text=True, env=base_env())
+    # "ready" came through the CLI's output copy, which starts after its signal proxy is installed
     assert p.stdout is not None and p.stdout.readline() == "ready\n"
-    time.sleep(0.2)
     p.send_signal(signal.SIGTERM)
     out, _ = p.communicate(timeout=20)
     assert p.returncode == 7 and "got-term" in out

@@ -1,4 +1,6 @@
-"""A registry of what a test created, undone in reverse order even when the test fails.
+"""A registry of what a test created, undone in reverse order even when the test fails: processes,
+paths, users and groups, and the kernel's objects (network namespaces, links, nft tables, mounts).
+Every test that makes one registers it here (the ``cleanup`` fixture, or a fixture built on it).
 
 Every undo ignores "already gone"; a failing undo is reported after the others have run.
 """
@@ -46,6 +48,24 @@ class Cleanup:
         self.add(f"path {path}", rm)
         return path
 
+    def netns(self, name: str) -> str:
+        """A named network namespace (``ip netns add``); its links go with it."""
+        self.add(f"netns {name}", lambda: _quiet(["ip", "netns", "del", name]))
+        return name
+
+    def link(self, name: str, netns: str | None = None) -> str:
+        argv = ["ip", *(["-n", netns] if netns else []), "link", "del", name]
+        self.add(f"link {name}", lambda: _quiet(argv))
+        return name
+
+    def nft_table(self, family: str, name: str) -> None:
+        self.add(f"nft table {family} {name}", lambda: _quiet(["nft", "delete", "table", family, name]))
+
+    def mount(self, path: str) -> str:
+        """A mount the test made (lazily unmounted: a process may still use it)."""
+        self.add(f"mount {path}", lambda: _quiet(["umount", "-l", path]))
+        return path
+
     def user(self, name: str) -> None:
         self.add(f"user {name}", lambda: _retry(["userdel", name], ok_codes=(0, 6)))
 
@@ -62,6 +82,11 @@ class Cleanup:
                 errors.append(f"{what}: {exc}")
         if errors:
             raise RuntimeError("cleanup failed: " + "; ".join(errors))
+
+
+def _quiet(argv: list[str]) -> None:
+    """Undo that may find the object gone already (not an error)."""
+    subprocess.run(argv, capture_output=True, timeout=30)
 
 
 def _retry(argv: list[str], ok_codes: tuple[int, ...] = (0,)) -> None:

@@ -7,7 +7,6 @@ import json
 import os
 import stat
 import subprocess
-import time
 
 import pytest
 
@@ -16,6 +15,7 @@ from tests.lib import rawhttp
 from tests.lib.clis import DOCKER, berth
 from tests.lib.clis import docker as docker_cli
 from tests.lib.images import busybox_rootfs_tar
+from tests.lib.wait import until
 
 
 @pytest.fixture(autouse=True)
@@ -119,10 +119,18 @@ def test_tail_follows_new_records_as_they_are_written(make_berthd):
     tail = subprocess.Popen([BERTH, "audit", "tail", "-n", "0", "-f", "--action", "volume.", log_path],
                             stdout=subprocess.PIPE, text=True)
     try:
-        time.sleep(0.5)
+        until(lambda: _has_open(tail.pid, log_path), "berth audit tail -f to open the log")
         assert docker_cli("-H", d.url, "volume", "create", "followed").returncode == 0
         line = tail.stdout.readline()  # bounded by the test's timeout
         assert "POST" in line and "/volumes/create -> 201" in line, line
     finally:
         tail.kill()
         tail.wait()
+
+
+def _has_open(pid: int, path: str) -> bool:
+    fds = f"/proc/{pid}/fd"
+    try:
+        return any(os.readlink(os.path.join(fds, fd)) == path for fd in os.listdir(fds))
+    except OSError:
+        return False

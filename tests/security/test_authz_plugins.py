@@ -10,7 +10,6 @@ import os
 import secrets
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -23,6 +22,7 @@ from tests.lib.clis import docker as docker_cli
 from tests.lib.daemon import public_tmpdir
 from tests.lib.dockerd import Dockerd
 from tests.lib.images import busybox_rootfs_tar
+from tests.lib.wait import settles
 
 PLUGIN = os.path.join(os.path.dirname(__file__), "..", "lib", "authz_plugin.py")
 
@@ -158,7 +158,7 @@ def test_the_plugin_sees_the_same_requests_from_berthd_and_from_dockerd(make_ber
     try:
         dockerd.start_with(["--authorization-plugin", for_docker.name])
         rd = drive(dockerd.url, dockerd.sock)
-        time.sleep(0.2)
+        settles(lambda: len(for_docker.requests()), "dockerd's last calls to the plugin")
     finally:
         dockerd.stop()
     d = make_berthd(args=["--authorization-plugin", for_berth.name])

@@ -67,7 +67,7 @@ def test_slow_loris_and_idle_connections_are_closed(quick):
         for s in loris:
             s.sendall(b"a")
         assert_alive(d)
-        time.sleep(0.3)
+        time.sleep(0.3)  # not a wait: the pace of the trickle
     assert all(closed_by_peer(s, 10) for s in loris)
     assert closed_by_peer(stalled, 10)
     assert closed_by_peer(idle, 10)
@@ -119,7 +119,9 @@ def test_pipelining_flood_never_read_stays_bounded(quick):
 def test_the_listener_takes_a_bounded_number_of_connections(quick):
     d = quick
     conns = [connect(d.sock) for _ in range(40)]
-    time.sleep(0.2)
+    for s in conns:  # each one accepted and served: the listener holds 40 now
+        s.sendall(b"GET /_ping HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert s.recv(4096).startswith(b"HTTP/1.1 200")
     extra = [connect(d.sock) for _ in range(5)]
     assert all(closed_by_peer(s, 5) for s in extra)
     for s in conns:

@@ -236,8 +236,10 @@ class Monitor:
             pending.cancel()
         return pending is not None
 
-    def mark_manual_stop(self, ctr: Container) -> None:
-        """stop or kill: the restart policy no longer applies (until the next start)."""
+    def mark_manual_stop(self, cid: str) -> None:
+        """stop or kill: the restart policy no longer applies (until the next start); a restart waiting
+        for its back-off is cancelled (the container is read afresh: it may have exited meanwhile)."""
+        ctr = self.registry.get(cid)
         ctr.manually_stopped = True
         if self.cancel_restart(ctr.id):
             transitions.restart_cancelled(ctr.state)

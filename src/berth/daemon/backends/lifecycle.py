@@ -285,7 +285,7 @@ class Lifecycle:
         if not ctr.running:
             raise Conflict(f"Cannot kill container: {name}: Container {ctr.id} is not running")
         signum = parse_signal(sig or "KILL")
-        self.monitor.mark_manual_stop(ctr)
+        self.monitor.mark_manual_stop(ctr.id)
         # A SIGKILL is answered once the exit is recorded, as dockerd does: a client that inspects
         # right after the answer sees the container stopped (bounded: a process stuck in D state).
         exited = self.registry.register_wait(ctr.id, "next-exit")[1] if signum == signal.SIGKILL else None
@@ -302,11 +302,11 @@ class Lifecycle:
     async def stop(self, name: str, timeout: int | None, sig: str = "") -> None:
         ctr = self.registry.get(name)
         if ctr.state.restarting:
-            self.monitor.mark_manual_stop(ctr)
+            self.monitor.mark_manual_stop(ctr.id)
             return
         if not ctr.running:
             raise NotModified("container already stopped")
-        self.monitor.mark_manual_stop(ctr)
+        self.monitor.mark_manual_stop(ctr.id)
         if timeout is None:
             timeout = int(ctr.config.get("StopTimeout", 10))
         _, fut = self.registry.register_wait(ctr.id, "next-exit")
