@@ -9,8 +9,10 @@ from typing import Any
 
 import pytest
 
+from tests.lib import rawhttp
 from tests.lib.cleanup import Cleanup
 from tests.lib.daemon import Berthd
+from tests.lib.images import busybox_rootfs_tar
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -47,12 +49,25 @@ def berthd(request: pytest.FixtureRequest) -> Iterator[Berthd]:
         d.start()
         yield d
     finally:
-        d.remove_containers()
-        d.stop()
-        rep = getattr(request.node, "rep_call", None)
-        if rep is not None and rep.failed:
-            print(f"\n----- berthd log ({d.log_path}) -----\n{d.log()}")
-        d.cleanup()
+        retire(d, request)
+
+
+@pytest.fixture
+def bb(berthd: Berthd) -> Berthd:
+    """``berthd`` with the image "bb" (Debian's busybox-static as a rootfs)."""
+    r = rawhttp.request(berthd.sock, "POST", "/images/create?fromSrc=-&repo=bb&tag=latest", body=busybox_rootfs_tar())
+    assert r.status == 200, r.body
+    return berthd
+
+
+def retire(d: Berthd, request: pytest.FixtureRequest) -> None:
+    """A test's daemon goes, its containers first; its log is printed when the test failed."""
+    d.remove_containers()
+    d.stop()
+    rep = getattr(request.node, "rep_call", None)
+    if rep is not None and rep.failed:
+        print(f"\n----- berthd log ({d.log_path}) -----\n{d.log()}")
+    d.cleanup()
 
 
 @pytest.fixture
@@ -68,13 +83,8 @@ def make_berthd(request: pytest.FixtureRequest) -> Iterator[type[Berthd]]:
     try:
         yield Tracked
     finally:
-        rep = getattr(request.node, "rep_call", None)
         for d in made:
-            d.remove_containers()
-            d.stop()
-            if rep is not None and rep.failed:
-                print(f"\n----- berthd log ({d.log_path}) -----\n{d.log()}")
-            d.cleanup()
+            retire(d, request)
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)

@@ -16,7 +16,7 @@ import docker
 import pytest
 
 from tests.lib import rawhttp
-from tests.lib.clis import docker as docker_cli
+from tests.lib.clis import docker_at as run
 from tests.lib.daemon import Berthd
 from tests.lib.images import busybox_rootfs_tar
 from tests.lib.wait import until
@@ -24,19 +24,8 @@ from tests.lib.wait import until
 CMD = "sh -c 'echo hello out; echo hello err >&2'"
 
 
-@pytest.fixture
-def bb(berthd):  # type: ignore[no-untyped-def]
-    r = rawhttp.request(berthd.sock, "POST", "/images/create?fromSrc=-&repo=bb&tag=latest", body=busybox_rootfs_tar())
-    assert r.status == 200, r.body
-    return berthd
-
-
 def api(d: Berthd) -> docker.APIClient:
     return docker.APIClient(base_url=d.url, version="1.47", timeout=60)
-
-
-def run(d: Berthd, *args: str, **kw: object) -> subprocess.CompletedProcess[str]:
-    return docker_cli("-H", d.url, *args, **kw)
 
 
 def _top(c: docker.APIClient, **kw: object) -> str:

@@ -11,20 +11,9 @@ import docker
 import pytest
 
 from tests.lib import rawhttp
-from tests.lib.clis import docker as docker_cli
+from tests.lib.clis import docker_at as run
 from tests.lib.images import busybox_rootfs_tar
 from tests.lib.wait import stays, until
-
-
-@pytest.fixture
-def bb(berthd):  # type: ignore[no-untyped-def]
-    r = rawhttp.request(berthd.sock, "POST", "/images/create?fromSrc=-&repo=bb&tag=latest", body=busybox_rootfs_tar())
-    assert r.status == 200, r.body
-    return berthd
-
-
-def run(d, *args: str, **kw: object) -> subprocess.CompletedProcess[str]:  # type: ignore[no-untyped-def]
-    return docker_cli("-H", d.url, *args, **kw)
 
 
 def test_run_rm_echo(bb):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+from typing import Any
 
 import pytest
 
@@ -32,3 +33,8 @@ def berth(*args: str, env: dict[str, str] | None = None, timeout: float = 30, **
     kw.setdefault("text", True)
     return subprocess.run([BERTH, *args], capture_output=True, timeout=timeout,
                           env=env if env is not None else base_env(), **kw)  # type: ignore[call-overload]
+
+
+def docker_at(d: Any, *args: str, **kw: Any) -> subprocess.CompletedProcess[str]:
+    """The docker CLI against the daemon ``d`` (a Berthd or a Dockerd: anything with a ``url``)."""
+    return docker("-H", d.url, *args, **kw)

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.conftest import retire
 from tests.lib.cleanup import Cleanup
 from tests.network.netenv import drop_tables, links
 
@@ -26,12 +27,7 @@ def netenv(request: pytest.FixtureRequest, cleanup: Cleanup) -> Iterator[dict[st
         yield env
     finally:
         for d in env.get("daemons", []):  # type: ignore[attr-defined]
-            d.remove_containers()
-            d.stop()
-            rep = getattr(request.node, "rep_call", None)
-            if rep is not None and rep.failed:
-                print(f"\n----- berthd log ({d.log_path}) -----\n{d.log()}")
-            d.cleanup()
+            retire(d, request)
         drop_tables()
 
 

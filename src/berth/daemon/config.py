@@ -23,6 +23,7 @@ from berth import __version__
 from berth.daemon.hosts import HostAddr, is_loopback, parse_host
 from berth.daemon.userns import check_spec as check_userns_spec
 from berth.errors import BerthError, InvalidParameter
+from berth.network.model import NetSettings
 
 DEFAULT_CONFIG_FILE = "/etc/berth/daemon.json"
 LOG_LEVELS = ("debug", "info", "warn", "error", "fatal", "panic")
@@ -112,7 +113,11 @@ _BY_KEY = {o.key: o for o in OPTIONS}
 
 
 @dataclass(slots=True)
-class Config:
+class Config(NetSettings):
+    """berthd's configuration; the network options are ``NetSettings``' fields (bridge, bip, fixed-cidr,
+    ipv6, iptables, ip-masq, ip-forward, icc, mtu, ip, default-address-pools, dns…), inherited, so the
+    network package gets them without a second list of names."""
+
     hosts: list[HostAddr] = field(default_factory=list)
     group: str = "docker"
     group_explicit: bool = False
@@ -134,22 +139,7 @@ class Config:
     validate_only: bool = False
     flag_values: dict[str, Any] = field(default_factory=dict)  # what was given on the command line
     cleanup_network: bool = False
-    bridge: str = "berth0"
-    bip: str = ""
-    fixed_cidr: str = ""
-    fixed_cidr_v6: str = ""
-    ipv6: bool = False
-    iptables: bool = True
-    ip_masq: bool = True
-    ip_forward: bool = True
-    icc: bool = True
     userland_proxy: bool = False
-    mtu: int = 0
-    default_bind_ip: str = "0.0.0.0"
-    address_pools: list[tuple[str, int]] = field(default_factory=list)
-    dns: list[str] = field(default_factory=list)
-    dns_search: list[str] = field(default_factory=list)
-    dns_opts: list[str] = field(default_factory=list)
     userns_remap: str = ""
     log_driver: str = "json-file"
     log_opts: dict[str, str] = field(default_factory=dict)

@@ -5,6 +5,7 @@ user namespace of userns-remap, the HTTP limits and connection caps; and ``--cle
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import resource
@@ -91,10 +92,8 @@ def runtimes(exec_root: str) -> dict[str, OCIRuntime]:
 
 
 def net_settings(cfg: Config) -> NetSettings:
-    return NetSettings(bridge=cfg.bridge, bip=cfg.bip, fixed_cidr=cfg.fixed_cidr, fixed_cidr_v6=cfg.fixed_cidr_v6,
-                       ipv6=cfg.ipv6, iptables=cfg.iptables, ip_masq=cfg.ip_masq, ip_forward=cfg.ip_forward,
-                       icc=cfg.icc, mtu=cfg.mtu, default_bind_ip=cfg.default_bind_ip, pools=cfg.address_pools,
-                       dns=cfg.dns, dns_search=cfg.dns_search, dns_opts=cfg.dns_opts)
+    """The network options, field by field from the configuration (the names are the same)."""
+    return NetSettings(**{f.name: getattr(cfg, f.name) for f in dataclasses.fields(NetSettings)})
 
 
 def tls_context(cfg: Config) -> ssl.SSLContext | None:

@@ -117,7 +117,7 @@ class NetworkController:
             ipam.check_overlap(pools, in_use)
             user_subnets = bool(pools)
             if not any(p.subnet.version == 4 for p in pools):
-                subnet = ipam.choose_subnet(self.cfg.pools, drivers.host_networks() + in_use)
+                subnet = ipam.choose_subnet(self.cfg.address_pools, drivers.host_networks() + in_use)
                 if subnet is None:
                     raise Forbidden("all predefined address pools have been fully subnetted (none overlaps no "
                                     "route or address on this host)")

@@ -68,7 +68,7 @@ def _default_pool(catalog: Catalog, cfg: NetSettings, name: str, existing: Netwo
     if have:
         log.info("default bridge: %s already has %s, keeping it", name, have[0])
         return ipam.Pool(have[0].network, gateway=have[0].ip)
-    subnet = ipam.choose_subnet(cfg.pools, drivers.host_networks() + catalog.subnets_in_use(exclude="bridge"))
+    subnet = ipam.choose_subnet(cfg.address_pools, drivers.host_networks() + catalog.subnets_in_use(exclude="bridge"))
     if subnet is None:
         raise System("no address pool has a subnet that does not overlap the host's routes and addresses;"
                      " set --bip or default-address-pools")

@@ -86,7 +86,8 @@ class Network:
 
 @dataclass
 class NetSettings:
-    """What berthd's network options say (dockerd's flags of the same names)."""
+    """What berthd's network options say (dockerd's flags of the same names). The daemon's
+    configuration inherits these fields; ``daemon/setup.py`` takes them from it."""
 
     bridge: str = "berth0"  # "none": no default bridge network
     bip: str = ""
@@ -99,7 +100,7 @@ class NetSettings:
     icc: bool = True
     mtu: int = 0
     default_bind_ip: str = "0.0.0.0"
-    pools: list[tuple[str, int]] = field(default_factory=lambda: list(ipam.DEFAULT_POOLS))
+    address_pools: list[tuple[str, int]] = field(default_factory=lambda: list(ipam.DEFAULT_POOLS))
     dns: list[str] = field(default_factory=list)
     dns_search: list[str] = field(default_factory=list)
     dns_opts: list[str] = field(default_factory=list)

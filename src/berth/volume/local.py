@@ -6,6 +6,7 @@ directory (a crash leaves at worst an unreferenced directory, which ``sweep`` re
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import os
 import re
@@ -22,16 +23,11 @@ from berth.store.volumes import VolumeRow, VolumeRows
 NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]+\Z")
 
 
-@dataclass
-class Volume:
-    name: str
-    driver: str
-    created: str
-    labels: dict[str, str]
-    options: dict[str, str]
-    anonymous: bool
-    needs_copy: bool
-    mountpoint: str
+@dataclass(frozen=True)
+class Volume(VolumeRow):
+    """A volume: its row, and where its files are on the host."""
+
+    mountpoint: str = ""
 
     def view(self) -> dict[str, Any]:
         return {"Name": self.name, "Driver": self.driver, "Mountpoint": self.mountpoint, "CreatedAt": self.created,
@@ -46,8 +42,7 @@ class LocalVolumes:
         os.chmod(root, 0o700)  # only root reaches a volume's files (a container may plant setuid ones)
 
     def _volume(self, r: VolumeRow) -> Volume:
-        return Volume(r.name, r.driver, r.created, r.labels, r.options, r.anonymous, r.needs_copy,
-                      os.path.join(self.root, r.name, "_data"))
+        return Volume(**dataclasses.asdict(r), mountpoint=os.path.join(self.root, r.name, "_data"))
 
     def get(self, name: str) -> Volume:
         r = self.rows.find(name)
