@@ -93,20 +93,18 @@ def test_network_shapes_match_dockerd(netenv):
         dockerd.stop()
 
 
-def test_netlink_sessions_stay_in_their_namespace(tmp_path):
+def test_netlink_sessions_stay_in_their_namespace(tmp_path, cleanup):
     """A container's eth0 has the host's name: a session must never fall back to the host's namespace."""
     from berth.linux import netlink, netns
 
     netns.prepare_dir(str(tmp_path))
+    cleanup.mount(str(tmp_path))  # prepare_dir makes the directory a shared mount of itself
     path = str(tmp_path / "ns")
     netns.create(path)
-    try:
-        assert netlink.link_names(path) == ["lo"]
-        with netlink.session(path) as ipr:
-            assert netlink.index(ipr, "eth0") is None
-    finally:
-        netns.remove(path)
-        subprocess.run(["umount", str(tmp_path)], capture_output=True)
+    cleanup.add(f"netns {path}", lambda: netns.remove(path))
+    assert netlink.link_names(path) == ["lo"]
+    with netlink.session(path) as ipr:
+        assert netlink.index(ipr, "eth0") is None
 
 
 COMPOSE = """

@@ -102,7 +102,7 @@ class Monitor:
             return
         async with self.registry.lock(cid):
             ctr = self.registry.get(cid)
-            if not ctr.running and not lost:
+            if not ctr.running:  # recorded already (or, for a lost one, restarted and stopped since)
                 return
             # conmon exits once it has drained the container's output: wait for it, so that the
             # log is complete when anyone learns that the container stopped.
@@ -254,12 +254,16 @@ class Monitor:
                 continue
             code = read_exit_code(self.layout.exit_dir, ctr.id)
             conmon_pid = read_int(os.path.join(self.layout.paths(ctr.id).run_dir, "conmon.pid"))
-            if code is not None:
-                await self.exited(ctr.id, code)
-            elif not (conmon_pid and pid_alive(conmon_pid)):
-                await self.exited(ctr.id, 255, lost=True)
-            else:
-                log.info("container %s (%s) is still running under conmon %d", ctr.short_id, ctr.name, conmon_pid)
+            try:
+                if code is not None:
+                    await self.exited(ctr.id, code)
+                elif not (conmon_pid and pid_alive(conmon_pid)):
+                    await self.exited(ctr.id, 255, lost=True)
+                else:
+                    log.info("container %s (%s) is still running under conmon %d", ctr.short_id, ctr.name,
+                             conmon_pid)
+            except BerthError as exc:  # one container's trouble does not keep berthd from starting
+                log.error("container %s: recording its exit failed: %s", ctr.short_id, exc.message)
         for ctr in self.registry.all():  # a start that berthd did not finish: what the runtime made goes
             if not ctr.running and await asyncio.to_thread(self.holds_resources, ctr):
                 log.warning("container %s (%s): removing what an interrupted start left (runtime state, mount, "

@@ -2,8 +2,8 @@
 Docker's defaults, the container's Config and HostConfig, and what the start prepared (the rootfs,
 the network namespace, the /etc files, the volumes' mounts, the namespaces of containers it joins).
 
-``build`` is the only producer of a spec: the namespaces and /dev/shm come from the namespace
-modes, mounts from binds and volumes, cgroup resources from ``mounts.resources``, and the
+``build`` is the only producer of a spec, and has no side effect: the namespaces and /dev/shm come
+from the namespace modes, mounts from the binds, tmpfs and volumes it is given, cgroup resources from ``mounts.resources``, and the
 security-related fields from ``security.apply`` — each a step of ``build`` on the spec it is making,
 never a patch applied to a spec after it was written.
 """
@@ -50,6 +50,7 @@ class Inputs:
     netns_path: str | None = None  # None: a new namespace (or the host's, with --network host)
     joins: dict[str, str] = field(default_factory=dict)  # "pid"/"ipc" → namespace file, "shm" → its tmpfs
     shm_source: str | None = None  # --ipc shareable: the tmpfs berth mounted for it
+    user_mounts: list[dict[str, Any]] = field(default_factory=list)  # binds and tmpfs (``mounts.mounts``)
     volume_mounts: list[dict[str, Any]] = field(default_factory=list)
     idmap: IDMap | None = None
     compile_seccomp: bool = False  # crun: the profile goes as compiled BPF in an annotation
@@ -118,7 +119,7 @@ def _mounts(i: Inputs) -> list[dict[str, Any]]:
     ]
     out = [m for m in mounts if m is not None]
     out += [_bind(dest, src) for dest, src in i.etc_files.items()]
-    out += cmounts.mounts(i.host_config)
+    out += i.user_mounts
     out += i.volume_mounts
     return out
 
@@ -169,7 +170,7 @@ def build(i: Inputs) -> dict[str, Any]:
     linux, process = config["linux"], config["process"]
     # as dockerd: a shared (slave) bind needs the container's root shared (slave) too, or the
     # runtime's private root cuts the propagation off
-    props = {o for m in mounts if m["type"] == "bind" for o in m["options"] if o in cmounts.PROPAGATIONS}
+    props = {o for m in i.user_mounts for o in m["options"] if o in cmounts.PROPAGATIONS}
     if props & {"shared", "rshared"}:
         linux["rootfsPropagation"] = "rshared"
     elif props & {"slave", "rslave"}:

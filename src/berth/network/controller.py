@@ -276,7 +276,7 @@ class NetworkController:
         if not asked:
             raise Forbidden(f"container {cid} is not connected to network {net.name}")
         if st is not None:
-            self.sandboxes.disconnect(cid, net)
+            self.sandboxes.disconnect(cid, net, st)
         self.rows.detach(cid, net.id)
 
 

@@ -96,7 +96,8 @@ class BridgeDriver:
         if e.netns is not None and e.ifname:
             with contextlib.suppress(BerthError):
                 netlink.delete_link(e.ifname, e.netns)  # the pair goes with either end
-        netlink.delete_link(e.host_ifname)
+        if e.host_ifname:
+            netlink.delete_link(e.host_ifname)
 
     @staticmethod
     def route_localnet(net: Network) -> None:

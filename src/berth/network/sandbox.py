@@ -148,14 +148,13 @@ class Sandboxes:
         self._event("connect", net, m.id)
         return state
 
-    def release_endpoint(self, cid: str, net: Network, links_too: bool = True, netns_path: str | None = None) -> None:
+    def release_endpoint(self, cid: str, net: Network, links_too: bool = True) -> None:
         """Free the endpoint's addresses. ``links_too=False`` when the namespace is about to go: the
-        kernel then removes its links itself, asynchronously (deleting a veth waits ~30 ms for RCU).
-        ``netns_path``: the namespace stays (a disconnect), so the link inside it goes now."""
+        kernel then removes its links itself, asynchronously (deleting a veth waits ~30 ms for RCU)."""
         st = self.rows.release(cid, net.id)
         if links_too and st:
             with contextlib.suppress(BerthError):
-                DRIVERS[net.driver].leave(net, Leave(st.get("HostIfname", ""), st.get("Ifname", ""), netns_path))
+                DRIVERS[net.driver].leave(net, Leave(st.get("HostIfname", "")))
 
     # ---- stop ------------------------------------------------------------------------------------
     def teardown(self, cid: str) -> None:
@@ -201,9 +200,11 @@ class Sandboxes:
         ifname = next(f"eth{i}" for i in range(64) if f"eth{i}" not in used)
         self.join(m, net, req, path, ifname, default_route=False)
 
-    def disconnect(self, cid: str, net: Network) -> None:
-        """The container leaves ``net``, its namespace staying."""
-        self.release_endpoint(cid, net, netns_path=self.netns_path(cid))
+    def disconnect(self, cid: str, net: Network, state: dict[str, Any]) -> None:
+        """The container leaves ``net``, its namespace staying: its link goes first, then its addresses."""
+        with contextlib.suppress(BerthError):
+            DRIVERS[net.driver].leave(net, Leave("", state.get("Ifname", ""), self.netns_path(cid)))
+        self.release_endpoint(cid, net)
         self._event("disconnect", net, cid)
 
     # ---- /etc/hosts --------------------------------------------------------------------------------

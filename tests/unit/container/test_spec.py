@@ -65,8 +65,13 @@ def test_a_remapped_container_gets_a_user_namespace_last() -> None:
 
 def test_volumes_binds_and_propagation() -> None:
     vol = {"destination": "/data", "type": "bind", "source": "/v/_data", "options": ["rbind", "rprivate", "ro"]}
-    c = _build(volume_mounts=[vol])
-    assert c["mounts"][-1] == vol and "rootfsPropagation" not in c["linux"]
+    bind = {"destination": "/x", "type": "bind", "source": "/srv", "options": ["rbind", "rslave"]}
+    c = _build(user_mounts=[bind], volume_mounts=[vol])
+    assert c["mounts"][-2:] == [bind, vol]  # binds and tmpfs, then the volumes
+    assert c["linux"]["rootfsPropagation"] == "rslave"  # or the runtime's private root cuts it off
+    tmpfs = {"destination": "/run", "type": "tmpfs", "source": "tmpfs", "options": ["rshared"]}
+    assert _build(user_mounts=[bind, tmpfs])["linux"]["rootfsPropagation"] == "rshared"
+    assert "rootfsPropagation" not in _build(volume_mounts=[vol])["linux"]
 
 
 def test_seccomp_is_compiled_for_crun_and_options_reach_the_spec() -> None:

@@ -185,6 +185,7 @@ class Lifecycle:
             if modes["IpcMode"].kind == "shareable":  # a tmpfs of berth's own, which joiners bind too
                 shm = self.rootfs.mount_shm(ctr, idmap)
                 undo.callback(self.rootfs.unmount, shm)
+            binds = cmounts.mounts(hc)  # checked, and missing -v directories made, before volumes are filled
             link_env = prepare.link_env(self.registry, ctr, self.networks.bridge_address)
             env = {e.split("=", 1)[0]: e for e in [*link_env, *(cfg.get("Env") or [])]}
             parent = "/" + (hc.get("CgroupParent") or "berth").strip("/")
@@ -192,7 +193,8 @@ class Lifecycle:
                 rootfs=rootfs, args=ctr.command, env=list(env.values()), cwd=cwd, user=user,
                 hostname=cfg["Hostname"], tty=bool(cfg.get("Tty")), host_config=hc, modes=modes,
                 cgroups_path=f"{parent}/{ctr.id}", cgroup_v2=self.cgroup_v2, memsw=self.memsw, etc_files=etc,
-                netns_path=net.netns, joins=joins, shm_source=shm, volume_mounts=self._volume_mounts(ctr, rootfs),
+                netns_path=net.netns, joins=joins, shm_source=shm, user_mounts=binds,
+                volume_mounts=self._volume_mounts(ctr, rootfs),
                 idmap=idmap, compile_seccomp=runtime.name == "crun"))
             fd = os.open(os.path.join(p.bundle, "config.json"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC,
                          0o600)
