@@ -21,6 +21,8 @@ costs against "berthd".
 from __future__ import annotations
 
 import argparse
+import contextlib
+import glob
 import json
 import os
 import shutil
@@ -137,6 +139,10 @@ class Daemon:
 
     def start(self, tls_dir: str | None = None) -> float:
         """Start; return seconds from spawn until /_ping answered."""
+        if self.kind == "dockerd" and not hasattr(self, "made"):
+            # dockerd makes /run/docker/plugins whatever its exec root: what it made goes again (remove())
+            self.made = [d for d in ("/run/docker", "/run/docker/plugins") if not os.path.isdir(d)]
+            self.started = time.time()
         log = open(os.path.join(self.root, "log"), "ab")
         t0 = time.perf_counter()
         env = dict(os.environ)
@@ -187,6 +193,13 @@ class Daemon:
         for m in sorted(mounts, key=len, reverse=True):
             subprocess.run(["umount", "-l", m], capture_output=True)
         shutil.rmtree(self.root, ignore_errors=True)
+        for d in reversed(getattr(self, "made", [])):
+            with contextlib.suppress(OSError):
+                os.rmdir(d)  # only when nothing else has come to live there
+        for stacks in glob.glob("/tmp/containerd.*.stacks.log"):  # what its containerd dumps on the way out
+            if os.path.getmtime(stacks) >= getattr(self, "started", time.time()):
+                with contextlib.suppress(OSError):
+                    os.unlink(stacks)
 
 
 def rps(pingload: str, args: list[str]) -> float:
