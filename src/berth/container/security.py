@@ -1,9 +1,9 @@
-"""Capabilities, privileged mode, security options, seccomp, masked paths, namespaces, ulimits,
-sysctls, devices, device cgroup rules, shm size and --init, as changes to one container's OCI spec.
+"""Capabilities, privileged mode, security options, seccomp, masked paths, ulimits, sysctls,
+devices, device cgroup rules, shm size and --init: what a HostConfig asks of a container's
+confinement, parsed into one typed ``Settings`` that ``spec.build`` writes into the spec.
 
 Every value from a request is parsed into a typed value before it reaches the spec, and every
-refusal names the field and the value. ``apply`` changes the spec it is given (built fresh for this
-container by ``spec.build``): nothing here is shared between containers.
+refusal names the field and the value. Nothing here is shared between containers.
 """
 
 from __future__ import annotations
@@ -16,7 +16,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from berth.container import seccomp
-from berth.container.defaults import DEFAULT_CAPS, DeviceRule, nofile_limit
+from berth.container.defaults import (
+    DEFAULT_CAPS,
+    DEFAULT_DEVICE_RULES,
+    MASKED,
+    READONLY,
+    DeviceRule,
+    nofile_limit,
+)
 from berth.errors import InvalidParameter, NotSupported
 
 ALL_CAPS = sorted(set(DEFAULT_CAPS) | {
@@ -228,7 +235,8 @@ def _path_list(value: Any, field: str) -> list[str]:
 
 
 def check(hc: dict[str, Any], network_mode: str) -> None:
-    """Everything ``apply`` would refuse, without a spec (at create: bad input is a 400 there)."""
+    """Everything ``settings`` would refuse, without reading the host's devices or compiling the
+    default profile (at create: bad input is a 400 there)."""
     caps = capabilities(hc)
     opts = parse_security_opts(hc.get("SecurityOpt") or [])
     if opts.seccomp not in ("", "unconfined") and not hc.get("Privileged"):
@@ -277,59 +285,58 @@ def _sysctls(hc: dict[str, Any], network_mode: str) -> dict[str, str]:
     return {k: str(v) for k, v in sysctls.items()}
 
 
-def apply(config: dict[str, Any], hc: dict[str, Any], network_mode: str,
-          host_devices_list: list[Device] | None = None) -> None:
-    """Change ``config`` (a fresh OCI spec from spec.build) for the security-related HostConfig fields."""
-    process, linux = config["process"], config["linux"]
+@dataclass(frozen=True)
+class Settings:
+    """What a HostConfig asks of a container's confinement, parsed and typed once: ``spec.build``
+    writes it into the spec it makes."""
+
+    caps: tuple[str, ...]
+    no_new_privileges: bool
+    seccomp: dict[str, Any] | None  # the OCI seccomp section; None: unconfined
+    masked: tuple[str, ...]
+    readonly: tuple[str, ...]
+    writable_sys: bool  # --privileged: /sys read-write
+    writable_cgroup: bool  # --privileged or writable-cgroups=true: /sys/fs/cgroup read-write
+    ulimits: dict[str, dict[str, Any]]  # RLIMIT_* → its OCI rlimit
+    sysctls: dict[str, str]
+    shm_size: int  # 0: the default
+    device_rules: tuple[dict[str, Any], ...]  # the whole device cgroup
+    devices: tuple[Device, ...]  # device nodes made in the container (the last of a path wins)
+    init: str  # the host's init binary for --init, "" without
+
+
+def settings(hc: dict[str, Any], network_mode: str, host_devices_list: list[Device] | None = None) -> Settings:
+    """The security-related HostConfig fields, each checked (InvalidParameter naming it)."""
     privileged = bool(hc.get("Privileged"))
     caps = capabilities(hc)
-    process["capabilities"] = {"bounding": list(caps), "effective": list(caps), "permitted": list(caps)}
     opts = parse_security_opts(hc.get("SecurityOpt") or [])
-    process["noNewPrivileges"] = opts.no_new_privileges
     if privileged or opts.seccomp == "unconfined":
-        linux.pop("seccomp", None)
+        profile = None
     elif opts.seccomp:
-        linux["seccomp"] = seccomp.custom(opts.seccomp, caps)
+        profile = seccomp.custom(opts.seccomp, caps)
     else:
-        linux["seccomp"] = seccomp.profile(caps)
-    if hc.get("MaskedPaths") is not None:
-        linux["maskedPaths"] = _path_list(hc["MaskedPaths"], "MaskedPaths")
-    if hc.get("ReadonlyPaths") is not None:
-        linux["readonlyPaths"] = _path_list(hc["ReadonlyPaths"], "ReadonlyPaths")
+        profile = seccomp.profile(caps)
+    masked = tuple(_path_list(hc["MaskedPaths"], "MaskedPaths")) if hc.get("MaskedPaths") is not None else MASKED
+    readonly = (tuple(_path_list(hc["ReadonlyPaths"], "ReadonlyPaths")) if hc.get("ReadonlyPaths") is not None
+                else READONLY)
     if privileged or opts.unconfined_paths:
-        linux["maskedPaths"], linux["readonlyPaths"] = [], []
-    if privileged or opts.writable_cgroups:
-        for m in config["mounts"]:
-            if m["destination"] in ("/sys", "/sys/fs/cgroup") and (privileged or m["destination"] != "/sys"):
-                m["options"] = [o for o in m["options"] if o != "ro"]
-    rlimits = {r["type"]: r for r in process.get("rlimits", [])}
-    rlimits.update(_ulimits(hc))
-    process["rlimits"] = list(rlimits.values())
+        masked, readonly = (), ()
+    ulimits = _ulimits(hc)
     sysctls = _sysctls(hc, network_mode)
-    if sysctls:
-        linux["sysctl"] = sysctls
     shm = int(hc.get("ShmSize") or 0)
     if shm < 0:
         raise InvalidParameter("SHM size can not be less than 0")
-    if shm:
-        for m in config["mounts"]:
-            if m["destination"] == "/dev/shm":
-                m["options"] = [o for o in m["options"] if not o.startswith("size=")] + [f"size={shm}"]
-    rules: list[dict[str, Any]] = list(linux["resources"].get("devices") or [])
     devices = parse_devices(hc.get("Devices"))
     if privileged:
         devices = (host_devices_list if host_devices_list is not None else host_devices()) + devices
         rules = [DeviceRule(True).oci()]
     else:
+        rules = [r.oci() for r in DEFAULT_DEVICE_RULES]
         rules += [DeviceRule(True, d.type, d.major, d.minor, d.access).oci() for d in devices]
         rules += [parse_device_rule(r).oci() for r in hc.get("DeviceCgroupRules") or []]
-    linux["resources"]["devices"] = rules
-    if devices:
-        seen: dict[str, Device] = {}
-        for d in devices:
-            seen[d.path] = d  # an explicit --device wins over the host's device of the same path
-        linux["devices"] = [d.oci() for d in seen.values()]
-    if hc.get("Init"):
-        config["mounts"].append({"destination": INIT_BINARY, "type": "bind", "source": init_path(),
-                                 "options": ["bind", "ro"]})
-        process["args"] = [INIT_BINARY, "--", *process["args"]]
+    seen: dict[str, Device] = {}
+    for d in devices:
+        seen[d.path] = d  # an explicit --device wins over the host's device of the same path
+    return Settings(tuple(caps), opts.no_new_privileges, profile, masked, readonly, privileged,
+                    privileged or opts.writable_cgroups, ulimits, sysctls, shm, tuple(rules), tuple(seen.values()),
+                    init_path() if hc.get("Init") else "")

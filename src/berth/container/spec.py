@@ -3,9 +3,10 @@ Docker's defaults, the container's Config and HostConfig, and what the start pre
 the network namespace, the /etc files, the volumes' mounts, the namespaces of containers it joins).
 
 ``build`` is the only producer of a spec, and has no side effect: the namespaces and /dev/shm come
-from the namespace modes, mounts from the binds, tmpfs and volumes it is given, cgroup resources from ``mounts.resources``, and the
-security-related fields from ``security.apply`` — each a step of ``build`` on the spec it is making,
-never a patch applied to a spec after it was written.
+from the namespace modes, mounts from the binds, tmpfs and volumes it is given, cgroup resources from
+``mounts.resources``, and the confinement (capabilities, seccomp, masked paths, devices, rlimits,
+sysctls, --init) from a ``security.Settings`` parsed before: each part is written once, as the spec
+is made, never patched afterwards.
 """
 
 from __future__ import annotations
@@ -18,11 +19,7 @@ from berth.container import hostconfig, seccomp
 from berth.container import mounts as cmounts
 from berth.container import security as csecurity
 from berth.container.defaults import (
-    DEFAULT_CAPS,
-    DEFAULT_DEVICE_RULES,
     DEFAULT_PATH,
-    MASKED,
-    READONLY,
     nofile_limit,
 )
 from berth.container.users import User
@@ -52,6 +49,7 @@ class Inputs:
     shm_source: str | None = None  # --ipc shareable: the tmpfs berth mounted for it
     user_mounts: list[dict[str, Any]] = field(default_factory=list)  # binds and tmpfs (``mounts.mounts``)
     volume_mounts: list[dict[str, Any]] = field(default_factory=list)
+    security: csecurity.Settings | None = None  # None: parsed here from host_config
     idmap: IDMap | None = None
     compile_seccomp: bool = False  # crun: the profile goes as compiled BPF in an annotation
 
@@ -103,17 +101,20 @@ def _shm(i: Inputs) -> dict[str, Any] | None:
     return {**_SHM_TMPFS, "options": list(_SHM_TMPFS["options"])}
 
 
-def _mounts(i: Inputs) -> list[dict[str, Any]]:
+def _mounts(i: Inputs, sec: csecurity.Settings) -> list[dict[str, Any]]:
     shm = _shm(i)
+    if shm is not None and sec.shm_size:
+        shm["options"] = [o for o in shm["options"] if not o.startswith("size=")] + [f"size={sec.shm_size}"]
+    sys_opts = ["nosuid", "noexec", "nodev"] + ([] if sec.writable_sys else ["ro"])
+    cgroup_opts = ([] if sec.writable_cgroup else ["ro"]) + ["nosuid", "noexec", "nodev"]
     mounts: list[dict[str, Any] | None] = [
         {"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"]},
         {"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
          "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
         {"destination": "/dev/pts", "type": "devpts", "source": "devpts",
          "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]},
-        {"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]},
-        {"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup",
-         "options": ["ro", "nosuid", "noexec", "nodev"]},
+        {"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": sys_opts},
+        {"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup", "options": cgroup_opts},
         {"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"]},
         shm,
     ]
@@ -121,6 +122,9 @@ def _mounts(i: Inputs) -> list[dict[str, Any]]:
     out += [_bind(dest, src) for dest, src in i.etc_files.items()]
     out += i.user_mounts
     out += i.volume_mounts
+    if sec.init:
+        out.append({"destination": csecurity.INIT_BINARY, "type": "bind", "source": sec.init,
+                    "options": ["bind", "ro"]})
     return out
 
 
@@ -139,20 +143,24 @@ def _env(i: Inputs) -> list[str]:
 
 def build(i: Inputs) -> dict[str, Any]:
     hc = i.host_config
+    sec = i.security if i.security is not None else csecurity.settings(hc, hc.get("NetworkMode", "none"))
     nofile = nofile_limit()
-    caps = list(DEFAULT_CAPS)
-    mounts = _mounts(i)
+    caps = list(sec.caps)
+    mounts = _mounts(i, sec)
+    rlimits = {"RLIMIT_NOFILE": {"type": "RLIMIT_NOFILE", "hard": nofile, "soft": min(1024, nofile)}}
+    rlimits.update(sec.ulimits)
+    args = [csecurity.INIT_BINARY, "--", *i.args] if sec.init else list(i.args)
     config: dict[str, Any] = {
         "ociVersion": "1.0.2",
         "process": {
             "terminal": i.tty,
             "user": {"uid": i.user.uid, "gid": i.user.gid, "additionalGids": list(i.user.additional_gids)},
-            "args": i.args,
+            "args": args,
             "env": _env(i),
             "cwd": i.cwd or "/",
-            "capabilities": {"bounding": caps, "effective": caps, "permitted": caps},
-            "rlimits": [{"type": "RLIMIT_NOFILE", "hard": nofile, "soft": min(1024, nofile)}],
-            "noNewPrivileges": False,
+            "capabilities": {"bounding": list(caps), "effective": list(caps), "permitted": list(caps)},
+            "rlimits": list(rlimits.values()),
+            "noNewPrivileges": sec.no_new_privileges,
         },
         "root": {"path": i.rootfs, "readonly": bool(hc.get("ReadonlyRootfs"))},
         "hostname": i.hostname,
@@ -160,9 +168,9 @@ def build(i: Inputs) -> dict[str, Any]:
         "linux": {
             "namespaces": _namespaces(i),
             "cgroupsPath": i.cgroups_path,
-            "resources": {"devices": [r.oci() for r in DEFAULT_DEVICE_RULES]},
-            "maskedPaths": list(MASKED),
-            "readonlyPaths": list(READONLY),
+            "resources": {"devices": [dict(r) for r in sec.device_rules]},
+            "maskedPaths": list(sec.masked),
+            "readonlyPaths": list(sec.readonly),
         },
     }
     if i.modes["UTSMode"].kind == "host":
@@ -176,7 +184,12 @@ def build(i: Inputs) -> dict[str, Any]:
     elif props & {"slave", "rslave"}:
         linux["rootfsPropagation"] = "rslave"
     linux["resources"].update(cmounts.resources(hc, memsw=i.memsw))
-    csecurity.apply(config, hc, hc.get("NetworkMode", "none"))
+    if sec.seccomp is not None:
+        linux["seccomp"] = sec.seccomp
+    if sec.sysctls:
+        linux["sysctl"] = dict(sec.sysctls)
+    if sec.devices:
+        linux["devices"] = [d.oci() for d in sec.devices]
     if i.idmap is not None:
         linux.update(i.idmap.oci())
     if hc.get("OomScoreAdj"):

@@ -93,3 +93,18 @@ def test_two_specs_share_nothing() -> None:
     a["linux"]["maskedPaths"].clear()
     c = _build()
     assert c == b
+
+
+def test_confinement_is_written_as_the_spec_is_made() -> None:
+    priv = _build({"Privileged": True})
+    assert "ro" not in _mount(priv, "/sys")["options"] and "ro" not in _mount(priv, "/sys/fs/cgroup")["options"]  # type: ignore[index]
+    assert priv["linux"]["resources"]["devices"] == [{"allow": True, "access": "rwm"}]
+    assert "seccomp" not in priv["linux"] and priv["linux"]["maskedPaths"] == []
+    cg = _build({"SecurityOpt": ["writable-cgroups=true", "no-new-privileges"], "CapDrop": ["ALL"],
+                 "ShmSize": 1 << 20, "Ulimits": [{"Name": "nproc", "Soft": 5, "Hard": 6}],
+                 "Sysctls": {"net.ipv4.ip_forward": "1"}})
+    assert "ro" in _mount(cg, "/sys")["options"] and "ro" not in _mount(cg, "/sys/fs/cgroup")["options"]  # type: ignore[index]
+    assert cg["process"]["noNewPrivileges"] and cg["process"]["capabilities"]["bounding"] == []
+    assert "size=1048576" in _mount(cg, "/dev/shm")["options"]  # type: ignore[index]
+    assert [r["type"] for r in cg["process"]["rlimits"]] == ["RLIMIT_NOFILE", "RLIMIT_NPROC"]
+    assert cg["linux"]["sysctl"] == {"net.ipv4.ip_forward": "1"} and "seccomp" in cg["linux"]

@@ -23,6 +23,7 @@ from berth.container import archive as carchive
 from berth.container import config as cconfig
 from berth.container import hostconfig, names, prepare, spec, users
 from berth.container import mounts as cmounts
+from berth.container import security as csecurity
 from berth.container import state as transitions
 from berth.container.health import HealthChecks
 from berth.container.logstream import ContainerLogs, log_config
@@ -186,6 +187,7 @@ class Lifecycle:
                 shm = self.rootfs.mount_shm(ctr, idmap)
                 undo.callback(self.rootfs.unmount, shm)
             binds = cmounts.mounts(hc)  # checked, and missing -v directories made, before volumes are filled
+            confinement = csecurity.settings(hc, hc.get("NetworkMode", "none"))
             link_env = prepare.link_env(self.registry, ctr, self.networks.bridge_address)
             env = {e.split("=", 1)[0]: e for e in [*link_env, *(cfg.get("Env") or [])]}
             parent = "/" + (hc.get("CgroupParent") or "berth").strip("/")
@@ -194,7 +196,7 @@ class Lifecycle:
                 hostname=cfg["Hostname"], tty=bool(cfg.get("Tty")), host_config=hc, modes=modes,
                 cgroups_path=f"{parent}/{ctr.id}", cgroup_v2=self.cgroup_v2, memsw=self.memsw, etc_files=etc,
                 netns_path=net.netns, joins=joins, shm_source=shm, user_mounts=binds,
-                volume_mounts=self._volume_mounts(ctr, rootfs),
+                volume_mounts=self._volume_mounts(ctr, rootfs), security=confinement,
                 idmap=idmap, compile_seccomp=runtime.name == "crun"))
             fd = os.open(os.path.join(p.bundle, "config.json"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC,
                          0o600)
