@@ -74,7 +74,8 @@ def start_sshd(cleanup, url: str, users: tuple[str, ...]):  # type: ignore[no-un
         f"Port {port}\nListenAddress 127.0.0.1\nHostKey {w}/host_key\nPidFile {w}/sshd.pid\n"
         f"AuthorizedKeysFile {w}/authorized_keys\nStrictModes no\nUsePAM no\nPasswordAuthentication no\n"
         "KbdInteractiveAuthentication no\nPubkeyAuthentication yes\nPermitRootLogin prohibit-password\n"
-        f"AllowUsers {' '.join(users)}\nPermitUserEnvironment yes\nX11Forwarding no\nAllowTcpForwarding no\n")
+        f"AllowUsers {' '.join(users)}\nPermitUserEnvironment yes\nX11Forwarding no\nAllowTcpForwarding no\n"
+        "Subsystem sftp internal-sftp\n")  # scp speaks SFTP
     proc = subprocess.Popen([SSHD, "-D", "-e", "-f", f"{w}/sshd_config"], stdout=open(f"{w}/sshd.log", "wb"),
                             stderr=subprocess.STDOUT)
     cleanup.process(proc, "sshd")

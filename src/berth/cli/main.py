@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "system": ("system", "Manage berth (info, events, dial-stdio)"),
     "context": ("context", "Manage contexts"),
     "pki": ("pki", "Make the CA, server and client certificates for mutual TLS"),
+    "machine": ("machine", "Manage remote berth hosts (docker-machine's store)"),
     "policy": ("policy", "Check an authorization policy, and explain which rule decides a request"),
     "audit": ("audit", "Verify, tail and search the daemon's audit log"),
     "image": ("image", "Manage images"),
