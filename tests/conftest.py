@@ -95,9 +95,10 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     return rep
 
 
-# Directories whose tests share one worker and run one after another, as one file's do: the network
-# tests make berth's nft tables, whose names are fixed (``ip berth``, ``ip6 berth``).
-SHARED_WORKER = {"tests/network/": "nft"}
+# Paths whose tests share one worker and run one after another, as one file's do: the network tests
+# make berth's nft tables, whose names are fixed (``ip berth``, ``ip6 berth``); the sshd tests need
+# sshd's privilege-separation directory /run/sshd, which each one makes and removes again.
+SHARED_WORKER = {"tests/network/": "nft", "tests/system/test_ssh.py": "sshd", "tests/cli/test_machine.py": "sshd"}
 
 
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
