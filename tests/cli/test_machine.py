@@ -212,3 +212,26 @@ def test_rm_asks_then_removes_the_record_only(store: Store) -> None:
     r = berth("machine", "rm", "-y", "nosuch", env=store.env())
     assert r.returncode != 0 and 'Host does not exist: "nosuch"' in r.stderr
     assert store.machine("ls", "-q").split() == ["h1"]
+
+
+def test_a_test_host_is_its_own_machine_and_keeps_what_it_writes(store: Store, cleanup) -> None:  # type: ignore[no-untyped-def]
+    """The hosts `create` will provision: a namespace of their own reached over a veth, an sshd on
+    port 22 of their address, and what they write to /etc, /var, /opt, /usr and /run their own."""
+    from tests.lib.machinehost import make_host
+
+    host = make_host(cleanup, "h4")
+    mdir = f"{store.path}/machines/h4"
+    os.makedirs(mdir)
+    cfg = _config("h4", store.path, host.ip, 2376, 22)
+    cfg["Driver"]["SSHKeyPath"] = host.key
+    with open(f"{mdir}/config.json", "w") as out:
+        json.dump(cfg, out)
+    probe = f"berth-probe-{os.getpid()}"
+    out = store.machine("ssh", "h4", f"ip -o -4 addr show; ip route; mkdir -p /etc/{probe} /opt/{probe}; "
+                        f"touch /run/{probe} /usr/{probe}; ls -d /etc/{probe} /usr/{probe}; cat /etc/hostname")
+    assert f"{host.ip}/30" in out and "default" not in out  # its own address, and no way out
+    assert f"/etc/{probe}" in out and open("/etc/hostname").read() in out  # this machine's /etc, written privately
+    assert not any(os.path.exists(f"{d}/{probe}") for d in ("/etc", "/opt", "/run", "/usr"))
+    assert host.host_key_pub in open(f"{mdir}/known_hosts").read()
+    line = next(row for row in store.machine("ls", "-t", "2").splitlines() if row.startswith("h4 "))
+    assert line.split()[3] == "Running" and "Unable to query docker version" in line  # sshd, but no engine yet

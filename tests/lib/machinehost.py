@@ -1,0 +1,94 @@
+"""A test host for `berth machine`: a network namespace with a veth to the test runner, its own sshd
+on port 22 of its own address, and a private mount namespace in which /etc, /var, /opt and /usr are
+overlays of this machine's with a tmpfs on top, and /run a tmpfs: the host starts as a copy of this
+machine, and nothing provisioning writes (configuration, packages, berth itself) reaches the real one.
+
+Network safety: the host's namespace has its /30 to the runner and nothing else (no default route):
+it can reach no outside address. Everything is registered in the test's ``Cleanup``.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+
+import pytest
+
+from tests.lib.cleanup import Cleanup
+from tests.lib.daemon import public_tmpdir
+
+SSHD = "/usr/sbin/sshd"
+OVERLAID = ("/etc", "/var", "/opt", "/usr")  # the host reads this machine's, and writes to a tmpfs of its own
+
+
+@dataclass
+class TestHost:
+    name: str
+    netns: str
+    ip: str  # the host's address, reachable from the runner
+    key: str  # the private key sshd lets root in with
+    work: str  # the runner-side directory (keys, configs, sshd's log)
+    host_key_pub: str
+
+    def sh(self, script: str) -> subprocess.CompletedProcess[str]:
+        """Run ``script`` as the host sees itself (its network and mount namespaces), through ssh."""
+        return subprocess.run(["ssh", "-i", self.key, "-o", "IdentitiesOnly=yes", "-o", "StrictHostKeyChecking=no",
+                               "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR", "-o", "BatchMode=yes",
+                               f"root@{self.ip}", script], capture_output=True, text=True, timeout=60)
+
+
+def _run(*argv: str) -> None:
+    subprocess.run(argv, check=True, capture_output=True, timeout=30)
+
+
+def make_host(cleanup: Cleanup, name: str) -> TestHost:
+    if os.geteuid() != 0 or not os.path.exists(SSHD) or not shutil.which("ssh"):
+        pytest.skip("needs root, openssh-server and openssh-client")
+    tag = secrets.token_hex(2)
+    net = int(tag, 16) % 250 + 1
+    runner_ip, host_ip = f"10.231.{net}.1", f"10.231.{net}.2"
+    ns = cleanup.netns(f"bmh{tag}")
+    _run("ip", "netns", "add", ns)
+    outer, inner = cleanup.link(f"bmh{tag}o"), f"bmh{tag}i"
+    _run("ip", "link", "add", outer, "type", "veth", "peer", "name", inner, "netns", ns)
+    _run("ip", "addr", "add", f"{runner_ip}/30", "dev", outer)
+    _run("ip", "link", "set", outer, "up")
+    _run("ip", "-n", ns, "addr", "add", f"{host_ip}/30", "dev", inner)
+    _run("ip", "-n", ns, "link", "set", inner, "up")
+    _run("ip", "-n", ns, "link", "set", "lo", "up")
+    work = cleanup.path(public_tmpdir("berth-mhost-"))
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", f"{work}/host_key"], check=True)
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", f"{work}/root_key"], check=True)
+    with open(f"{work}/authorized_keys", "w") as f:
+        f.write(open(f"{work}/root_key.pub").read())
+    with open(f"{work}/sshd_config", "w") as f:
+        f.write(f"Port 22\nListenAddress {host_ip}\nHostKey {work}/host_key\nPidFile /run/sshd.pid\n"
+                f"AuthorizedKeysFile {work}/authorized_keys\nStrictModes no\nUsePAM no\n"
+                "PasswordAuthentication no\nKbdInteractiveAuthentication no\nPubkeyAuthentication yes\n"
+                "PermitRootLogin prohibit-password\nX11Forwarding no\nAllowTcpForwarding no\n"
+                "Subsystem sftp internal-sftp\n")
+    overlays = " && ".join(
+        f"mkdir -p /run/ovl/{i}/u /run/ovl/{i}/w && mount -t overlay overlay "
+        f"-o lowerdir={d},upperdir=/run/ovl/{i}/u,workdir=/run/ovl/{i}/w {d}" for i, d in enumerate(OVERLAID))
+    script = (f"mount -t tmpfs tmpfs /run && mkdir -m 0755 /run/sshd && {overlays} && "
+              f"exec {SSHD} -D -e -f {work}/sshd_config")
+    # `ip netns exec` gives the host a mount namespace of its own: its tmpfs mounts stay inside
+    proc = subprocess.Popen(["ip", "netns", "exec", ns, "sh", "-c", script],
+                            stdout=open(f"{work}/sshd.log", "wb"), stderr=subprocess.STDOUT)
+    cleanup.process(proc, f"sshd of test host {name}")
+    deadline = time.monotonic() + 15
+    while True:
+        try:
+            socket.create_connection((host_ip, 22), timeout=0.5).close()
+            break
+        except OSError:
+            if proc.poll() is not None:
+                pytest.fail("the test host's sshd exited: " + open(f"{work}/sshd.log").read())
+            assert time.monotonic() < deadline, "the test host's sshd did not listen"
+            time.sleep(0.05)
+    return TestHost(name, ns, host_ip, f"{work}/root_key", work, open(f"{work}/host_key.pub").read().split()[1])
