@@ -28,7 +28,6 @@ from berth.container.registry import Registry
 from berth.container.rootfs import Rootfs
 from berth.container.runtime import OCIRuntime, pid_alive, read_exit_code, wait_pid_gone
 from berth.errors import BerthError, System
-from berth.linux import cgroups
 from berth.linux.inotify import DirWatch
 from berth.linux.mount import is_mounted, umount
 
@@ -66,9 +65,9 @@ def read_int(path: str) -> int:
 class Monitor:
     def __init__(self, registry: Registry, runtimes: dict[str, OCIRuntime], rootfs: Rootfs, networks: Networking,
                  health: HealthChecks, start: Callable[[str], Awaitable[None]],
-                 remove: Callable[[str], Awaitable[None]]) -> None:
+                 remove: Callable[[str], Awaitable[None]], cgroup_v2: bool) -> None:
         """``start(id)``: start again, keeping the restart count; ``remove(id)``: ``rm -f`` of a ``--rm``
-        container."""
+        container; ``cgroup_v2``: where the memory cgroup's OOM count is read."""
         self.registry = registry
         self.layout = registry.layout
         self.runtimes = runtimes
@@ -81,7 +80,7 @@ class Monitor:
         self._removed_exits: dict[str, tuple[str, int, float]] = {}  # --rm containers: ID → (name, code, when)
         self._watch: DirWatch | None = None
         self._rotator: asyncio.Task[None] | None = None
-        self.cgroup_v2 = cgroups.layout() == "v2"
+        self.cgroup_v2 = cgroup_v2
 
     def watch(self) -> None:
         loop = asyncio.get_running_loop()

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import sqlite3
 from dataclasses import dataclass
-from typing import Any
 
 from berth.errors import Conflict
 from berth.store.db import Database
@@ -63,6 +62,3 @@ class VolumeRows:
     def copied(self, name: str) -> None:
         with self.db.transaction() as c:
             c.execute("UPDATE volumes SET needs_copy = 0 WHERE name = ?", (name,))
-
-    def transaction(self) -> Any:
-        return self.db.transaction()

@@ -64,10 +64,10 @@ class Lifecycle:
         self.rootfs = Rootfs(registry, self.lowers_of, lambda name: volumes.get(name).mountpoint, userns)
         self.health = HealthChecks(registry, runtimes)
         self.logs = ContainerLogs(registry)
+        self.cgroup_v2 = cgroups.layout() == "v2"
         self.monitor = Monitor(registry, runtimes, self.rootfs, networks, self.health,
                                start=lambda cid: self.start(cid, keep_count=True),
-                               remove=lambda cid: self.remove(cid, force=True, volumes=False))
-        self.cgroup_v2 = cgroups.layout() == "v2"
+                               remove=lambda cid: self.remove(cid, force=True, volumes=False), cgroup_v2=self.cgroup_v2)
         self.memsw = self.cgroup_v2 or os.path.exists("/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes")
         # attach calls waiting for a container's stdin socket (the docker CLI attaches before start)
         self._stdin_waiters: dict[str, list[asyncio.Future[socket.socket]]] = {}
