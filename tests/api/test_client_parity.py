@@ -423,6 +423,15 @@ def test_journald_driver_sends_dockerds_fields_and_logs_reads_them_back(make_ber
                "for i in 1 2 3; do echo n$i; sleep 0.3; done; seq 1 300").stdout.strip()
     follow = subprocess.run(["docker", "-H", d.url, "logs", "-f", cid2], capture_output=True, text=True, timeout=30)
     assert follow.stdout.splitlines() == ["n1", "n2", "n3", *map(str, range(1, 301))]
+    # a follower that comes while the container runs, after more than 10 lines: it gets them all
+    # (`journalctl --follow` alone begins with the last 10)
+    cid3 = run(d, "run", "-d", "--log-driver", "journald", "bb", "sh", "-c", "seq 1 20; sleep 2; echo end").stdout.strip()
+    until(lambda: len(subprocess.run(["nsenter", f"--mount=/proc/{journald}/ns/mnt", "--", "journalctl",
+                                      "--no-pager", "-q", "-o", "cat", f"CONTAINER_ID_FULL={cid3}"],
+                                     capture_output=True, text=True).stdout.splitlines()) >= 20,
+          "the container's 20 lines in the journal")
+    follow = subprocess.run(["docker", "-H", d.url, "logs", "-f", cid3], capture_output=True, text=True, timeout=30)
+    assert follow.stdout.splitlines() == [*map(str, range(1, 21)), "end"]
 
 
 def test_daemon_log_driver_and_log_opts_are_the_default(make_berthd):

@@ -207,7 +207,8 @@ async def journal_lines(cid: str, since: float, until: float | None, tail: int |
         argv.append(f"--since=@{since:.6f}")
     if until is not None:
         argv.append(f"--until=@{until:.6f}")
-    lines = [f"--lines={tail}"] if tail is not None and tail >= 0 else []
+    # every line unless a tail is asked for: ``journalctl --follow`` alone starts with the last 10
+    lines = [f"--lines={tail}"] if tail is not None and tail >= 0 else ["--lines=all"]
     if tail == 0:
         return
     if not follow:
