@@ -11,6 +11,7 @@ import json
 import os
 import shlex
 import shutil
+import socket
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -70,17 +71,27 @@ def _config(name: str, store: str, ip: str, engine_port: int, ssh_port: int) -> 
     }
 
 
+def _hold() -> tuple[socket.socket, int]:
+    """A loopback port bound and never listened on: connections to it are refused, and nothing else gets it."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    return s, int(s.getsockname()[1])
+
+
 @pytest.fixture
 def store(make_berthd) -> Iterator[Store]:  # type: ignore[no-untyped-def]
     root = public_tmpdir("berth-machine-")
     path = f"{root}/machine"
+    held: list[tuple[socket.socket, int]] = []
     try:
         _pki("init", "--dir", f"{path}/certs")
         _pki("client", "--dir", f"{path}/certs", "--cn", "machine-client", "--out", f"{root}/client")
         for f in ("cert.pem", "key.pem"):
             shutil.copy(f"{root}/client/{f}", f"{path}/certs/{f}")
         port = free_port()
-        for name, engine_port in (("h1", port), ("h2", free_port())):
+        # h2's ports are held (bound, never listening) so that no other test's server takes them: it stays down
+        held += [_hold() for _ in range(3)]
+        for name, engine_port, ssh_port in (("h1", port, held[0][1]), ("h2", held[1][1], held[2][1])):
             mdir = f"{path}/machines/{name}"
             _pki("server", "--dir", f"{path}/certs", "--cn", name, "--san", "IP:127.0.0.1", "--out", f"{root}/{name}")
             os.makedirs(mdir)
@@ -89,7 +100,7 @@ def store(make_berthd) -> Iterator[Store]:  # type: ignore[no-untyped-def]
             for f in ("ca.pem", "cert.pem", "key.pem"):
                 shutil.copy(f"{path}/certs/{f}", f"{mdir}/{f}")
             with open(f"{mdir}/config.json", "w") as out:
-                json.dump(_config(name, path, "127.0.0.1", engine_port, free_port()), out, indent=4)
+                json.dump(_config(name, path, "127.0.0.1", engine_port, ssh_port), out, indent=4)
         os.makedirs(f"{path}/machines/broken")
         with open(f"{path}/machines/broken/config.json", "w") as out:
             out.write('{"Driver": {"IPAddress": 7}}')
@@ -100,6 +111,8 @@ def store(make_berthd) -> Iterator[Store]:  # type: ignore[no-untyped-def]
         d.start(wait_for=[port])
         yield Store(path, d, port)
     finally:
+        for sock, _ in held:
+            sock.close()
         shutil.rmtree(root, ignore_errors=True)
 
 
