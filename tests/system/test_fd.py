@@ -8,12 +8,12 @@ import os
 import shutil
 import socket
 import subprocess
-import time
 
 import pytest
 
 from tests.lib.clis import docker
 from tests.lib.daemon import BERTHD, public_tmpdir, unix_ping
+from tests.lib.wait import until
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 ACTIVATE = shutil.which("systemd-socket-activate")
@@ -44,16 +44,17 @@ def _start(cleanup, workdir: str, listen: list[str], names: str, host: str):  # 
     return proc, notify
 
 
-def _wait(path: str) -> None:
-    deadline = time.time() + 10
-    while not os.path.exists(path) and time.time() < deadline:
-        time.sleep(0.02)
+def _wait(path: str, workdir: str) -> None:
+    """Until systemd-socket-activate listens on ``path``: it says so after listen(), while the socket
+    file exists from bind() on (a connection in between is refused)."""
+    until(lambda: f"Listening on {path} as" in open(f"{workdir}/log").read(),
+          f"systemd-socket-activate to listen on {path}")
 
 
 def test_fd_socket_activation_and_ready_notification(cleanup, workdir):
     sock = f"{workdir}/activated.sock"
     proc, notify = _start(cleanup, workdir, [sock], "berth.socket", "fd://")
-    _wait(sock)
+    _wait(sock, workdir)
     # systemd-socket-activate starts berthd on the first connection, as systemd would
     r = docker("-H", f"unix://{sock}", "version", "--format", "{{.Server.APIVersion}}")
     assert r.returncode == 0, r.stderr + open(f"{workdir}/log").read()
@@ -70,7 +71,7 @@ def test_fd_socket_activation_and_ready_notification(cleanup, workdir):
 def test_fd_number_selects_one_of_several(cleanup, workdir):
     a, b = f"{workdir}/a.sock", f"{workdir}/b.sock"
     proc, notify = _start(cleanup, workdir, [a, b], "a:b", "fd://4")
-    _wait(b)
+    _wait(b, workdir)
     with socket.socket(socket.AF_UNIX) as s:  # wake the activator through the socket berthd will serve
         s.connect(b)
         s.sendall(b"GET /_ping HTTP/1.1\r\nHost: x\r\n\r\n")
