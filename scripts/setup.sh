@@ -68,3 +68,14 @@ if ! done_already "$kind" && ! { [ "$kind" = base ] && done_already test; }; the
   "$VENV/bin/pip" install -q --disable-pip-version-check -e ".${extras}"
   printf '%s' "$hash" > "$VENV/.berth-$kind"
 fi
+
+# The wheelhouse `berth machine create` copies to a host: berth and every Python dependency as
+# wheels (and setuptools and wheel, so that berth's own wheel can be rebuilt offline from changed
+# sources), so a host with no route to a package index still provisions. Made once per pyproject.
+wheelhouse="$VENV/share/berth/wheelhouse"
+if [ "$(cat "$wheelhouse/.stamp" 2>/dev/null)" != "$hash" ]; then
+  say "making the wheelhouse for 'berth machine create' in $wheelhouse"
+  rm -rf "$wheelhouse"; mkdir -p "$wheelhouse"
+  "$VENV/bin/pip" wheel -q --disable-pip-version-check -w "$wheelhouse" . "setuptools>=68" wheel
+  printf '%s' "$hash" > "$wheelhouse/.stamp"
+fi

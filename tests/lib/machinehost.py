@@ -2,6 +2,13 @@
 on port 22 of its own address, and a private mount namespace in which /etc, /var, /opt and /usr are
 overlays of this machine's with a tmpfs on top, and /run a tmpfs: the host starts as a copy of this
 machine, and nothing provisioning writes (configuration, packages, berth itself) reaches the real one.
+/var/lib/berth is a tmpfs of its own (overlayfs cannot put a container's upper layer on an overlay),
+/sys is the namespace's own sysfs (as `ip netns exec` makes it) with this machine's cgroup hierarchies
+kept on /sys/fs/cgroup, so a berthd provisioned there runs containers.
+
+``destroy`` (registered in the test's Cleanup) kills every process of the host's mount namespace
+(sshd, berthd, its supervisor, conmon) and every container they started, and removes the
+containers' cgroups.
 
 Network safety: the host's namespace has its /30 to the runner and nothing else (no default route):
 it can reach no outside address. Everything is registered in the test's ``Cleanup``.
@@ -12,6 +19,7 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -28,12 +36,15 @@ OVERLAID = ("/etc", "/var", "/opt", "/usr")  # the host reads this machine's, an
 
 @dataclass
 class TestHost:
+    __test__ = False  # not a test class
     name: str
     netns: str
     ip: str  # the host's address, reachable from the runner
     key: str  # the private key sshd lets root in with
     work: str  # the runner-side directory (keys, configs, sshd's log)
     host_key_pub: str
+
+    sshd_pid: int = 0
 
     def sh(self, script: str) -> subprocess.CompletedProcess[str]:
         """Run ``script`` as the host sees itself (its network and mount namespaces), through ssh."""
@@ -75,11 +86,16 @@ def make_host(cleanup: Cleanup, name: str) -> TestHost:
     overlays = " && ".join(
         f"mkdir -p /run/ovl/{i}/u /run/ovl/{i}/w && mount -t overlay overlay "
         f"-o lowerdir={d},upperdir=/run/ovl/{i}/u,workdir=/run/ovl/{i}/w {d}" for i, d in enumerate(OVERLAID))
-    script = (f"mount -t tmpfs tmpfs /run && mkdir -m 0755 /run/sshd && {overlays} && "
+    os.makedirs(f"{work}/cg")
+    script = (f"mount --rbind /sys/fs/cgroup {work}/cg && mount -t sysfs sysfs /sys && "
+              f"mount --rbind {work}/cg /sys/fs/cgroup && umount -l {work}/cg && "
+              f"mount -t tmpfs tmpfs /run && mkdir -m 0755 /run/sshd && {overlays} && "
+              f"mkdir -p /var/lib/berth && mount -t tmpfs tmpfs /var/lib/berth && "
               f"exec {SSHD} -D -e -f {work}/sshd_config")
-    # `ip netns exec` gives the host a mount namespace of its own: its tmpfs mounts stay inside
-    proc = subprocess.Popen(["ip", "netns", "exec", ns, "sh", "-c", script],
-                            stdout=open(f"{work}/sshd.log", "wb"), stderr=subprocess.STDOUT)
+    # a mount namespace of its own (slave: this machine's mounts reach it, its own stay inside), in the
+    # host's network namespace
+    proc = subprocess.Popen(["unshare", "--mount", "--propagation", "slave", "nsenter", f"--net=/run/netns/{ns}",
+                             "sh", "-c", script], stdout=open(f"{work}/sshd.log", "wb"), stderr=subprocess.STDOUT)
     cleanup.process(proc, f"sshd of test host {name}")
     deadline = time.monotonic() + 15
     while True:
@@ -91,4 +107,44 @@ def make_host(cleanup: Cleanup, name: str) -> TestHost:
                 pytest.fail("the test host's sshd exited: " + open(f"{work}/sshd.log").read())
             assert time.monotonic() < deadline, "the test host's sshd did not listen"
             time.sleep(0.05)
-    return TestHost(name, ns, host_ip, f"{work}/root_key", work, open(f"{work}/host_key.pub").read().split()[1])
+    host = TestHost(name, ns, host_ip, f"{work}/root_key", work, open(f"{work}/host_key.pub").read().split()[1],
+                    proc.pid)
+    cleanup.add(f"the processes and containers of test host {name}", lambda: destroy(host))
+    return host
+
+
+def _mntns(pid: str | int) -> str:
+    try:
+        return os.readlink(f"/proc/{pid}/ns/mnt")
+    except OSError:
+        return ""
+
+
+def destroy(host: TestHost) -> None:
+    """Everything the host runs, gone: its processes, then its containers (found by their conmon's
+    arguments) and their cgroups. The mount namespace goes with its last process."""
+    ns = _mntns(host.sshd_pid)
+    if not ns or ns == _mntns("self"):
+        return
+    ids: set[str] = set()
+    for _ in range(3):  # the supervisor may start berthd again between two kills
+        pids = [p for p in os.listdir("/proc") if p.isdigit() and _mntns(p) == ns]
+        for pid in pids:
+            try:
+                args = open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0")
+                ids.update(a.decode() for a in args if len(a) == 64 and all(c in b"0123456789abcdef" for c in a))
+                os.kill(int(pid), signal.SIGKILL)
+            except (OSError, ValueError):
+                pass
+        time.sleep(0.1)
+    for cid in ids:
+        for ctrl in os.listdir("/sys/fs/cgroup"):
+            path = f"/sys/fs/cgroup/{ctrl}/berth/{cid}"
+            if os.path.isdir(path):
+                try:
+                    for pid in open(f"{path}/cgroup.procs").read().split():
+                        os.kill(int(pid), signal.SIGKILL)
+                    time.sleep(0.05)
+                    os.rmdir(path)
+                except OSError:
+                    pass

@@ -50,8 +50,20 @@ class Machine:
     raw: dict[str, Any]  # config.json as it is (inspect shows it)
 
     @property
+    def berth(self) -> dict[str, Any]:
+        """What berth adds to a record it made (docker-machine's records have none): SSHOnly, Service, Version."""
+        section = self.raw.get("Berth")
+        return section if isinstance(section, dict) else {}
+
+    @property
+    def ssh_only(self) -> bool:
+        return bool(self.berth.get("SSHOnly"))
+
+    @property
     def url(self) -> str:
         host = f"[{self.ip}]" if ":" in self.ip else self.ip
+        if self.ssh_only:
+            return f"ssh://{self.ssh_user}@{host}" + (f":{self.ssh_port}" if self.ssh_port != 22 else "")
         return f"tcp://{host}:{self.engine_port}"
 
     def cert(self, name: str) -> str:
@@ -172,15 +184,37 @@ def _reachable(host: str, port: int, timeout: float) -> bool:
         return False
 
 
+def _ssh_version(m: Machine, timeout: float) -> str:
+    """The engine's version asked on the host itself (an ssh-only machine has no TCP port)."""
+    import subprocess
+
+    argv = ssh_argv(m, ["berth version --format '{{.Server.Version}}'"], tty=False)
+    argv[1:1] = ["-o", "BatchMode=yes", "-o", f"ConnectTimeout={max(1, int(timeout))}"]
+    try:
+        r = subprocess.run(argv, capture_output=True, text=True, timeout=timeout + 5, stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        raise OSError("the host did not answer over SSH in time") from None
+    if r.returncode != 0:
+        raise OSError((r.stderr or r.stdout).strip()[-200:] or f"ssh exited with {r.returncode}")
+    return r.stdout.strip()
+
+
 def status(m: Machine, timeout: float) -> Status:
-    """Running when its engine answers (or, failing that, its SSH port); Stopped when neither does."""
+    """Running when its engine answers; Stopped when it refuses and the host's SSH port answers (the engine
+    is stopped) or when neither answers (the host is down); Running with an error when the engine is
+    listening but does not answer as it should."""
     if not m.ip:
         return Status("Error", "", "the machine has no IP address")
+    refused = False
     try:
-        return Status("Running", engine_version(m, timeout), "")
+        return Status("Running", _ssh_version(m, timeout) if m.ssh_only else engine_version(m, timeout), "")
+    except ConnectionRefusedError:
+        refused, why = True, ""
     except (OSError, ValueError, ssl.SSLError) as exc:
         why = f"Unable to query docker version: {exc}"
     if _reachable(m.ip, m.ssh_port, timeout):
+        if refused:
+            return Status("Stopped", "Unknown", "")
         return Status("Running", "Unknown", why)
     return Status("Stopped", "Unknown", "")
 
@@ -206,7 +240,10 @@ def _usage(shell: str, args: str, command: str) -> list[str]:
 def env_lines(m: Machine, shell: str, no_proxy: str | None, command: str = "berth machine") -> list[str]:
     """docker-machine env's output for ``shell``: the exports, then how to use them. ``no_proxy``: the
     current NO_PROXY (None: leave it alone), to which the host's address is added."""
-    values = {"DOCKER_TLS_VERIFY": "1", "DOCKER_HOST": m.url, "DOCKER_CERT_PATH": m.dir, "DOCKER_MACHINE_NAME": m.name}
+    values: dict[str, str | None] = {"DOCKER_TLS_VERIFY": "1", "DOCKER_HOST": m.url, "DOCKER_CERT_PATH": m.dir,
+                                     "DOCKER_MACHINE_NAME": m.name}
+    if m.ssh_only:  # no TLS: the engine is reached through ssh
+        values.update(DOCKER_TLS_VERIFY=None, DOCKER_CERT_PATH=None)
     if no_proxy is not None:
         parts = [p for p in no_proxy.split(",") if p]
         values["NO_PROXY"] = ",".join(parts if m.ip in parts else [*parts, m.ip])
@@ -221,6 +258,8 @@ def unset_lines(shell: str, no_proxy: bool, command: str = "berth machine") -> l
 
 def config_flags(m: Machine) -> list[str]:
     """docker-machine config's output: the docker CLI's flags for the host."""
+    if m.ssh_only:
+        return [f"-H={m.url}"]
     return ["--tlsverify", f'--tlscacert="{m.cert("ca.pem")}"', f'--tlscert="{m.cert("cert.pem")}"',
             f'--tlskey="{m.cert("key.pem")}"', f"-H={m.url}"]
 

@@ -1,5 +1,6 @@
-"""berth machine ls | env | config | inspect | ip | url | status | active | ssh | scp: the hosts of the
-machine store (docker-machine's layout, so hosts docker-machine made are listed and managed too)."""
+"""berth machine: the hosts of the machine store (docker-machine's layout, so hosts docker-machine made
+are listed and managed too). create, regenerate-certs, start, stop, restart, upgrade, rm --purge,
+rotate-ca and revoke change hosts (``berth.cli.machineops``); the rest reads the store and asks hosts."""
 
 from __future__ import annotations
 
@@ -11,11 +12,11 @@ import subprocess
 import sys
 from typing import Any
 
-from berth.cli import machines
+from berth.cli import machineops, machines
 from berth.cli.main import CLI
 from berth.cli.output import table
 from berth.cli.templates import render
-from berth.errors import InvalidParameter, NotFound
+from berth.errors import BerthError, InvalidParameter, NotFound
 
 LS_FILTERS = ("driver", "state", "name", "label")
 
@@ -49,10 +50,43 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     scp = sub.add_parser("scp", help="Copy files between machines and this host ([NAME:]SRC [NAME:]DST)")
     scp.add_argument("--recursive", "-r", action="store_true")
     scp.add_argument("paths", nargs=2, metavar="PATH")
-    rm = sub.add_parser("rm", help="Remove machines from the store (the hosts themselves are left as they are)")
-    rm.add_argument("--force", "-f", action="store_true", help="remove a record even when it cannot be read")
+    rm = sub.add_parser("rm", help="Remove machines from the store (with --purge, berth from the hosts too)")
+    rm.add_argument("--force", "-f", action="store_true", help="remove a record even when it cannot be read or "
+                    "the host cannot be purged")
     rm.add_argument("-y", action="store_true", dest="yes", help="do not ask for confirmation")
+    rm.add_argument("--purge", action="store_true", help="also remove berth, its containers and its data from the host")
     rm.add_argument("names", nargs="+", metavar="NAME")
+    _create_arguments(sub)
+    rg = sub.add_parser("regenerate-certs", help="New TLS server certificates, reloaded by the hosts without a restart")
+    rg.add_argument("--client-certs", action="store_true", help="also a new client certificate for the store; the "
+                    "old one is revoked on every host")
+    rg.add_argument("--force", "-f", action="store_true", help="do not ask for confirmation")
+    rg.add_argument("names", nargs="+", metavar="NAME")
+    for verb, what in (("start", "Start the engine of machines"), ("stop", "Stop the engine of machines"),
+                       ("restart", "Restart the engine of machines"),
+                       ("upgrade", "Upgrade berth on machines to this CLI's version")):
+        sub.add_parser(verb, help=what).add_argument("names", nargs="+", metavar="NAME")
+    sub.add_parser("rotate-ca", help="Replace the store's CA on every machine, with no moment where a host refuses "
+                   "the store's client")
+    rv = sub.add_parser("revoke", help="Revoke client certificates on every machine of the store (a CRL)")
+    rv.add_argument("what", nargs="+", metavar="CERT|SERIAL", help="a certificate file or a serial number in hex")
+
+
+def _create_arguments(sub: argparse._SubParsersAction) -> None:
+    c = sub.add_parser("create", help="Provision a host over SSH: install berth, its certificates, and start it")
+    c.add_argument("--driver", "-d", default="generic", help="generic (an existing host reached over SSH)")
+    c.add_argument("--generic-ip-address", required=True, help="the host's IP address or name")
+    c.add_argument("--generic-ssh-user", default="root", help="SSH user (root, or one that may sudo -n)")
+    c.add_argument("--generic-ssh-key", default="", help="SSH private key (copied into the store)")
+    c.add_argument("--generic-ssh-port", type=int, default=22)
+    c.add_argument("--generic-engine-port", type=int, default=machines.DEFAULT_ENGINE_PORT,
+                   help="the engine's TLS port (default 2376)")
+    c.add_argument("--engine-opt", action="append", default=[], metavar="NAME=VALUE",
+                   help="a berthd flag for the host (dns=10.0.0.2 gives --dns=10.0.0.2; repeatable)")
+    c.add_argument("--engine-label", action="append", default=[], metavar="KEY=VALUE", help="an engine label")
+    c.add_argument("--ssh-only", action="store_true", help="no TCP port at all: the engine is reached through "
+                   "ssh:// (berth system dial-stdio)")
+    c.add_argument("name")
 
 
 def run(cli: CLI, opts: argparse.Namespace) -> int:
@@ -75,6 +109,20 @@ def run(cli: CLI, opts: argparse.Namespace) -> int:
         return 0
     if sub == "rm":
         return _rm(cli, store, opts)
+    if sub == "create":
+        return machineops.create(cli, store, opts)
+    if sub in ("start", "stop", "restart"):
+        return machineops.service(cli, store, opts.names, sub)
+    if sub == "upgrade":
+        return machineops.upgrade(cli, store, opts.names)
+    if sub == "regenerate-certs":
+        if not opts.force and not _confirm(cli, "Regenerate TLS machine certs?  Warning: this is irreversible."):
+            return 1
+        return machineops.regenerate_certs(cli, store, opts.names, opts.client_certs)
+    if sub == "rotate-ca":
+        return machineops.rotate_ca(cli, store)
+    if sub == "revoke":
+        return machineops.revoke(cli, store, opts.what)
     if sub == "scp":
         return _run(machines.scp_argv(store, opts.paths, opts.recursive))
     m = store.get(opts.name)
@@ -153,17 +201,32 @@ def _rm(cli: CLI, store: machines.Store, opts: argparse.Namespace) -> int:
     for name in opts.names:
         if not opts.force:
             store.get(name)  # an unreadable record is kept unless forced
-    if not opts.yes:
-        print(f"About to remove {', '.join(opts.names)}\nWARNING: This action deletes the local record of each "
-              "host; the hosts themselves are left as they are.\nAre you sure? (y/n): ", end="", file=cli.out,
-              flush=True)
-        if sys.stdin.readline().strip().lower() not in ("y", "yes"):
-            print("Aborting", file=cli.err)
-            return 1
+    what = ("berth, its containers and its data are removed from each host too" if opts.purge
+            else "the hosts themselves are left as they are")
+    if not opts.yes and not _confirm(cli, f"About to remove {', '.join(opts.names)}\nWARNING: This action deletes "
+                                          f"the local record of each host; {what}."):
+        return 1
+    failed = 0
     for name in opts.names:
-        store.remove(name)
+        if opts.purge:
+            try:
+                machineops.purge(cli, store, name)
+            except BerthError as exc:
+                if not opts.force:
+                    print(f"Error removing host {name!r}: {exc.message}", file=cli.err)
+                    failed = 1
+                    continue
+        machineops.forget(cli, store, name)
         print(f"Successfully removed {name}", file=cli.out)
-    return 0
+    return failed
+
+
+def _confirm(cli: CLI, question: str) -> bool:
+    print(f"{question}\nAre you sure? (y/n): ", end="", file=cli.out, flush=True)
+    if sys.stdin.readline().strip().lower() in ("y", "yes"):
+        return True
+    print("Aborting", file=cli.err)
+    return False
 
 
 def _active(cli: CLI, store: machines.Store) -> int:
