@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import shlex
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -68,7 +67,7 @@ def fleet() -> Iterator[Fleet]:
     cleanup = Cleanup()
     try:
         f = Fleet(cleanup.path(public_tmpdir("berth-fleet-")))
-        for name in ("h1", "h2"):
+        for name in ("h1", "h2", "h3"):  # h3: the failed creates, then an ssh-only machine
             f.hosts[name] = make_host(cleanup, name)
         # h1 and h2 are provisioned one after the other: each create is what a user runs
         f.created["h1"] = f.create("h1", "--engine-label", "role=web", "--engine-opt", "log-level=debug")
@@ -137,3 +136,193 @@ def test_ls_shows_both_running_and_docker_reaches_h2_by_context(fleet: Fleet) ->
     assert r.returncode == 0 and r.stdout == "", r.stderr
     r = docker("--context", "h2", "info", "--format", "{{.Name}}", env=base_env(DOCKER_CONFIG=f"{fleet.root}/docker"))
     assert r.returncode == 0 and r.stdout.strip() == os.uname().nodename, r.stderr
+
+
+def _docker_with(cert_dir: str, host: TestHost, *args: str) -> subprocess.CompletedProcess[str]:
+    return docker("--tlsverify", f"--tlscacert={cert_dir}/ca.pem", f"--tlscert={cert_dir}/cert.pem",
+                  f"--tlskey={cert_dir}/key.pem", "-H", f"tcp://{host.ip}:2376", *args, env=base_env())
+
+
+def _keep(fleet: Fleet, name: str, label: str) -> str:
+    """A copy of machine ``name``'s client material as it is now."""
+    dst = f"{fleet.root}/{label}"
+    os.makedirs(dst)
+    for f in ("ca.pem", "cert.pem", "key.pem"):
+        subprocess.run(["cp", f"{fleet.store}/machines/{name}/{f}", f"{dst}/{f}"], check=True)
+    return dst
+
+
+def _berthd_pid(host: TestHost) -> str:
+    return host.sh("cat /var/run/berth.pid").stdout.strip()
+
+
+def test_regenerate_certs_reloads_without_a_restart_and_client_certs_revokes_the_old(fleet: Fleet) -> None:
+    h1, h2 = fleet.hosts["h1"], fleet.hosts["h2"]
+    pid = _berthd_pid(h1)
+    old_server = open(f"{fleet.store}/machines/h1/server.pem").read()
+    old_client = _keep(fleet, "h1", "client-before")
+    out = fleet.machine("regenerate-certs", "-f", "h1")
+    assert "Regenerating TLS certificates for h1" in out
+    assert open(f"{fleet.store}/machines/h1/server.pem").read() != old_server
+    served = subprocess.run(f"openssl s_client -connect {h1.ip}:2376 -cert {old_client}/cert.pem -key "
+                            f"{old_client}/key.pem </dev/null 2>/dev/null | openssl x509 -noout -serial",
+                            shell=True, capture_output=True, text=True).stdout
+    new_serial = subprocess.run(["openssl", "x509", "-noout", "-serial", "-in", f"{fleet.store}/machines/h1/server.pem"],
+                                capture_output=True, text=True).stdout
+    assert served == new_serial and served  # the host serves the new certificate ...
+    assert _berthd_pid(h1) == pid  # ... without a restart
+    assert _docker_with(old_client, h1, "version").returncode == 0  # the same client certificate still works
+
+    fleet.machine("regenerate-certs", "-f", "--client-certs", "h1")
+    for host in (h1, h2):
+        r = _docker_with(old_client, host, "version", "--format", "{{.Server.Version}}")
+        assert r.returncode != 0 and "certificate" in r.stderr.lower(), r.stderr  # revoked on every host
+    r = docker("version", "--format", "{{.Server.Version}}", env=base_env(**fleet.machine_env("h1")))
+    assert r.returncode == 0 and r.stdout.strip() == __version__, r.stderr
+    r = docker("--context", "h2", "version", "--format", "{{.Server.Version}}",
+               env=base_env(DOCKER_CONFIG=f"{fleet.root}/docker"))
+    assert r.returncode == 0, r.stderr  # the context got the new client certificate
+    assert _berthd_pid(h1) == pid
+
+
+def test_ssh_and_scp_to_a_provisioned_host(fleet: Fleet) -> None:
+    assert fleet.machine("ssh", "h1", "uname").strip() == "Linux"
+    r = berth("machine", "ssh", "h1", "echo out; exit 7", env=fleet.env())
+    assert (r.returncode, r.stdout) == (7, "out\n")
+    assert fleet.hosts["h1"].host_key_pub in open(f"{fleet.store}/machines/h1/known_hosts").read()
+    src = f"{fleet.root}/scp-src"
+    os.makedirs(f"{src}/sub")
+    with open(f"{src}/sub/f", "w") as f:
+        f.write("there and back\n")
+    fleet.machine("scp", "-r", src, "h1:/opt/from-runner")
+    assert fleet.machine("ssh", "h1", "cat /opt/from-runner/sub/f") == "there and back\n"
+    assert not os.path.exists("/opt/from-runner")  # the host's /opt, not this machine's
+    fleet.machine("scp", "h1:/etc/berth/daemon.json", f"{fleet.root}/daemon.json")
+    assert json.load(open(f"{fleet.root}/daemon.json"))["tlsverify"] is True
+
+
+def test_the_supervisor_starts_a_berthd_that_died_again(fleet: Fleet) -> None:
+    h1 = fleet.hosts["h1"]
+    pid = _berthd_pid(h1)
+    assert h1.sh(f"kill -KILL {pid}").returncode == 0
+    r = h1.sh("for i in $(seq 1 100); do p=$(cat /var/run/berth.pid 2>/dev/null); "
+              f"if [ -n \"$p\" ] && [ \"$p\" != {pid} ] && kill -0 $p 2>/dev/null && "
+              "berth -H unix:///var/run/docker.sock version >/dev/null 2>&1; then echo back; exit 0; fi; "
+              "sleep 0.2; done; tail /var/log/berth/berthd.log; exit 1")
+    assert r.stdout.strip() == "back", r.stdout + r.stderr
+    assert "berthd exited with -9; starting it again" in h1.sh("cat /var/log/berth/berthd.log").stdout
+
+
+def test_stop_and_start(fleet: Fleet) -> None:
+    pids = fleet.hosts["h2"].sh("cat /run/berth-supervise.pid /var/run/berth.pid").stdout.split()
+    assert len(pids) == 2
+    out = fleet.machine("stop", "h2")
+    assert 'Stopping "h2"...' in out and 'Machine "h2" was stopped.' in out
+    assert fleet.machine("status", "h2").strip() == "Stopped"
+    r = docker("--context", "h2", "ps", env=base_env(DOCKER_CONFIG=f"{fleet.root}/docker"))
+    assert r.returncode != 0
+    assert fleet.hosts["h2"].sh(f"kill -0 {pids[0]} || kill -0 {pids[1]} || echo gone").stdout == "gone\n"
+    out = fleet.machine("start", "h2")
+    assert 'Machine "h2" was started.' in out
+    assert fleet.machine("status", "h2").strip() == "Running"
+    pid = _berthd_pid(fleet.hosts["h2"])
+    assert 'Machine "h2" was restarted.' in fleet.machine("restart", "h2")
+    assert _berthd_pid(fleet.hosts["h2"]) != pid
+
+
+def test_upgrade_reinstalls_this_version_and_restarts(fleet: Fleet) -> None:
+    pid = _berthd_pid(fleet.hosts["h2"])
+    r = berth("machine", "upgrade", "h2", env=fleet.env(), timeout=CREATE_TIMEOUT)
+    assert r.returncode == 0 and f"Upgrading berth to {__version__}: done" in r.stderr, r.stderr
+    assert _berthd_pid(fleet.hosts["h2"]) != pid
+    assert fleet.machine("ls", "--filter", "name=h2", "--format", "{{.DockerVersion}}").strip() == __version__
+
+
+def test_revoke_pushes_the_crl_to_every_host(fleet: Fleet) -> None:
+    other = f"{fleet.root}/other-client"
+    r = berth("pki", "client", "--dir", f"{fleet.store}/certs", "--cn", "ci-runner", "--out", other)
+    assert r.returncode == 0, r.stderr
+    for host in (fleet.hosts["h1"], fleet.hosts["h2"]):
+        assert _docker_with(other, host, "version").returncode == 0  # a certificate of the store's CA
+    out = fleet.machine("revoke", f"{other}/cert.pem")
+    assert out.startswith("revoked ") and "on 2 host(s)" in out
+    for host in (fleet.hosts["h1"], fleet.hosts["h2"]):
+        r = _docker_with(other, host, "version")
+        assert r.returncode != 0 and "certificate" in r.stderr.lower(), r.stderr
+        assert _docker_with(f"{fleet.store}/machines/h1", host, "version").returncode == 0
+    r = berth("machine", "revoke", f"{fleet.store}/certs/cert.pem", env=fleet.env())
+    assert r.returncode != 0 and "this store's own client certificate" in r.stderr
+
+
+def test_rotate_ca_replaces_the_ca_everywhere(fleet: Fleet) -> None:
+    before = _keep(fleet, "h1", "client-before-rotation")
+    old_ca = open(f"{fleet.store}/certs/ca.pem").read()
+    out = fleet.machine("rotate-ca", timeout=300)
+    assert "2 host(s) trust it alone" in out
+    assert open(f"{fleet.store}/certs/ca.pem").read() != old_ca
+    for name in ("h1", "h2"):
+        host = fleet.hosts[name]
+        r = docker("version", "--format", "{{.Server.Version}}", env=base_env(**fleet.machine_env(name)))
+        assert r.returncode == 0 and r.stdout.strip() == __version__, r.stderr
+        r = _docker_with(before, host, "version")  # the old CA's client: refused, and it refuses the new server
+        assert r.returncode != 0
+        assert host.sh("grep -c BEGIN /etc/berth/certs/ca.pem").stdout.strip() == "1"
+    r = docker("--context", "h1", "ps", env=base_env(DOCKER_CONFIG=f"{fleet.root}/docker"))
+    assert r.returncode == 0, r.stderr
+
+
+def test_a_failed_create_says_which_step_and_registers_nothing(fleet: Fleet) -> None:
+    r = fleet.create("h3", "--generic-ssh-port", "2222")
+    assert r.returncode != 0
+    assert "Connecting to root@" in r.stderr and f"failed on h3 ({fleet.hosts['h3'].ip})" in r.stderr
+    assert "What to do: check the address, the SSH user and key" in r.stderr
+    assert not os.path.exists(f"{fleet.store}/machines/h3")
+    # berthd refuses the configuration (a key both a flag and in daemon.json): dockerd's words, nothing kept
+    r = fleet.create("h3", "--engine-opt", "tlsverify=false")
+    assert r.returncode != 0 and "Configuring berthd (supervised)" in r.stderr
+    assert "specified both as a flag and in the configuration file: tlsverify" in r.stderr, r.stderr
+    assert not os.path.exists(f"{fleet.store}/machines/h3")
+    assert fleet.hosts["h3"].sh("ls /etc/berth").stdout.split() == ["certs"]  # no daemon.json half written
+    r = fleet.create("h1")
+    assert r.returncode != 0 and 'Host already exists: "h1"' in r.stderr
+
+
+def test_ssh_only_has_no_tcp_port_and_is_reached_through_ssh(fleet: Fleet) -> None:
+    h3 = fleet.hosts["h3"]
+    created = r = fleet.create("h3", "--ssh-only")
+    assert r.returncode == 0, r.stderr
+    assert h3.sh("ss -ltnH").stdout.count(":2376") == 0
+    assert json.load(open(f"{fleet.store}/machines/h3/config.json"))["Berth"]["SSHOnly"] is True
+    assert fleet.machine("url", "h3").strip() == f"ssh://root@{h3.ip}"
+    env = fleet.machine_env("h3")
+    assert env == {"DOCKER_HOST": f"ssh://root@{h3.ip}", "DOCKER_MACHINE_NAME": "h3"}
+    assert fleet.machine("status", "h3").strip() == "Running"
+    # the clients run OpenSSH, which finds the key where a user keeps it (~/.ssh/config, as create's
+    # output says); OpenSSH reads the passwd entry's home, not $HOME: here an `ssh` first on PATH gives -F
+    bindir = f"{fleet.root}/bin"
+    os.makedirs(bindir)
+    with open(f"{fleet.root}/ssh_config", "w") as f:
+        f.write(f"Host {h3.ip}\n  IdentityFile {h3.key}\n  IdentitiesOnly yes\n  BatchMode yes\n"
+                f"  UserKnownHostsFile {fleet.store}/machines/h3/known_hosts\n")
+    with open(f"{bindir}/ssh", "w") as f:
+        f.write(f"#!/bin/sh\nexec /usr/bin/ssh -F {fleet.root}/ssh_config \"$@\"\n")
+    os.chmod(f"{bindir}/ssh", 0o755)
+    assert f"IdentityFile {fleet.store}/machines/h3/id_rsa" in created.stdout  # create says what to put there
+    cenv = base_env(PATH=f"{bindir}:{os.environ['PATH']}", DOCKER_CONFIG=f"{fleet.root}/docker")
+    r = berth("--context", "h3", "version", "--format", "{{.Server.Version}}", env=cenv)
+    assert r.returncode == 0 and r.stdout.strip() == __version__, r.stderr
+    r = docker("--context", "h3", "ps", "--format", "{{.ID}}", env=cenv)
+    assert r.returncode == 0, r.stderr  # the docker CLI's `docker system dial-stdio` reaches berthd's socket
+
+
+def test_rm_purge_removes_berth_from_the_host(fleet: Fleet) -> None:
+    h2 = fleet.hosts["h2"]
+    out = fleet.machine("rm", "-y", "--purge", "h2", timeout=300)
+    assert "Successfully removed h2" in out
+    left = h2.sh("ls -d /opt/berth /etc/berth /usr/local/bin/berthd /var/log/berth 2>/dev/null; "
+                 "ls /run/berth-supervise.pid /var/run/berth.pid; ls -A /var/lib/berth").stdout
+    assert left == ""
+    assert "h2" not in fleet.machine("ls", "-q").split()
+    r = docker("--context", "h2", "ps", env=base_env(DOCKER_CONFIG=f"{fleet.root}/docker"))
+    assert r.returncode != 0 and "h2" in r.stderr  # the context went with the record
+    assert fleet.machine("ls", "-q").split() == sorted(n for n in fleet.hosts if n != "h2")

@@ -190,6 +190,11 @@ def create(cli: CLI, store: Store, opts: Any) -> int:
         raise
     print("Docker is up and running!\nTo see how to connect your Docker Client to the Docker Engine running on this "
           f"host, run: berth machine env {name}", file=cli.out)
+    if opts.ssh_only:
+        m = store.get(name)
+        print(f"The engine is reached through ssh ({m.url}): docker and berth run OpenSSH, which needs the key. Add "
+              f"to ~/.ssh/config:\n  Host {m.ip}\n    IdentityFile {m.ssh_key or '<your key>'}\n"
+              f"    UserKnownHostsFile {m.cert('known_hosts')}", file=cli.out)
     return 0
 
 

@@ -221,15 +221,21 @@ def install_berth(r: Remote, wheels: list[str], version: str) -> None:
 
 
 def write_config(r: Remote, engine: Engine, service: str) -> None:
-    r.put(json.dumps(engine.daemon_json(), indent=2).encode() + b"\n", DAEMON_JSON, 0o644)
+    """daemon.json and berthd's command line, checked by berthd itself (``--validate``, dockerd's words for
+    a key set both as a flag and in the file) before they replace the ones in use."""
+    candidate = f"{DAEMON_JSON}.candidate"
+    r.put(json.dumps(engine.daemon_json(), indent=2).encode() + b"\n", candidate, 0o644)
+    argv = [*engine.argv()]
+    argv[argv.index(DAEMON_JSON)] = candidate
+    res = r.run(f"{shlex.join(argv)} --validate", root=True, check=False, timeout=60)
+    if res.rc != 0:
+        r.run(f"rm -f {candidate}", root=True, check=False)
+        raise RemoteError(f"berthd refuses the configuration: {(res.err or res.out).strip()[-600:]}")
+    r.run(f"mv -f {candidate} {DAEMON_JSON}", root=True)
     r.put(json.dumps(engine.argv()).encode() + b"\n", ARGV_FILE, 0o644)
     if service == "systemd":
         r.put(UNIT_TEXT.encode(), UNIT, 0o644)
         r.put(f"[Service]\nExecStart=\nExecStart={shlex.join(engine.argv())}\n".encode(), DROPIN, 0o644)
-    # berthd checks what it was given, with dockerd's words (a key set both as a flag and in daemon.json too)
-    res = r.run(f"{shlex.join(engine.argv())} --validate", root=True, check=False, timeout=60)
-    if res.rc != 0:
-        raise RemoteError(f"berthd refuses the configuration: {(res.err or res.out).strip()[-600:]}")
 
 
 def put_certs(r: Remote, ca: bytes, cert: bytes | None = None, key: bytes | None = None,
@@ -283,9 +289,11 @@ def purge(r: Remote, engine: Engine, service: str) -> None:
         r.run(f"systemctl disable -q berthd; rm -rf {UNIT} {os_dir(DROPIN)} && systemctl daemon-reload",
               root=True, check=False)
     roots = " ".join(shlex.quote(p) for p in engine.data_roots())
+    # a data root may be a mount point of its own (as /var/lib/docker often is): emptied, then kept
     r.run(f"for d in {roots}; do grep -o \" $d/[^ ]*\" /proc/self/mounts | sort -r | while read m; do "
-          "umount -l \"$m\"; done; done; "
-          f"rm -rf /opt/berth {CONF_DIR} /var/log/berth {roots} /usr/local/bin/berth /usr/local/bin/berthd",
+          "umount -l \"$m\"; done; if mountpoint -q \"$d\"; then find \"$d\" -mindepth 1 -maxdepth 1 -exec rm -rf {} +; "
+          "else rm -rf \"$d\"; fi; done; "
+          f"rm -rf /opt/berth {CONF_DIR} /var/log/berth /usr/local/bin/berth /usr/local/bin/berthd",
           root=True, timeout=300)
 
 
