@@ -10,9 +10,12 @@ client certificate refused, the new one accepted); ssh; scp both ways; stop and 
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
+import ssl
 import subprocess
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -67,7 +70,7 @@ def fleet() -> Iterator[Fleet]:
     cleanup = Cleanup()
     try:
         f = Fleet(cleanup.path(public_tmpdir("berth-fleet-")))
-        for name in ("h1", "h2", "h3"):  # h3: the failed creates, then an ssh-only machine
+        for name in ("h1", "h2", "h3", "h4"):  # h3: the failed creates, then ssh-only; h4: no mirror
             f.hosts[name] = make_host(cleanup, name)
         # h1 and h2 are provisioned one after the other: each create is what a user runs
         f.created["h1"] = f.create("h1", "--engine-label", "role=web", "--engine-opt", "log-level=debug")
@@ -254,10 +257,41 @@ def test_revoke_pushes_the_crl_to_every_host(fleet: Fleet) -> None:
     assert r.returncode != 0 and "this store's own client certificate" in r.stderr
 
 
-def test_rotate_ca_replaces_the_ca_everywhere(fleet: Fleet) -> None:
+def _poll_h1(fleet: Fleet, stop: threading.Event, ok: list[int], refused: list[str]) -> None:
+    """GET /version on h1 with the machine's client material as it is at each moment, until ``stop``."""
+    mdir, ip = f"{fleet.store}/machines/h1", fleet.hosts["h1"].ip
+    while not stop.is_set():
+        try:
+            ctx = ssl.create_default_context(cafile=f"{mdir}/ca.pem")
+            ctx.load_cert_chain(f"{mdir}/cert.pem", f"{mdir}/key.pem")
+        except (OSError, ssl.SSLError):
+            continue  # read between two renames (a new certificate with the old key): not the host's doing
+        conn = http.client.HTTPSConnection(ip, 2376, context=ctx, timeout=10)
+        try:
+            conn.request("GET", "/version")
+            status = conn.getresponse().status
+            if status == 200:
+                ok.append(1)
+            else:
+                refused.append(f"HTTP {status}")
+        except (OSError, ssl.SSLError) as exc:
+            refused.append(repr(exc))
+        finally:
+            conn.close()
+
+
+def test_rotate_ca_replaces_the_ca_everywhere_with_no_moment_a_client_is_refused(fleet: Fleet) -> None:
     before = _keep(fleet, "h1", "client-before-rotation")
     old_ca = open(f"{fleet.store}/certs/ca.pem").read()
-    out = fleet.machine("rotate-ca", timeout=300)
+    stop, ok, refused = threading.Event(), [], []  # type: ignore[var-annotated]
+    poller = threading.Thread(target=_poll_h1, args=(fleet, stop, ok, refused))
+    poller.start()
+    try:
+        out = fleet.machine("rotate-ca", timeout=300)
+    finally:
+        stop.set()
+        poller.join()
+    assert refused == [] and len(ok) > 10, (refused[:5], len(ok))
     assert "2 host(s) trust it alone" in out
     assert open(f"{fleet.store}/certs/ca.pem").read() != old_ca
     for name in ("h1", "h2"):
@@ -285,6 +319,37 @@ def test_a_failed_create_says_which_step_and_registers_nothing(fleet: Fleet) -> 
     assert fleet.hosts["h3"].sh("ls /etc/berth").stdout.split() == ["certs"]  # no daemon.json half written
     r = fleet.create("h1")
     assert r.returncode != 0 and 'Host already exists: "h1"' in r.stderr
+
+
+def test_a_missing_package_and_no_mirror_is_a_clear_error(fleet: Fleet) -> None:
+    h4 = fleet.hosts["h4"]
+    # tini, removed from h4's private copy of dpkg's database and /usr: the host has no route to a mirror
+    # (and its .deb from apt's cache, which would install it offline)
+    assert h4.sh("dpkg --remove --force-depends tini >/dev/null 2>&1; rm -f /var/cache/apt/archives/tini_*.deb; "
+                 "command -v tini || echo gone").stdout == "gone\n"
+    r = fleet.create("h4")
+    assert r.returncode != 0
+    assert "(h4) Installing tini with the host's apt: failed" in r.stderr, r.stderr
+    assert "does it reach a Debian mirror?" in r.stderr and "What to do: give the host a route to a Debian mirror" in r.stderr
+    assert not os.path.exists(f"{fleet.store}/machines/h4")
+
+
+def test_a_host_whose_ssh_key_changed_is_refused(fleet: Fleet) -> None:
+    kh = f"{fleet.store}/machines/h1/known_hosts"
+    saved = open(kh).read()
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", f"{fleet.root}/impostor"], check=True)
+    kind, key = open(f"{fleet.root}/impostor.pub").read().split()[:2]
+    try:
+        with open(kh, "w") as f:
+            f.write(f"{fleet.hosts['h1'].ip} {kind} {key}\n")
+        r = berth("machine", "restart", "h1", env=fleet.env(), timeout=120)
+        assert r.returncode != 0 and "is not the one remembered" in r.stderr, r.stderr
+        r = berth("machine", "ssh", "h1", "true", env=fleet.env())
+        assert r.returncode == 255 and "Host key verification failed" in r.stderr
+    finally:
+        with open(kh, "w") as f:
+            f.write(saved)
+    assert fleet.machine("ssh", "h1", "echo back").strip() == "back"
 
 
 def test_ssh_only_has_no_tcp_port_and_is_reached_through_ssh(fleet: Fleet) -> None:
@@ -325,4 +390,4 @@ def test_rm_purge_removes_berth_from_the_host(fleet: Fleet) -> None:
     assert "h2" not in fleet.machine("ls", "-q").split()
     r = docker("--context", "h2", "ps", env=base_env(DOCKER_CONFIG=f"{fleet.root}/docker"))
     assert r.returncode != 0 and "h2" in r.stderr  # the context went with the record
-    assert fleet.machine("ls", "-q").split() == sorted(n for n in fleet.hosts if n != "h2")
+    assert fleet.machine("ls", "-q").split() == ["h1", "h3"]  # h4 never made it

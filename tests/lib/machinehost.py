@@ -31,6 +31,7 @@ from tests.lib.cleanup import Cleanup
 from tests.lib.daemon import public_tmpdir
 
 SSHD = "/usr/sbin/sshd"
+LINK_PREFIX = "bmh"  # every link a test host makes (tests/network/conftest.py leaves them alone)
 OVERLAID = ("/etc", "/var", "/opt", "/usr")  # the host reads this machine's, and writes to a tmpfs of its own
 
 
@@ -45,6 +46,7 @@ class TestHost:
     host_key_pub: str
 
     sshd_pid: int = 0
+    mntns: str = ""  # its mount namespace, read once sshd listens
 
     def sh(self, script: str) -> subprocess.CompletedProcess[str]:
         """Run ``script`` as the host sees itself (its network and mount namespaces), through ssh."""
@@ -57,15 +59,36 @@ def _run(*argv: str) -> None:
     subprocess.run(argv, check=True, capture_output=True, timeout=30)
 
 
+RESERVATIONS = "/run/berth-test-mhost-nets"  # one file per /30 in use, across parallel test workers
+
+
+def _reserve(cleanup: Cleanup) -> tuple[str, str]:
+    """A /30 of 10.231.0.0/16 no other test host holds (a file made with O_EXCL) and no link carries."""
+    os.makedirs(RESERVATIONS, exist_ok=True)
+    for _ in range(200):
+        slot = secrets.randbelow(1 << 14)
+        a, b = divmod(slot * 4, 256)
+        path = f"{RESERVATIONS}/10.231.{a}.{b}"
+        try:
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        except FileExistsError:
+            continue
+        cleanup.path(path)
+        used = subprocess.run(["ip", "-o", "-4", "addr", "show", "to", f"10.231.{a}.{b}/30"], capture_output=True,
+                              text=True).stdout
+        if not used:
+            return f"10.231.{a}.{b + 1}", f"10.231.{a}.{b + 2}"
+    raise AssertionError("no free /30 in 10.231.0.0/16 for a test host")
+
+
 def make_host(cleanup: Cleanup, name: str) -> TestHost:
     if os.geteuid() != 0 or not os.path.exists(SSHD) or not shutil.which("ssh"):
         pytest.skip("needs root, openssh-server and openssh-client")
     tag = secrets.token_hex(2)
-    net = int(tag, 16) % 250 + 1
-    runner_ip, host_ip = f"10.231.{net}.1", f"10.231.{net}.2"
-    ns = cleanup.netns(f"bmh{tag}")
+    runner_ip, host_ip = _reserve(cleanup)
+    ns = cleanup.netns(f"{LINK_PREFIX}{tag}")
     _run("ip", "netns", "add", ns)
-    outer, inner = cleanup.link(f"bmh{tag}o"), f"bmh{tag}i"
+    outer, inner = cleanup.link(f"{LINK_PREFIX}{tag}o"), f"{LINK_PREFIX}{tag}i"
     _run("ip", "link", "add", outer, "type", "veth", "peer", "name", inner, "netns", ns)
     _run("ip", "addr", "add", f"{runner_ip}/30", "dev", outer)
     _run("ip", "link", "set", outer, "up")
@@ -108,7 +131,7 @@ def make_host(cleanup: Cleanup, name: str) -> TestHost:
             assert time.monotonic() < deadline, "the test host's sshd did not listen"
             time.sleep(0.05)
     host = TestHost(name, ns, host_ip, f"{work}/root_key", work, open(f"{work}/host_key.pub").read().split()[1],
-                    proc.pid)
+                    proc.pid, _mntns(proc.pid))
     cleanup.add(f"the processes and containers of test host {name}", lambda: destroy(host))
     return host
 
@@ -123,7 +146,7 @@ def _mntns(pid: str | int) -> str:
 def destroy(host: TestHost) -> None:
     """Everything the host runs, gone: its processes, then its containers (found by their conmon's
     arguments) and their cgroups. The mount namespace goes with its last process."""
-    ns = _mntns(host.sshd_pid)
+    ns = host.mntns
     if not ns or ns == _mntns("self"):
         return
     ids: set[str] = set()

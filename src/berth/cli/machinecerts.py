@@ -22,6 +22,15 @@ from berth.security import pki
 CA_CN = "berth machine CA"
 
 
+def ca_cn() -> str:
+    """A CA name of its own per CA: while two CAs are trusted (rotate-ca), OpenSSL finds a certificate's
+    issuer and the CRL to check it against by name, and two CAs of one name would be mistaken."""
+    import datetime as dt
+    import secrets
+
+    return f"{CA_CN} {dt.datetime.now(dt.UTC):%Y-%m-%d} {secrets.token_hex(4)}"
+
+
 def certs_dir(store: Store) -> str:
     return os.path.join(store.path, "certs")
 
@@ -47,7 +56,7 @@ def ensure_ca(store: Store) -> pki.CA:
     d = certs_dir(store)
     if not os.path.exists(os.path.join(d, "ca.pem")):
         os.makedirs(d, mode=0o700, exist_ok=True)
-        pki.init_ca(d, CA_CN, days=3650)
+        pki.init_ca(d, ca_cn(), days=3650)
     ca = pki.CA.load(d)
     if not os.path.exists(os.path.join(d, "cert.pem")):
         new_client(store, ca)

@@ -370,7 +370,7 @@ def rotate_ca(cli: CLI, store: Store) -> int:
     hosts = _berth_machines(store)
     stage = os.path.join(d, "rotate")
     shutil.rmtree(stage, ignore_errors=True)
-    new_ca = pki.init_ca(stage, certs.CA_CN, days=3650)
+    new_ca = pki.init_ca(stage, certs.ca_cn(), days=3650)
     old_pem, new_pem = certs.ca_pem(store), open(os.path.join(stage, "ca.pem"), "rb").read()
     crl = None
     if certs.crl(store) is not None:  # a CRL per CA: OpenSSL wants one for the issuer of each client

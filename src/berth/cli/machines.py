@@ -148,9 +148,8 @@ def _tls_context(m: Machine) -> ssl.SSLContext:
 
 def engine_version(m: Machine, timeout: float) -> str:
     """GET /version of the host's engine over mutual TLS with the machine's client certificate."""
-    ctx = _tls_context(m)
     with socket.create_connection((m.ip, m.engine_port), timeout=timeout) as raw, \
-            ctx.wrap_socket(raw, server_hostname=m.ip) as s:
+            _tls_context(m).wrap_socket(raw, server_hostname=m.ip) as s:  # refused before TLS files matter
         s.settimeout(timeout)
         s.sendall(f"GET /version HTTP/1.1\r\nHost: {m.ip}\r\nConnection: close\r\n\r\n".encode())
         data = b""

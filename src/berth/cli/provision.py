@@ -42,20 +42,22 @@ KERNEL_MIN = (5, 6)  # openat2, which every path inside a container's root is re
 ENGINE_OPT = re.compile(r"^[a-z][a-z0-9-]*\Z")
 
 UNIT_TEXT = """[Unit]
-Description=berth container engine (berthd)
-Documentation=https://github.com/berth/berth
-After=network-online.target nss-lookup.target
+Description=berth: a Docker-compatible container engine (provisioned by berth machine)
+After=network-online.target nftables.service
 Wants=network-online.target
 
 [Service]
-Type=simple
+Type=notify
+# 10-machine.conf (beside this file) gives the command line: daemon.json and the engine options
 ExecStart=/opt/berth/venv/bin/berthd --config-file /etc/berth/daemon.json
-ExecReload=/bin/kill -HUP $MAINPID
-# containers are conmon's, not the daemon's: stopping berthd leaves them running
+ExecReload=/bin/kill -s HUP $MAINPID
+# containers are conmon's and survive a berthd restart: only berthd itself is stopped
 KillMode=process
 Delegate=yes
-Restart=on-failure
+LimitNOFILE=20000
+Restart=always
 RestartSec=2
+TimeoutStartSec=0
 
 [Install]
 WantedBy=multi-user.target
@@ -72,6 +74,11 @@ def engine_flags(opts: list[str]) -> list[str]:
                                    "(as dns=10.0.0.2 for --dns 10.0.0.2)")
         flags.append(f"--{key}={value}" if eq else f"--{key}")
     return flags
+
+
+def dropin_text(engine: Engine) -> str:
+    """10-machine.conf, as docker-machine's: the command line, engine options included."""
+    return f"[Service]\nExecStart=\nExecStart={shlex.join(engine.argv())}\n"
 
 
 def check_labels(labels: list[str]) -> list[str]:
@@ -235,7 +242,7 @@ def write_config(r: Remote, engine: Engine, service: str) -> None:
     r.put(json.dumps(engine.argv()).encode() + b"\n", ARGV_FILE, 0o644)
     if service == "systemd":
         r.put(UNIT_TEXT.encode(), UNIT, 0o644)
-        r.put(f"[Service]\nExecStart=\nExecStart={shlex.join(engine.argv())}\n".encode(), DROPIN, 0o644)
+        r.put(dropin_text(engine).encode(), DROPIN, 0o644)
 
 
 def put_certs(r: Remote, ca: bytes, cert: bytes | None = None, key: bytes | None = None,
