@@ -61,8 +61,8 @@ class SeedCA:
         return out
 
 
-def make_crl(ca_dir: str, serials: list[int], der: bool = False) -> bytes:
-    """A CRL of the CA in ``ca_dir`` revoking ``serials`` (PEM, or DER)."""
+def make_crl(ca_dir: str, serials: list[int], der: bool = False, expired: bool = False) -> bytes:
+    """A CRL of the CA in ``ca_dir`` revoking ``serials`` (PEM, or DER); ``expired``: past its next update."""
     with open(os.path.join(ca_dir, "ca.pem"), "rb") as f:
         ca_cert = x509.load_pem_x509_certificate(f.read())
     with open(os.path.join(ca_dir, "ca-key.pem"), "rb") as f:
@@ -70,6 +70,9 @@ def make_crl(ca_dir: str, serials: list[int], der: bool = False) -> bytes:
     now = dt.datetime.now(dt.UTC)
     builder = (x509.CertificateRevocationListBuilder().issuer_name(ca_cert.subject)
                .last_update(now - dt.timedelta(minutes=5)).next_update(now + dt.timedelta(days=7)))
+    if expired:
+        builder = (x509.CertificateRevocationListBuilder().issuer_name(ca_cert.subject)
+                   .last_update(now - dt.timedelta(days=40)).next_update(now - dt.timedelta(days=10)))
     for serial in serials:
         builder = builder.add_revoked_certificate(
             x509.RevokedCertificateBuilder().serial_number(serial).revocation_date(now - dt.timedelta(minutes=1))

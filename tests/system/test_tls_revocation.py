@@ -156,3 +156,21 @@ def test_certificates_near_their_expiry_are_warned_about(make_berthd, pki_root):
     d.reload()
     info = as_docker(port, f"{pki_root}/alice", "info", "--format", "{{json .Warnings}}")
     assert "expires on" not in info.stdout
+
+
+def test_a_crl_past_its_next_update_refuses_everyone_and_is_warned_about(make_berthd, pki_root):
+    """OpenSSL refuses every client of a CA whose CRL is past its next update ("CRL has expired"):
+    berthd says so in its log and in /info's warnings, and `berth pki revoke` signing a new one plus
+    SIGHUP lets the clients back in."""
+    crl = f"{pki_root}/crl.pem"
+    write(crl, make_crl(f"{pki_root}/ca", [], expired=True))
+    d, port = start(make_berthd, pki_root, crl)
+    assert "was due for renewal on" in d.log()
+    refused = as_docker(port, f"{pki_root}/alice", "version")
+    assert refused.returncode != 0
+    pki("revoke", "--dir", f"{pki_root}/ca", "ffff")  # signs a fresh CRL (ca/crl.pem)
+    with open(f"{pki_root}/ca/crl.pem", "rb") as f:
+        write(crl, f.read())
+    d.reload()
+    info = as_docker(port, f"{pki_root}/alice", "info", "--format", "{{json .Warnings}}")
+    assert info.returncode == 0 and "due for renewal" not in info.stdout, info.stderr

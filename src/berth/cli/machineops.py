@@ -221,7 +221,7 @@ def _provision(cli: CLI, store: Store, opts: Any, p: Progress, wh: wheelhouse.Wh
             for w in wh.wheels:
                 r.upload(os.path.join(wh.dir, w), w)
         with p.step(f"Installing berth {__version__} in {provision.VENV}", "read pip's words above"):
-            provision.install_berth(r, list(wh.wheels), __version__)
+            provision.install_berth(r, __version__)
         with p.step("Making certificates", f"check that {certs.certs_dir(store)} is writable"):
             ca = certs.ensure_ca(store)
             certs.copy_client(store, mdir)
@@ -278,7 +278,7 @@ def upgrade(cli: CLI, store: Store, names: list[str]) -> int:
             with p.step(f"Upgrading berth to {__version__}", "read pip's words above"):
                 for w in wh.wheels:
                     r.upload(os.path.join(wh.dir, w), w)
-                provision.install_berth(r, list(wh.wheels), __version__)
+                provision.install_berth(r, __version__)
             with p.step("Restarting berthd", "look at berthd's log on the host"):
                 provision.stop(r, service_of(m))
                 provision.start(r, service_of(m))

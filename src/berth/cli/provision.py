@@ -216,15 +216,14 @@ def install_packages(r: Remote, missing: list[str]) -> None:
                           f"mirror? apt said: {(res.err or res.out).strip()[-600:]})")
 
 
-def install_berth(r: Remote, wheels: list[str], version: str) -> None:
+def install_berth(r: Remote, version: str) -> None:
     """The wheels (already staged) into /opt/berth/venv, and the links in /usr/local/bin."""
-    stage = r._staging()
+    stage = r.staging()
     r.run(f"[ -x {VENV}/bin/python ] || python3 -m venv {VENV}", root=True, timeout=300)
     r.run(f"{VENV}/bin/pip install -q --disable-pip-version-check --no-index --find-links {shlex.quote(stage)} "
           f"--upgrade berth-engine=={shlex.quote(version)} && "
           f"ln -sf {VENV}/bin/berth /usr/local/bin/berth && ln -sf {VENV}/bin/berthd /usr/local/bin/berthd",
           root=True, timeout=900)
-    del wheels
 
 
 def write_config(r: Remote, engine: Engine, service: str) -> None:
@@ -255,27 +254,28 @@ def put_certs(r: Remote, ca: bytes, cert: bytes | None = None, key: bytes | None
         r.put(crl, f"{CERT_DIR}/crl.pem", 0o444)
 
 
+UNITS = {"systemd": "berthd", "docker": "docker"}  # the services systemd runs (docker: a docker-machine host)
+
+
 def start(r: Remote, service: str) -> None:
-    if service == "systemd":
-        r.run("systemctl daemon-reload && systemctl enable -q berthd && systemctl start berthd", root=True)
-    elif service == "docker":
-        r.run("systemctl start docker", root=True)
-    else:
-        r.run(f"mkdir -p /var/log/berth && if [ -f {SUPERVISOR_PID} ] && kill -0 $(cat {SUPERVISOR_PID}) 2>/dev/null; "
-              f"then exit 0; fi; setsid -f {VENV}/bin/python -m berth.daemon.supervise --argv-file {ARGV_FILE} "
-              f"--pidfile {SUPERVISOR_PID} --log {LOG} </dev/null >/dev/null 2>&1", root=True)
+    unit = UNITS.get(service)
+    if unit is not None:
+        r.run(f"systemctl daemon-reload && systemctl enable -q {unit} && systemctl start {unit}", root=True)
+        return
+    r.run(f"mkdir -p /var/log/berth && if [ -f {SUPERVISOR_PID} ] && kill -0 $(cat {SUPERVISOR_PID}) 2>/dev/null; "
+          f"then exit 0; fi; setsid -f {VENV}/bin/python -m berth.daemon.supervise --argv-file {ARGV_FILE} "
+          f"--pidfile {SUPERVISOR_PID} --log {LOG} </dev/null >/dev/null 2>&1", root=True)
 
 
 def stop(r: Remote, service: str) -> None:
-    if service == "systemd":
-        r.run("systemctl stop berthd", root=True)
-    elif service == "docker":
-        r.run("systemctl stop docker", root=True)
-    else:
-        # the supervisor stops berthd, then itself; wait for both (berthd has 15 s for its shutdown)
-        r.run(f"[ -f {SUPERVISOR_PID} ] || exit 0; pid=$(cat {SUPERVISOR_PID}); kill -TERM $pid 2>/dev/null || "
-              f"exit 0; i=0; while kill -0 $pid 2>/dev/null; do i=$((i+1)); [ $i -gt 300 ] && "
-              "{ echo 'the supervisor did not stop in 30 s' >&2; exit 1; }; sleep 0.1; done", root=True, timeout=60)
+    unit = UNITS.get(service)
+    if unit is not None:
+        r.run(f"systemctl stop {unit}", root=True)
+        return
+    # the supervisor stops berthd, then itself; wait for both (berthd has 15 s for its shutdown)
+    r.run(f"[ -f {SUPERVISOR_PID} ] || exit 0; pid=$(cat {SUPERVISOR_PID}); kill -TERM $pid 2>/dev/null || "
+          f"exit 0; i=0; while kill -0 $pid 2>/dev/null; do i=$((i+1)); [ $i -gt 300 ] && "
+          "{ echo 'the supervisor did not stop in 30 s' >&2; exit 1; }; sleep 0.1; done", root=True, timeout=60)
 
 
 def reload(r: Remote, service: str) -> None:

@@ -127,14 +127,14 @@ class Remote:
                               f"{(result.err or result.out).strip()[-800:]}")
         return result
 
-    def _staging(self) -> str:
+    def staging(self) -> str:
         if not self.stage:
             self.stage = self.run("mktemp -d /tmp/berth-machine.XXXXXX").out.strip()
         return self.stage
 
     def put(self, data: bytes, path: str, mode: int) -> None:
         """``data`` as ``path`` on the host, owned by root with ``mode``, replaced in one rename."""
-        staged = f"{self._staging()}/{os.path.basename(path)}"
+        staged = f"{self.staging()}/{os.path.basename(path)}"
         assert self.client is not None
         with self.client.open_sftp() as sftp:
             with sftp.open(staged, "wb") as f:
@@ -145,7 +145,7 @@ class Remote:
 
     def upload(self, local: str, name: str) -> str:
         """A local file to the staging directory; returns its path there."""
-        staged = f"{self._staging()}/{name}"
+        staged = f"{self.staging()}/{name}"
         assert self.client is not None
         with self.client.open_sftp() as sftp:
             sftp.put(local, staged)

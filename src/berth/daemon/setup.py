@@ -106,11 +106,11 @@ def tls_context(cfg: Config) -> ssl.SSLContext | None:
 
 
 def tls_warnings(cfg: Config) -> list[str]:
-    """Certificates of the TLS listeners that expire within 30 days (or have)."""
+    """Certificates of the TLS listeners that expire within 30 days (or have), and CRLs due for renewal."""
     if not (cfg.tls and any(h.proto in ("tcp", "fd") for h in cfg.hosts)):
         return []
     files = {"server certificate": cfg.tlscert, **({"CA certificate": cfg.tlscacert} if cfg.tlsverify else {})}
-    return tlsmaterial.expiry_warnings(files)
+    return tlsmaterial.expiry_warnings(files) + (tlsmaterial.crl_warnings(cfg.tlscrl) if cfg.tlscrl else [])
 
 
 def open_sites(cfg: Config) -> list[Site]:

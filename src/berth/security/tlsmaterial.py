@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives import serialization
 from berth.errors import InvalidParameter
 
 EXPIRY_WARNING = dt.timedelta(days=30)
+CRL_WARNING = dt.timedelta(days=7)  # CRLs are re-signed often (berth pki revoke: 30 days by default)
 _CERT_ATTR = "_berth_client_cert"  # set on the SSLObject: the DER of the client's first certificate
 
 
@@ -126,6 +127,32 @@ def refused_certificate(sslobj: object) -> str:
     except ValueError:
         return ""
     return f"serial {cert.serial_number:x} ({cert.subject.rfc4514_string()})"
+
+
+def crl_warnings(path: str, now: dt.datetime | None = None) -> list[str]:
+    """A warning for each CRL in ``path`` past its next update, or within 7 days of it: OpenSSL then
+    refuses every client certificate of that CA ("CRL has expired"), revoked or not."""
+    now = now or dt.datetime.now(dt.UTC)
+    try:
+        revocations = load_crls(path)
+    except InvalidParameter:
+        return []  # said at load
+    out = []
+    for pem in revocations.pem.split("-----END X509 CRL-----")[:-1]:
+        crl = x509.load_pem_x509_crl((pem + "-----END X509 CRL-----\n").strip().encode())
+        until = crl.next_update_utc
+        if until is None:
+            continue
+        issuer = crl.issuer.rfc4514_string()
+        if until <= now:
+            out.append(f"WARNING: the CRL {path} of {issuer} was due for renewal on {until:%Y-%m-%d}: every client "
+                       "certificate of that CA is refused until a new one is given (berth pki revoke signs one; "
+                       "SIGHUP reads it)")
+        elif until - now <= CRL_WARNING:
+            out.append(f"WARNING: the CRL {path} of {issuer} is due for renewal on {until:%Y-%m-%d}, in "
+                       f"{(until - now).days} days; after that every client certificate of that CA is refused "
+                       "(berth pki revoke signs a new one)")
+    return out
 
 
 def expiry_warnings(paths: dict[str, str], now: dt.datetime | None = None) -> list[str]:

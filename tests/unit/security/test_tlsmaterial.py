@@ -60,3 +60,17 @@ def test_first_certificate_of_tls12_and_tls13_messages():
     assert tlsmaterial.first_certificate(tls12, tls13=False) == der
     assert tlsmaterial.first_certificate(tls13, tls13=True) == der
     assert tlsmaterial.first_certificate(b"\x0b\x00\x00\x01\x00", tls13=True) is None
+
+
+def test_crl_warnings_before_and_after_the_next_update(tmp_path):
+    from tests.lib.ca import make_crl
+
+    pki.init_ca(str(tmp_path / "ca"), cn="crl CA")
+    (tmp_path / "old.pem").write_bytes(make_crl(str(tmp_path / "ca"), [3], expired=True))
+    out = tlsmaterial.crl_warnings(str(tmp_path / "old.pem"))
+    assert len(out) == 1 and "CN=crl CA was due for renewal on" in out[0] and "every client certificate" in out[0]
+    path = pki.revoke(pki.CA.load(str(tmp_path / "ca")), str(tmp_path / "ca"), [3])  # 30 days: no warning yet
+    assert tlsmaterial.crl_warnings(path) == []
+    soon = tlsmaterial.crl_warnings(path, now=dt.datetime.now(dt.UTC) + dt.timedelta(days=25))
+    assert len(soon) == 1 and "is due for renewal on" in soon[0] and "in 4 days" in soon[0]
+    assert tlsmaterial.crl_warnings(str(tmp_path / "missing.pem")) == []
