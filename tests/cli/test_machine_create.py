@@ -23,7 +23,7 @@ import pytest
 
 from berth import __version__
 from tests.lib.cleanup import Cleanup
-from tests.lib.clis import base_env, berth, docker
+from tests.lib.clis import BERTH, base_env, berth, docker
 from tests.lib.daemon import public_tmpdir
 from tests.lib.images import busybox_rootfs_tar, config_for, docker_archive
 from tests.lib.machinehost import TestHost, make_host
@@ -190,6 +190,10 @@ def test_regenerate_certs_reloads_without_a_restart_and_client_certs_revokes_the
 
 def test_ssh_and_scp_to_a_provisioned_host(fleet: Fleet) -> None:
     assert fleet.machine("ssh", "h1", "uname").strip() == "Linux"
+    # interactive: a pty on the host (script(1) gives this side a terminal), the shell's exit code ours
+    r = subprocess.run(["script", "-qec", f"{BERTH} machine ssh h1", "/dev/null"], input="tty\nexit 5\n",
+                       capture_output=True, text=True, timeout=60, env=fleet.env())
+    assert r.returncode == 5 and "/dev/pts/" in r.stdout, (r.stdout, r.stderr)
     r = berth("machine", "ssh", "h1", "echo out; exit 7", env=fleet.env())
     assert (r.returncode, r.stdout) == (7, "out\n")
     assert fleet.hosts["h1"].host_key_pub in open(f"{fleet.store}/machines/h1/known_hosts").read()
