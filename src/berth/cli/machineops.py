@@ -23,7 +23,7 @@ from berth import __version__
 from berth.cli import machinecerts as certs
 from berth.cli import provision, wheelhouse
 from berth.cli.contexts import Context, ContextStore
-from berth.cli.machines import NAME, Machine, Store, engine_version
+from berth.cli.machines import ADDRESS, NAME, USER, Machine, Store, engine_version
 from berth.cli.main import CLI
 from berth.cli.remote import Remote, RemoteError
 from berth.errors import BerthError, Conflict, InvalidParameter, NotFound, NotSupported
@@ -166,8 +166,12 @@ def create(cli: CLI, store: Store, opts: Any) -> int:
     if opts.driver != "generic":
         raise NotSupported(f"driver {opts.driver!r}: berth machine provisions existing hosts over SSH "
                            "(--driver generic)")
-    if not opts.generic_ip_address:
-        raise InvalidParameter("--generic-ip-address is required")
+    if not ADDRESS.match(opts.generic_ip_address or ""):
+        raise InvalidParameter(f"--generic-ip-address {opts.generic_ip_address!r}: an IP address or a host name")
+    if not USER.match(opts.generic_ssh_user or ""):
+        raise InvalidParameter(f"--generic-ssh-user {opts.generic_ssh_user!r} is not a user name")
+    if not 0 < opts.generic_ssh_port < 65536 or not 0 < opts.generic_engine_port < 65536:
+        raise InvalidParameter("--generic-ssh-port and --generic-engine-port are port numbers (1 to 65535)")
     if name in store.names() or os.path.exists(os.path.join(store.machines_dir, name)):
         raise Conflict(f'Host already exists: "{name}"')
     flags = provision.engine_flags(opts.engine_opt)

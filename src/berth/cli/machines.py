@@ -27,6 +27,9 @@ from typing import Any
 from berth.errors import InvalidParameter, NotFound
 
 NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9.-]*\Z")  # docker-machine's host names
+# what may stand in an ssh destination: never an option ("-o…"), never a second host ("a@b")
+ADDRESS = re.compile(r"^(?:[A-Za-z0-9][A-Za-z0-9.-]*|[0-9A-Fa-f:.]+:[0-9A-Fa-f:.]*)\Z")
+USER = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*\Z")
 DEFAULT_ENGINE_PORT = 2376
 SHELLS = ("bash", "sh", "zsh", "fish", "powershell", "cmd")
 ENV_VARS = ("DOCKER_TLS_VERIFY", "DOCKER_HOST", "DOCKER_CERT_PATH", "DOCKER_MACHINE_NAME")
@@ -127,8 +130,13 @@ def parse(name: str, raw: Any, directory: str) -> Machine:
             raise InvalidParameter(f"machine {name}: Driver.{key} must be a port number")
         return value
 
+    user = str(driver.get("SSHUser") or "root")
+    if ip and not ADDRESS.match(ip):
+        raise InvalidParameter(f"machine {name}: Driver.IPAddress {ip!r} is neither an IP address nor a host name")
+    if not USER.match(user):
+        raise InvalidParameter(f"machine {name}: Driver.SSHUser {user!r} is not a user name")
     return Machine(name, str(raw.get("DriverName") or "generic"), ip, port("EnginePort", DEFAULT_ENGINE_PORT),
-                   str(driver.get("SSHUser") or "root"), port("SSHPort", 22),
+                   user, port("SSHPort", 22),
                    str(driver.get("SSHKeyPath") or driver.get("SSHKey") or ""), directory, raw)
 
 
@@ -278,7 +286,7 @@ def ssh_options(m: Machine) -> list[str]:
 
 
 def ssh_argv(m: Machine, command: list[str], tty: bool) -> list[str]:
-    return ["ssh", *ssh_options(m), "-p", str(m.ssh_port), *(["-t"] if tty else ["-T"]),
+    return ["ssh", *ssh_options(m), "-p", str(m.ssh_port), *(["-t"] if tty else ["-T"]), "--",
             f"{m.ssh_user}@{m.ip}", *command]
 
 
@@ -299,4 +307,4 @@ def scp_argv(store: Store, args: list[str], recursive: bool) -> list[str]:
             out.append(arg)
     if machine is None:
         raise InvalidParameter("scp needs a machine: NAME:PATH as the source or the destination")
-    return ["scp", *ssh_options(machine), "-P", str(machine.ssh_port), *(["-r"] if recursive else []), *out]
+    return ["scp", *ssh_options(machine), "-P", str(machine.ssh_port), *(["-r"] if recursive else []), "--", *out]

@@ -77,8 +77,10 @@ def engine_flags(opts: list[str]) -> list[str]:
 
 
 def dropin_text(engine: Engine) -> str:
-    """10-machine.conf, as docker-machine's: the command line, engine options included."""
-    return f"[Service]\nExecStart=\nExecStart={shlex.join(engine.argv())}\n"
+    """10-machine.conf, as docker-machine's: the command line, engine options included (quoted for
+    systemd, which would otherwise expand ``$VAR`` and ``%`` specifiers in them)."""
+    line = shlex.join(engine.argv()).replace("%", "%%").replace("$", "$$")
+    return f"[Service]\nExecStart=\nExecStart={line}\n"
 
 
 def check_labels(labels: list[str]) -> list[str]:
@@ -111,12 +113,25 @@ class Engine:
         return [BERTHD, "--config-file", DAEMON_JSON, *self.flags]
 
     def data_roots(self) -> list[str]:
+        """What ``rm --purge`` deletes besides berth's own files: the data and exec roots, when they are
+        berth's alone (an engine option naming /, /var/lib or a path with .. is not followed)."""
         roots = {"data-root": "/var/lib/berth", "exec-root": "/var/run/berth"}
         for f in self.flags:
             key, _, value = f[2:].partition("=")
-            if key in roots and value.startswith("/") and ".." not in value.split("/"):
+            if key in roots and purgeable(value):
                 roots[key] = value
         return list(roots.values())
+
+
+SYSTEM_DIRS = frozenset({"/var/lib", "/var/run", "/var/log", "/var/cache", "/var/spool", "/var/tmp", "/usr/lib",
+                         "/usr/local", "/usr/share", "/usr/bin", "/usr/sbin", "/etc/systemd", "/run/user"})
+
+
+def purgeable(path: str) -> bool:
+    """An absolute path of two components or more, no ``..``, not a system directory."""
+    parts = path.split("/")
+    return (path.startswith("/") and ".." not in parts and "." not in parts[1:]
+            and len([p for p in parts if p]) >= 2 and path.rstrip("/") not in SYSTEM_DIRS)
 
 
 @dataclass
@@ -160,7 +175,14 @@ if [ -x /opt/berth/venv/bin/berthd ]; then echo "berth=$(/opt/berth/venv/bin/pyt
 
 
 def facts(r: Remote) -> Facts:
-    out = r.run(FACTS_SCRIPT, timeout=60).out
+    f = parse_facts(r.run(FACTS_SCRIPT, timeout=60).out)
+    if f.uid != 0 and f.sudo:
+        r.sudo = "sudo -n "
+    return f
+
+
+def parse_facts(out: str) -> Facts:
+    """FACTS_SCRIPT's output: the host's words, each checked (a host may say anything)."""
     f = Facts()
     for line in out.splitlines():
         key, _, value = line.partition("=")
@@ -171,12 +193,10 @@ def facts(r: Remote) -> Facts:
             f.uid = int(value)
         elif key in ("sudo", "overlay", "cgroups", "userns", "systemd"):
             setattr(f, key, True)
-        elif key == "hostname" and value and value not in f.hostnames and re.match(r"^[A-Za-z0-9.-]+\Z", value):
+        elif key == "hostname" and value and value not in f.hostnames and re.match(r"^[A-Za-z0-9][A-Za-z0-9.-]*\Z", value):
             f.hostnames.append(value)
-        elif key == "missing":
+        elif key == "missing" and value in PACKAGES:  # kept only for a package we asked about
             f.missing.append(value)
-    if f.uid != 0 and f.sudo:
-        r.sudo = "sudo -n "
     return f
 
 

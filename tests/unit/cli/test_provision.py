@@ -92,3 +92,33 @@ def test_the_systemd_unit_and_drop_in_pass_systemd_analyze(tmp_path) -> None:  #
     r = subprocess.run(["systemd-analyze", "verify", str(tmp_path / "berthd.service")], capture_output=True,
                        text=True, timeout=60)
     assert r.returncode == 0 and "berthd" not in r.stderr, r.stderr
+
+
+def test_purge_never_follows_a_data_root_to_a_system_directory() -> None:
+    for bad in ("/", "/var", "/var/lib", "/var/lib/", "/usr/local", "relative/x", "/srv/../etc", "/srv/./x", "/etc/systemd"):
+        assert not provision.purgeable(bad), bad
+        assert provision.Engine(0, (f"--data-root={bad}",)).data_roots()[0] == "/var/lib/berth"
+    assert provision.purgeable("/srv/berth") and provision.purgeable("/var/lib/berth-ci")
+
+
+def test_the_host_cannot_name_packages_to_install_or_odd_names() -> None:
+    f = provision.parse_facts("os_id=debian\nuid=0\nmissing=tini\nmissing=evil; rm -rf /\nmissing=netcat\n"
+                              "hostname=-oProxy\nhostname=h1\nhostname=h1\nhostname=a b\n")
+    assert f.missing == ["tini"] and f.hostnames == ["h1"] and f.uid == 0
+
+
+def test_the_drop_in_keeps_dollars_and_percents_from_systemd() -> None:
+    text = provision.dropin_text(provision.Engine(2376, ("--label=cost=$HOME%h",)))
+    assert "'--label=cost=$$HOME%%h'" in text
+
+
+def test_a_record_cannot_smuggle_an_option_into_ssh() -> None:
+    from berth.cli import machines
+
+    for driver in ({"IPAddress": "-oProxyCommand=touch /tmp/x"}, {"IPAddress": "10.0.0.1", "SSHUser": "-oProxyCommand=x"},
+                   {"IPAddress": "a@b"}):
+        with pytest.raises(InvalidParameter, match="machine m: Driver"):
+            machines.parse("m", {"Driver": driver}, "/nonexistent")
+    m = machines.parse("m", {"Driver": {"IPAddress": "fd00::5", "SSHUser": "deploy"}}, "/nonexistent")
+    argv = machines.ssh_argv(m, ["uname"], tty=False)
+    assert argv[argv.index("--") + 1:] == ["deploy@fd00::5", "uname"]
