@@ -12,7 +12,7 @@ cd "$(dirname "$0")/.."
 say() { printf '[setup] %s\n' "$*"; }
 
 pkgs=(crun conmon nftables iproute2 openssl openssh-client ca-certificates procps tini util-linux)
-[ "${TEST_EXTRAS:-}" = 1 ] && pkgs+=(openssh-server systemd passwd procps docker.io busybox-static docker-compose)
+[ "${TEST_EXTRAS:-}" = 1 ] && pkgs+=(openssh-server systemd passwd procps docker.io busybox-static docker-compose docker-registry skopeo)
 [ "${BENCH_EXTRAS:-}" = 1 ] && pkgs+=(docker.io gcc libssl-dev)
 
 missing=()

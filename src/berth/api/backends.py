@@ -59,6 +59,10 @@ class ImageBackend(Protocol):
         """Load an archive; yields JSON progress messages, the last ones "Loaded image: ..."."""
         ...
 
+    def image_pull(self, image: str, tag: str, platform: str, auth: str) -> AsyncIterator[dict[str, Any]]:
+        """Pull from a registry; yields dockerd's progress messages. ``auth``: X-Registry-Auth as sent."""
+        ...
+
     async def image_save(self, names: list[str]) -> AsyncIterator[bytes]:
         """Resolve every name first (NotFound before any byte), then return the tar stream."""
         ...

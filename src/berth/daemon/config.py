@@ -106,6 +106,10 @@ OPTIONS: tuple[Option, ...] = (
            "ROLE read-only, admin or one the policy names (repeatable; berth's own)", "ADDR=ROLE"),
     Option("audit-log", ("--audit-log",), str, "the tamper-evident audit log of every request (default "
            "<data-root>/audit/audit.log; \"none\": no audit log; berth's own)", "PATH"),
+    Option("insecure-registries", ("--insecure-registry",), list, "a registry reached without TLS verification "
+           "(HTTP when HTTPS fails): host:port or a CIDR (repeatable; loopback always is)", "REGISTRY"),
+    Option("max-concurrent-downloads", ("--max-concurrent-downloads",), int, "layers downloaded at once by a pull "
+           "(default 3)", "N"),
     Option("userns-remap", ("--userns-remap",), str, "run containers' root as the subordinate ids of this user: "
            "\"default\" (the dockremap user, made when missing), user, user:group, uid or uid:gid", "USER"),
 )
@@ -141,6 +145,8 @@ class Config(NetSettings):
     cleanup_network: bool = False
     userland_proxy: bool = False
     userns_remap: str = ""
+    insecure_registries: tuple[str, ...] = ()
+    max_concurrent_downloads: int = 3
     log_driver: str = "json-file"
     log_opts: dict[str, str] = field(default_factory=dict)
     authorization_policy: str = ""
@@ -300,6 +306,7 @@ def load(argv: list[str], environ: dict[str, str] | None = None) -> Config:
     cfg.hosts = [parse_host(h, cfg.tls) for h in merged.get("hosts") or ["unix://"]]
     _network_options(cfg, merged)
     _log_options(cfg, merged)
+    _registries(cfg, merged)
     cfg.authorization_policy = os.path.abspath(merged["authorization-policy"]) \
         if merged.get("authorization-policy") else ""
     cfg.listener_policies = _listener_policies(cfg, merged.get("listener-policies") or {})
@@ -358,6 +365,30 @@ def _listener_policies(cfg: Config, value: dict[str, Any] | list[str]) -> dict[s
             raise InvalidParameter(f"listener-policies: {key}: group must be a group name or id, for unix sockets")
         out[str(h)] = ListenerPolicy(role, mode, group)
     return out
+
+
+def _registries(cfg: Config, merged: dict[str, Any]) -> None:
+    """insecure-registries (host[:port] or a CIDR, each checked) and max-concurrent-downloads."""
+    import ipaddress
+
+    insecure = []
+    for entry in merged.get("insecure-registries") or []:
+        text = str(entry).strip()
+        if "://" in text:
+            raise InvalidParameter(f"insecure registry {text} should not contain '://'")
+        if "/" in text:
+            try:
+                ipaddress.ip_network(text, strict=False)
+            except ValueError:
+                raise InvalidParameter(f"insecure registry {text} is not a valid CIDR") from None
+        elif not re.fullmatch(r"[A-Za-z0-9.-]+(:[0-9]{1,5})?|\[[0-9a-fA-F:]+\](:[0-9]{1,5})?", text):
+            raise InvalidParameter(f"insecure registry {text} is neither host[:port] nor a CIDR")
+        insecure.append(text)
+    downloads = merged.get("max-concurrent-downloads", 3)
+    if not isinstance(downloads, int) or isinstance(downloads, bool) or not 1 <= downloads <= 64:
+        raise InvalidParameter(f"max-concurrent-downloads must be between 1 and 64, not {downloads}")
+    cfg.insecure_registries = tuple(insecure)
+    cfg.max_concurrent_downloads = downloads
 
 
 def _log_options(cfg: Config, merged: dict[str, Any]) -> None:

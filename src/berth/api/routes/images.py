@@ -9,7 +9,7 @@ from berth.api.backends import ImageBackend
 from berth.api.filters import parse_filters
 from berth.api.http import Request, Response
 from berth.api.router import Route, route
-from berth.errors import InvalidParameter, NotSupported
+from berth.errors import BerthError, InvalidParameter
 
 LIST_FILTERS = ("before", "dangling", "label", "reference", "since", "until")
 PRUNE_FILTERS = ("dangling", "label", "until")
@@ -47,10 +47,11 @@ def routes(backend: ImageBackend) -> list[Route]:
     async def prune(req: Request) -> Response:
         return Response.json(await backend.images_prune(parse_filters(req.arg("filters"), PRUNE_FILTERS)))
 
-    async def create(req: Request) -> Response:
+    async def create(req: Request) -> Response | None:
         assert req.connection is not None
         if req.arg("fromImage"):
-            raise NotSupported("pulling images from a registry is not supported yet: use docker save / berth load")
+            await _pull(req)
+            return None
         if req.arg("fromSrc") != "-":
             raise InvalidParameter("import needs fromSrc=- (the root filesystem tar as the request body); "
                                    "importing from a URL is not supported")
@@ -58,6 +59,21 @@ def routes(backend: ImageBackend) -> list[Route]:
         image_id = await backend.image_import(req.connection.body_stream(), req.arg("repo"), req.arg("tag"),
                                               req.arg("message"), changes)
         return Response(200, _json_line({"status": image_id}))
+
+    async def _pull(req: Request) -> None:
+        assert req.connection is not None
+        messages = backend.image_pull(req.arg("fromImage"), req.arg("tag"), req.arg("platform"),
+                                      req.headers.get("x-registry-auth", ""))
+        first = await anext(messages)  # an error before the first message is the response's status
+        writer = await req.connection.start_stream(200, "application/json")
+        try:
+            await writer.write(_json_line(first))
+            async for m in messages:
+                await writer.write(_json_line(m))
+        except BerthError as exc:  # the status line is sent: report as dockerd does, in the stream
+            await writer.write(_json_line({"errorDetail": {"message": exc.message}, "error": exc.message}))
+        await writer.close()
+        return None
 
     async def load(req: Request) -> Response | None:
         assert req.connection is not None

@@ -12,7 +12,9 @@ from berth.api import versions
 from berth.daemon.backends.threads import BodyPipe, iterate_in_thread, run_in_own_thread
 from berth.daemon.events import EventBus, make_event
 from berth.errors import Conflict, InvalidParameter
-from berth.image import archive, importer, reference
+from berth.image import archive, importer, manifests, reference
+from berth.image.pull import Puller
+from berth.image.registry import Credentials, Settings
 from berth.image.store import ImageRecord, ImageStore
 
 
@@ -35,8 +37,9 @@ def _familiar(refs: list[str]) -> list[str]:
 
 class ImageService:
     def __init__(self, store: ImageStore, bus: EventBus, in_use: Callable[[], set[str]] = set,
-                 df_extra: Callable[[], dict[str, Any]] = dict) -> None:
+                 df_extra: Callable[[], dict[str, Any]] = dict, registries: Settings | None = None) -> None:
         self.store = store
+        self.registries = registries or Settings()
         self.bus = bus
         self.in_use = in_use  # IDs of images that containers use
         self.df_extra = df_extra  # the containers' and volumes' parts of /system/df
@@ -250,6 +253,37 @@ class ImageService:
                 self._event("load", item.image_id)
                 yield {"stream": f"Loaded image ID: {item.image_id}\n"}
 
+    async def image_pull(self, image: str, tag: str, platform: str, auth: str) -> AsyncIterator[dict[str, Any]]:
+        """``docker pull``'s messages as they come; an error before the first one is a status code."""
+        text = image if not tag else (f"{image}@{tag}" if tag.startswith("sha256:") else f"{image}:{tag}")
+        ref = reference.parse(text)
+        want = manifests.parse_platform(platform) if platform else None
+        credentials = Credentials.from_header(auth)
+        loop = asyncio.get_running_loop()
+        progress: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=10000)
+
+        def report(msg: dict[str, Any]) -> None:
+            loop.call_soon_threadsafe(_offer, progress, msg)
+
+        puller = Puller(self.store, self.registries, credentials, report)
+        work = asyncio.create_task(run_in_own_thread(puller.pull, ref, want))
+        try:
+            while not work.done():
+                getter = asyncio.create_task(progress.get())
+                done, _ = await asyncio.wait({work, getter}, return_when=asyncio.FIRST_COMPLETED)
+                if getter in done:
+                    yield getter.result()
+                else:
+                    getter.cancel()
+            while not progress.empty():
+                yield progress.get_nowait()
+            pulled = work.result()
+        except BaseException:
+            puller.cancelled.set()
+            await asyncio.gather(work, return_exceptions=True)
+            raise
+        self._event("pull", pulled.image_id, pulled.name)
+
     async def image_save(self, names: list[str]) -> AsyncIterator[bytes]:
         stream = await asyncio.to_thread(archive.save, self.store, names)  # resolves every name now
         for name in names:
@@ -279,6 +313,17 @@ class ImageService:
 
     def counts(self) -> int:
         return self.store.count()
+
+
+def _offer(q: asyncio.Queue[dict[str, Any]], msg: dict[str, Any]) -> None:
+    """A progress message, dropped when the client reads slower than the layers come (bounded); the
+    messages that end a layer or the pull are never Downloading ones, so they are kept."""
+    if q.full() and msg.get("status") == "Downloading":
+        return
+    try:
+        q.put_nowait(msg)
+    except asyncio.QueueFull:
+        pass
 
 
 def _progress_message(m: dict[str, Any]) -> dict[str, Any]:

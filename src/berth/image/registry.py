@@ -1,0 +1,247 @@
+"""A client of the distribution API (v2) for one registry and one pull or push: manifests and blobs,
+Basic and Bearer authentication from the registry's ``WWW-Authenticate`` challenge (tokens cached
+per scope until they expire), redirects to blob storage (httpx drops the Authorization header when a
+redirect leaves the registry's origin), and HTTP for insecure registries when HTTPS fails, as dockerd.
+
+Credentials are never logged nor put in an error message.
+"""
+
+from __future__ import annotations
+
+import base64
+import ipaddress
+import json
+import re
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import httpx
+
+from berth.errors import BerthError, Forbidden, InvalidParameter, NotFound, Unauthorized, Unavailable
+
+DOCKER_HUB = "docker.io"
+HUB_ENDPOINT = "registry-1.docker.io"
+SMALL_LIMIT = 8 << 20  # a manifest, a config, a token answer
+_CHALLENGE = re.compile(r'(\w+)="([^"]*)"')
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """The daemon's registry configuration (``insecure-registries``, ``max-concurrent-downloads``)."""
+    insecure: tuple[str, ...] = ()  # host[:port] or a CIDR
+    max_downloads: int = 3
+
+    def is_insecure(self, domain: str) -> bool:
+        """Loopback registries are insecure unless said otherwise, as dockerd's default 127.0.0.0/8."""
+        host = domain.rsplit(":", 1)[0].strip("[]") if not domain.endswith("]") else domain.strip("[]")
+        if domain in self.insecure or host == "localhost":
+            return True
+        try:
+            ip = ipaddress.ip_address(host)
+        except ValueError:
+            return False
+        if ip.is_loopback:
+            return True
+        for entry in self.insecure:
+            try:
+                if ip in ipaddress.ip_network(entry, strict=False):
+                    return True
+            except ValueError:
+                continue
+        return False
+
+
+@dataclass(frozen=True, slots=True)
+class Credentials:
+    """From ``X-Registry-Auth``: a username and password, or an identity token (a refresh token)."""
+    username: str = ""
+    password: str = ""
+    identity_token: str = ""
+    registry_token: str = ""
+
+    @classmethod
+    def from_header(cls, header: str) -> Credentials:
+        if not header:
+            return cls()
+        try:
+            padded = header + "=" * (-len(header) % 4)
+            data = json.loads(base64.urlsafe_b64decode(padded.encode()))
+        except (ValueError, TypeError):
+            raise InvalidParameter("invalid X-Registry-Auth header: not base64url-encoded JSON") from None
+        if not isinstance(data, dict):
+            return cls()
+        return cls(str(data.get("username") or ""), str(data.get("password") or ""),
+                   str(data.get("identitytoken") or ""), str(data.get("registrytoken") or ""))
+
+    def __repr__(self) -> str:  # never the secrets
+        return f"Credentials(username={self.username!r})"
+
+
+class RegistryError(BerthError):
+    """What the registry answered, in its words (its ``errors[0]``)."""
+
+
+def _registry_words(resp: httpx.Response) -> str:
+    try:
+        errors = json.loads(resp.read()[:SMALL_LIMIT]).get("errors") or []
+        first = errors[0]
+        code, message = str(first.get("code") or "").lower().replace("_", " "), str(first.get("message") or "")
+        return f"{code}: {message}" if code and message else (message or code)  # dockerd's "code: message"
+    except (ValueError, AttributeError, IndexError, TypeError, httpx.HTTPError):
+        return f"HTTP {resp.status_code}"
+
+
+@dataclass
+class _Token:
+    value: str
+    expires: float
+
+
+@dataclass
+class Registry:
+    domain: str
+    settings: Settings
+    credentials: Credentials = field(default_factory=Credentials)
+    timeout: float = 60.0
+
+    def __post_init__(self) -> None:
+        self.endpoint = HUB_ENDPOINT if self.domain == DOCKER_HUB else self.domain
+        self.scheme = "https"
+        self.client = httpx.Client(timeout=httpx.Timeout(30.0, read=self.timeout), follow_redirects=True,
+                                   trust_env=True, verify=True, headers={"User-Agent": "berth"})
+        self.plain = httpx.Client(timeout=httpx.Timeout(30.0, read=self.timeout), follow_redirects=True,
+                                  trust_env=True, headers={"User-Agent": "berth"}) \
+            if self.settings.is_insecure(self.domain) else None
+        self.tokens: dict[str, _Token] = {}
+        self.basic = False  # the registry asked for Basic: send it each time
+        self.lock = threading.Lock()
+
+    def close(self) -> None:
+        self.client.close()
+        if self.plain is not None:
+            self.plain.close()
+
+    # ---- authentication ------------------------------------------------------------------------
+    def _auth_header(self, scope: str) -> dict[str, str]:
+        with self.lock:
+            tok = self.tokens.get(scope)
+            if tok is not None and tok.expires > time.monotonic():
+                return {"Authorization": f"Bearer {tok.value}"}
+        if self.basic and self.credentials.username:
+            raw = f"{self.credentials.username}:{self.credentials.password}".encode()
+            return {"Authorization": "Basic " + base64.b64encode(raw).decode()}
+        if self.credentials.registry_token:
+            return {"Authorization": f"Bearer {self.credentials.registry_token}"}
+        return {}
+
+    def _answer_challenge(self, resp: httpx.Response, scope: str) -> None:
+        challenge = resp.headers.get("www-authenticate", "")
+        kind = challenge.split(" ", 1)[0].lower()
+        params = dict(_CHALLENGE.findall(challenge))
+        if kind == "basic":
+            if not self.credentials.username:
+                raise Unauthorized("no basic auth credentials")
+            self.basic = True
+            return
+        if kind != "bearer" or "realm" not in params:
+            raise RegistryError(f"unsupported authentication challenge from {self.domain}")
+        query = {"service": params.get("service", "")}
+        query["scope"] = params.get("scope") or scope
+        c = self.credentials
+        if c.identity_token:
+            r = self.client.post(params["realm"], data={"grant_type": "refresh_token", "refresh_token":
+                                 c.identity_token, "client_id": "berth", **query})
+        else:
+            auth = (c.username, c.password) if c.username else None
+            r = self.client.get(params["realm"], params=query, auth=auth)
+        if r.status_code in (401, 403):
+            raise Unauthorized(f"unauthorized: {_registry_words(r)}" if r.content else "unauthorized: authentication "
+                               "required")
+        if r.status_code != 200:
+            raise Unavailable(f"the token server of {self.domain} answered HTTP {r.status_code}")
+        try:
+            data = json.loads(r.content[:SMALL_LIMIT])
+            value = str(data.get("token") or data.get("access_token") or "")
+            life = int(data.get("expires_in") or 60)
+        except (ValueError, AttributeError, TypeError):
+            raise Unavailable(f"the token server of {self.domain} answered something that is not a token") from None
+        if not value:
+            raise Unavailable(f"the token server of {self.domain} answered no token")
+        with self.lock:  # a little early, so a token does not expire in the middle of a request
+            self.tokens[scope] = _Token(value, time.monotonic() + max(1, min(life, 3600) - 10))
+
+    # ---- requests ------------------------------------------------------------------------------
+    @contextmanager
+    def _request(self, method: str, path: str, scope: str, headers: dict[str, str] | None = None,
+                 ) -> Iterator[httpx.Response]:
+        """One request, answered after at most one authentication challenge; the caller reads the body."""
+        for attempt in range(2):
+            resp = self._send(method, path, {**(headers or {}), **self._auth_header(scope)})
+            if resp.status_code == 401 and attempt == 0:
+                resp.close()
+                self._answer_challenge(resp, scope)
+                continue
+            try:
+                yield resp
+            finally:
+                resp.close()
+            return
+        raise Unauthorized("unauthorized: authentication required")  # pragma: no cover
+
+    def _send(self, method: str, path: str, headers: dict[str, str]) -> httpx.Response:
+        url = f"{self.scheme}://{self.endpoint}{path}"
+        try:
+            client = self.plain if self.scheme == "http" and self.plain is not None else self.client
+            return client.send(client.build_request(method, url, headers=headers), stream=True)
+        except (httpx.ConnectError, httpx.RemoteProtocolError) as exc:
+            if self.scheme == "https" and self.plain is not None:  # an insecure registry without TLS
+                self.scheme = "http"
+                return self._send(method, path, headers)
+            raise Unavailable(f"Get \"{url}\": {exc}") from None
+        except httpx.TimeoutException:
+            raise Unavailable(f"Get \"{url}\": the registry did not answer in time") from None
+        except httpx.HTTPError as exc:
+            raise Unavailable(f"Get \"{url}\": {exc}") from None
+
+    def manifest(self, repo: str, ref: str, accept: str) -> tuple[bytes, str]:
+        """The manifest's bytes as served, and its Content-Type."""
+        scope = f"repository:{repo}:pull"
+        with self._request("GET", f"/v2/{repo}/manifests/{ref}", scope, {"Accept": accept}) as r:
+            if r.status_code == 200:
+                body = _read_limited(r, SMALL_LIMIT, "manifest")
+                return body, r.headers.get("content-type", "")
+            words = _registry_words(r)
+            if r.status_code == 404:
+                raise NotFound(words)
+            if r.status_code in (401, 403):
+                raise Forbidden(words)
+            raise Unavailable(f"the registry {self.domain} answered HTTP {r.status_code}: {words}")
+
+    @contextmanager
+    def blob(self, repo: str, digest: str, offset: int = 0) -> Iterator[httpx.Response]:
+        """A blob's response, streaming; ``offset``: resume from there (Range)."""
+        headers = {"Range": f"bytes={offset}-"} if offset else {}
+        with self._request("GET", f"/v2/{repo}/blobs/{digest}", f"repository:{repo}:pull", headers) as r:
+            if r.status_code not in (200, 206):
+                words = _registry_words(r)
+                if r.status_code == 404:
+                    raise NotFound(f"blob {digest} of {repo}: {words}")
+                raise Unavailable(f"the registry {self.domain} answered HTTP {r.status_code} for blob {digest}: "
+                                  f"{words}")
+            yield r
+
+    def blob_bytes(self, repo: str, digest: str) -> bytes:
+        with self.blob(repo, digest) as r:
+            return _read_limited(r, SMALL_LIMIT, "config")
+
+
+def _read_limited(r: httpx.Response, limit: int, what: str) -> bytes:
+    out = bytearray()
+    for chunk in r.iter_bytes():
+        out += chunk
+        if len(out) > limit:
+            raise InvalidParameter(f"the registry sent a {what} larger than {limit >> 20} MiB")
+    return bytes(out)

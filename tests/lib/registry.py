@@ -1,0 +1,119 @@
+"""A real registry for the tests: Debian's docker-registry (distribution 2.8) on a loopback port with
+a per-test configuration and storage, and skopeo to put images there (from the archives that
+tests/lib/images.py makes). Everything is registered in the test's Cleanup."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+
+import pytest
+
+from tests.lib.cleanup import Cleanup
+from tests.lib.daemon import free_port, public_tmpdir
+
+REGISTRY = shutil.which("docker-registry") or "/usr/bin/docker-registry"
+SKOPEO = shutil.which("skopeo") or "/usr/bin/skopeo"
+
+
+@dataclass
+class Registry:
+    host: str  # 127.0.0.1:PORT
+    root: str  # its storage and configuration
+    proc: subprocess.Popen[bytes]
+
+    def blob_path(self, digest: str) -> str:
+        hexd = digest.split(":", 1)[1]
+        return f"{self.root}/data/docker/registry/v2/blobs/sha256/{hexd[:2]}/{hexd}/data"
+
+    def push_archive(self, archive: bytes, name: str, fmt: str = "v2s2") -> str:
+        """A docker-archive tar to ``name`` (repo:tag) on this registry with skopeo, in ``fmt`` (v2s2 or
+        oci); returns the manifest's digest as the registry has it."""
+        path = f"{self.root}/{name.replace('/', '_').replace(':', '_')}.tar"
+        with open(path, "wb") as f:
+            f.write(archive)
+        skopeo("copy", "--quiet", "--dest-tls-verify=false", "--format", fmt, f"docker-archive:{path}",
+               f"docker://{self.host}/{name}")
+        return self.digest(name)
+
+    def push_index(self, name: str, images: dict[str, tuple[bytes, list[bytes]]]) -> str:
+        """An OCI index over one image per platform ("linux/arm64/v8" → (config, layers)), written as
+        an OCI layout and copied with ``skopeo copy --all``; returns the index's digest."""
+        import gzip
+        import hashlib
+
+        layout = f"{self.root}/layout-{name.replace('/', '_').replace(':', '_')}"
+        os.makedirs(f"{layout}/blobs/sha256")
+
+        def blob(data: bytes) -> dict[str, object]:
+            digest = "sha256:" + hashlib.sha256(data).hexdigest()
+            with open(f"{layout}/blobs/sha256/{digest[7:]}", "wb") as f:
+                f.write(data)
+            return {"digest": digest, "size": len(data)}
+
+        entries = []
+        for plat, (config, layers) in images.items():
+            os_, arch, *variant = plat.split("/")
+            manifest = json.dumps({
+                "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "config": {"mediaType": "application/vnd.oci.image.config.v1+json", **blob(config)},
+                "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", **blob(gzip.compress(x, mtime=0))}
+                           for x in layers]}).encode()
+            platform = {"architecture": arch, "os": os_, **({"variant": variant[0]} if variant else {})}
+            entries.append({"mediaType": "application/vnd.oci.image.manifest.v1+json", **blob(manifest),
+                            "platform": platform})
+        index = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
+                            "manifests": entries}).encode()
+        with open(f"{layout}/oci-layout", "w") as f:
+            f.write('{"imageLayoutVersion":"1.0.0"}')
+        with open(f"{layout}/index.json", "w") as f:
+            json.dump({"schemaVersion": 2, "manifests": [{"mediaType": "application/vnd.oci.image.index.v1+json",
+                       **blob(index), "annotations": {"org.opencontainers.image.ref.name": "multi"}}]}, f)
+        skopeo("copy", "--quiet", "--all", "--dest-tls-verify=false", f"oci:{layout}:multi",
+               f"docker://{self.host}/{name}")
+        return self.digest_of_index(name)
+
+    def digest_of_index(self, name: str) -> str:
+        import hashlib
+
+        raw = skopeo("inspect", "--raw", "--tls-verify=false", f"docker://{self.host}/{name}")
+        return "sha256:" + hashlib.sha256(raw.encode()).hexdigest()
+
+    def digest(self, name: str) -> str:
+        out = skopeo("inspect", "--tls-verify=false", f"docker://{self.host}/{name}")
+        return str(json.loads(out)["Digest"])
+
+
+def skopeo(*args: str) -> str:
+    r = subprocess.run([SKOPEO, *args], capture_output=True, text=True, timeout=120,
+                       env={**os.environ, "HOME": os.environ.get("HOME", "/root")})
+    assert r.returncode == 0, (args, r.stderr)
+    return r.stdout
+
+
+def start_registry(cleanup: Cleanup, extra: str = "") -> Registry:
+    if not os.path.exists(REGISTRY) or not os.path.exists(SKOPEO):
+        pytest.skip("needs Debian's docker-registry and skopeo (make test installs them)")
+    root = cleanup.path(public_tmpdir("berth-registry-"))
+    port = free_port()
+    with open(f"{root}/config.yml", "w") as f:
+        f.write(f"version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {root}/data\n"
+                f"  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n{extra}")
+    proc = subprocess.Popen([REGISTRY, "serve", f"{root}/config.yml"], stdout=open(f"{root}/log", "wb"),
+                            stderr=subprocess.STDOUT)
+    cleanup.process(proc, f"registry on {port}")
+    deadline = time.monotonic() + 15
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            break
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail("the registry did not start: " + open(f"{root}/log").read())
+            time.sleep(0.05)
+    return Registry(f"127.0.0.1:{port}", root, proc)
