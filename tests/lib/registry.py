@@ -31,14 +31,16 @@ class Registry:
         hexd = digest.split(":", 1)[1]
         return f"{self.root}/data/docker/registry/v2/blobs/sha256/{hexd[:2]}/{hexd}/data"
 
+    creds: str = ""  # user:password for skopeo, when the registry wants them
+
     def push_archive(self, archive: bytes, name: str, fmt: str = "v2s2") -> str:
         """A docker-archive tar to ``name`` (repo:tag) on this registry with skopeo, in ``fmt`` (v2s2 or
         oci); returns the manifest's digest as the registry has it."""
         path = f"{self.root}/{name.replace('/', '_').replace(':', '_')}.tar"
         with open(path, "wb") as f:
             f.write(archive)
-        skopeo("copy", "--quiet", "--dest-tls-verify=false", "--format", fmt, f"docker-archive:{path}",
-               f"docker://{self.host}/{name}")
+        skopeo("copy", "--quiet", "--dest-tls-verify=false", *(["--dest-creds", self.creds] if self.creds else []),
+               "--format", fmt, f"docker-archive:{path}", f"docker://{self.host}/{name}")
         return self.digest(name)
 
     def push_index(self, name: str, images: dict[str, tuple[bytes, list[bytes]]]) -> str:
@@ -85,7 +87,8 @@ class Registry:
         return "sha256:" + hashlib.sha256(raw.encode()).hexdigest()
 
     def digest(self, name: str) -> str:
-        out = skopeo("inspect", "--tls-verify=false", f"docker://{self.host}/{name}")
+        out = skopeo("inspect", "--tls-verify=false", *(["--creds", self.creds] if self.creds else []),
+                     f"docker://{self.host}/{name}")
         return str(json.loads(out)["Digest"])
 
 
@@ -94,6 +97,17 @@ def skopeo(*args: str) -> str:
                        env={**os.environ, "HOME": os.environ.get("HOME", "/root")})
     assert r.returncode == 0, (args, r.stderr)
     return r.stdout
+
+
+def htpasswd(cleanup: Cleanup, users: dict[str, str]) -> str:
+    """An htpasswd file (bcrypt, as distribution wants) and the registry config lines that use it."""
+    import bcrypt
+
+    path = cleanup.path(public_tmpdir("berth-htpasswd-")) + "/htpasswd"
+    with open(path, "w") as f:
+        for user, password in users.items():
+            f.write(f"{user}:{bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=4)).decode()}\n")
+    return f"auth:\n  htpasswd:\n    realm: berth-test\n    path: {path}\n"
 
 
 def start_registry(cleanup: Cleanup, extra: str = "") -> Registry:
@@ -117,3 +131,81 @@ def start_registry(cleanup: Cleanup, extra: str = "") -> Registry:
                 pytest.fail("the registry did not start: " + open(f"{root}/log").read())
             time.sleep(0.05)
     return Registry(f"127.0.0.1:{port}", root, proc)
+
+
+class TokenServer:
+    """A token server as distribution's ``auth: token`` wants one: Basic credentials in, an RS256 JWT
+    out, with the signing certificate in an ``x5c`` header and ``aud`` a single string. It grants
+    what ``users`` allows: {user: password}; anonymous callers get pull on ``public/*`` only."""
+
+    def __init__(self, cleanup: Cleanup, users: dict[str, str], lifetime: int = 300) -> None:
+        import base64
+        import http.server
+        import threading
+
+        from berth.security import pki
+
+        self.users, self.lifetime, self.issued = users, lifetime, 0
+        self.dir = cleanup.path(public_tmpdir("berth-tokens-"))
+        self.ca = pki.init_ca(self.dir, "token signer", key_spec=pki.KeySpec(2048))
+        self.port = free_port()
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *a: object) -> None:
+                pass
+
+            def do_GET(self) -> None:  # noqa: N802
+                from urllib.parse import parse_qs, urlsplit
+
+                q = parse_qs(urlsplit(self.path).query)
+                user = ""
+                header = self.headers.get("Authorization", "")
+                if header.startswith("Basic "):
+                    name, _, password = base64.b64decode(header[6:]).decode().partition(":")
+                    if server.users.get(name) != password:
+                        self.send_response(401)
+                        self.end_headers()
+                        return
+                    user = name
+                access = []
+                for scope in q.get("scope", []):
+                    kind, _, rest = scope.partition(":")
+                    repo, _, actions = rest.rpartition(":")
+                    granted = actions.split(",") if user else (["pull"] if repo.startswith("public/") else [])
+                    access.append({"type": kind, "name": repo, "actions": granted})
+                token = server.sign(user, q.get("service", [""])[0], access)
+                body = json.dumps({"token": token, "expires_in": server.lifetime}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        cleanup.add(f"token server on {self.port}", self.httpd.shutdown)
+
+    def sign(self, user: str, service: str, access: list[dict[str, object]]) -> str:
+        import base64
+        import secrets
+
+        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.hazmat.primitives.asymmetric import padding
+
+        def b64(data: bytes) -> str:
+            return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+        now = int(time.time())
+        der = self.ca.cert.public_bytes(serialization.Encoding.DER)
+        header = {"typ": "JWT", "alg": "RS256", "x5c": [base64.b64encode(der).decode()]}
+        claims = {"iss": "berth-test-issuer", "sub": user, "aud": service, "exp": now + self.lifetime,
+                  "nbf": now - 10, "iat": now, "jti": secrets.token_hex(8), "access": access}
+        signing_input = f"{b64(json.dumps(header).encode())}.{b64(json.dumps(claims).encode())}".encode()
+        sig = self.ca.key.sign(signing_input, padding.PKCS1v15(), hashes.SHA256())  # type: ignore[union-attr, call-arg]
+        self.issued += 1
+        return f"{signing_input.decode()}.{b64(sig)}"
+
+    def registry_config(self) -> str:
+        return (f"auth:\n  token:\n    realm: http://127.0.0.1:{self.port}/token\n    service: berth-test-registry\n"
+                f"    issuer: berth-test-issuer\n    rootcertbundle: {self.dir}/ca.pem\n")

@@ -59,6 +59,14 @@ class ImageBackend(Protocol):
         """Load an archive; yields JSON progress messages, the last ones "Loaded image: ..."."""
         ...
 
+    async def auth(self, body: dict[str, Any]) -> dict[str, Any]:
+        """POST /auth: check credentials against a registry."""
+        ...
+
+    async def distribution(self, name: str, auth: str) -> dict[str, Any]:
+        """GET /distribution/{name}/json."""
+        ...
+
     def image_pull(self, image: str, tag: str, platform: str, auth: str) -> AsyncIterator[dict[str, Any]]:
         """Pull from a registry; yields dockerd's progress messages. ``auth``: X-Registry-Auth as sent."""
         ...

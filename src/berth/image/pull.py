@@ -73,6 +73,22 @@ def _verified(body: bytes, digest: str, what: str) -> bytes:
     return body
 
 
+def describe(reg: Registry, ref: reference.Reference) -> dict[str, Any]:
+    """What GET /distribution/{name}/json answers: the descriptor of what the reference names, and
+    the platforms of a list's entries (or of the image's config)."""
+    body, content_type = reg.manifest(ref.path, ref.digest or ref.tag or "latest", manifests.ACCEPT)
+    doc = manifests.parse(body, content_type)
+    desc = {"mediaType": doc.media_type, "digest": digest_of(body), "size": len(body)}
+    if isinstance(doc, manifests.Index):
+        platforms = [{"architecture": d.platform.architecture, "os": d.platform.os,
+                      **({"variant": d.platform.variant} if d.platform.variant else {})}
+                     for d in doc.manifests if d.platform is not None]
+    else:
+        cfg = parse_config(_verified(reg.blob_bytes(ref.path, doc.config.digest), doc.config.digest, "config"))
+        platforms = [{"architecture": str(cfg.get("architecture") or ""), "os": str(cfg.get("os") or "")}]
+    return {"Descriptor": desc, "Platforms": platforms}
+
+
 class Puller:
     def __init__(self, store: ImageStore, settings: Settings, credentials: Credentials, progress: Progress) -> None:
         self.store, self.settings, self.progress = store, settings, progress

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import httpx
 
-from berth.errors import BerthError, Forbidden, InvalidParameter, NotFound, Unauthorized, Unavailable
+from berth.errors import BerthError, Forbidden, InvalidParameter, NotFound, System, Unavailable
 
 DOCKER_HUB = "docker.io"
 HUB_ENDPOINT = "registry-1.docker.io"
@@ -80,6 +80,25 @@ class Credentials:
         return f"Credentials(username={self.username!r})"
 
 
+def registry_domain(server: str) -> str:
+    """docker login's server address as a registry domain: Docker Hub's index URL is docker.io."""
+    text = server.strip()
+    for prefix in ("https://", "http://"):
+        if text.startswith(prefix):
+            text = text[len(prefix):]
+    text = text.split("/", 1)[0]
+    if not text or text in ("index.docker.io", "registry-1.docker.io", "docker.io"):
+        return DOCKER_HUB
+    if not re.fullmatch(r"[A-Za-z0-9.-]+(:[0-9]{1,5})?|\[[0-9a-fA-F:]+\](:[0-9]{1,5})?", text):
+        raise InvalidParameter(f"invalid registry address {server!r}")
+    return text
+
+
+class AuthFailed(System):
+    """The registry refused the credentials, or wanted some: dockerd 20.10 answers these with a 500 (a
+    401 would make the docker CLI prompt for a password on its stdin)."""
+
+
 class RegistryError(BerthError):
     """What the registry answered, in its words (its ``errors[0]``)."""
 
@@ -117,6 +136,7 @@ class Registry:
             if self.settings.is_insecure(self.domain) else None
         self.tokens: dict[str, _Token] = {}
         self.basic = False  # the registry asked for Basic: send it each time
+        self.identity = ""  # a refresh token the token server gave (docker login's IdentityToken)
         self.lock = threading.Lock()
 
     def close(self) -> None:
@@ -138,12 +158,13 @@ class Registry:
         return {}
 
     def _answer_challenge(self, resp: httpx.Response, scope: str) -> None:
+        url = str(resp.request.url)
         challenge = resp.headers.get("www-authenticate", "")
         kind = challenge.split(" ", 1)[0].lower()
         params = dict(_CHALLENGE.findall(challenge))
         if kind == "basic":
             if not self.credentials.username:
-                raise Unauthorized("no basic auth credentials")
+                raise AuthFailed(f'{resp.request.method.capitalize()} "{url}": no basic auth credentials')
             self.basic = True
             return
         if kind != "bearer" or "realm" not in params:
@@ -158,14 +179,15 @@ class Registry:
             auth = (c.username, c.password) if c.username else None
             r = self.client.get(params["realm"], params=query, auth=auth)
         if r.status_code in (401, 403):
-            raise Unauthorized(f"unauthorized: {_registry_words(r)}" if r.content else "unauthorized: authentication "
-                               "required")
+            raise AuthFailed(f"unauthorized: {_registry_words(r)}" if r.content else "unauthorized: authentication "
+                             "required")
         if r.status_code != 200:
             raise Unavailable(f"the token server of {self.domain} answered HTTP {r.status_code}")
         try:
             data = json.loads(r.content[:SMALL_LIMIT])
             value = str(data.get("token") or data.get("access_token") or "")
             life = int(data.get("expires_in") or 60)
+            self.identity = str(data.get("refresh_token") or "")
         except (ValueError, AttributeError, TypeError):
             raise Unavailable(f"the token server of {self.domain} answered something that is not a token") from None
         if not value:
@@ -189,7 +211,7 @@ class Registry:
             finally:
                 resp.close()
             return
-        raise Unauthorized("unauthorized: authentication required")  # pragma: no cover
+        raise AuthFailed("unauthorized: authentication required")  # pragma: no cover
 
     def _send(self, method: str, path: str, headers: dict[str, str]) -> httpx.Response:
         url = f"{self.scheme}://{self.endpoint}{path}"
@@ -206,6 +228,18 @@ class Registry:
         except httpx.HTTPError as exc:
             raise Unavailable(f"Get \"{url}\": {exc}") from None
 
+    def login(self) -> str:
+        """``GET /v2/`` answered with the credentials (docker login); an identity token when the token
+        server gave a refresh token, else ""."""
+        with self._request("GET", "/v2/", "") as r:
+            if r.status_code == 200:
+                return self.identity
+            if r.status_code in (401, 403):
+                raise AuthFailed(f"login attempt to {r.request.url} failed with status: {r.status_code} "
+                                 f"{'Unauthorized' if r.status_code == 401 else 'Forbidden'}")
+            words = _registry_words(r)
+            raise Unavailable(f"the registry {self.domain} answered HTTP {r.status_code} to /v2/: {words}")
+
     def manifest(self, repo: str, ref: str, accept: str) -> tuple[bytes, str]:
         """The manifest's bytes as served, and its Content-Type."""
         scope = f"repository:{repo}:pull"
@@ -216,7 +250,9 @@ class Registry:
             words = _registry_words(r)
             if r.status_code == 404:
                 raise NotFound(words)
-            if r.status_code in (401, 403):
+            if r.status_code == 401:
+                raise AuthFailed(words)
+            if r.status_code == 403:
                 raise Forbidden(words)
             raise Unavailable(f"the registry {self.domain} answered HTTP {r.status_code}: {words}")
 

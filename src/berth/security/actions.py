@@ -21,6 +21,8 @@ CATALOGUE: tuple[tuple[str, str, str], ...] = (
     ("POST", "/berth/policy/explain", "system.policy.explain"),
     ("GET", "/images/json", "image.list"),
     ("POST", "/images/create", "image.create"),
+    ("POST", "/auth", "registry.login"),
+    ("GET", "/distribution/{name:path}/json", "registry.inspect"),
     ("POST", "/images/load", "image.load"),
     ("GET", "/images/get", "image.save"),
     ("POST", "/images/prune", "image.prune"),

@@ -104,12 +104,23 @@ def routes(backend: ImageBackend) -> list[Route]:
         await writer.close()
         return None
 
+    async def auth(req: Request) -> Response:
+        body = req.json_body()
+        if not isinstance(body, dict):
+            raise InvalidParameter("the body must be a JSON object")
+        return Response.json(await backend.auth(body))
+
+    async def distribution(req: Request) -> Response:
+        return Response.json(await backend.distribution(req.params["name"], req.headers.get("x-registry-auth", "")))
+
     async def df(req: Request) -> Response:
         return Response.json(await backend.system_df_images())
 
     return [
         route("GET", "/images/json", list_),
         route("POST", "/images/create", create, stream_body=True),
+        route("POST", "/auth", auth),
+        route("GET", "/distribution/{name:path}/json", distribution),
         route("POST", "/images/load", load, stream_body=True),
         route("GET", "/images/get", save),
         route("POST", "/images/prune", prune),

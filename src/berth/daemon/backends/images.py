@@ -13,8 +13,8 @@ from berth.daemon.backends.threads import BodyPipe, iterate_in_thread, run_in_ow
 from berth.daemon.events import EventBus, make_event
 from berth.errors import Conflict, InvalidParameter
 from berth.image import archive, importer, manifests, reference
-from berth.image.pull import Puller
-from berth.image.registry import Credentials, Settings
+from berth.image.pull import Puller, describe
+from berth.image.registry import Credentials, Registry, Settings, registry_domain
 from berth.image.store import ImageRecord, ImageStore
 
 
@@ -283,6 +283,37 @@ class ImageService:
             await asyncio.gather(work, return_exceptions=True)
             raise
         self._event("pull", pulled.image_id, pulled.name)
+
+    async def auth(self, body: dict[str, Any]) -> dict[str, Any]:
+        """docker login: the credentials tried against the registry; nothing is kept here (the client
+        keeps them)."""
+        server = str(body.get("serveraddress") or "")
+        creds = Credentials(str(body.get("username") or ""), str(body.get("password") or ""),
+                            str(body.get("identitytoken") or ""))
+        domain = registry_domain(server)
+
+        def login() -> str:
+            reg = Registry(domain, self.registries, creds)
+            try:
+                return reg.login()
+            finally:
+                reg.close()
+
+        token = await asyncio.to_thread(login)
+        return {"Status": "Login Succeeded", "IdentityToken": token}
+
+    async def distribution(self, name: str, auth: str) -> dict[str, Any]:
+        """GET /distribution/{name}/json: the manifest's descriptor and the platforms it offers."""
+        ref = reference.parse(name)
+
+        def inspect() -> dict[str, Any]:
+            reg = Registry(ref.domain, self.registries, Credentials.from_header(auth))
+            try:
+                return describe(reg, ref)
+            finally:
+                reg.close()
+
+        return await asyncio.to_thread(inspect)
 
     async def image_save(self, names: list[str]) -> AsyncIterator[bytes]:
         stream = await asyncio.to_thread(archive.save, self.store, names)  # resolves every name now
