@@ -110,27 +110,27 @@ def htpasswd(cleanup: Cleanup, users: dict[str, str]) -> str:
     return f"auth:\n  htpasswd:\n    realm: berth-test\n    path: {path}\n"
 
 
-def start_registry(cleanup: Cleanup, extra: str = "") -> Registry:
+def start_registry(cleanup: Cleanup, extra: str = "", bind: str = "127.0.0.1", http_extra: str = "") -> Registry:
     if not os.path.exists(REGISTRY) or not os.path.exists(SKOPEO):
         pytest.skip("needs Debian's docker-registry and skopeo (make test installs them)")
     root = cleanup.path(public_tmpdir("berth-registry-"))
     port = free_port()
     with open(f"{root}/config.yml", "w") as f:
         f.write(f"version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {root}/data\n"
-                f"  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n{extra}")
+                f"  delete:\n    enabled: true\nhttp:\n  addr: {bind}:{port}\n{http_extra}{extra}")
     proc = subprocess.Popen([REGISTRY, "serve", f"{root}/config.yml"], stdout=open(f"{root}/log", "wb"),
                             stderr=subprocess.STDOUT)
     cleanup.process(proc, f"registry on {port}")
     deadline = time.monotonic() + 15
     while True:
         try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            socket.create_connection((bind, port), timeout=0.5).close()
             break
         except OSError:
             if proc.poll() is not None or time.monotonic() > deadline:
                 pytest.fail("the registry did not start: " + open(f"{root}/log").read())
             time.sleep(0.05)
-    return Registry(f"127.0.0.1:{port}", root, proc)
+    return Registry(f"{bind}:{port}", root, proc)
 
 
 class TokenServer:

@@ -29,7 +29,7 @@ DEFAULT_CONFIG_FILE = "/etc/berth/daemon.json"
 LOG_LEVELS = ("debug", "info", "warn", "error", "fatal", "panic")
 
 # Keys of berth's own, beyond dockerd's.
-BERTH_KEYS = frozenset({"tlscrl", "authorization-policy", "listener-policies", "audit-log"})
+BERTH_KEYS = frozenset({"tlscrl", "authorization-policy", "listener-policies", "audit-log", "registry-certs-dirs"})
 # Every key dockerd's daemon.json accepts on Linux (so that an unknown key and a key berth does not
 # honour yet get different, precise errors).
 DOCKERD_KEYS = frozenset("""
@@ -108,6 +108,9 @@ OPTIONS: tuple[Option, ...] = (
            "<data-root>/audit/audit.log; \"none\": no audit log; berth's own)", "PATH"),
     Option("insecure-registries", ("--insecure-registry",), list, "a registry reached without TLS verification "
            "(HTTP when HTTPS fails): host:port or a CIDR (repeatable; loopback always is)", "REGISTRY"),
+    Option("registry-certs-dirs", ("--registry-certs-dir",), list, "where a registry's CA (*.crt) and client "
+           "certificate (*.cert, *.key) are found, as <dir>/<host:port>/ (repeatable; default /etc/berth/certs.d and "
+           "/etc/docker/certs.d; berth's own)", "DIR"),
     Option("max-concurrent-downloads", ("--max-concurrent-downloads",), int, "layers downloaded at once by a pull "
            "(default 3)", "N"),
     Option("userns-remap", ("--userns-remap",), str, "run containers' root as the subordinate ids of this user: "
@@ -147,6 +150,7 @@ class Config(NetSettings):
     userns_remap: str = ""
     insecure_registries: tuple[str, ...] = ()
     max_concurrent_downloads: int = 3
+    registry_certs_dirs: tuple[str, ...] = ("/etc/berth/certs.d", "/etc/docker/certs.d")
     log_driver: str = "json-file"
     log_opts: dict[str, str] = field(default_factory=dict)
     authorization_policy: str = ""
@@ -388,6 +392,9 @@ def _registries(cfg: Config, merged: dict[str, Any]) -> None:
     if not isinstance(downloads, int) or isinstance(downloads, bool) or not 1 <= downloads <= 64:
         raise InvalidParameter(f"max-concurrent-downloads must be between 1 and 64, not {downloads}")
     cfg.insecure_registries = tuple(insecure)
+    dirs = merged.get("registry-certs-dirs")
+    if dirs:
+        cfg.registry_certs_dirs = tuple(os.path.abspath(str(d)) for d in dirs)
     cfg.max_concurrent_downloads = downloads
 
 

@@ -253,7 +253,8 @@ class Daemon:
                 log.warning("removed %s, left over from an interrupted operation", leftover)
             containers = ContainerFacts(life)
             images = ImageService(image_store, self.bus, in_use=containers.images_in_use, df_extra=containers.df,
-                                  registries=RegistrySettings(cfg.insecure_registries, cfg.max_concurrent_downloads))
+                                  registries=RegistrySettings(cfg.insecure_registries, cfg.max_concurrent_downloads,
+                                                              cfg.registry_certs_dirs))
             self.system = SystemService(cfg, self.bus, setup.engine_id(cfg.data_root), image_count=images.counts,
                                         container_counts=containers.counts)
             execs = ExecService(registry, runtimes, parse_detach_keys)

@@ -11,7 +11,9 @@ from __future__ import annotations
 import base64
 import ipaddress
 import json
+import os
 import re
+import ssl
 import threading
 import time
 from collections.abc import Iterator
@@ -33,6 +35,7 @@ class Settings:
     """The daemon's registry configuration (``insecure-registries``, ``max-concurrent-downloads``)."""
     insecure: tuple[str, ...] = ()  # host[:port] or a CIDR
     max_downloads: int = 3
+    certs_dirs: tuple[str, ...] = ("/etc/berth/certs.d", "/etc/docker/certs.d")  # <dir>/<host:port>/
 
     def is_insecure(self, domain: str) -> bool:
         """Loopback registries are insecure unless said otherwise, as dockerd's default 127.0.0.0/8."""
@@ -94,6 +97,36 @@ def registry_domain(server: str) -> str:
     return text
 
 
+def tls_context(domain: str, settings: Settings) -> ssl.SSLContext | bool:
+    """How HTTPS to ``domain`` is verified: not at all for an insecure registry (as dockerd); else the
+    system's CAs plus each ``*.crt`` of ``<certs dir>/<domain>/``, and a client certificate from each
+    ``*.cert`` with its ``*.key`` there (Docker's certs.d layout)."""
+    if settings.is_insecure(domain):
+        return False
+    ctx = ssl.create_default_context()
+    if "/" in domain or domain.startswith("."):
+        return ctx
+    for base in settings.certs_dirs:
+        d = os.path.join(base, domain)
+        if not os.path.isdir(d):
+            continue
+        for name in sorted(os.listdir(d)):
+            path = os.path.join(d, name)
+            try:
+                if name.endswith(".crt"):
+                    ctx.load_verify_locations(cafile=path)
+                elif name.endswith(".cert"):
+                    key = path[:-len(".cert")] + ".key"
+                    if not os.path.exists(key):
+                        raise InvalidParameter(f"missing key {os.path.basename(key)} for client certificate {name}")
+                    ctx.load_cert_chain(path, key)
+                elif name.endswith(".key") and not os.path.exists(path[:-len(".key")] + ".cert"):
+                    raise InvalidParameter(f"missing client certificate {name[:-4]}.cert for key {name}")
+            except (OSError, ssl.SSLError) as exc:
+                raise InvalidParameter(f"cannot use {path} for {domain}: {exc}") from None
+    return ctx
+
+
 class AuthFailed(System):
     """The registry refused the credentials, or wanted some: dockerd 20.10 answers these with a 500 (a
     401 would make the docker CLI prompt for a password on its stdin)."""
@@ -130,7 +163,8 @@ class Registry:
         self.endpoint = HUB_ENDPOINT if self.domain == DOCKER_HUB else self.domain
         self.scheme = "https"
         self.client = httpx.Client(timeout=httpx.Timeout(30.0, read=self.timeout), follow_redirects=True,
-                                   trust_env=True, verify=True, headers={"User-Agent": "berth"})
+                                   trust_env=True, verify=tls_context(self.domain, self.settings),
+                                   headers={"User-Agent": "berth"})
         self.plain = httpx.Client(timeout=httpx.Timeout(30.0, read=self.timeout), follow_redirects=True,
                                   trust_env=True, headers={"User-Agent": "berth"}) \
             if self.settings.is_insecure(self.domain) else None
