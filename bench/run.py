@@ -10,6 +10,9 @@ temporary directory removed at the end, also on failure.
 
     python bench/run.py [--quick] [--json PATH] [--only GROUP] [--baseline REV] [--tlscrl] [--authz]
 
+GROUP: system, images, pull (a 500 MB image from a local registry, cold), containers, networks,
+connections.
+
 With ``--baseline REV`` the berthd of git revision REV runs beside today's ("baseline" column), to
 show what a change costs; the last column is today's berthd against it (+: faster or smaller).
 With ``--authz`` today's berthd runs three times: without an audit log and without a policy
@@ -251,7 +254,7 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="fewer and shorter rounds")
     ap.add_argument("--json", help="also write the results here")
-    ap.add_argument("--only", choices=["system", "images", "containers", "networks", "connections"],
+    ap.add_argument("--only", choices=["system", "images", "pull", "containers", "networks", "connections"],
                     help="run one group of measures")
     ap.add_argument("--baseline", metavar="REV", help="also run the berthd of this git revision, side by side")
     ap.add_argument("--tlscrl", action="store_true", help="today's berthd checks client certificates against a "
@@ -274,7 +277,7 @@ def main() -> int:
         TLSCRL = f"{certs_root}/ca/crl.pem"
     daemons: dict[str, Daemon] = {}
     results: dict[str, dict[str, float]] = {}
-    if opts.only in ("images", "containers", "networks", "connections"):
+    if opts.only in ("images", "pull", "containers", "networks", "connections"):
         rounds = 0
     try:
         if rounds == 0:
@@ -310,6 +313,10 @@ def main() -> int:
         import images
 
         results.update(images.main(rounds=2 if opts.quick else 3))
+    if opts.only in (None, "pull"):
+        import pull
+
+        results.update(pull.main(rounds=3 if opts.quick else 5))
     if opts.only in (None, "containers"):
         import containers
 

@@ -17,6 +17,12 @@ from pathlib import Path
 BERTHD = shutil.which("berthd", path=os.path.dirname(sys.executable)) or "berthd"
 BERTH = shutil.which("berth", path=os.path.dirname(sys.executable)) or "berth"
 
+# Network safety: a test daemon reaches no registry beyond this machine. A pull of a name without a
+# registry (Docker Hub) goes to a proxy on a closed loopback port and is refused at once, without a DNS
+# question; registries on loopback bypass it. A test with a registry elsewhere adds it to NO_PROXY.
+NO_OUTSIDE = {"HTTPS_PROXY": "http://127.0.0.1:9", "HTTP_PROXY": "http://127.0.0.1:9", "NO_PROXY": "127.0.0.1,localhost,::1",
+              "https_proxy": "http://127.0.0.1:9", "http_proxy": "http://127.0.0.1:9", "no_proxy": "127.0.0.1,localhost,::1"}
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -87,7 +93,7 @@ class Berthd:
     def start(self, timeout: float = 15, wait_for: list[int] | None = None, pass_fds: tuple[int, ...] = (),
               prefix: list[str] | None = None) -> Berthd:
         log = open(self.log_path, "ab")
-        env = {**os.environ, **(self.env or {})}
+        env = {**os.environ, **NO_OUTSIDE, **(self.env or {})}
         self.proc = subprocess.Popen([*(prefix or []), *self.argv()], stdout=log, stderr=subprocess.STDOUT,
                                      env=env, pass_fds=pass_fds, start_new_session=True)
         log.close()
@@ -105,7 +111,7 @@ class Berthd:
     def run_to_exit(self, timeout: float = 20) -> tuple[int, str]:
         """Run berthd expecting it to refuse to start: (exit code, everything it printed)."""
         r = subprocess.run(self.argv(), capture_output=True, text=True, timeout=timeout,
-                           env={**os.environ, **(self.env or {})})
+                           env={**os.environ, **NO_OUTSIDE, **(self.env or {})})
         return r.returncode, r.stdout + r.stderr
 
     def signal(self, sig: int) -> None:

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from tests.lib.daemon import public_tmpdir, unix_ping
+from tests.lib.daemon import NO_OUTSIDE, public_tmpdir, unix_ping
 
 DOCKERD = shutil.which("dockerd")
 
@@ -44,6 +44,7 @@ class Dockerd:
             [DOCKERD, "-H", self.url, "--data-root", f"{self.root}/data", "--exec-root", f"{self.root}/exec",
              "--pidfile", f"{self.root}/pid", "--config-file", cfg, "--bridge=none", "--iptables=false",
              "--ip-masq=false", *(extra or [])], stdout=open(f"{self.root}/log", "wb"), stderr=subprocess.STDOUT,
+            env={**os.environ, **NO_OUTSIDE},
             start_new_session=True)
         deadline = time.time() + 60
         while not unix_ping(self.sock):

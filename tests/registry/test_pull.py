@@ -132,3 +132,16 @@ def test_docker_py_pulls_with_its_own_api(berthd: Berthd, registry: Registry) ->
         assert lines[-1]["status"] == f"Status: Image is up to date for {registry.host}/pyapp:1"
     finally:
         client.close()
+
+
+def test_rmi_of_the_pulled_tag_removes_the_image_and_its_digest_reference(berthd: Berthd, registry: Registry) -> None:
+    """dockerd's rule: the digest references of the tag's repository go with its last tag."""
+    digest = registry.push_archive(_archive("app:1"), "app:1")
+    name = f"{registry.host}/app:1"
+    assert docker_at(berthd, "pull", name, timeout=120).returncode == 0
+    r = docker_at(berthd, "rmi", name)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[:2] == [f"Untagged: {name}", f"Untagged: {registry.host}/app@{digest}"]
+    assert lines[2].startswith("Deleted: sha256:")
+    assert docker_at(berthd, "images", "-aq").stdout == ""

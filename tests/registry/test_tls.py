@@ -65,19 +65,20 @@ def test_certs_d_gives_the_ca_and_the_client_certificate(make_berthd, tls_regist
     name = f"{reg.host}/app:1"
     full = _certs_d(cleanup, reg.host, {"ca.crt": f"{pki}/ca/ca.pem", "client.cert": f"{pki}/client/cert.pem",
                                         "client.key": f"{pki}/client/key.pem"})
-    d = make_berthd()
+    here = {"NO_PROXY": f"127.0.0.1,localhost,{_ip}", "no_proxy": f"127.0.0.1,localhost,{_ip}"}
+    d = make_berthd(env=here)
     d.args = ["--registry-certs-dir", full]
     d.start()
     r = docker_at(d, "pull", name, timeout=60)
     assert r.returncode == 0 and "Pull complete" in r.stdout, r.stderr
 
-    no_ca = make_berthd()
+    no_ca = make_berthd(env=here)
     no_ca.args = ["--registry-certs-dir", _certs_d(cleanup, "elsewhere", {})]
     no_ca.start()
     r = docker_at(no_ca, "pull", name, timeout=60)
     assert r.returncode != 0 and "certificate" in r.stderr.lower(), r.stderr
 
-    only_ca = make_berthd()  # the CA but no client certificate: the registry wants one
+    only_ca = make_berthd(env=here)  # the CA but no client certificate: the registry wants one
     only_ca.args = ["--registry-certs-dir", _certs_d(cleanup, reg.host, {"ca.crt": f"{pki}/ca/ca.pem"})]
     only_ca.start()
     r = docker_at(only_ca, "pull", name, timeout=60)

@@ -38,28 +38,41 @@ class _Stream:
     """A blob's chunks as a file, hashed as read, with progress, bounded by the descriptor's size."""
 
     def __init__(self, chunks: Iterator[bytes], size: int, on_bytes: Callable[[int], None]) -> None:
-        self.chunks, self.size, self.on_bytes = chunks, size, on_bytes
-        self.buf = b""
+        self.chunks: Iterator[bytes] | None = chunks
+        self.size, self.on_bytes = size, on_bytes
+        self.buf = bytearray()
+        self.pos = 0  # what of buf is read already (compacted now and then, not at each read)
         self.read_total = 0
         self.sha = hashlib.sha256()
 
+    def _more(self) -> bool:
+        if self.chunks is None:
+            return False
+        try:
+            chunk = next(self.chunks)
+        except StopIteration:
+            self.chunks = None
+            return False
+        self.read_total += len(chunk)
+        if self.size and self.read_total > self.size:
+            raise InvalidParameter(f"the registry sent more than the {self.size} bytes the manifest gives")
+        self.sha.update(chunk)
+        self.on_bytes(self.read_total)
+        if self.pos > (1 << 20) and self.pos * 2 > len(self.buf):
+            del self.buf[:self.pos]
+            self.pos = 0
+        self.buf += chunk
+        return True
+
     def read(self, n: int = -1) -> bytes:
-        while (n < 0 or len(self.buf) < n) and self.chunks is not None:
-            try:
-                chunk = next(self.chunks)
-            except StopIteration:
-                self.chunks = None  # type: ignore[assignment]
-                break
-            self.read_total += len(chunk)
-            if self.size and self.read_total > self.size:
-                raise InvalidParameter(f"the registry sent more than the {self.size} bytes the manifest gives")
-            self.sha.update(chunk)
-            self.on_bytes(self.read_total)
-            self.buf += chunk
         if n < 0:
-            out, self.buf = self.buf, b""
-        else:
-            out, self.buf = self.buf[:n], self.buf[n:]
+            while self._more():
+                pass
+            n = len(self.buf) - self.pos
+        while len(self.buf) - self.pos < n and self._more():
+            pass
+        out = bytes(self.buf[self.pos:self.pos + n])
+        self.pos += len(out)
         return out
 
     @property
@@ -202,7 +215,7 @@ class Puller:
                                "id": short})
 
         with reg.blob(repo, d.digest) as resp:
-            stream = _Stream(resp.iter_bytes(1 << 16), d.size, on_bytes)
+            stream = _Stream(resp.iter_bytes(1 << 18), d.size, on_bytes)
             try:
                 ex = self.store.layers.extract(stream)  # type: ignore[arg-type]
             except InvalidParameter:

@@ -67,6 +67,19 @@ def parse_config(data: bytes) -> dict[str, Any]:
     return cfg
 
 
+def _only_its_digests(tag_ref: str, others: list[str]) -> bool:
+    """dockerd's rule: removing a tag whose repository's digest references are all the image has left
+    removes those too (a pulled image goes with ``docker rmi name:tag``)."""
+    ref = reference.parse(tag_ref)
+    if not ref.tag or not others:
+        return False
+    for other in others:
+        o = reference.parse(other)
+        if o.tag or not o.digest or o.name != ref.name:
+            return False
+    return True
+
+
 class ImageStore:
     def __init__(self, root: str, db: Database) -> None:
         self.root = root
@@ -236,7 +249,9 @@ class ImageStore:
             except InvalidParameter:
                 pass
             out: list[dict[str, str]] = []
-            if by_ref is not None and len(refs) > 1:  # forced or not, as dockerd: the other names stay
+            if by_ref is not None and _only_its_digests(by_ref, [r for r in refs if r != by_ref]):
+                refs = [by_ref, *[r for r in refs if r != by_ref]]  # the tag was the last name: all go
+            elif by_ref is not None and len(refs) > 1:  # forced or not, as dockerd: the other names stay
                 with self.db.transaction() as c:
                     c.execute("DELETE FROM refs WHERE ref = ?", (by_ref,))
                 return [{"Untagged": reference.parse(by_ref).familiar}]
