@@ -148,9 +148,7 @@ class Config(NetSettings):
     cleanup_network: bool = False
     userland_proxy: bool = False
     userns_remap: str = ""
-    insecure_registries: tuple[str, ...] = ()
-    max_concurrent_downloads: int = 3
-    registry_certs_dirs: tuple[str, ...] = ("/etc/berth/certs.d", "/etc/docker/certs.d")
+    registries: Any = None  # berth.image.registry.Settings, parsed from the registry keys
     log_driver: str = "json-file"
     log_opts: dict[str, str] = field(default_factory=dict)
     authorization_policy: str = ""
@@ -372,30 +370,10 @@ def _listener_policies(cfg: Config, value: dict[str, Any] | list[str]) -> dict[s
 
 
 def _registries(cfg: Config, merged: dict[str, Any]) -> None:
-    """insecure-registries (host[:port] or a CIDR, each checked) and max-concurrent-downloads."""
-    import ipaddress
+    from berth.image.registry import Settings
 
-    insecure = []
-    for entry in merged.get("insecure-registries") or []:
-        text = str(entry).strip()
-        if "://" in text:
-            raise InvalidParameter(f"insecure registry {text} should not contain '://'")
-        if "/" in text:
-            try:
-                ipaddress.ip_network(text, strict=False)
-            except ValueError:
-                raise InvalidParameter(f"insecure registry {text} is not a valid CIDR") from None
-        elif not re.fullmatch(r"[A-Za-z0-9.-]+(:[0-9]{1,5})?|\[[0-9a-fA-F:]+\](:[0-9]{1,5})?", text):
-            raise InvalidParameter(f"insecure registry {text} is neither host[:port] nor a CIDR")
-        insecure.append(text)
-    downloads = merged.get("max-concurrent-downloads", 3)
-    if not isinstance(downloads, int) or isinstance(downloads, bool) or not 1 <= downloads <= 64:
-        raise InvalidParameter(f"max-concurrent-downloads must be between 1 and 64, not {downloads}")
-    cfg.insecure_registries = tuple(insecure)
-    dirs = merged.get("registry-certs-dirs")
-    if dirs:
-        cfg.registry_certs_dirs = tuple(os.path.abspath(str(d)) for d in dirs)
-    cfg.max_concurrent_downloads = downloads
+    cfg.registries = Settings.parse(merged.get("insecure-registries") or [], merged.get("max-concurrent-downloads", 3),
+                                    merged.get("registry-certs-dirs") or [])
 
 
 def _log_options(cfg: Config, merged: dict[str, Any]) -> None:

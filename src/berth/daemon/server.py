@@ -44,7 +44,6 @@ from berth.daemon.config import Config
 from berth.daemon.events import EventBus, make_event
 from berth.daemon.listeners import Site
 from berth.errors import BerthError, InvalidParameter, System
-from berth.image.registry import Settings as RegistrySettings
 from berth.image.store import ImageStore
 from berth.linux import spinpoll, systemd
 from berth.linux.idmap import share_with_remapped_root
@@ -253,8 +252,7 @@ class Daemon:
                 log.warning("removed %s, left over from an interrupted operation", leftover)
             containers = ContainerFacts(life)
             images = ImageService(image_store, self.bus, in_use=containers.images_in_use, df_extra=containers.df,
-                                  registries=RegistrySettings(cfg.insecure_registries, cfg.max_concurrent_downloads,
-                                                              cfg.registry_certs_dirs))
+                                  registries=cfg.registries)
             self.system = SystemService(cfg, self.bus, setup.engine_id(cfg.data_root), image_count=images.counts,
                                         container_counts=containers.counts)
             execs = ExecService(registry, runtimes, parse_detach_keys)

@@ -28,6 +28,8 @@ DOCKER_HUB = "docker.io"
 HUB_ENDPOINT = "registry-1.docker.io"
 SMALL_LIMIT = 8 << 20  # a manifest, a config, a token answer
 _CHALLENGE = re.compile(r'(\w+)="([^"]*)"')
+CERTS_DIRS = ("/etc/berth/certs.d", "/etc/docker/certs.d")
+_HOSTPORT = re.compile(r"[A-Za-z0-9.-]+(:[0-9]{1,5})?|\[[0-9a-fA-F:]+\](:[0-9]{1,5})?")
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,7 +37,29 @@ class Settings:
     """The daemon's registry configuration (``insecure-registries``, ``max-concurrent-downloads``)."""
     insecure: tuple[str, ...] = ()  # host[:port] or a CIDR
     max_downloads: int = 3
-    certs_dirs: tuple[str, ...] = ("/etc/berth/certs.d", "/etc/docker/certs.d")  # <dir>/<host:port>/
+    certs_dirs: tuple[str, ...] = CERTS_DIRS  # <dir>/<host:port>/
+
+    @classmethod
+    def parse(cls, insecure: list[object], downloads: object, certs_dirs: list[object]) -> Settings:
+        """daemon.json's insecure-registries (host[:port] or a CIDR), max-concurrent-downloads and
+        registry-certs-dirs, each checked; InvalidParameter in dockerd's words where it has them."""
+        entries = []
+        for entry in insecure:
+            text = str(entry).strip()
+            if "://" in text:
+                raise InvalidParameter(f"insecure registry {text} should not contain '://'")
+            if "/" in text:
+                try:
+                    ipaddress.ip_network(text, strict=False)
+                except ValueError:
+                    raise InvalidParameter(f"insecure registry {text} is not a valid CIDR") from None
+            elif not _HOSTPORT.fullmatch(text):
+                raise InvalidParameter(f"insecure registry {text} is neither host[:port] nor a CIDR")
+            entries.append(text)
+        if not isinstance(downloads, int) or isinstance(downloads, bool) or not 1 <= downloads <= 64:
+            raise InvalidParameter(f"max-concurrent-downloads must be between 1 and 64, not {downloads}")
+        dirs = tuple(os.path.abspath(str(d)) for d in certs_dirs) or CERTS_DIRS
+        return cls(tuple(entries), downloads, dirs)
 
     def is_insecure(self, domain: str) -> bool:
         """Loopback registries are insecure unless said otherwise, as dockerd's default 127.0.0.0/8."""
@@ -92,7 +116,7 @@ def registry_domain(server: str) -> str:
     text = text.split("/", 1)[0]
     if not text or text in ("index.docker.io", "registry-1.docker.io", "docker.io"):
         return DOCKER_HUB
-    if not re.fullmatch(r"[A-Za-z0-9.-]+(:[0-9]{1,5})?|\[[0-9a-fA-F:]+\](:[0-9]{1,5})?", text):
+    if not _HOSTPORT.fullmatch(text):
         raise InvalidParameter(f"invalid registry address {server!r}")
     return text
 

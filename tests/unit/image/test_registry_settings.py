@@ -1,0 +1,69 @@
+"""Registry settings and manifests parsed from untrusted text."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from berth.errors import InvalidParameter, NotFound
+from berth.image import manifests
+from berth.image.registry import Credentials, Settings, registry_domain
+
+
+def test_insecure_registries_are_checked_and_loopback_always_is() -> None:
+    s = Settings.parse(["10.1.0.0/16", "reg.example.test:5000"], 3, [])
+    assert s.is_insecure("10.1.2.3:5000") and s.is_insecure("reg.example.test:5000")
+    assert s.is_insecure("127.0.0.1:5000") and s.is_insecure("localhost:5000") and s.is_insecure("[::1]:5000")
+    assert not s.is_insecure("10.2.0.1:5000") and not s.is_insecure("reg.example.test:5001")
+    for bad, words in (("http://r:5000", "should not contain '://'"), ("10.0.0.0/99", "not a valid CIDR"),
+                       ("a b", r"neither host\[:port\] nor a CIDR")):
+        with pytest.raises(InvalidParameter, match=words):
+            Settings.parse([bad], 3, [])
+    for downloads in (0, 65, True, "3"):
+        with pytest.raises(InvalidParameter, match="max-concurrent-downloads"):
+            Settings.parse([], downloads, [])
+
+
+def test_login_addresses_and_auth_headers() -> None:
+    assert registry_domain("https://index.docker.io/v1/") == "docker.io"
+    assert registry_domain("127.0.0.1:5000") == "127.0.0.1:5000"
+    with pytest.raises(InvalidParameter):
+        registry_domain("bad host/x")
+    assert Credentials.from_header("").username == ""
+    with pytest.raises(InvalidParameter, match="X-Registry-Auth"):
+        Credentials.from_header("%%%")
+    c = Credentials(username="u", password="secret")
+    assert "secret" not in repr(c)
+
+
+def _list(*platforms: dict[str, str]) -> bytes:
+    return json.dumps({"schemaVersion": 2, "mediaType": manifests.OCI_INDEX, "manifests": [
+        {"mediaType": manifests.OCI_MANIFEST, "digest": "sha256:" + f"{i:x}" * 64, "size": 10, "platform": p}
+        for i, p in enumerate(platforms, start=1)]}).encode()
+
+
+def test_platform_choice_is_variant_aware() -> None:
+    idx = manifests.parse(_list({"os": "linux", "architecture": "arm", "variant": "v6"},
+                                {"os": "linux", "architecture": "arm", "variant": "v7"},
+                                {"os": "linux", "architecture": "amd64"}), "")
+    assert isinstance(idx, manifests.Index)
+    assert manifests.choose(idx, manifests.Platform("linux", "arm", "v7")).digest.endswith("2" * 64)
+    assert manifests.choose(idx, manifests.Platform("linux", "amd64", "")).digest.endswith("3" * 64)
+    with pytest.raises(NotFound, match="no matching manifest for linux/s390x"):
+        manifests.choose(idx, manifests.Platform("linux", "s390x"))
+
+
+def test_hostile_manifests_are_refused() -> None:
+    for body, words in ((b"[]", "unsupported manifest media type"), (b"not json", "not JSON"),
+                        (json.dumps({"schemaVersion": 3, "layers": []}).encode(), "schemaVersion must be 2"),
+                        (json.dumps({"schemaVersion": 1}).encode(), "schema 1 is not supported"),
+                        (json.dumps({"schemaVersion": 2, "mediaType": manifests.OCI_MANIFEST, "config": {
+                            "digest": "md5:abc", "size": 1}, "layers": []}).encode(), "unsupported digest"),
+                        (json.dumps({"schemaVersion": 2, "mediaType": manifests.OCI_MANIFEST, "config": {
+                            "digest": "sha256:" + "a" * 64, "size": -1}, "layers": []}).encode(), "non-negative"),
+                        (b" " * (5 << 20), "larger than 4 MiB")):
+        with pytest.raises(InvalidParameter, match=words):
+            manifests.parse(body, "application/json")
+    with pytest.raises(InvalidParameter, match="unknown operating system or architecture"):
+        manifests.parse_platform("linux")
