@@ -130,10 +130,18 @@ def media_type_of(body: bytes, content_type: str) -> str:
     raise InvalidParameter(f"unsupported manifest media type {ct!r}")
 
 
+def _schema1(body: bytes) -> bool:
+    try:
+        doc = json.loads(body)
+    except ValueError:
+        return False
+    return isinstance(doc, dict) and doc.get("schemaVersion") == 1
+
+
 def parse(body: bytes, content_type: str) -> Manifest | Index:
     if len(body) > MAX_MANIFEST:
         raise InvalidParameter("invalid manifest: larger than 4 MiB")
-    media_type = media_type_of(body, content_type)
+    media_type = media_type_of(body, content_type) if not _schema1(body) else ""
     doc = json.loads(body)
     if not isinstance(doc, dict) or doc.get("schemaVersion") != 2:
         if isinstance(doc, dict) and doc.get("schemaVersion") == 1:
