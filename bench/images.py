@@ -33,13 +33,14 @@ def _status(pid: int, key: str) -> int:
     return 0
 
 
-def make_archive(path: str) -> None:
+def make_archive(path: str, n_layers: int = LAYERS, files: int = FILES, file_mb: int = FILE_MB) -> None:
+    """A docker-archive of ``n_layers`` layers, each ``files`` files of ``file_mb`` MiB of random data."""
     layers = []
-    for i in range(LAYERS):
+    for i in range(n_layers):
         buf = io.BytesIO()
         with tarfile.open(fileobj=buf, mode="w") as tf:
-            for j in range(FILES):
-                data = os.urandom(FILE_MB << 20)
+            for j in range(files):
+                data = os.urandom(file_mb << 20)
                 info = tarfile.TarInfo(f"layer{i}/file{j}")
                 info.size = len(data)
                 tf.addfile(info, io.BytesIO(data))

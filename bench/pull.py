@@ -9,61 +9,21 @@ Traffic goes only to 127.0.0.1 and the daemons' sockets.
 
 from __future__ import annotations
 
-import hashlib
-import io
-import json
 import os
 import shutil
 import socket
 import statistics
 import subprocess
-import tarfile
 import tempfile
 import time
 
 import run
+from images import _status, make_archive
 from run import Daemon, free_port
 
 LAYERS, FILES, FILE_MB = 6, 8, 10  # 6 layers of 80 MiB of incompressible data: ~500 MB
 REGISTRY = shutil.which("docker-registry")
 SKOPEO = shutil.which("skopeo")
-
-
-def _status(pid: int, key: str) -> int:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith(key + ":"):
-                return int(line.split()[1])
-    return 0
-
-
-def make_archive(path: str) -> None:
-    layers = []
-    for i in range(LAYERS):
-        buf = io.BytesIO()
-        with tarfile.open(fileobj=buf, mode="w") as tf:
-            for j in range(FILES):
-                data = os.urandom(FILE_MB << 20)
-                info = tarfile.TarInfo(f"layer{i}/file{j}")
-                info.size = len(data)
-                tf.addfile(info, io.BytesIO(data))
-        layers.append(buf.getvalue())
-    diff_ids = ["sha256:" + hashlib.sha256(layer).hexdigest() for layer in layers]
-    config = json.dumps({"architecture": "amd64", "os": "linux", "created": "2026-01-01T00:00:00Z",
-                         "config": {}, "rootfs": {"type": "layers", "diff_ids": diff_ids}}).encode()
-    with tarfile.open(path, "w") as tf:
-        def add(name: str, data: bytes) -> None:
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tf.addfile(info, io.BytesIO(data))
-
-        paths = []
-        for d, layer in zip(diff_ids, layers, strict=True):
-            paths.append(f"{d[7:]}/layer.tar")
-            add(paths[-1], layer)
-        add(hashlib.sha256(config).hexdigest() + ".json", config)
-        add("manifest.json", json.dumps([{"Config": hashlib.sha256(config).hexdigest() + ".json",
-                                          "RepoTags": ["bench/big:1"], "Layers": paths}]).encode())
 
 
 def start_registry(work: str) -> tuple[subprocess.Popen[bytes], str]:
@@ -111,7 +71,7 @@ def main(rounds: int = 5) -> dict[str, dict[str, float]]:
     samples: dict[str, list[float]] = {k: [] for k in kinds}
     try:
         archive = os.path.join(work, "big.tar")
-        make_archive(archive)
+        make_archive(archive, LAYERS, FILES, FILE_MB)
         registry, host = start_registry(work)
         subprocess.run([SKOPEO, "copy", "--quiet", "--dest-tls-verify=false", f"docker-archive:{archive}",
                         f"docker://{host}/bench/big:1"], check=True)
