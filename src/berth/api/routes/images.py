@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
 from typing import Any
 
 from berth.api.backends import ImageBackend
@@ -17,6 +18,21 @@ PRUNE_FILTERS = ("dangling", "label", "until")
 
 def _json_line(msg: dict[str, Any]) -> bytes:
     return json.dumps(msg, separators=(",", ":")).encode() + b"\n"
+
+
+async def _stream(req: Request, messages: AsyncIterator[dict[str, Any]], first: dict[str, Any] | None = None) -> None:
+    """JSON messages, one a line; an error once the status line is out is reported in the stream, as
+    dockerd does (``errorDetail``)."""
+    assert req.connection is not None
+    writer = await req.connection.start_stream(200, "application/json")
+    try:
+        if first is not None:
+            await writer.write(_json_line(first))
+        async for m in messages:
+            await writer.write(_json_line(m))
+    except BerthError as exc:
+        await writer.write(_json_line({"errorDetail": {"message": exc.message}, "error": exc.message}))
+    await writer.close()
 
 
 def routes(backend: ImageBackend) -> list[Route]:
@@ -64,16 +80,8 @@ def routes(backend: ImageBackend) -> list[Route]:
         assert req.connection is not None
         messages = backend.image_pull(req.arg("fromImage"), req.arg("tag"), req.arg("platform"),
                                       req.headers.get("x-registry-auth", ""))
-        first = await anext(messages)  # an error before the first message is the response's status
-        writer = await req.connection.start_stream(200, "application/json")
-        try:
-            await writer.write(_json_line(first))
-            async for m in messages:
-                await writer.write(_json_line(m))
-        except BerthError as exc:  # the status line is sent: report as dockerd does, in the stream
-            await writer.write(_json_line({"errorDetail": {"message": exc.message}, "error": exc.message}))
-        await writer.close()
-        return None
+        first = await anext(messages, None)  # an error before the first message is the response's status
+        await _stream(req, messages, first)
 
     async def load(req: Request) -> Response | None:
         assert req.connection is not None
@@ -83,13 +91,7 @@ def routes(backend: ImageBackend) -> list[Route]:
             # Nothing is sent until the load is over, so an error is a real status code.
             lines = [_json_line(m) async for m in messages]
             return Response(200, b"".join(lines))
-        writer = await req.connection.start_stream(200, "application/json")
-        try:
-            async for m in messages:
-                await writer.write(_json_line(m))
-        except InvalidParameter as exc:  # the status line is sent: report as docker does, in the stream
-            await writer.write(_json_line({"errorDetail": {"message": exc.message}, "error": exc.message}))
-        await writer.close()
+        await _stream(req, messages)
         return None
 
     async def save(req: Request) -> None:
