@@ -67,6 +67,10 @@ class ImageBackend(Protocol):
         """GET /distribution/{name}/json."""
         ...
 
+    def image_push(self, name: str, tag: str, auth: str) -> AsyncIterator[dict[str, Any]]:
+        """Push to a registry; yields dockerd's progress messages, the last an ``aux`` with the digest."""
+        ...
+
     def image_pull(self, image: str, tag: str, platform: str, auth: str) -> AsyncIterator[dict[str, Any]]:
         """Pull from a registry; yields dockerd's progress messages. ``auth``: X-Registry-Auth as sent."""
         ...

@@ -18,6 +18,7 @@ from typing import Any
 
 from berth.errors import BerthError, InvalidParameter, NotFound
 from berth.image import manifests, reference
+from berth.image.distmeta import Blob, PulledManifest
 from berth.image.layers import Extracted, chain_ids
 from berth.image.registry import Credentials, Registry, Settings
 from berth.image.store import ImageStore, NewLayer, digest_of, parse_config
@@ -157,6 +158,11 @@ class Puller:
         tags = [str(ref)] if ref.tag else []
         tags.append(f"{ref.name}@{top_digest}")
         self.store.add(config, layers, tags)
+        for diff_id, d in zip(diff_ids, doc.layers, strict=True):
+            self.store.meta.add_blob(diff_id, Blob(d.digest, d.media_type or manifests.DOCKER_LAYER, d.size,
+                                                   ref.domain, ref.path))
+        self.store.meta.add_manifest(image_id, PulledManifest(ref.domain, ref.path, digest_of(body), doc.media_type,
+                                                              body))
         self.progress({"status": f"Digest: {top_digest}"})
         shown = f"{name}:{ref.tag}" if ref.tag else f"{name}@{ref.digest}"
         self.progress({"status": f"Status: {'Image is up to date' if existed else 'Downloaded newer image'} for "

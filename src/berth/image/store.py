@@ -18,6 +18,7 @@ from typing import Any
 
 from berth.errors import Conflict, InvalidParameter, NotFound
 from berth.image import reference
+from berth.image.distmeta import DistributionMetadata
 from berth.image.layers import Extracted, LayerStore, chain_ids
 from berth.linux.files import write_atomic
 from berth.store.db import Database
@@ -85,6 +86,7 @@ class ImageStore:
         self.root = root
         self.db = db
         self.layers = LayerStore(root)
+        self.meta = DistributionMetadata(db)
         self.configs = os.path.join(root, "configs")
         os.makedirs(self.configs, mode=0o700, exist_ok=True)
         self.lock = threading.RLock()  # one mutation of images/layers at a time

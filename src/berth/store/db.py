@@ -135,6 +135,29 @@ MIGRATIONS: list[str] = [
         idmap = json_extract(state, '$._IDMap'),
         state = json_remove(state, '$._RestartCount', '$._ManuallyStopped', '$._IDMap');
     """,
+    # 6: what registries hold: each layer's blob (by diff ID) in which repository, and the manifests
+    # images were pulled with (pushed again byte for byte where their blobs are)
+    """
+    CREATE TABLE blob_digests (
+        diff_id TEXT NOT NULL,
+        digest TEXT NOT NULL,         -- the compressed blob's
+        media_type TEXT NOT NULL,
+        size INTEGER NOT NULL,
+        registry TEXT NOT NULL,
+        repo TEXT NOT NULL,
+        PRIMARY KEY (diff_id, digest, registry, repo)
+    );
+    CREATE INDEX blob_digests_diff ON blob_digests(diff_id);
+    CREATE TABLE image_manifests (
+        image_id TEXT NOT NULL REFERENCES images(id) ON DELETE CASCADE,
+        registry TEXT NOT NULL,
+        repo TEXT NOT NULL,
+        digest TEXT NOT NULL,
+        media_type TEXT NOT NULL,
+        body BLOB NOT NULL,
+        PRIMARY KEY (image_id, registry, repo, digest)
+    );
+    """,
 ]
 
 

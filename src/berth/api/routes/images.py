@@ -83,6 +83,11 @@ def routes(backend: ImageBackend) -> list[Route]:
         first = await anext(messages, None)  # an error before the first message is the response's status
         await _stream(req, messages, first)
 
+    async def push(req: Request) -> None:
+        messages = backend.image_push(req.params["name"], req.arg("tag"), req.headers.get("x-registry-auth", ""))
+        first = await anext(messages, None)  # an image that is not here is a 404, before any message
+        await _stream(req, messages, first)
+
     async def load(req: Request) -> Response | None:
         assert req.connection is not None
         quiet = req.bool_arg("quiet")
@@ -122,6 +127,7 @@ def routes(backend: ImageBackend) -> list[Route]:
         route("GET", "/images/json", list_),
         route("POST", "/images/create", create, stream_body=True),
         route("POST", "/auth", auth),
+        route("POST", "/images/{name:path}/push", push),
         route("GET", "/distribution/{name:path}/json", distribution),
         route("POST", "/images/load", load, stream_body=True),
         route("GET", "/images/get", save),

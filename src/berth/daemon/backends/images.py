@@ -14,6 +14,7 @@ from berth.daemon.events import EventBus, make_event
 from berth.errors import Conflict, InvalidParameter
 from berth.image import archive, importer, manifests, reference
 from berth.image.pull import Puller, describe
+from berth.image.push import Pusher
 from berth.image.registry import Credentials, Registry, Settings, registry_domain
 from berth.image.store import ImageRecord, ImageStore
 
@@ -259,30 +260,22 @@ class ImageService:
         ref = reference.parse(text)
         want = manifests.parse_platform(platform) if platform else None
         credentials = Credentials.from_header(auth)
-        loop = asyncio.get_running_loop()
-        progress: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=10000)
+        pulled: list[Any] = []
+        async for msg in _with_progress(lambda report: pulled.append(
+                Puller(self.store, self.registries, credentials, report).pull(ref, want))):
+            yield msg
+        self._event("pull", pulled[0].image_id, pulled[0].name)
 
-        def report(msg: dict[str, Any]) -> None:
-            loop.call_soon_threadsafe(_offer, progress, msg)
-
-        puller = Puller(self.store, self.registries, credentials, report)
-        work = asyncio.create_task(run_in_own_thread(puller.pull, ref, want))
-        try:
-            while not work.done():
-                getter = asyncio.create_task(progress.get())
-                done, _ = await asyncio.wait({work, getter}, return_when=asyncio.FIRST_COMPLETED)
-                if getter in done:
-                    yield getter.result()
-                else:
-                    getter.cancel()
-            while not progress.empty():
-                yield progress.get_nowait()
-            pulled = work.result()
-        except BaseException:
-            puller.cancelled.set()
-            await asyncio.gather(work, return_exceptions=True)
-            raise
-        self._event("pull", pulled.image_id, pulled.name)
+    async def image_push(self, name: str, tag: str, auth: str) -> AsyncIterator[dict[str, Any]]:
+        """``docker push``'s messages as they come."""
+        credentials = Credentials.from_header(auth)
+        reference.parse(name if not tag else f"{name}:{tag}", default_tag=False)  # a 400 before anything
+        pushed: list[Any] = []
+        async for msg in _with_progress(lambda report: pushed.extend(
+                Pusher(self.store, self.registries, credentials, report).push(name, tag))):
+            yield msg
+        for p in pushed:
+            self._event("push", f"{name}:{p.tag}")
 
     async def auth(self, body: dict[str, Any]) -> dict[str, Any]:
         """docker login: the credentials tried against the registry; nothing is kept here (the client
@@ -346,10 +339,34 @@ class ImageService:
         return self.store.count()
 
 
+async def _with_progress(work: Callable[[Callable[[dict[str, Any]], None]], None]) -> AsyncIterator[dict[str, Any]]:
+    """``work(report)`` in a thread of its own; what it reports, yielded as it comes (bounded: a slow
+    reader loses Downloading/Pushing messages, never the others); its error raised at the end."""
+    loop = asyncio.get_running_loop()
+    progress: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=10000)
+
+    def report(msg: dict[str, Any]) -> None:
+        loop.call_soon_threadsafe(_offer, progress, msg)
+
+    task = asyncio.create_task(run_in_own_thread(work, report))
+    try:
+        while not task.done():
+            getter = asyncio.create_task(progress.get())
+            done, _ = await asyncio.wait({task, getter}, return_when=asyncio.FIRST_COMPLETED)
+            if getter in done:
+                yield getter.result()
+            else:
+                getter.cancel()
+        while not progress.empty():
+            yield progress.get_nowait()
+        task.result()
+    except BaseException:
+        await asyncio.gather(task, return_exceptions=True)
+        raise
+
+
 def _offer(q: asyncio.Queue[dict[str, Any]], msg: dict[str, Any]) -> None:
-    """A progress message, dropped when the client reads slower than the layers come (bounded); the
-    messages that end a layer or the pull are never Downloading ones, so they are kept."""
-    if q.full() and msg.get("status") == "Downloading":
+    if q.full() and msg.get("status") in ("Downloading", "Pushing"):
         return
     try:
         q.put_nowait(msg)
