@@ -209,3 +209,62 @@ class TokenServer:
     def registry_config(self) -> str:
         return (f"auth:\n  token:\n    realm: http://127.0.0.1:{self.port}/token\n    service: berth-test-registry\n"
                 f"    issuer: berth-test-issuer\n    rootcertbundle: {self.dir}/ca.pem\n")
+
+
+class CuttingProxy:
+    """A TCP relay on 127.0.0.1 in front of ``target`` (host:port) that cuts the first ``cuts``
+    connections carrying more than ``after`` bytes back to the client: a registry dying mid-blob."""
+
+    def __init__(self, cleanup: Cleanup, target: str, after: int, cuts: int = 1) -> None:
+        import threading
+
+        self.target = target.rsplit(":", 1)
+        self.after, self.cuts_left, self.cut = after, cuts, 0
+        self.lock = threading.Lock()
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(16)
+        self.host = f"127.0.0.1:{self.listener.getsockname()[1]}"
+        self.stopped = False
+        threading.Thread(target=self._accept, daemon=True).start()
+        cleanup.add(f"proxy {self.host}", self.stop)
+
+    def stop(self) -> None:
+        self.stopped = True
+        self.listener.close()
+
+    def _accept(self) -> None:
+        import threading
+
+        while not self.stopped:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection((self.target[0], int(self.target[1])))
+            threading.Thread(target=self._pipe, args=(client, upstream, False), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(upstream, client, True), daemon=True).start()
+
+    def _pipe(self, src: socket.socket, dst: socket.socket, downstream: bool) -> None:
+        sent = 0
+        try:
+            while data := src.recv(65536):
+                if downstream and sent + len(data) > self.after:
+                    with self.lock:
+                        cut = self.cuts_left > 0
+                        if cut:
+                            self.cuts_left -= 1
+                            self.cut += 1
+                    if cut:
+                        dst.sendall(data[: max(0, self.after - sent)])
+                        raise OSError("cut")
+                dst.sendall(data)
+                sent += len(data)
+        except OSError:
+            pass
+        for s in (src, dst):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            s.close()

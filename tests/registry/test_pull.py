@@ -145,3 +145,28 @@ def test_rmi_of_the_pulled_tag_removes_the_image_and_its_digest_reference(berthd
     assert lines[:2] == [f"Untagged: {name}", f"Untagged: {registry.host}/app@{digest}"]
     assert lines[2].startswith("Deleted: sha256:")
     assert docker_at(berthd, "images", "-aq").stdout == ""
+
+
+def test_a_registry_that_dies_mid_blob_is_taken_up_where_it_broke(berthd: Berthd, registry: Registry,
+                                                                   cleanup: Cleanup) -> None:
+    from tests.lib.registry import CuttingProxy
+
+    big = layer_tar({"data/blob": os.urandom(3 << 20)})  # incompressible: 3 MiB on the wire
+    base = busybox_rootfs_tar()
+    registry.push_archive(docker_archive([(config_for([base, big]), [base, big], ["big:1"])]), "big:1")
+    proxy = CuttingProxy(cleanup, registry.host, after=1 << 20)
+    r = docker_at(berthd, "pull", f"{proxy.host}/big:1", timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert proxy.cut == 1 and "Retrying in 1 second" in r.stdout, r.stdout
+    r = docker_at(berthd, "run", "--rm", "--network", "none", f"{proxy.host}/big:1", "wc", "-c", "/data/blob")
+    assert r.stdout.split()[0] == str(3 << 20), r.stderr
+
+
+def test_a_manifest_naming_a_missing_blob_fails_and_keeps_nothing(berthd: Berthd, registry: Registry) -> None:
+    registry.push_archive(_archive("app:1"), "app:1")
+    manifest = json.loads(skopeo_raw(registry, "app:1"))
+    os.unlink(registry.blob_path(manifest["layers"][-1]["digest"]))
+    r = docker_at(berthd, "pull", f"{registry.host}/app:1", timeout=120)
+    assert r.returncode != 0 and "blob unknown" in r.stderr, r.stderr
+    assert docker_at(berthd, "images", "-aq").stdout == ""
+    assert _staged_layers(berthd.root) == []

@@ -63,6 +63,10 @@ class ImageBackend(Protocol):
         """POST /auth: check credentials against a registry."""
         ...
 
+    async def search(self, term: str, limit: int, filters: dict[str, list[str]], auth: str) -> list[dict[str, Any]]:
+        """GET /images/search."""
+        ...
+
     async def distribution(self, name: str, auth: str) -> dict[str, Any]:
         """GET /distribution/{name}/json."""
         ...

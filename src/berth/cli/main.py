@@ -38,6 +38,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "push": ("registry", "Upload an image to a registry"),
     "login": ("registry", "Log in to a registry (credentials kept as the docker CLI keeps them)"),
     "logout": ("registry", "Log out from a registry"),
+    "search": ("registry", "Search a registry for images"),
     "container": ("container", "Manage containers"),
     "run": ("container", "Create and run a new container from an image"),
     "create": ("container", "Create a new container"),

@@ -12,11 +12,13 @@ from __future__ import annotations
 import concurrent.futures
 import hashlib
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from berth.errors import BerthError, InvalidParameter, NotFound
+import httpx
+
+from berth.errors import BerthError, InvalidParameter, NotFound, Unavailable
 from berth.image import manifests, reference
 from berth.image.distmeta import Blob, PulledManifest
 from berth.image.layers import Extracted, chain_ids
@@ -25,6 +27,7 @@ from berth.image.store import ImageStore, NewLayer, digest_of, parse_config
 
 Progress = Callable[[dict[str, Any]], None]
 REPORT_EVERY = 512 << 10  # a Downloading message per this many bytes of a layer
+RETRIES = 5  # broken downloads of one blob taken up again
 
 
 @dataclass(frozen=True)
@@ -208,6 +211,31 @@ class Puller:
                     raise
         return [NewLayer(diff_ids[i], done.get(i)) for i in range(len(doc.layers))]
 
+    def _resumable(self, reg: Registry, repo: str, d: manifests.Descriptor, short: str) -> Generator[bytes, None, None]:
+        """A blob's bytes; a connection that breaks before the end is taken up where it broke (Range),
+        up to RETRIES times with a growing pause, as dockerd retries ("Retrying in N seconds")."""
+        offset, failures = 0, 0
+        while True:
+            try:
+                with reg.blob(repo, d.digest, offset) as resp:
+                    if offset and resp.status_code != 206:
+                        raise Unavailable(f"the registry {reg.domain} cannot resume blob {d.digest} (no Range)")
+                    for chunk in resp.iter_bytes(1 << 18):
+                        offset += len(chunk)
+                        yield chunk
+                if not d.size or offset >= d.size:
+                    return
+                raise httpx.ReadError("the registry closed the connection before the end of the blob")
+            except (httpx.TransportError, Unavailable) as exc:
+                failures += 1
+                if failures > RETRIES or self.cancelled.is_set() or isinstance(exc, Unavailable) and offset:
+                    raise Unavailable(f"downloading blob {d.digest}: {exc}") from None
+                pause = min(5, failures)
+                self.progress({"status": f"Retrying in {pause} second{'s' if pause > 1 else ''}",
+                               "progressDetail": {}, "id": short})
+                if self.cancelled.wait(pause):
+                    raise Unavailable("cancelled") from None
+
     def _one(self, reg: Registry, repo: str, d: manifests.Descriptor, diff_id: str) -> Extracted:
         short = d.digest[7:19]
         last = [0]
@@ -220,8 +248,9 @@ class Puller:
                 self.progress({"status": "Downloading", "progressDetail": {"current": n, "total": d.size},
                                "id": short})
 
-        with reg.blob(repo, d.digest) as resp:
-            stream = _Stream(resp.iter_bytes(1 << 18), d.size, on_bytes)
+        chunks = self._resumable(reg, repo, d, short)
+        try:
+            stream = _Stream(chunks, d.size, on_bytes)
             try:
                 ex = self.store.layers.extract(stream)  # type: ignore[arg-type]
             except InvalidParameter:
@@ -232,6 +261,8 @@ class Puller:
                 if stream.digest != d.digest:
                     raise InvalidParameter(f"filesystem layer verification failed for digest {d.digest}") from None
                 raise
+        finally:
+            chunks.close()
         try:
             self.progress({"status": "Verifying Checksum", "progressDetail": {}, "id": short})
             if ex.raw_digest != d.digest or stream.digest != d.digest:

@@ -299,6 +299,31 @@ class Registry:
             words = _registry_words(r)
             raise Unavailable(f"the registry {self.domain} answered HTTP {r.status_code} to /v2/: {words}")
 
+    def search(self, query: str, limit: int) -> list[dict[str, object]]:
+        """The registry's v1 search endpoint (Docker Hub's index has one; distribution does not)."""
+        endpoint = "index.docker.io" if self.domain == DOCKER_HUB else self.endpoint
+        saved, self.endpoint = self.endpoint, endpoint
+        try:
+            with self._request("GET", f"/v1/search?{httpx.QueryParams({'q': query, 'n': limit})}", "") as r:
+                if r.status_code != 200:
+                    raise System(f"Unexpected status code {r.status_code}")
+                data = json.loads(_read_limited(r, SMALL_LIMIT, "search answer"))
+        except ValueError:
+            raise System("the registry's search answer is not JSON") from None
+        finally:
+            self.endpoint = saved
+        results = data.get("results") if isinstance(data, dict) else None
+        if not isinstance(results, list):
+            raise System("the registry's search answer has no results")
+        out = []
+        for item in results[:limit]:
+            if isinstance(item, dict) and isinstance(item.get("name"), str):
+                out.append({"name": item["name"], "description": str(item.get("description") or ""),
+                            "star_count": int(item.get("star_count") or 0),
+                            "is_official": bool(item.get("is_official")),
+                            "is_automated": bool(item.get("is_automated"))})
+        return out
+
     def manifest(self, repo: str, ref: str, accept: str) -> tuple[bytes, str]:
         """The manifest's bytes as served, and its Content-Type."""
         scope = f"repository:{repo}:pull"

@@ -22,6 +22,7 @@ CATALOGUE: tuple[tuple[str, str, str], ...] = (
     ("GET", "/images/json", "image.list"),
     ("POST", "/images/create", "image.create"),
     ("POST", "/auth", "registry.login"),
+    ("GET", "/images/search", "registry.search"),
     ("POST", "/images/{name:path}/push", "image.push"),
     ("GET", "/distribution/{name:path}/json", "registry.inspect"),
     ("POST", "/images/load", "image.load"),

@@ -14,6 +14,7 @@ from berth.errors import BerthError, InvalidParameter
 
 LIST_FILTERS = ("before", "dangling", "label", "reference", "since", "until")
 PRUNE_FILTERS = ("dangling", "label", "until")
+SEARCH_FILTERS = ("is-automated", "is-official", "stars")
 
 
 def _json_line(msg: dict[str, Any]) -> bytes:
@@ -117,6 +118,17 @@ def routes(backend: ImageBackend) -> list[Route]:
             raise InvalidParameter("the body must be a JSON object")
         return Response.json(await backend.auth(body))
 
+    async def search(req: Request) -> Response:
+        term = req.arg("term")
+        if not term:
+            raise InvalidParameter("search term is empty")
+        limit_text = req.arg("limit") or "25"
+        if not limit_text.isdigit() or not 1 <= int(limit_text) <= 100:
+            raise InvalidParameter(f"limit {limit_text} is outside the range of [1, 100]")
+        filters = parse_filters(req.arg("filters"), SEARCH_FILTERS)
+        return Response.json(await backend.search(term, int(limit_text), filters,
+                                                  req.headers.get("x-registry-auth", "")))
+
     async def distribution(req: Request) -> Response:
         return Response.json(await backend.distribution(req.params["name"], req.headers.get("x-registry-auth", "")))
 
@@ -127,6 +139,7 @@ def routes(backend: ImageBackend) -> list[Route]:
         route("GET", "/images/json", list_),
         route("POST", "/images/create", create, stream_body=True),
         route("POST", "/auth", auth),
+        route("GET", "/images/search", search),
         route("POST", "/images/{name:path}/push", push),
         route("GET", "/distribution/{name:path}/json", distribution),
         route("POST", "/images/load", load, stream_body=True),

@@ -9,7 +9,7 @@ from berth.cli import credentials
 from berth.cli.main import CLI
 from berth.errors import InvalidParameter
 
-ALIASES = {"pull": "pull", "push": "push", "login": "login", "logout": "logout"}
+ALIASES = {"pull": "pull", "push": "push", "login": "login", "logout": "logout", "search": "search"}
 
 
 def add_verb_arguments(verb: str, p: argparse.ArgumentParser) -> None:
@@ -29,6 +29,12 @@ def add_verb_arguments(verb: str, p: argparse.ArgumentParser) -> None:
         p.add_argument("--password-stdin", action="store_true")
     elif verb == "logout":
         p.add_argument("server", nargs="?", default="")
+    elif verb == "search":
+        p.add_argument("term")
+        p.add_argument("--limit", type=int, default=25)
+        p.add_argument("-f", "--filter", action="append", default=[])
+        p.add_argument("--format")
+        p.add_argument("--no-trunc", action="store_true")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:  # only reached through the aliases
@@ -79,6 +85,8 @@ def run(cli: CLI, opts: argparse.Namespace) -> int:
         return show_stream(cli, stream)
     if opts.verb == "login":
         return _login(cli, opts)
+    if opts.verb == "search":
+        return _search(cli, opts)
     server = opts.server or credentials.HUB_KEY
     key = credentials.server_key(server)
     if credentials.Store(cli.environ).erase(server):
@@ -108,4 +116,29 @@ def _login(cli: CLI, opts: argparse.Namespace) -> int:
         print(f"WARNING! Your password will be stored unencrypted in {credentials.Store(cli.environ).path}.",
               file=cli.err)
     print(answer.get("Status") or "Login Succeeded", file=cli.out)
+    return 0
+
+
+def _search(cli: CLI, opts: argparse.Namespace) -> int:
+    import json
+
+    from berth.cli.commands.events import parse_filters
+    from berth.cli.output import table
+    from berth.cli.templates import render
+
+    client = cli.client()
+    params = {"term": opts.term, "limit": opts.limit}
+    if opts.filter:
+        params["filters"] = json.dumps(parse_filters(opts.filter))
+    resp = client._get(client._url("/images/search"), params=params)
+    results = client._result(resp, json=True)
+    if opts.format:
+        for r in results:
+            row = {"Name": r["name"], "Description": r["description"], "StarCount": r["star_count"],
+                   "IsOfficial": "[OK]" if r["is_official"] else "", "IsAutomated": "[OK]" if r["is_automated"] else ""}
+            print(render(opts.format, row), file=cli.out)
+        return 0
+    table(cli.out, ["NAME", "DESCRIPTION", "STARS", "OFFICIAL"],
+          [[r["name"], r["description"] if opts.no_trunc or len(r["description"]) <= 45 else r["description"][:44] + "…",
+            str(r["star_count"]), "[OK]" if r["is_official"] else ""] for r in results])
     return 0

@@ -295,6 +295,34 @@ class ImageService:
         token = await asyncio.to_thread(login)
         return {"Status": "Login Succeeded", "IdentityToken": token}
 
+    async def search(self, term: str, limit: int, filters: dict[str, list[str]], auth: str) -> list[dict[str, Any]]:
+        """GET /images/search: the registry the term names (Docker Hub without one), its v1 search."""
+        domain, _, query = term.partition("/") if "/" in term and _is_domain(term.split("/", 1)[0]) else \
+            ("docker.io", "", term)
+        if not query:
+            raise InvalidParameter("search term is empty")
+        stars = [int(v) for v in filters.get("stars", []) if v.isdigit()]
+        if filters.get("stars") and not stars:
+            raise InvalidParameter(f"invalid filter 'stars={filters['stars'][0]}'")
+        official = {v.lower() for v in filters.get("is-official", [])}
+        automated = {v.lower() for v in filters.get("is-automated", [])}
+        for values, key in ((official, "is-official"), (automated, "is-automated")):
+            if values - {"true", "false", "1", "0"}:
+                raise InvalidParameter(f"invalid filter '{key}={sorted(values)[0]}'")
+
+        def search() -> list[dict[str, Any]]:
+            reg = Registry(domain, self.registries, Credentials.from_header(auth))
+            try:
+                return reg.search(query, limit)
+            finally:
+                reg.close()
+
+        found = await asyncio.to_thread(search)
+        return [r for r in found
+                if (not stars or r["star_count"] >= max(stars))
+                and (not official or r["is_official"] == (official & {"true", "1"} != set()))
+                and (not automated or r["is_automated"] == (automated & {"true", "1"} != set()))]
+
     async def distribution(self, name: str, auth: str) -> dict[str, Any]:
         """GET /distribution/{name}/json: the manifest's descriptor and the platforms it offers."""
         ref = reference.parse(name)
@@ -363,6 +391,10 @@ async def _with_progress(work: Callable[[Callable[[dict[str, Any]], None]], None
     except BaseException:
         await asyncio.gather(task, return_exceptions=True)
         raise
+
+
+def _is_domain(part: str) -> bool:
+    return "." in part or ":" in part or part == "localhost"
 
 
 def _offer(q: asyncio.Queue[dict[str, Any]], msg: dict[str, Any]) -> None:
