@@ -29,6 +29,7 @@ DEFAULT_CONFIG_FILE = "/etc/berth/daemon.json"
 LOG_LEVELS = ("debug", "info", "warn", "error", "fatal", "panic")
 
 # Keys of berth's own, beyond dockerd's.
+REGISTRY_KEYS = ("insecure-registries", "registry-mirrors", "max-concurrent-downloads", "registry-certs-dirs")
 BERTH_KEYS = frozenset({"tlscrl", "authorization-policy", "listener-policies", "audit-log", "registry-certs-dirs"})
 # Every key dockerd's daemon.json accepts on Linux (so that an unknown key and a key berth does not
 # honour yet get different, precise errors).
@@ -111,6 +112,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("registry-certs-dirs", ("--registry-certs-dir",), list, "where a registry's CA (*.crt) and client "
            "certificate (*.cert, *.key) are found, as <dir>/<host:port>/ (repeatable; default /etc/berth/certs.d and "
            "/etc/docker/certs.d; berth's own)", "DIR"),
+    Option("registry-mirrors", ("--registry-mirror",), list, "a Docker Hub mirror, asked before Docker Hub "
+           "(repeatable)", "URL"),
     Option("max-concurrent-downloads", ("--max-concurrent-downloads",), int, "layers downloaded at once by a pull "
            "(default 3)", "N"),
     Option("userns-remap", ("--userns-remap",), str, "run containers' root as the subordinate ids of this user: "
@@ -373,7 +376,7 @@ def _registries(cfg: Config, merged: dict[str, Any]) -> None:
     from berth.image.registry import Settings
 
     cfg.registries = Settings.parse(merged.get("insecure-registries") or [], merged.get("max-concurrent-downloads", 3),
-                                    merged.get("registry-certs-dirs") or [])
+                                    merged.get("registry-certs-dirs") or [], merged.get("registry-mirrors") or [])
 
 
 def _log_options(cfg: Config, merged: dict[str, Any]) -> None:
@@ -487,7 +490,7 @@ def reloadable(cfg: Config, path: str) -> dict[str, Any]:
     _check_file_keys(path, file_cfg, cfg.flag_values)
     out: dict[str, Any] = {}
     for key in ("debug", "log-level", "labels", "tlscert", "tlskey", "tlscacert", "tlscrl", "authorization-policy",
-                "authorization-plugins"):
+                "authorization-plugins", *REGISTRY_KEYS):
         if key in file_cfg:
             out[key] = file_cfg[key]
     return out

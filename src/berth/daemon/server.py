@@ -122,6 +122,7 @@ class Daemon:
         self.gate: authz.Gate | None = None
         self.auditor: RequestAuditor | None = None
         self.actions: dict[str, str] = {}
+        self.images: ImageService | None = None
 
     def reload(self) -> None:
         try:
@@ -138,6 +139,7 @@ class Daemon:
         self._reload_tls(changes)
         self._reload_policy(changes)
         self._reload_plugins(changes)
+        self._reload_registries(changes)
         logs.set_level("debug" if self.cfg.debug else self.cfg.log_level)
         self.app.debug = self.cfg.debug
         attrs = {"debug": str(self.cfg.debug).lower(), "labels": "[" + ", ".join(self.system.labels) + "]",
@@ -173,6 +175,25 @@ class Daemon:
             log.warning("%s", w)
         log.info("reloaded the TLS certificate %s, key, CA %s%s", cfg.tlscert, cfg.tlscacert,
                  f" and CRL {cfg.tlscrl}" if cfg.tlscrl else "")
+
+    def _reload_registries(self, changes: dict[str, object]) -> None:
+        """insecure-registries, registry-mirrors, max-concurrent-downloads and registry-certs-dirs for the
+        next pulls and pushes (dockerd reloads the first three); a bad value keeps the settings in use."""
+        if self.images is None or not any(k in changes for k in config_mod.REGISTRY_KEYS):
+            return
+        from berth.image.registry import Settings
+
+        cur = self.images.registries
+        try:
+            new = Settings.parse(changes.get("insecure-registries", list(cur.insecure)),
+                                 changes.get("max-concurrent-downloads", cur.max_downloads),
+                                 changes.get("registry-certs-dirs", list(cur.certs_dirs)),
+                                 changes.get("registry-mirrors", list(cur.mirrors)))
+        except BerthError as exc:
+            log.error("registry settings reload failed, keeping the ones in use: %s", exc.message)
+            return
+        self.images.registries = new
+        log.info("reloaded the registry settings: %d insecure, %d mirrors", len(new.insecure), len(new.mirrors))
 
     def _reload_plugins(self, changes: dict[str, object]) -> None:
         """authorization-plugins from daemon.json again (dockerd reloads them too); a plugin that cannot
@@ -253,6 +274,7 @@ class Daemon:
             containers = ContainerFacts(life)
             images = ImageService(image_store, self.bus, in_use=containers.images_in_use, df_extra=containers.df,
                                   registries=cfg.registries)
+            self.images = images
             self.system = SystemService(cfg, self.bus, setup.engine_id(cfg.data_root), image_count=images.counts,
                                         container_counts=containers.counts)
             execs = ExecService(registry, runtimes, parse_detach_keys)

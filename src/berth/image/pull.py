@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import hashlib
+import logging
 import threading
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
@@ -22,10 +23,11 @@ from berth.errors import BerthError, InvalidParameter, NotFound, Unavailable
 from berth.image import manifests, reference
 from berth.image.distmeta import Blob, PulledManifest
 from berth.image.layers import Extracted, chain_ids
-from berth.image.registry import Credentials, Registry, Settings
+from berth.image.registry import DOCKER_HUB, AuthFailed, Credentials, Registry, Settings
 from berth.image.store import ImageStore, NewLayer, digest_of, parse_config
 
 Progress = Callable[[dict[str, Any]], None]
+log = logging.getLogger("berth.pull")
 REPORT_EVERY = 512 << 10  # a Downloading message per this many bytes of a layer
 RETRIES = 5  # broken downloads of one blob taken up again
 
@@ -113,11 +115,34 @@ class Puller:
         self.cancelled = threading.Event()
 
     def pull(self, ref: reference.Reference, platform: manifests.Platform | None) -> Pulled:
+        """From the reference's registry; for Docker Hub, from each mirror in turn first (one that fails
+        or lacks the image hands over to the next, as dockerd)."""
+        mirrors = self.settings.mirrors if ref.domain == DOCKER_HUB else ()
+        for mirror in (*mirrors, ""):
+            reg = Registry(ref.domain, self.settings, self.credentials, mirror=mirror)
+            try:
+                return self._pull(reg, ref, platform)
+            except (Unavailable, NotFound, AuthFailed) as exc:
+                if not mirror:
+                    raise
+                log.info("mirror %s: %s; trying the next", mirror, exc.message)
+            finally:
+                reg.close()
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def pull_all(self, ref: reference.Reference, platform: manifests.Platform | None) -> list[Pulled]:
+        """Every tag of the repository (docker pull --all-tags), one after the other."""
         reg = Registry(ref.domain, self.settings, self.credentials)
         try:
-            return self._pull(reg, ref, platform)
+            tags = sorted(reg.tags(ref.path))
         finally:
             reg.close()
+        if not tags:
+            raise NotFound(f"no tags in repository {ref.familiar_name}")
+        out = []
+        for tag in tags:
+            out.append(self.pull(reference.Reference(ref.domain, ref.path, tag), platform))
+        return out
 
     def _manifest(self, reg: Registry, ref: reference.Reference, want: str) -> tuple[bytes, str]:
         try:

@@ -39,11 +39,17 @@ class Settings:
     insecure: tuple[str, ...] = ()  # host[:port] or a CIDR
     max_downloads: int = 3
     certs_dirs: tuple[str, ...] = CERTS_DIRS  # <dir>/<host:port>/
+    mirrors: tuple[str, ...] = ()  # Docker Hub's pull-through mirrors, tried in order before Docker Hub
 
     @classmethod
-    def parse(cls, insecure: list[object], downloads: object, certs_dirs: list[object]) -> Settings:
+    def parse(cls, insecure: object, downloads: object, certs_dirs: object, mirrors: object = None) -> Settings:
         """daemon.json's insecure-registries (host[:port] or a CIDR), max-concurrent-downloads and
         registry-certs-dirs, each checked; InvalidParameter in dockerd's words where it has them."""
+        for name, value in (("insecure-registries", insecure), ("registry-certs-dirs", certs_dirs),
+                            ("registry-mirrors", mirrors or [])):
+            if not isinstance(value, (list, tuple)):
+                raise InvalidParameter(f"{name} must be a list")
+        assert isinstance(insecure, (list, tuple)) and isinstance(certs_dirs, (list, tuple))
         entries = []
         for entry in insecure:
             text = str(entry).strip()
@@ -60,7 +66,16 @@ class Settings:
         if not isinstance(downloads, int) or isinstance(downloads, bool) or not 1 <= downloads <= 64:
             raise InvalidParameter(f"max-concurrent-downloads must be between 1 and 64, not {downloads}")
         dirs = tuple(os.path.abspath(str(d)) for d in certs_dirs) or CERTS_DIRS
-        return cls(tuple(entries), downloads, dirs)
+        checked = []
+        for m in mirrors or []:  # type: ignore[attr-defined]
+            url = str(m).strip().rstrip("/")
+            scheme, sep, rest = url.partition("://")
+            if not sep or scheme not in ("http", "https"):
+                raise InvalidParameter(f"invalid mirror: unsupported scheme \"{scheme if sep else ''}\" in \"{m}\"")
+            if not _HOSTPORT.fullmatch(rest):
+                raise InvalidParameter(f"invalid mirror: \"{m}\" is not a valid URI (host[:port] with no path)")
+            checked.append(url)
+        return cls(tuple(entries), downloads, dirs, tuple(checked))
 
     def is_insecure(self, domain: str) -> bool:
         """Loopback registries are insecure unless said otherwise, as dockerd's default 127.0.0.0/8."""
@@ -183,16 +198,21 @@ class Registry:
     settings: Settings
     credentials: Credentials = field(default_factory=Credentials)
     timeout: float = 60.0
+    mirror: str = ""  # a Docker Hub mirror's URL: its host is asked instead of Docker Hub
 
     def __post_init__(self) -> None:
         self.endpoint = HUB_ENDPOINT if self.domain == DOCKER_HUB else self.domain
         self.scheme = "https"
+        if self.mirror:
+            self.scheme, _, self.endpoint = self.mirror.partition("://")
         self.client = httpx.Client(timeout=httpx.Timeout(30.0, read=self.timeout), follow_redirects=True,
-                                   trust_env=True, verify=tls_context(self.domain, self.settings),
+                                   trust_env=True, verify=tls_context(self.endpoint if self.mirror else self.domain,
+                                                                      self.settings),
                                    headers={"User-Agent": "berth"})
         self.plain = httpx.Client(timeout=httpx.Timeout(30.0, read=self.timeout), follow_redirects=True,
                                   trust_env=True, headers={"User-Agent": "berth"}) \
-            if self.settings.is_insecure(self.domain) else None
+            if self.settings.is_insecure(self.endpoint if self.mirror else self.domain) or self.scheme == "http" \
+            else None
         self.tokens: dict[str, _Token] = {}
         self.basic = False  # the registry asked for Basic: send it each time
         self.identity = ""  # a refresh token the token server gave (docker login's IdentityToken)
@@ -323,6 +343,23 @@ class Registry:
                             "is_official": bool(item.get("is_official")),
                             "is_automated": bool(item.get("is_automated"))})
         return out
+
+    def tags(self, repo: str, limit: int = 10000) -> list[str]:
+        """Every tag of ``repo`` (``/v2/<repo>/tags/list``, following its Link pages)."""
+        out: list[str] = []
+        path = f"/v2/{repo}/tags/list?n=1000"
+        while path and len(out) < limit:
+            with self._request("GET", path, f"repository:{repo}:pull") as r:
+                if r.status_code == 404:
+                    raise NotFound(_registry_words(r))
+                if r.status_code != 200:
+                    raise Unavailable(f"the registry {self.domain} answered HTTP {r.status_code} to the tags list")
+                data = json.loads(_read_limited(r, SMALL_LIMIT, "tags list"))
+                link = r.headers.get("link", "")
+            out += [t for t in (data.get("tags") or []) if isinstance(t, str)]
+            m = re.match(r'<([^>]+)>;\s*rel="next"', link)
+            path = m.group(1) if m and m.group(1).startswith("/v2/") else ""
+        return out[:limit]
 
     def manifest(self, repo: str, ref: str, accept: str) -> tuple[bytes, str]:
         """The manifest's bytes as served, and its Content-Type."""

@@ -67,17 +67,15 @@ def run(cli: CLI, opts: argparse.Namespace) -> int:
         repo, tag = _split(opts.name)
         if opts.all_tags and tag:
             raise InvalidParameter("tag can't be used with --all-tags/-a")
-        if opts.all_tags:
-            raise InvalidParameter("--all-tags is not supported yet: pull the tags one by one")
-        stream = client.pull(repo, tag or "latest", stream=True, decode=True, platform=opts.platform or None,
-                             auth_config=_auth(cli, opts.name))
+        stream = client.pull(repo, None if opts.all_tags else (tag or "latest"), all_tags=opts.all_tags, stream=True,
+                             decode=True, platform=opts.platform or None, auth_config=_auth(cli, opts.name))
         if opts.quiet:
             for m in stream:
                 if "error" in m or "errorDetail" in m:
                     raise StreamError(str(m.get("error") or m["errorDetail"].get("message")))
         else:
             show_stream(cli, stream)
-        print(str(reference.parse(opts.name)), file=cli.out)  # as the docker CLI: the full name
+        print(str(reference.parse(opts.name, default_tag=not opts.all_tags)), file=cli.out)  # the full name
         return 0
     if opts.verb == "push":
         repo, tag = _split(opts.name)

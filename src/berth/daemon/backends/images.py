@@ -81,7 +81,9 @@ class ImageService:
                 for ref in rec.tags:
                     r = reference.parse(ref)
                     for pattern in filters["reference"]:
-                        name_part, _, tag_part = pattern.partition(":")
+                        colon = pattern.rfind(":")  # a tag's colon comes after the last slash (host:port/x)
+                        name_part, tag_part = (pattern[:colon], pattern[colon + 1:]) \
+                            if colon > pattern.rfind("/") else (pattern, "")
                         names = (r.familiar_name, r.name)
                         if any(fnmatch.fnmatchcase(n, name_part) for n in names) and \
                                 (not tag_part or fnmatch.fnmatchcase(r.tag or "", tag_part)):
@@ -257,14 +259,20 @@ class ImageService:
     async def image_pull(self, image: str, tag: str, platform: str, auth: str) -> AsyncIterator[dict[str, Any]]:
         """``docker pull``'s messages as they come; an error before the first one is a status code."""
         text = image if not tag else (f"{image}@{tag}" if tag.startswith("sha256:") else f"{image}:{tag}")
-        ref = reference.parse(text)
+        ref = reference.parse(text, default_tag=False)
+        every_tag = not ref.tag and not ref.digest  # a name alone: every tag, as dockerd (docker pull -a)
         want = manifests.parse_platform(platform) if platform else None
         credentials = Credentials.from_header(auth)
         pulled: list[Any] = []
-        async for msg in _with_progress(lambda report: pulled.append(
-                Puller(self.store, self.registries, credentials, report).pull(ref, want))):
+
+        def work(report: Callable[[dict[str, Any]], None]) -> None:
+            puller = Puller(self.store, self.registries, credentials, report)
+            pulled.extend(puller.pull_all(ref, want) if every_tag else [puller.pull(ref, want)])
+
+        async for msg in _with_progress(work):
             yield msg
-        self._event("pull", pulled[0].image_id, pulled[0].name)
+        for p in pulled:
+            self._event("pull", p.image_id, p.name)
 
     async def image_push(self, name: str, tag: str, auth: str) -> AsyncIterator[dict[str, Any]]:
         """``docker push``'s messages as they come."""
