@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import datetime as dt
 import fnmatch
+import threading
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -380,9 +382,21 @@ async def _with_progress(work: Callable[[Callable[[dict[str, Any]], None]], None
     reader loses Downloading/Pushing messages, never the others); its error raised at the end."""
     loop = asyncio.get_running_loop()
     progress: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=10000)
+    pending: collections.deque[dict[str, Any]] = collections.deque()
+    woken = threading.Event()  # the loop has a drain coming: the next reports need not wake it again
+
+    def drain() -> None:
+        woken.clear()
+        while pending:
+            _offer(progress, pending.popleft())
 
     def report(msg: dict[str, Any]) -> None:
-        loop.call_soon_threadsafe(_offer, progress, msg)
+        # one wakeup of the loop for a burst of reports from the download threads, not one each: each
+        # wakeup costs the loop a spin (linux/spinpoll.py), a core's worth on a 2-core machine
+        pending.append(msg)
+        if not woken.is_set():
+            woken.set()
+            loop.call_soon_threadsafe(drain)
 
     task = asyncio.create_task(run_in_own_thread(work, report))
     try:
@@ -393,6 +407,7 @@ async def _with_progress(work: Callable[[Callable[[dict[str, Any]], None]], None
                 yield getter.result()
             else:
                 getter.cancel()
+        drain()
         while not progress.empty():
             yield progress.get_nowait()
         task.result()
