@@ -278,7 +278,7 @@ class LayerStore:
         os.mkdir(path, 0o700)
         return path
 
-    def extract(self, src: BinaryIO, staging: str | None = None) -> Extracted:
+    def extract(self, src: BinaryIO, staging: str | None = None, src_hashed: bool = False) -> Extracted:
         """Extract a (possibly compressed) layer tar into a new staging directory.
 
         Raises InvalidParameter for a malformed or unsafe layer; the staging directory is removed
@@ -286,7 +286,7 @@ class LayerStore:
         """
         staging = staging or self.new_staging()
         try:
-            plain, raw = open_layer(src)
+            plain, raw = open_layer(src, src if src_hashed else None)  # src has digest, size, drain
             hashed = HashingReader(plain)
             reader = tarfmt.TarReader(hashed)  # type: ignore[arg-type]
             ex = _Extractor(staging)

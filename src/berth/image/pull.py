@@ -45,7 +45,7 @@ class _Stream:
 
     def __init__(self, chunks: Iterator[bytes], size: int, on_bytes: Callable[[int], None]) -> None:
         self.chunks: Iterator[bytes] | None = chunks
-        self.size, self.on_bytes = size, on_bytes
+        self.limit, self.on_bytes = size, on_bytes
         self.buf = bytearray()
         self.pos = 0  # what of buf is read already (compacted now and then, not at each read)
         self.read_total = 0
@@ -60,8 +60,8 @@ class _Stream:
             self.chunks = None
             return False
         self.read_total += len(chunk)
-        if self.size and self.read_total > self.size:
-            raise InvalidParameter(f"the registry sent more than the {self.size} bytes the manifest gives")
+        if self.limit and self.read_total > self.limit:
+            raise InvalidParameter(f"the registry sent more than the {self.limit} bytes the manifest gives")
         self.sha.update(chunk)
         self.on_bytes(self.read_total)
         if self.pos > (1 << 20) and self.pos * 2 > len(self.buf):
@@ -84,6 +84,14 @@ class _Stream:
     @property
     def digest(self) -> str:
         return "sha256:" + self.sha.hexdigest()
+
+    @property
+    def size(self) -> int:
+        return self.read_total
+
+    def drain(self) -> None:
+        while self.read(1 << 20):
+            pass
 
 
 def _verified(body: bytes, digest: str, what: str) -> bytes:
@@ -277,7 +285,7 @@ class Puller:
         try:
             stream = _Stream(chunks, d.size, on_bytes)
             try:
-                ex = self.store.layers.extract(stream)  # type: ignore[arg-type]
+                ex = self.store.layers.extract(stream, src_hashed=True)  # type: ignore[arg-type]
             except InvalidParameter:
                 # the layer was extracted as it arrived: bytes that break the tar or the compression
                 # are most often bytes that do not match the digest; say that when it is so

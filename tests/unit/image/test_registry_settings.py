@@ -67,3 +67,19 @@ def test_hostile_manifests_are_refused() -> None:
             manifests.parse(body, "application/json")
     with pytest.raises(InvalidParameter, match="unknown operating system or architecture"):
         manifests.parse_platform("linux")
+
+
+def test_gunzip_reads_members_padding_and_refuses_truncation_and_bombs() -> None:
+    import gzip
+    import io
+
+    from berth.image.streams import Gunzip
+
+    two = gzip.compress(b"a" * 1000, mtime=0) + gzip.compress(b"b" * 10, mtime=0) + b"\0" * 512
+    assert Gunzip(io.BytesIO(two)).read() == b"a" * 1000 + b"b" * 10
+    with pytest.raises(EOFError):
+        Gunzip(io.BytesIO(gzip.compress(b"x" * 100000)[:-20])).read()
+    bomb = gzip.compress(b"\0" * (64 << 20))  # 64 MiB of zeros in ~64 KiB
+    g = Gunzip(io.BytesIO(bomb))
+    assert len(g.read(4096)) == 4096
+    assert len(g._buf) < 2 << 20  # a small read does not inflate the whole member
