@@ -60,6 +60,57 @@ def remove(sock: str, host: str) -> None:
                     f"http://d/images/{host}/bench/big:1?force=1"], check=True, stdout=subprocess.DEVNULL)
 
 
+def push(sock: str, host: str) -> float:
+    """Push bench/big:1 (tagged for ``host``) and time it to the end of the response stream."""
+    subprocess.run(["curl", "-sS", "--fail", "--unix-socket", sock, "-X", "POST",
+                    f"http://d/images/bench/big:1/tag?repo={host}/bench/big&tag=1"], check=True, capture_output=True)
+    t0 = time.perf_counter()
+    r = subprocess.run(["curl", "-sS", "--fail", "--unix-socket", sock, "-X", "POST", "-H",
+                        "X-Registry-Auth: e30=", f"http://d/images/{host}/bench/big/push?tag=1"],
+                       capture_output=True, check=True)
+    elapsed = time.perf_counter() - t0
+    if b'"error"' in r.stdout:
+        raise RuntimeError(f"the push failed: {r.stdout[-400:]!r}")
+    return elapsed
+
+
+def push_main(rounds: int = 3) -> dict[str, dict[str, float]]:
+    """Each round, each daemon pushes the image to a registry of its own, fresh (nothing to skip)."""
+    if REGISTRY is None:
+        return {}
+    kinds = run.kinds()
+    work = tempfile.mkdtemp(prefix="berth-bench-push-")
+    daemons: dict[str, Daemon] = {}
+    samples: dict[str, list[float]] = {k: [] for k in kinds}
+    try:
+        archive = os.path.join(work, "big.tar")
+        make_archive(archive, LAYERS, FILES, FILE_MB)
+        for k in kinds:
+            daemons[k] = Daemon(k)
+            daemons[k].start()
+            subprocess.run(["curl", "-sS", "--fail", "--unix-socket", daemons[k].sock, "-X", "POST", "-T", archive,
+                            "-H", "Content-Type: application/x-tar", "http://d/images/load?quiet=1"],
+                           check=True, stdout=subprocess.DEVNULL)
+        for i in range(rounds):
+            for k in (kinds if i % 2 == 0 else list(reversed(kinds))):
+                regdir = os.path.join(work, f"reg-{i}-{k}")
+                os.makedirs(regdir)
+                registry, host = start_registry(regdir)
+                try:
+                    subprocess.run(["sync"], check=True)
+                    samples[k].append(push(daemons[k].sock, host))
+                finally:
+                    registry.terminate()
+                    registry.wait()
+                    shutil.rmtree(regdir, ignore_errors=True)
+    finally:
+        for d in daemons.values():
+            d.remove()
+        shutil.rmtree(work, ignore_errors=True)
+    return {f"push {LAYERS} layers of {FILES * FILE_MB} MiB, fresh registry (s)":
+            {k: statistics.median(samples[k]) for k in kinds}}
+
+
 def main(rounds: int = 5) -> dict[str, dict[str, float]]:
     if REGISTRY is None or SKOPEO is None:
         print("pull: needs docker-registry and skopeo (apt-get install docker-registry skopeo): skipped")
@@ -102,6 +153,6 @@ def main(rounds: int = 5) -> dict[str, dict[str, float]]:
 
 
 if __name__ == "__main__":
-    res = main()
+    res = {**main(), **push_main()}
     for name, vals in res.items():
         print(name, {k: round(v, 3) for k, v in vals.items()})

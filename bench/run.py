@@ -317,6 +317,7 @@ def main() -> int:
         import pull
 
         results.update(pull.main(rounds=3 if opts.quick else 5))
+        results.update(pull.push_main(rounds=2 if opts.quick else 3))
     if opts.only in (None, "containers"):
         import containers
 

@@ -138,7 +138,7 @@ class TokenServer:
     out, with the signing certificate in an ``x5c`` header and ``aud`` a single string. It grants
     what ``users`` allows: {user: password}; anonymous callers get pull on ``public/*`` only."""
 
-    def __init__(self, cleanup: Cleanup, users: dict[str, str], lifetime: int = 300) -> None:
+    def __init__(self, cleanup: Cleanup, users: dict[str, str], lifetime: int = 300, jwt_lifetime: int = 0) -> None:
         import base64
         import http.server
         import threading
@@ -146,6 +146,8 @@ class TokenServer:
         from berth.security import pki
 
         self.users, self.lifetime, self.issued = users, lifetime, 0
+        # shorter: a token that expires before it says it will (distribution allows 60 s past "exp")
+        self.jwt_lifetime = jwt_lifetime or lifetime
         self.dir = cleanup.path(public_tmpdir("berth-tokens-"))
         self.ca = pki.init_ca(self.dir, "token signer", key_spec=pki.KeySpec(2048))
         self.port = free_port()
@@ -199,8 +201,8 @@ class TokenServer:
         now = int(time.time())
         der = self.ca.cert.public_bytes(serialization.Encoding.DER)
         header = {"typ": "JWT", "alg": "RS256", "x5c": [base64.b64encode(der).decode()]}
-        claims = {"iss": "berth-test-issuer", "sub": user, "aud": service, "exp": now + self.lifetime,
-                  "nbf": now - 10, "iat": now, "jti": secrets.token_hex(8), "access": access}
+        claims = {"iss": "berth-test-issuer", "sub": user, "aud": service, "exp": now + self.jwt_lifetime,
+                  "nbf": now - 120, "iat": now - 60, "jti": secrets.token_hex(8), "access": access}
         signing_input = f"{b64(json.dumps(header).encode())}.{b64(json.dumps(claims).encode())}".encode()
         sig = self.ca.key.sign(signing_input, padding.PKCS1v15(), hashes.SHA256())  # type: ignore[union-attr, call-arg]
         self.issued += 1
@@ -215,9 +217,10 @@ class CuttingProxy:
     """A TCP relay on 127.0.0.1 in front of ``target`` (host:port) that cuts the first ``cuts``
     connections carrying more than ``after`` bytes back to the client: a registry dying mid-blob."""
 
-    def __init__(self, cleanup: Cleanup, target: str, after: int, cuts: int = 1) -> None:
+    def __init__(self, cleanup: Cleanup, target: str, after: int, cuts: int = 1, delay: float = 0) -> None:
         import threading
 
+        self.delay = delay  # seconds the connection hangs before it is cut
         self.target = target.rsplit(":", 1)
         self.after, self.cuts_left, self.cut = after, cuts, 0
         self.lock = threading.Lock()
@@ -257,6 +260,7 @@ class CuttingProxy:
                             self.cut += 1
                     if cut:
                         dst.sendall(data[: max(0, self.after - sent)])
+                        time.sleep(self.delay)
                         raise OSError("cut")
                 dst.sendall(data)
                 sent += len(data)

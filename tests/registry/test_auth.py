@@ -74,3 +74,25 @@ def test_bearer_tokens_from_a_token_server(berthd: Berthd, cleanup: Cleanup) -> 
     r = docker("pull", f"{reg.host}/private/app:1", env=env, timeout=60)
     assert r.returncode == 0, r.stderr
     assert "hunter2" not in berthd.log()
+
+
+def test_a_token_that_expires_mid_pull_is_renewed(berthd: Berthd, cleanup: Cleanup) -> None:
+    """The token says 300 s and is good for about 5 (its "exp" is 55 s past, and distribution allows 60):
+    the download, cut after 1 MiB and taken up 8 s later, meets a 401 with its cached token and gets
+    a new one."""
+    import os
+
+    from tests.lib.images import busybox_rootfs_tar, config_for, docker_archive, layer_tar
+    from tests.lib.registry import CuttingProxy, TokenServer
+
+    tokens = TokenServer(cleanup, {"bob": "hunter2"}, lifetime=300, jwt_lifetime=-55)
+    reg = start_registry(cleanup, tokens.registry_config())
+    reg.creds = "bob:hunter2"
+    big = layer_tar({"data/blob": os.urandom(3 << 20)})
+    base = busybox_rootfs_tar()
+    reg.push_archive(docker_archive([(config_for([base, big]), [base, big], ["big:1"])]), "public/big:1")
+    proxy = CuttingProxy(cleanup, reg.host, after=1 << 20, delay=8)
+    issued = tokens.issued
+    r = docker("pull", f"{proxy.host}/public/big:1", env=base_env(DOCKER_HOST=berthd.url), timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert proxy.cut == 1 and tokens.issued == issued + 2, (proxy.cut, tokens.issued - issued)
