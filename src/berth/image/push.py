@@ -9,6 +9,7 @@ Progress goes out in dockerd's messages, the last one an ``aux`` with the tag, d
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import zlib
 from collections.abc import Callable, Iterator
@@ -24,6 +25,7 @@ from berth.image.store import ImageStore, digest_of, parse_config
 
 Progress = Callable[[dict[str, Any]], None]
 REPORT_EVERY = 512 << 10
+UPLOADS = 5  # layers pushed at once
 
 
 @dataclass(frozen=True)
@@ -87,7 +89,11 @@ class Pusher:
         up = Uploads(reg, ref.path)
         for d in diff_ids:
             self.progress({"status": "Preparing", "progressDetail": {}, "id": d[7:19]})
-        layers = [self._layer(reg, up, ref, diff_id, chain) for diff_id, chain in zip(diff_ids, chains, strict=True)]
+        # layers in parallel (gzip releases the GIL), as dockerd's max-concurrent-uploads (5)
+        with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, min(UPLOADS, len(diff_ids))),
+                                                   thread_name_prefix="push") as pool:
+            layers = list(pool.map(lambda pair: self._layer(reg, up, ref, pair[0], pair[1]),
+                                   zip(diff_ids, chains, strict=True)))
         if not up.exists(image_id):
             digest, _ = up.upload(iter([config]), lambda n: None)
             if digest != image_id:

@@ -216,6 +216,7 @@ class Registry:
         self.tokens: dict[str, _Token] = {}
         self.basic = False  # the registry asked for Basic: send it each time
         self.identity = ""  # a refresh token the token server gave (docker login's IdentityToken)
+        self.probed = self.plain is None  # an insecure registry: HTTPS or HTTP is found out once
         self.lock = threading.Lock()
 
     def close(self) -> None:
@@ -292,15 +293,26 @@ class Registry:
             return
         raise AuthFailed("unauthorized: authentication required")  # pragma: no cover
 
+    def _probe(self) -> None:
+        """For an insecure registry, HTTPS or HTTP, decided once (by the first request, under the lock:
+        the download and upload threads share this registry)."""
+        with self.lock:
+            if self.probed or self.plain is None or self.scheme != "https":
+                return
+            try:
+                self.client.get(f"https://{self.endpoint}/v2/").close()
+            except httpx.TransportError:
+                self.scheme = "http"
+            self.probed = True
+
     def _send(self, method: str, path: str, headers: dict[str, str], content: bytes | None = None) -> httpx.Response:
+        if not self.probed:
+            self._probe()
         url = f"{self.scheme}://{self.endpoint}{path}"
         try:
             client = self.plain if self.scheme == "http" and self.plain is not None else self.client
             return client.send(client.build_request(method, url, headers=headers, content=content), stream=True)
         except (httpx.ConnectError, httpx.RemoteProtocolError) as exc:
-            if self.scheme == "https" and self.plain is not None:  # an insecure registry without TLS
-                self.scheme = "http"
-                return self._send(method, path, headers, content)
             raise Unavailable(f"Get \"{url}\": {exc}") from None
         except httpx.TimeoutException:
             raise Unavailable(f"Get \"{url}\": the registry did not answer in time") from None
