@@ -21,6 +21,10 @@ def test_docker_hub_names_come_from_the_mirrors_and_sighup_changes_them(make_ber
     assert r.returncode == 0 and f"Digest: {digest}" in r.stdout, r.stdout + r.stderr
     assert "mirror http://127.0.0.1:1" in d.log()  # the dead one was tried first and handed over
     assert docker_at(d, "run", "--rm", "--network", "none", "app:1", "cat", "/etc/version").stdout == "v1"
+    mirror.push_archive(_archive("app:2", b"v2"), "library/app:2")
+    r = docker_at(d, "pull", "--all-tags", "app", timeout=120)  # the tags list comes through the mirror too
+    assert r.returncode == 0, r.stderr
+    assert sorted(docker_at(d, "images", "--format", "{{.Tag}}", "app").stdout.split()) == ["1", "2"]
     # the mirror goes from daemon.json: a reload, and Docker Hub (refused here) is all that is left
     with open(os.path.join(d.root, "daemon.json"), "w") as f:
         json.dump({"registry-mirrors": []}, f)

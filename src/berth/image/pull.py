@@ -15,7 +15,7 @@ import logging
 import threading
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 
@@ -27,6 +27,7 @@ from berth.image.registry import DOCKER_HUB, AuthFailed, Credentials, Registry, 
 from berth.image.store import ImageStore, NewLayer, digest_of, parse_config
 
 Progress = Callable[[dict[str, Any]], None]
+T = TypeVar("T")
 log = logging.getLogger("berth.pull")
 REPORT_EVERY = 512 << 10  # a Downloading message per this many bytes of a layer
 RETRIES = 5  # broken downloads of one blob taken up again
@@ -122,14 +123,14 @@ class Puller:
         self.credentials = credentials
         self.cancelled = threading.Event()
 
-    def pull(self, ref: reference.Reference, platform: manifests.Platform | None) -> Pulled:
-        """From the reference's registry; for Docker Hub, from each mirror in turn first (one that fails
-        or lacks the image hands over to the next, as dockerd)."""
+    def _via(self, ref: reference.Reference, fn: Callable[[Registry], T]) -> T:
+        """``fn`` on the reference's registry; for Docker Hub, on each mirror in turn first (one that
+        fails or lacks the image hands over to the next, as dockerd)."""
         mirrors = self.settings.mirrors if ref.domain == DOCKER_HUB else ()
         for mirror in (*mirrors, ""):
             reg = Registry(ref.domain, self.settings, self.credentials, mirror=mirror)
             try:
-                return self._pull(reg, ref, platform)
+                return fn(reg)
             except (Unavailable, NotFound, AuthFailed) as exc:
                 if not mirror:
                     raise
@@ -138,19 +139,15 @@ class Puller:
                 reg.close()
         raise AssertionError("unreachable")  # pragma: no cover
 
+    def pull(self, ref: reference.Reference, platform: manifests.Platform | None) -> Pulled:
+        return self._via(ref, lambda reg: self._pull(reg, ref, platform))
+
     def pull_all(self, ref: reference.Reference, platform: manifests.Platform | None) -> list[Pulled]:
         """Every tag of the repository (docker pull --all-tags), one after the other."""
-        reg = Registry(ref.domain, self.settings, self.credentials)
-        try:
-            tags = sorted(reg.tags(ref.path))
-        finally:
-            reg.close()
+        tags = sorted(self._via(ref, lambda reg: reg.tags(ref.path)))
         if not tags:
             raise NotFound(f"no tags in repository {ref.familiar_name}")
-        out = []
-        for tag in tags:
-            out.append(self.pull(reference.Reference(ref.domain, ref.path, tag), platform))
-        return out
+        return [self.pull(reference.Reference(ref.domain, ref.path, tag), platform) for tag in tags]
 
     def _manifest(self, reg: Registry, ref: reference.Reference, want: str) -> tuple[bytes, str]:
         try:
