@@ -93,3 +93,34 @@ def test_push_errors_and_credentials(berthd: Berthd, cleanup: Cleanup) -> None:
     assert r.returncode == 0 and "Pushed" in r.stdout, r.stderr
     reg.creds = "alice:s3cret"
     assert reg.digest("app:1").startswith("sha256:")
+
+
+def test_berth_pulls_what_dockerd_pushes(berthd: Berthd, registry: Registry, cleanup: Cleanup) -> None:
+    from tests.lib.dockerd import DOCKERD, Dockerd
+
+    if DOCKERD is None:
+        pytest.skip("dockerd is not installed (Debian package docker.io)")
+    path = cleanup.path(public_tmpdir("berth-dockerd-push-")) + "/img.tar"
+    with open(path, "wb") as f:
+        f.write(_archive("fromdockerd:1", b"pushed by dockerd"))
+    name = f"{registry.host}/fromdockerd:1"
+    dd = Dockerd()
+    try:
+        dd.start()
+        assert docker_at(dd, "load", "-i", path).returncode == 0
+        assert docker_at(dd, "tag", "fromdockerd:1", name).returncode == 0
+        r = docker_at(dd, "push", name, timeout=120)
+        assert r.returncode == 0, r.stderr
+        image_id = docker_at(dd, "image", "inspect", "--format", "{{.Id}}", name).stdout.strip()
+    finally:
+        dd.stop()
+    digest = registry.digest("fromdockerd:1")
+    r = docker_at(berthd, "pull", name, timeout=120)
+    assert r.returncode == 0 and f"Digest: {digest}" in r.stdout, r.stdout + r.stderr
+    assert docker_at(berthd, "image", "inspect", "--format", "{{.Id}}", name).stdout.strip() == image_id
+    r = docker_at(berthd, "run", "--rm", "--network", "none", name, "cat", "/etc/version")
+    assert r.stdout == "pushed by dockerd", r.stderr
+    # and pushed back by berth to another repository: mounted, with dockerd's manifest byte for byte
+    assert docker_at(berthd, "tag", name, f"{registry.host}/again:1").returncode == 0
+    r = docker_at(berthd, "push", f"{registry.host}/again:1", timeout=120)
+    assert r.returncode == 0 and registry.digest("again:1") == digest, r.stdout
