@@ -45,7 +45,7 @@ from berth.daemon.events import EventBus, make_event
 from berth.daemon.listeners import Site
 from berth.errors import BerthError, InvalidParameter, System
 from berth.image.store import ImageStore
-from berth.linux import spinpoll, systemd
+from berth.linux import malloc, spinpoll, systemd
 from berth.linux.idmap import share_with_remapped_root
 from berth.network.controller import NetworkController
 from berth.security import actions as actions_mod
@@ -383,6 +383,7 @@ def main(argv: list[str] | None = None) -> int:
         print("configuration OK")
         return 0
     logs.setup(cfg.log_level)
+    malloc.tune()
     if cfg.cleanup_network:
         return setup.cleanup_network(cfg)
     try:
