@@ -20,8 +20,9 @@ from berth.errors import InvalidParameter, NotFound
 from berth.image import manifests, reference
 from berth.image.distmeta import Blob
 from berth.image.layers import chain_ids
-from berth.image.registry import Credentials, Registry, Settings, Uploads
+from berth.image.registry import Credentials, Registry, Settings
 from berth.image.store import ImageStore, digest_of, parse_config
+from berth.image.uploads import Uploads
 
 Progress = Callable[[dict[str, Any]], None]
 REPORT_EVERY = 512 << 10
