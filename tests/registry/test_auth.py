@@ -6,22 +6,12 @@ from __future__ import annotations
 import base64
 import json
 
-import pytest
-
 from tests.lib import rawhttp
 from tests.lib.cleanup import Cleanup
 from tests.lib.clis import base_env, docker
 from tests.lib.daemon import Berthd, public_tmpdir
-from tests.lib.registry import Registry, htpasswd, start_registry
+from tests.lib.registry import Registry, start_registry
 from tests.registry.test_pull import _archive
-
-
-@pytest.fixture
-def locked(cleanup: Cleanup) -> Registry:
-    reg = start_registry(cleanup, htpasswd(cleanup, {"alice": "s3cret"}))
-    reg.creds = "alice:s3cret"
-    reg.push_archive(_archive("app:1"), "app:1")
-    return reg
 
 
 def test_login_then_pull_with_the_clis_stored_credentials(berthd: Berthd, locked: Registry, cleanup: Cleanup) -> None:

@@ -10,14 +10,12 @@ import os
 from tests.lib.cleanup import Cleanup
 from tests.lib.clis import base_env, berth, docker
 from tests.lib.daemon import Berthd, public_tmpdir
-from tests.lib.registry import htpasswd, start_registry
-from tests.registry.test_pull import _archive
+from tests.lib.registry import Registry
 
 
-def test_login_pull_push_logout_with_docker_config_and_a_helper(berthd: Berthd, cleanup: Cleanup) -> None:
-    reg = start_registry(cleanup, htpasswd(cleanup, {"alice": "s3cret"}))
-    reg.creds = "alice:s3cret"
-    reg.push_archive(_archive("app:1"), "app:1")
+def test_login_pull_push_logout_with_docker_config_and_a_helper(berthd: Berthd, locked: Registry,
+                                                                 cleanup: Cleanup) -> None:
+    reg = locked
     home = cleanup.path(public_tmpdir("berth-cfg-"))
     env = base_env(DOCKER_CONFIG=home, DOCKER_HOST=berthd.url)
     name = f"{reg.host}/app:1"

@@ -39,7 +39,7 @@ def client_cn() -> str:
     return f"{getpass.getuser()}@{socket.gethostname()}"
 
 
-def _read(path: str) -> bytes:
+def read(path: str) -> bytes:
     with open(path, "rb") as f:
         return f.read()
 
@@ -74,7 +74,7 @@ def new_client(store: Store, ca: pki.CA) -> x509.Certificate:
 
 
 def client_serial(store: Store) -> int:
-    return int(x509.load_pem_x509_certificate(_read(os.path.join(certs_dir(store), "cert.pem"))).serial_number)
+    return int(x509.load_pem_x509_certificate(read(os.path.join(certs_dir(store), "cert.pem"))).serial_number)
 
 
 def copy_client(store: Store, machine_dir: str, ca_pem: bytes | None = None) -> None:
@@ -115,21 +115,21 @@ def new_server(ca: pki.CA, machine_dir: str, cn: str, sans: list[str]) -> tuple[
     """A server certificate into machine_dir (server.pem, server-key.pem); returns (cert, key) PEM."""
     with tempfile.TemporaryDirectory(dir=machine_dir) as tmp:
         pki.issue(ca, tmp, cn, server=True, sans=sans, days=1095)
-        cert, key = _read(os.path.join(tmp, "cert.pem")), _read(os.path.join(tmp, "key.pem"))
+        cert, key = read(os.path.join(tmp, "cert.pem")), read(os.path.join(tmp, "key.pem"))
         _place(os.path.join(tmp, "key.pem"), os.path.join(machine_dir, "server-key.pem"), 0o400)
         _place(os.path.join(tmp, "cert.pem"), os.path.join(machine_dir, "server.pem"), 0o444)
     return cert, key
 
 
 def ca_pem(store: Store) -> bytes:
-    return _read(os.path.join(certs_dir(store), "ca.pem"))
+    return read(os.path.join(certs_dir(store), "ca.pem"))
 
 
 def crl(store: Store) -> bytes | None:
     path = os.path.join(certs_dir(store), "crl.pem")
-    return _read(path) if os.path.exists(path) else None
+    return read(path) if os.path.exists(path) else None
 
 
 def revoke(store: Store, ca: pki.CA, serials: list[int]) -> bytes:
     """The store's CRL with ``serials`` added (valid as long as the certificates it may list)."""
-    return _read(pki.revoke(ca, certs_dir(store), serials, days=1095))
+    return read(pki.revoke(ca, certs_dir(store), serials, days=1095))

@@ -375,10 +375,11 @@ def rotate_ca(cli: CLI, store: Store) -> int:
     stage = os.path.join(d, "rotate")
     shutil.rmtree(stage, ignore_errors=True)
     new_ca = pki.init_ca(stage, certs.ca_cn(), days=3650)
-    old_pem, new_pem = certs.ca_pem(store), open(os.path.join(stage, "ca.pem"), "rb").read()
+    old_pem, new_pem = certs.ca_pem(store), certs.read(os.path.join(stage, "ca.pem"))
+    old_crl = certs.crl(store)
     crl = None
-    if certs.crl(store) is not None:  # a CRL per CA: OpenSSL wants one for the issuer of each client
-        crl = (certs.crl(store) or b"") + open(pki.revoke(new_ca, stage, [], days=1095), "rb").read()
+    if old_crl is not None:  # a CRL per CA: OpenSSL wants one for the issuer of each client
+        crl = old_crl + certs.read(pki.revoke(new_ca, stage, [], days=1095))
     both = old_pem + new_pem
     for m in hosts:
         with Progress(cli, m.name, m.ip).step("Trusting the old and the new CA", "run rotate-ca again"), remote(m) as r:

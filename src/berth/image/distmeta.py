@@ -33,10 +33,11 @@ class DistributionMetadata:
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    def add_blob(self, diff_id: str, blob: Blob) -> None:
+    def add_blobs(self, blobs: list[tuple[str, Blob]]) -> None:
+        """(diff ID, blob) pairs, in one transaction."""
         with self.db.transaction() as c:
-            c.execute("INSERT OR IGNORE INTO blob_digests VALUES (?, ?, ?, ?, ?, ?)",
-                      (diff_id, blob.digest, blob.media_type, blob.size, blob.registry, blob.repo))
+            c.executemany("INSERT OR IGNORE INTO blob_digests VALUES (?, ?, ?, ?, ?, ?)",
+                          [(diff_id, b.digest, b.media_type, b.size, b.registry, b.repo) for diff_id, b in blobs])
 
     def blobs(self, diff_id: str, registry: str) -> list[Blob]:
         """Where the layer is known to be in ``registry``, the repositories' order kept stable."""

@@ -174,8 +174,6 @@ class Puller:
             doc = manifests.parse(body, content_type)
             if not isinstance(doc, manifests.Manifest):
                 raise InvalidParameter("a manifest list names another manifest list")
-        elif platform is not None:
-            pass  # a single-platform image: dockerd checks the config's platform below
         config = _verified(reg.blob_bytes(ref.path, doc.config.digest), doc.config.digest, "config")
         cfg = parse_config(config)
         if platform is not None and (cfg.get("os"), cfg.get("architecture")) != (platform.os, platform.architecture):
@@ -191,9 +189,9 @@ class Puller:
         tags = [str(ref)] if ref.tag else []
         tags.append(f"{ref.name}@{top_digest}")
         self.store.add(config, layers, tags)
-        for diff_id, d in zip(diff_ids, doc.layers, strict=True):
-            self.store.meta.add_blob(diff_id, Blob(d.digest, d.media_type or manifests.DOCKER_LAYER, d.size,
-                                                   ref.domain, ref.path))
+        self.store.meta.add_blobs([(diff_id, Blob(d.digest, d.media_type or manifests.DOCKER_LAYER, d.size,
+                                                  ref.domain, ref.path))
+                                   for diff_id, d in zip(diff_ids, doc.layers, strict=True)])
         self.store.meta.add_manifest(image_id, PulledManifest(ref.domain, ref.path, digest_of(body), doc.media_type,
                                                               body))
         self.progress({"status": f"Digest: {top_digest}"})
@@ -286,8 +284,7 @@ class Puller:
             except InvalidParameter:
                 # the layer was extracted as it arrived: bytes that break the tar or the compression
                 # are most often bytes that do not match the digest; say that when it is so
-                while stream.read(1 << 20):
-                    pass
+                stream.drain()
                 if stream.digest != d.digest:
                     raise InvalidParameter(f"filesystem layer verification failed for digest {d.digest}") from None
                 raise
@@ -295,7 +292,7 @@ class Puller:
             chunks.close()
         try:
             self.progress({"status": "Verifying Checksum", "progressDetail": {}, "id": short})
-            if ex.raw_digest != d.digest or stream.digest != d.digest:
+            if ex.raw_digest != d.digest:  # the stream's own hash (src_hashed)
                 raise InvalidParameter(f"filesystem layer verification failed for digest {d.digest}")
             if ex.diff_id != diff_id:
                 raise InvalidParameter(f"layer {d.digest} has diff ID {ex.diff_id}, but the image config expects "

@@ -57,15 +57,16 @@ class Pusher:
         tags = [ref] if ref.tag else self._all_tags(ref)
         if not tags:
             raise NotFound(f"An image does not exist locally with the tag: {ref.familiar_name}")
+        ids = []
         for t in tags:  # before any message: an image that is not here is a 404
             try:
-                self.store.resolve(str(t))
+                ids.append(self.store.resolve(str(t)))
             except NotFound:
                 raise NotFound(f"An image does not exist locally with the tag: {t.familiar}") from None
         self.progress({"status": f"The push refers to repository [{ref.familiar_name}]"})
         reg = Registry(ref.domain, self.settings, self.credentials)
         try:
-            return [self._push_one(reg, t) for t in tags]
+            return [self._push_one(reg, t, image_id) for t, image_id in zip(tags, ids, strict=True)]
         finally:
             reg.close()
 
@@ -78,11 +79,7 @@ class Pusher:
                     out.append(r)
         return sorted(out, key=str)
 
-    def _push_one(self, reg: Registry, ref: reference.Reference) -> Pushed:
-        try:
-            image_id = self.store.resolve(str(ref))
-        except NotFound:
-            raise NotFound(f"An image does not exist locally with the tag: {ref.familiar}") from None
+    def _push_one(self, reg: Registry, ref: reference.Reference, image_id: str) -> Pushed:
         config = self.store.config_bytes(image_id)
         cfg = parse_config(config)
         diff_ids = cfg["rootfs"]["diff_ids"]
@@ -119,7 +116,7 @@ class Pusher:
         for blob in (b for b in known if b.repo != ref.path):
             if up.mount(blob.digest, blob.repo):
                 mounted = Blob(blob.digest, blob.media_type, blob.size, reg.domain, ref.path)
-                self.store.meta.add_blob(diff_id, mounted)
+                self.store.meta.add_blobs([(diff_id, mounted)])
                 self.progress({"status": f"Mounted from {blob.repo}", "progressDetail": {}, "id": short})
                 return mounted
         last = [0]
@@ -131,7 +128,7 @@ class Pusher:
 
         digest, size = up.upload(gzip_stream(self.store.layers.tar_stream(chain)), on_bytes)
         blob = Blob(digest, manifests.DOCKER_LAYER, size, reg.domain, ref.path)
-        self.store.meta.add_blob(diff_id, blob)
+        self.store.meta.add_blobs([(diff_id, blob)])
         self.progress({"status": "Pushed", "progressDetail": {}, "id": short})
         return blob
 

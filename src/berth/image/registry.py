@@ -215,7 +215,8 @@ class Registry:
         self.tokens: dict[str, _Token] = {}
         self.basic = False  # the registry asked for Basic: send it each time
         self.identity = ""  # a refresh token the token server gave (docker login's IdentityToken)
-        self.probed = self.plain is None  # an insecure registry: HTTPS or HTTP is found out once
+        # an insecure registry reached as https: HTTPS or HTTP is found out once (an http mirror is known)
+        self.probed = self.plain is None or self.scheme == "http"
         self.lock = threading.Lock()
 
     def close(self) -> None:

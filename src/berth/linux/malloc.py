@@ -12,7 +12,6 @@ MALLOC_TRIM_THRESHOLD_ still win (they are read before this runs, and this then 
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 
 M_TRIM_THRESHOLD = -1
@@ -26,12 +25,8 @@ def tune(environ: dict[str, str] | None = None) -> bool:
     env = os.environ if environ is None else environ
     if "MALLOC_MMAP_THRESHOLD_" in env or "MALLOC_TRIM_THRESHOLD_" in env:
         return False
-    name = ctypes.util.find_library("c")
-    if not name:
-        return False
     try:
-        libc = ctypes.CDLL(name)
-        mallopt = libc.mallopt
+        mallopt = ctypes.CDLL(None).mallopt  # this process's symbols, libc's among them (no ldconfig run)
     except (OSError, AttributeError):
         return False
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
