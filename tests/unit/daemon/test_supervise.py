@@ -21,9 +21,9 @@ def test_a_child_that_dies_is_started_again_hup_is_passed_on_and_term_stops_both
     record = tmp_path / "record"
     script = tmp_path / "child.sh"
     # the child: records "start PID", a SIGHUP as "hup", and exits on SIGTERM as "term"
-    script.write_text(f"#!/bin/sh\necho start-$$ >> {record}\ntrap 'echo hup >> {record}' HUP\n"
-                      f"trap 'echo term >> {record}; exit 0' TERM\necho output of the child\n"
-                      "while :; do sleep 0.05; done\n")
+    # its traps are set before it says it started: a SIGHUP sent after "start" always finds them
+    script.write_text(f"#!/bin/sh\ntrap 'echo hup >> {record}' HUP\ntrap 'echo term >> {record}; exit 0' TERM\n"
+                      f"echo start-$$ >> {record}\necho output of the child\nwhile :; do sleep 0.05; done\n")
     script.chmod(0o755)
     (tmp_path / "argv.json").write_text(json.dumps([str(script)]))
     pidfile, log = tmp_path / "sup.pid", tmp_path / "log" / "berthd.log"
