@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 
+from tests.lib import rawhttp
 from tests.lib.cleanup import Cleanup
 from tests.lib.clis import base_env, berth, docker_at
 from tests.lib.registry import start_registry
@@ -21,6 +22,9 @@ def test_docker_hub_names_come_from_the_mirrors_and_sighup_changes_them(make_ber
     assert r.returncode == 0 and f"Digest: {digest}" in r.stdout, r.stdout + r.stderr
     assert "mirror http://127.0.0.1:1" in d.log()  # the dead one was tried first and handed over
     assert docker_at(d, "run", "--rm", "--network", "none", "app:1", "cat", "/etc/version").stdout == "v1"
+    # what `docker buildx imagetools` and docker-py's inspect_distribution ask: through the mirrors too
+    dist = json.loads(rawhttp.request(d.sock, "GET", "/distribution/app:1/json").body)
+    assert dist["Descriptor"]["digest"] == digest, dist
     mirror.push_archive(_archive("app:2", b"v2"), "library/app:2")
     r = docker_at(d, "pull", "--all-tags", "app", timeout=120)  # the tags list comes through the mirror too
     assert r.returncode == 0, r.stderr

@@ -42,44 +42,47 @@ class Pulled:
 
 
 class _Stream:
-    """A blob's chunks as a file, hashed as read, with progress, bounded by the descriptor's size."""
+    """A blob's chunks as a file, hashed as read, with progress, bounded by the descriptor's size.
+
+    A read may return fewer bytes than asked, as a raw file's does (the readers above it loop): a
+    chunk is handed on as it came from the connection, uncopied, unless a small read splits it."""
 
     def __init__(self, chunks: Iterator[bytes], size: int, on_bytes: Callable[[int], None]) -> None:
         self.chunks: Iterator[bytes] | None = chunks
         self.limit, self.on_bytes = size, on_bytes
-        self.buf = bytearray()
-        self.pos = 0  # what of buf is read already (compacted now and then, not at each read)
+        self.rest = memoryview(b"")  # what a small read left of the last chunk
         self.read_total = 0
         self.sha = hashlib.sha256()
 
-    def _more(self) -> bool:
+    def _next(self) -> bytes:
         if self.chunks is None:
-            return False
-        try:
-            chunk = next(self.chunks)
-        except StopIteration:
-            self.chunks = None
-            return False
-        self.read_total += len(chunk)
-        if self.limit and self.read_total > self.limit:
-            raise InvalidParameter(f"the registry sent more than the {self.limit} bytes the manifest gives")
-        self.sha.update(chunk)
-        self.on_bytes(self.read_total)
-        if self.pos > (1 << 20) and self.pos * 2 > len(self.buf):
-            del self.buf[:self.pos]
-            self.pos = 0
-        self.buf += chunk
-        return True
+            return b""
+        for chunk in self.chunks:
+            if not chunk:
+                continue
+            self.read_total += len(chunk)
+            if self.limit and self.read_total > self.limit:
+                raise InvalidParameter(f"the registry sent more than the {self.limit} bytes the manifest gives")
+            self.sha.update(chunk)
+            self.on_bytes(self.read_total)
+            return chunk
+        self.chunks = None
+        return b""
 
     def read(self, n: int = -1) -> bytes:
         if n < 0:
-            while self._more():
-                pass
-            n = len(self.buf) - self.pos
-        while len(self.buf) - self.pos < n and self._more():
-            pass
-        out = bytes(self.buf[self.pos:self.pos + n])
-        self.pos += len(out)
+            parts = [bytes(self.rest)]
+            self.rest = memoryview(b"")
+            while chunk := self._next():
+                parts.append(chunk)
+            return b"".join(parts)
+        if not self.rest:
+            chunk = self._next()
+            if len(chunk) <= n:
+                return chunk
+            self.rest = memoryview(chunk)
+        out = bytes(self.rest[:n])
+        self.rest = self.rest[n:]
         return out
 
     @property
@@ -91,7 +94,8 @@ class _Stream:
         return self.read_total
 
     def drain(self) -> None:
-        while self.read(1 << 20):
+        self.rest = memoryview(b"")
+        while self._next():
             pass
 
 
@@ -117,6 +121,24 @@ def describe(reg: Registry, ref: reference.Reference) -> dict[str, Any]:
     return {"Descriptor": desc, "Platforms": platforms}
 
 
+def via_mirrors(ref: reference.Reference, settings: Settings, credentials: Credentials,
+                fn: Callable[[Registry], T]) -> T:
+    """``fn`` on the reference's registry; for Docker Hub, on each mirror in turn first (one that
+    fails or lacks the image hands over to the next, as dockerd)."""
+    mirrors = settings.mirrors if ref.domain == DOCKER_HUB else ()
+    for mirror in (*mirrors, ""):
+        reg = Registry(ref.domain, settings, credentials, mirror=mirror)
+        try:
+            return fn(reg)
+        except (Unavailable, NotFound, AuthFailed) as exc:
+            if not mirror:
+                raise
+            log.info("mirror %s: %s; trying the next", mirror, exc.message)
+        finally:
+            reg.close()
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
 class Puller:
     def __init__(self, store: ImageStore, settings: Settings, credentials: Credentials, progress: Progress) -> None:
         self.store, self.settings, self.progress = store, settings, progress
@@ -124,20 +146,7 @@ class Puller:
         self.cancelled = threading.Event()
 
     def _via(self, ref: reference.Reference, fn: Callable[[Registry], T]) -> T:
-        """``fn`` on the reference's registry; for Docker Hub, on each mirror in turn first (one that
-        fails or lacks the image hands over to the next, as dockerd)."""
-        mirrors = self.settings.mirrors if ref.domain == DOCKER_HUB else ()
-        for mirror in (*mirrors, ""):
-            reg = Registry(ref.domain, self.settings, self.credentials, mirror=mirror)
-            try:
-                return fn(reg)
-            except (Unavailable, NotFound, AuthFailed) as exc:
-                if not mirror:
-                    raise
-                log.info("mirror %s: %s; trying the next", mirror, exc.message)
-            finally:
-                reg.close()
-        raise AssertionError("unreachable")  # pragma: no cover
+        return via_mirrors(ref, self.settings, self.credentials, fn)
 
     def pull(self, ref: reference.Reference, platform: manifests.Platform | None) -> Pulled:
         return self._via(ref, lambda reg: self._pull(reg, ref, platform))
@@ -248,7 +257,7 @@ class Puller:
                 with reg.blob(repo, d.digest, offset) as resp:
                     if offset and resp.status_code != 206:
                         raise Unavailable(f"the registry {reg.domain} cannot resume blob {d.digest} (no Range)")
-                    for chunk in resp.iter_bytes(1 << 18):
+                    for chunk in resp.iter_bytes():
                         offset += len(chunk)
                         yield chunk
                 if not d.size or offset >= d.size:

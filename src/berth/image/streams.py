@@ -67,47 +67,48 @@ class Gunzip:
     """gzip decompression read in large pieces (the gzip module reads its source 8 KiB at a time on
     Python 3.11, a Python call per 8 KiB: a third of a pull's time went there), members one after
     another as gzip allows, NUL padding after the last tolerated as the gzip module does. Output is
-    bounded by what is asked: a small compressed input cannot expand into memory all at once."""
+    bounded by what is asked: a small compressed input cannot expand into memory all at once.
+
+    A read may return fewer bytes than asked (as a raw file's does), so a large read hands zlib's
+    output on as it is, uncopied; only what a small read (a tar header) leaves over is kept here."""
 
     SOURCE_CHUNK = 1 << 18
+    MIN_OUT = 1 << 16  # decompressed at least at a time, so small reads do not copy zlib's input tail each
 
     def __init__(self, f: BinaryIO) -> None:
         self._f = f
         self._d = zlib.decompressobj(31)
-        self._buf = bytearray()
+        self._buf = b""  # output decompressed beyond a small read
         self._pos = 0
         self._left = b""  # compressed bytes after the end of a member
         self._started = False  # the current member has begun
         self._done = False
 
-    def _fill(self, want: int) -> None:
-        while len(self._buf) - self._pos < want and not self._done:
-            if self._d.unconsumed_tail:
-                data = self._d.unconsumed_tail
-            elif self._left:
-                data, self._left = self._left, b""
-            else:
-                data = self._f.read(self.SOURCE_CHUNK)
-                if not data:
-                    if self._started:
-                        raise EOFError("Compressed file ended before the end-of-stream marker was reached")
-                    self._done = True
-                    break
-            if not self._started and not data.strip(b"\0"):
-                continue  # padding between or after members
-            self._started = True
-            try:
-                out = self._d.decompress(data, max(want - (len(self._buf) - self._pos), 1 << 16))
-            except zlib.error as exc:
-                raise gzip.BadGzipFile(f"invalid gzip data: {exc}") from None
-            if self._pos and self._pos * 2 > len(self._buf):
-                del self._buf[:self._pos]
-                self._pos = 0
-            self._buf += out
-            if self._d.eof:
-                self._left = self._d.unused_data
-                self._d = zlib.decompressobj(31)
-                self._started = False
+    def _step(self, want: int) -> bytes:
+        """Decompress one piece of input into at most ``want`` bytes (b"" is not the end: see _done)."""
+        if self._d.unconsumed_tail:
+            data = self._d.unconsumed_tail
+        elif self._left:
+            data, self._left = self._left, b""
+        else:
+            data = self._f.read(self.SOURCE_CHUNK)
+            if not data:
+                if self._started:
+                    raise EOFError("Compressed file ended before the end-of-stream marker was reached")
+                self._done = True
+                return b""
+        if not self._started and not data.strip(b"\0"):
+            return b""  # padding between or after members
+        self._started = True
+        try:
+            out = self._d.decompress(data, want)
+        except zlib.error as exc:
+            raise gzip.BadGzipFile(f"invalid gzip data: {exc}") from None
+        if self._d.eof:
+            self._left = self._d.unused_data
+            self._d = zlib.decompressobj(31)
+            self._started = False
+        return out
 
     def read(self, n: int = -1) -> bytes:
         if n < 0:
@@ -115,10 +116,20 @@ class Gunzip:
             while chunk := self.read(1 << 20):
                 parts.append(chunk)
             return b"".join(parts)
-        self._fill(n)
-        out = bytes(self._buf[self._pos:self._pos + n])
-        self._pos += len(out)
-        return out
+        if n == 0:
+            return b""
+        if self._pos < len(self._buf):
+            out = self._buf[self._pos:self._pos + n]
+            self._pos += len(out)
+            return out
+        while not self._done:
+            out = self._step(max(n, self.MIN_OUT))
+            if len(out) > n:
+                self._buf, self._pos = out, n
+                return out[:n]
+            if out:
+                return out
+        return b""
 
 
 def decompressed(f: BinaryIO) -> BinaryIO:

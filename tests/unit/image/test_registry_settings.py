@@ -83,3 +83,52 @@ def test_gunzip_reads_members_padding_and_refuses_truncation_and_bombs() -> None
     g = Gunzip(io.BytesIO(bomb))
     assert len(g.read(4096)) == 4096
     assert len(g._buf) < 2 << 20  # a small read does not inflate the whole member
+
+
+class _Trickle:
+    """A source that answers every read with at most a few random bytes (as a socket may)."""
+
+    def __init__(self, data: bytes, rng: object) -> None:
+        self.data, self.pos, self.rng = data, 0, rng
+
+    def read(self, n: int = -1) -> bytes:
+        take = min(n if n >= 0 else len(self.data), self.rng.randint(1, 70000))  # type: ignore[attr-defined]
+        out = self.data[self.pos:self.pos + take]
+        self.pos += len(out)
+        return out
+
+
+def test_short_reads_through_the_pull_stream_and_gunzip_lose_and_reorder_nothing() -> None:
+    """The pull hands chunks on uncopied and reads may be short: whatever the read sizes, the
+    bytes, the digest and the size come out whole and in order."""
+    import gzip
+    import hashlib
+    import random
+
+    from berth.image.pull import _Stream
+    from berth.image.streams import Gunzip
+
+    rng = random.Random(7)
+    plain = b"".join(rng.randbytes(rng.randint(0, 5000)) + b"\0" * rng.randint(0, 90000) for _ in range(60))
+    packed = gzip.compress(plain[:len(plain) // 2], mtime=0) + gzip.compress(plain[len(plain) // 2:], mtime=0)
+    chunks = [packed[i:i + 65536] for i in range(0, len(packed), 65536)]
+    seen: list[int] = []
+    stream = _Stream(iter(chunks), len(packed), seen.append)
+    g = Gunzip(stream)  # type: ignore[arg-type]
+    out = bytearray()
+    while piece := g.read(rng.choice([1, 512, 4096, 70000, 1 << 20])):
+        out += piece
+    assert bytes(out) == plain
+    assert stream.digest == "sha256:" + hashlib.sha256(packed).hexdigest() and stream.size == len(packed)
+    assert seen[-1] == len(packed)
+    for size in (1, 512, 100000):  # a plain (uncompressed) stream read in pieces of every size
+        s = _Stream(iter(chunks), len(packed), lambda n: None)
+        got = bytearray()
+        while piece := s.read(size):
+            assert len(piece) <= size
+            got += piece
+        assert bytes(got) == packed
+    trickled = Gunzip(_Trickle(packed, rng))  # type: ignore[arg-type]
+    assert trickled.read() == plain
+    with pytest.raises(InvalidParameter, match="more than the 10 bytes"):
+        _Stream(iter([b"x" * 11]), 10, lambda n: None).read(100)

@@ -15,7 +15,7 @@ from berth.daemon.backends.threads import BodyPipe, iterate_in_thread, run_in_ow
 from berth.daemon.events import EventBus, make_event
 from berth.errors import Conflict, InvalidParameter
 from berth.image import archive, importer, manifests, reference
-from berth.image.pull import Puller, describe
+from berth.image.pull import Puller, describe, via_mirrors
 from berth.image.push import Pusher
 from berth.image.registry import Credentials, Registry, Settings, registry_domain
 from berth.image.store import ImageRecord, ImageStore
@@ -337,14 +337,8 @@ class ImageService:
         """GET /distribution/{name}/json: the manifest's descriptor and the platforms it offers."""
         ref = reference.parse(name)
 
-        def inspect() -> dict[str, Any]:
-            reg = Registry(ref.domain, self.registries, Credentials.from_header(auth))
-            try:
-                return describe(reg, ref)
-            finally:
-                reg.close()
-
-        return await asyncio.to_thread(inspect)
+        creds = Credentials.from_header(auth)
+        return await asyncio.to_thread(via_mirrors, ref, self.registries, creds, lambda reg: describe(reg, ref))
 
     async def image_save(self, names: list[str]) -> AsyncIterator[bytes]:
         stream = await asyncio.to_thread(archive.save, self.store, names)  # resolves every name now
