@@ -29,6 +29,12 @@ class SystemBackend(Protocol):
         ...
 
 
+class BuildBackend(Protocol):
+    def build(self, body: AsyncIterator[bytes], opts: Any) -> AsyncIterator[dict[str, Any]]:
+        """POST /build's messages (``opts``: ``berth.build.options.Options``)."""
+        ...
+
+
 class ImageBackend(Protocol):
     async def images_list(self, all_: bool, digests: bool, filters: Filters, api_version: str) -> list[dict[str, Any]]:
         """The body of GET /images/json."""

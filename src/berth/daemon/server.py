@@ -21,6 +21,7 @@ from berth.api.application import Application
 from berth.api.connection import HttpConnection
 from berth.api.hijack import parse_detach_keys
 from berth.api.router import Route, Router
+from berth.api.routes import build as build_routes
 from berth.api.routes import containers as container_routes
 from berth.api.routes import images as image_routes
 from berth.api.routes import networks as network_routes
@@ -32,6 +33,7 @@ from berth.container.registry import Layout, Registry
 from berth.daemon import authz, logs, setup
 from berth.daemon import config as config_mod
 from berth.daemon.auditing import RequestAuditor
+from berth.daemon.backends.build import Builder
 from berth.daemon.backends.containerfiles import ContainerFilesAPI
 from berth.daemon.backends.containers import ContainerAPI, ContainerFacts
 from berth.daemon.backends.images import ImageService
@@ -282,7 +284,9 @@ class Daemon:
                              *container_routes.routes(ContainerAPI(life), ContainerFilesAPI(life)),
                              *container_routes.exec_routes(execs),
                              *volume_routes.routes(VolumeService(volumes, self.bus)),
-                             *network_routes.routes(NetworkAPI(networks)), *swarm_routes.routes()])
+                             *network_routes.routes(NetworkAPI(networks)), *swarm_routes.routes(),
+                             *build_routes.routes(Builder(ContainerAPI(life), ContainerFilesAPI(life), images,
+                                                          os.path.join(cfg.data_root, "build")))])
             self.app = Application(router, server=f"berth/{__version__} (linux)", debug=cfg.debug,
                                    limits=setup.http_limits(os.environ))
             self.actions = actions_mod.methods()

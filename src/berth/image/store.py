@@ -164,6 +164,30 @@ class ImageStore:
         with self.db.read() as c:
             return [self._record(c, row) for row in c.execute("SELECT * FROM images ORDER BY added DESC")]
 
+    def has_children(self, image_id: str) -> bool:
+        with self.db.read() as c:
+            return c.execute("SELECT 1 FROM images WHERE parent = ? LIMIT 1", (image_id,)).fetchone() is not None
+
+    def cached_child(self, parent: str, container_config: dict[str, Any]) -> str | None:
+        """A build step's image already made: a child of ``parent`` made with the same container
+        config (the classic builder's cache), the newest; None when there is none."""
+        volatile = ("Image", "Hostname")
+
+        def key(cc: Any) -> str:
+            return json.dumps({k: v for k, v in (cc or {}).items() if k not in volatile}, sort_keys=True)
+
+        want = key(container_config)
+        with self.db.read() as c:
+            rows = c.execute("SELECT id FROM images WHERE parent = ? ORDER BY added DESC", (parent,)).fetchall()
+        for (image_id,) in rows:
+            try:
+                cfg = self.config(image_id)
+            except (OSError, ValueError):
+                continue
+            if key(cfg.get("container_config")) == want:
+                return str(image_id)
+        return None
+
     def layer_rows(self, chain: list[str]) -> list[Any]:
         with self.db.read() as c:
             return [c.execute("SELECT * FROM layers WHERE chain_id = ?", (ch,)).fetchone() for ch in chain]

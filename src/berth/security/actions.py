@@ -26,6 +26,7 @@ CATALOGUE: tuple[tuple[str, str, str], ...] = (
     ("POST", "/images/{name:path}/push", "image.push"),
     ("GET", "/distribution/{name:path}/json", "registry.inspect"),
     ("POST", "/images/load", "image.load"),
+    ("POST", "/build", "image.build"),
     ("GET", "/images/get", "image.save"),
     ("POST", "/images/prune", "image.prune"),
     ("GET", "/images/{name:path}/json", "image.inspect"),

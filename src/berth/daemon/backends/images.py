@@ -191,6 +191,8 @@ class ImageService:
         for rec in self.store.all():
             if dangling_only and rec.tags or rec.id in used:
                 continue
+            if not rec.tags and self.store.has_children(rec.id):
+                continue  # a build step's image under a later one: kept with it, as dockerd does
             sizes = {r["chain_id"]: r["size"] for r in self.store.layer_rows(rec.layers)}
             for item in self.store.delete(rec.id, force=True, noprune=False):
                 deleted.append(item)

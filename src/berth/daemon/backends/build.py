@@ -1,0 +1,453 @@
+"""``docker build`` with the classic builder's protocol (``POST /build``): the context unpacked into a
+directory of the build's own, the Dockerfile run instruction by instruction, each step an image
+whose parent is the step before (the cache), RUN steps containers with the daemon's defaults, and
+the output in the classic builder's words (``Step N/M : …``, `` ---> …``, ``Successfully built``).
+
+Metadata instructions (ENV, LABEL, CMD …) make their image directly: no container is created for
+them (dockerd 20.10 creates and removes one, and says so with "Running in" lines; COPY it does not).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import AsyncIterator
+from typing import Any
+
+from berth.build import context as bcontext
+from berth.build import expand
+from berth.build.options import Options
+from berth.build.parse import Dockerfile, Instruction, parse
+from berth.container import logs as clogs
+from berth.container import users
+from berth.daemon.backends import buildcopy
+from berth.daemon.backends import buildsteps as steps
+from berth.daemon.backends.containerfiles import ContainerFilesAPI
+from berth.daemon.backends.containers import ContainerAPI
+from berth.daemon.backends.images import ImageService
+from berth.daemon.backends.threads import BodyPipe, run_in_own_thread
+from berth.errors import BerthError, InvalidParameter, NotFound
+from berth.image import reference
+from berth.image.store import NewLayer
+from berth.image.streams import Gunzip
+from berth.linux import safepath
+
+EMPTY_TAR_DIFF = "sha256:5f70bf18a086007016e948b04aed3b82103a36bea41755b6cddfaf10ace3c6ef"
+Message = dict[str, Any]
+
+
+def _short(image_id: str) -> str:
+    return image_id.split(":", 1)[-1][:12]
+
+
+def _now() -> str:
+    import datetime as dt
+
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+class BuildFailed(BerthError):
+    """A step failed: reported in the stream, with the exit code when a RUN failed."""
+
+    def __init__(self, message: str, code: int = 0) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class Builder:
+    def __init__(self, containers: ContainerAPI, files: ContainerFilesAPI, images: ImageService, root: str) -> None:
+        self.containers, self.files, self.images = containers, files, images
+        self.store = images.store
+        self.root = root
+        os.makedirs(root, mode=0o700, exist_ok=True)
+
+    # ---- the request ------------------------------------------------------------------------------
+    async def build(self, body: AsyncIterator[bytes], opts: Options) -> AsyncIterator[Message]:
+        for t in opts.tags:
+            reference.parse(t)  # a bad tag fails before any work (a status code)
+        work = tempfile.mkdtemp(prefix="build-", dir=self.root)
+        ctx = os.path.join(work, "context")
+        os.mkdir(ctx, 0o700)
+        try:
+            await self._unpack(body, ctx)
+            df = await asyncio.to_thread(self._dockerfile, ctx, opts.dockerfile)
+            run = _Run(self, opts, df, ctx)
+            async for m in run.execute():
+                yield m
+        finally:
+            await asyncio.to_thread(shutil.rmtree, work, True)
+
+    async def _unpack(self, body: AsyncIterator[bytes], ctx: str) -> None:
+        def work(pipe: BodyPipe) -> None:
+            bcontext.unpack(bcontext.open_context(pipe, Gunzip), ctx)  # type: ignore[arg-type]
+
+        pipe = BodyPipe()
+        task = asyncio.create_task(run_in_own_thread(work, pipe))
+        try:
+            await pipe.feed(body)
+            await task
+        except BaseException:
+            pipe.abort()
+            await asyncio.gather(task, return_exceptions=True)
+            raise
+
+    def _dockerfile(self, ctx: str, name: str) -> Dockerfile:
+        data = bcontext.read_small(ctx, name)
+        if data is None and name == "Dockerfile":
+            data = bcontext.read_small(ctx, "dockerfile")
+        if data is None:
+            raise InvalidParameter(f"Cannot locate specified Dockerfile: {name}")
+        bcontext.apply_ignore(ctx, bcontext.ignore(ctx))
+        return parse(data)
+
+
+class _Run:
+    """One build: its stages, their images, the containers it made."""
+
+    def __init__(self, b: Builder, opts: Options, df: Dockerfile, ctx: str) -> None:
+        self.b, self.opts, self.df, self.ctx = b, opts, df, ctx
+        self.step = 0
+        self.stage_images: dict[str, str] = {}  # stage name or index → image ID
+        self.made: list[str] = []  # intermediate containers still there
+        self.out: asyncio.Queue[Message | None] = asyncio.Queue(256)
+
+    def say(self, text: str) -> Message:
+        return {"stream": text}
+
+    async def execute(self) -> AsyncIterator[Message]:
+        ok = False
+        try:
+            async for m in self._stages():
+                if not self.opts.quiet or "aux" in m or "error" in m:
+                    yield m
+            ok = True
+        except BuildFailed as exc:
+            yield {"errorDetail": {"code": exc.code, "message": exc.message} if exc.code else
+                   {"message": exc.message}, "error": exc.message}
+        except BerthError as exc:
+            yield {"errorDetail": {"message": exc.message}, "error": exc.message}
+        finally:
+            if ok or self.opts.forcerm:
+                for cid in self.made:
+                    with contextlib.suppress(BerthError):
+                        await self.b.containers.container_remove(cid, True, True)
+                    if ok and not self.opts.quiet:
+                        pass
+
+    async def _stages(self) -> AsyncIterator[Message]:
+        df, opts = self.df, self.opts
+        last = df.stage_index(opts.target) if opts.target else len(df.stages) - 1
+        total = len(df.meta_args) + sum(1 + len(s.instructions) for s in df.stages[:last + 1])
+        meta: dict[str, str | None] = {}
+        for ins in df.meta_args:
+            self.step += 1
+            yield self.say(f"Step {self.step}/{total} : {ins.original}")
+            yield self.say("\n")
+            for raw in ins.args:
+                name, eq, default = raw.partition("=")
+                meta[name] = opts.build_args.get(name) if name in opts.build_args else (
+                    expand.word(default, {k: v for k, v in meta.items() if v is not None}, df.escape) if eq else None)
+        meta_env = {k: v for k, v in meta.items() if v is not None}
+        state: steps.StageState | None = None
+        for index, stage in enumerate(df.stages[:last + 1]):
+            self.step += 1
+            yield self.say(f"Step {self.step}/{total} : {stage.from_.original}")
+            yield self.say("\n")
+            base = expand.word(stage.base, meta_env, df.escape)
+            state = await self._from(base)
+            async for m in self._pulled:
+                yield m
+            yield self.say(f" ---> {_short(state.image_id)}\n" if state.image_id else " ---> \n")
+            for ins in stage.instructions:
+                self.step += 1
+                yield self.say(f"Step {self.step}/{total} : {ins.original}")
+                yield self.say("\n")
+                async for m in self._dispatch(ins, state):
+                    yield m
+                yield self.say(f" ---> {_short(state.image_id)}\n")
+            if not state.image_id:
+                raise BuildFailed("No image was generated. Is your Dockerfile empty?")
+            self.stage_images[str(index)] = state.image_id
+            if stage.name:
+                self.stage_images[stage.name] = state.image_id
+        assert state is not None
+        if opts.labels:
+            state.run["Labels"] = {**(state.run.get("Labels") or {}), **opts.labels}
+            await self._commit_meta(state, "LABEL " + " ".join(f"{k}={v}" for k, v in sorted(opts.labels.items())),
+                                    False)
+        yield {"aux": {"ID": state.image_id}}
+        if opts.quiet:
+            yield self.say(state.image_id + "\n")
+            return
+        yield self.say(f"Successfully built {_short(state.image_id)}\n")
+        for t in opts.tags:
+            ref = await asyncio.to_thread(self.b.store.tag, state.image_id, t)
+            self.b.images._event("tag", state.image_id, ref.familiar)
+            yield self.say(f"Successfully tagged {ref.familiar}\n")
+
+    # ---- FROM --------------------------------------------------------------------------------------
+    _pulled: Any = None
+
+    async def _from(self, base: str) -> steps.StageState:
+        async def none() -> AsyncIterator[Message]:
+            return
+            yield  # pragma: no cover
+
+        self._pulled = none()
+        if base.lower() == "scratch":
+            return steps.new_state("", None, self.df.escape, self.opts.build_args)
+        if base.lower() in self.stage_images:
+            image_id = self.stage_images[base.lower()]
+        else:
+            image_id = await self._image(base)
+        cfg = json.loads(await asyncio.to_thread(self.b.store.config_bytes, image_id))
+        st = steps.new_state(image_id, cfg, self.df.escape, self.opts.build_args)
+        st.run["Image"] = image_id
+        return st
+
+    async def _image(self, name: str) -> str:
+        ref = reference.parse(name)
+        if not self.opts.pull:
+            try:
+                return await asyncio.to_thread(self.b.store.resolve, str(ref) if not ref.digest else name)
+            except NotFound:
+                pass
+        messages = []
+        async for m in self.b.images.image_pull(ref.familiar_name, ref.digest or ref.tag or "latest", "",
+                                                self._auth_for(ref.domain)):
+            messages.append(m)
+
+        async def replay() -> AsyncIterator[Message]:
+            for m in messages:
+                yield m
+
+        self._pulled = replay()
+        return await asyncio.to_thread(self.b.store.resolve, name)
+
+    def _auth_for(self, domain: str) -> str:
+        """X-Registry-Auth for ``domain`` from X-Registry-Config (a map of registry → credentials)."""
+        if not self.opts.auth:
+            return ""
+        import base64
+
+        try:
+            padded = self.opts.auth + "=" * (-len(self.opts.auth) % 4)
+            configs = json.loads(base64.urlsafe_b64decode(padded))
+        except ValueError:
+            raise InvalidParameter("X-Registry-Config is not base64 JSON") from None
+        if not isinstance(configs, dict):
+            return ""
+        for key, value in configs.items():
+            host = str(key).split("://", 1)[-1].split("/", 1)[0]
+            if host == domain or domain == "docker.io" and host in ("index.docker.io", "registry-1.docker.io"):
+                return base64.urlsafe_b64encode(json.dumps(value).encode()).decode()
+        return ""
+
+    # ---- instructions ------------------------------------------------------------------------------
+    async def _dispatch(self, ins: Instruction, st: steps.StageState) -> AsyncIterator[Message]:
+        if ins.cmd == "RUN":
+            async for m in self._run(ins, st):
+                yield m
+        elif ins.cmd in ("COPY", "ADD"):
+            async for m in self._copy(ins, st):
+                yield m
+        else:
+            comment, one_string = steps.metadata(ins, st)
+            if ins.cmd == "WORKDIR":
+                async for m in self._files(st, comment, lambda root: os.close(root.mkdir_all(st.run["WorkingDir"]))):
+                    yield m
+                return
+            if await self._commit_meta(st, comment, one_string):
+                yield self.say(" ---> Using cache\n")
+
+    def _container_config(self, st: steps.StageState, cmd: list[str]) -> dict[str, Any]:
+        cc = json.loads(json.dumps(st.run))
+        cc["Cmd"] = cmd
+        return cc
+
+    def _nop(self, st: steps.StageState, comment: str, one_string: bool) -> list[str]:
+        return [*st.shell(), "#(nop) " + comment] if one_string else [*st.shell(), "#(nop) ", comment]
+
+    async def _cached(self, st: steps.StageState, cc: dict[str, Any]) -> str | None:
+        if self.opts.nocache or not st.image_id:
+            return None
+        return await asyncio.to_thread(self.b.store.cached_child, st.image_id, cc)
+
+    async def _commit_meta(self, st: steps.StageState, comment: str, one_string: bool) -> bool:
+        """An image for a metadata step (an empty layer); True when the cache had it."""
+        cc = self._container_config(st, self._nop(st, comment, one_string))
+        hit = await self._cached(st, cc)
+        if hit:
+            st.image_id = hit
+            st.run["Image"] = hit
+            return True
+        await asyncio.to_thread(self._new_image, st, cc, None, "")
+        return False
+
+    def _new_image(self, st: steps.StageState, cc: dict[str, Any], ex: Any, container: str) -> None:
+        """Register the step's image: the stage's config with the run config, history and layer."""
+        base = st.base_config
+        empty = ex is None or ex.diff_id == EMPTY_TAR_DIFF
+        diff_ids = list((base.get("rootfs") or {}).get("diff_ids") or [])
+        entry: dict[str, Any] = {"created": _now(), "created_by": " ".join(cc.get("Cmd") or [])}
+        if st.maintainer:
+            entry["author"] = st.maintainer
+        if empty:
+            entry["empty_layer"] = True
+        else:
+            diff_ids.append(ex.diff_id)
+        run = json.loads(json.dumps(st.run))
+        run["Image"] = st.image_id
+        cc = {**cc, "Image": st.image_id}
+        new = {k: v for k, v in base.items() if k not in ("config", "container_config", "history", "rootfs",
+                                                          "container", "created", "author")}
+        new.update({"architecture": base.get("architecture") or "amd64", "os": base.get("os") or "linux",
+                    "config": run, "container": container, "container_config": cc, "created": entry["created"],
+                    "docker_version": "berth", "history": [*(base.get("history") or []), entry],
+                    "rootfs": {"type": "layers", "diff_ids": diff_ids}})
+        if st.maintainer:
+            new["author"] = st.maintainer
+        data = json.dumps(new, separators=(",", ":")).encode()
+        layers = [NewLayer(d, None) for d in diff_ids]
+        if not empty:
+            layers[-1] = NewLayer(ex.diff_id, ex)
+        try:
+            image_id, _ = self.b.store.add(data, layers, [], parent=st.image_id or None)
+        except BaseException:
+            if ex is not None:
+                self.b.store.layers.discard(ex.staging)
+            raise
+        if ex is not None and empty:
+            self.b.store.layers.discard(ex.staging)
+        st.image_id = image_id
+        st.base_config = new
+        st.run["Image"] = image_id
+
+    async def _container(self, st: steps.StageState, cmd: list[str], env_extra: list[str]) -> str:
+        if not st.image_id:
+            raise BuildFailed("Please provide a source image with `from` prior to commit")
+        env = list(st.run.get("Env") or []) + env_extra
+        hc = {"NetworkMode": self.opts.network_mode or "default", "ExtraHosts": self.opts.extra_hosts or None,
+              "LogConfig": {"Type": "json-file", "Config": {}}, **self.opts.host_config}
+        body = {"Image": st.image_id, "Cmd": cmd, "Entrypoint": [], "Env": env, "User": st.run.get("User") or "",
+                "WorkingDir": st.run.get("WorkingDir") or "", "Labels": st.run.get("Labels") or {},
+                "Healthcheck": {"Test": ["NONE"]}, "HostConfig": hc}
+        created = await asyncio.to_thread(self.b.containers.container_create, body, "", "1.41")
+        self.made.append(created["Id"])
+        return str(created["Id"])
+
+    async def _commit_container(self, st: steps.StageState, cid: str, cc: dict[str, Any]) -> None:
+        ctr = self.b.files.registry.get(cid)
+
+        def work() -> None:
+            with tempfile.TemporaryFile(dir=self.b.root) as tmp:
+                self.b.files.files.commit_layer(ctr, tmp)
+                tmp.seek(0)
+                ex = self.b.store.layers.extract(tmp)
+            self._new_image(st, cc, ex, cid)
+
+        await asyncio.to_thread(work)
+
+    async def _remove(self, cid: str) -> AsyncIterator[Message]:
+        if self.opts.rm:
+            await self.b.containers.container_remove(cid, True, True)
+            self.made.remove(cid)
+            yield self.say(f"Removing intermediate container {cid[:12]}\n")
+
+    async def _run(self, ins: Instruction, st: steps.StageState) -> AsyncIterator[Message]:
+        cmd, saved = steps.run_command(ins, st)
+        cc = self._container_config(st, saved)
+        hit = await self._cached(st, cc)
+        if hit:
+            st.image_id = hit
+            yield self.say(" ---> Using cache\n")
+            return
+        cid = await self._container(st, cmd, st.arg_env())
+        yield self.say(f" ---> Running in {cid[:12]}\n")
+        fut = await self.b.containers.container_wait(cid, "next-exit")
+        await self.b.containers.container_start(cid)
+        async for chunk in self._output(cid):
+            yield chunk
+        code = await fut
+        if code != 0:
+            raise BuildFailed(f"The command '{steps.shown(cmd)}' returned a non-zero code: {code}", code)
+        await self._commit_container(st, cid, cc)
+        async for m in self._remove(cid):
+            yield m
+
+    async def _output(self, cid: str) -> AsyncIterator[Message]:
+        ctr = self.b.files.registry.get(cid)
+        async for line in self.b.containers.life.logs.output(ctr, stdout=True, stderr=True, since=0, until=None,
+                                                             tail=None, follow=True, from_start=True):
+            if line is None:
+                continue
+            text = line.data.decode("utf-8", "replace")
+            yield self.say(f"\x1b[91m{text}\x1b[0m" if line.stream == clogs.STDERR else text)
+
+    async def _files(self, st: steps.StageState, comment: str, change: Any,
+                     cmd: list[str] | None = None) -> AsyncIterator[Message]:
+        """A step that changes files without running anything: a container that never starts."""
+        cc = self._container_config(st, cmd or self._nop(st, comment, True))
+        hit = await self._cached(st, cc)
+        if hit:
+            st.image_id = hit
+            yield self.say(" ---> Using cache\n")
+            return
+        if not st.image_id:  # FROM scratch: the first file step starts from an empty image
+            await asyncio.to_thread(self._new_image, st, self._container_config(st, self._nop(st, "FROM scratch",
+                                                                                                False)), None, "")
+        cid = await self._container(st, ["/bin/sh"], [])
+        ctr = self.b.files.registry.get(cid)
+
+        def work() -> None:
+            with self.b.files.life.rootfs.root_for(ctr) as root:
+                change(root)
+
+        await asyncio.to_thread(work)
+        await self._commit_container(st, cid, cc)
+        if self.opts.rm:
+            await self.b.containers.container_remove(cid, True, True)
+            self.made.remove(cid)
+
+    async def _copy(self, ins: Instruction, st: steps.StageState) -> AsyncIterator[Message]:
+        plan = await asyncio.to_thread(buildcopy.plan, ins, st, self.ctx, self.stage_images)
+        src_ctr = None
+        try:
+            if plan.from_image:
+                image_id = plan.from_image if plan.from_image.startswith("sha256:") else \
+                    await self._image(plan.from_image)
+                src = steps.new_state(image_id, None, self.df.escape, {})
+                src.image_id = image_id
+                src_cid = await self._container(src, ["/bin/sh"], [])
+                src_ctr = self.b.files.registry.get(src_cid)
+
+                def complete() -> None:
+                    assert src_ctr is not None
+                    with self.b.files.life.rootfs.root_for(src_ctr) as root:
+                        buildcopy.plan_from_root(plan, root)
+
+                await asyncio.to_thread(complete)
+
+            def change(dst: Any) -> None:
+                owner = (0, 0)
+                if plan.chown:
+                    u = users.resolve_user(dst, plan.chown)
+                    owner = (u.uid, u.gid)
+                with contextlib.ExitStack() as stack:
+                    src = stack.enter_context(self.b.files.life.rootfs.root_for(src_ctr)) if src_ctr is not None \
+                        else stack.enter_context(safepath.Root.at(self.ctx, label="build context"))
+                    buildcopy.apply(plan, src, dst, owner)
+
+            async for m in self._files(st, plan.comment, change):
+                yield m
+        finally:
+            if src_ctr is not None:
+                with contextlib.suppress(BerthError):
+                    await self.b.containers.container_remove(src_ctr.id, True, True)
+                    self.made.remove(src_ctr.id)
+
+

@@ -1,0 +1,251 @@
+"""COPY and ADD: which files of the context (or of another stage's image) go where, a hash of them
+for the cache, and the tar that puts them into the step's container. Every path is resolved inside
+its root (``safepath``): a context's symlinks cannot lead a COPY out of the context."""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import os
+import posixpath
+import stat
+import tempfile
+from dataclasses import dataclass, field
+from typing import Any
+
+from berth import tarfmt
+from berth.build import context as bcontext
+from berth.build import expand
+from berth.build.parse import Instruction
+from berth.container import archive as carchive
+from berth.daemon.backends.buildsteps import StageState
+from berth.errors import InvalidParameter, NotSupported
+from berth.image.streams import Gunzip
+from berth.linux import safepath
+
+MAX_SOURCES = 100000
+
+
+@dataclass
+class Source:
+    path: str  # resolved, inside its root, "/"-rooted
+    is_dir: bool
+    name: str  # the base name as written (for a file copied into a directory)
+
+
+@dataclass
+class Plan:
+    cmd: str
+    dest: str  # absolute, trailing "/" kept
+    raw_dest: str  # as written (after substitution), for the history
+    sources: list[Source]
+    root: str  # host directory of the sources (the context), "" when they come from an image
+    chown: str = ""
+    chmod: int | None = None
+    decompress: bool = False  # ADD: local archives are unpacked
+    from_image: str = ""
+    patterns: list[str] = field(default_factory=list)
+    comment: str = ""
+    from_root: Any = None  # a safepath.Root of the image's files, while planned from it
+
+    def close(self) -> None:
+        self.from_root = None
+
+
+def _dest(raw: str, st: StageState) -> str:
+    if raw.startswith("/"):
+        return raw
+    joined = posixpath.join("/", st.run.get("WorkingDir") or "/", raw)
+    return joined + "/" if raw.endswith("/") and not joined.endswith("/") else joined
+
+
+def plan(ins: Instruction, st: StageState, ctx: str, stage_images: dict[str, str]) -> Plan:
+    env = st.env
+    args = [expand.word(a, env, st.escape) for a in ins.args]
+    if len(args) < 2:
+        raise InvalidParameter(f"{ins.cmd} requires at least two arguments, but only one was provided. "
+                               f"Destination could not be determined.")
+    chmod = None
+    if "chmod" in ins.flags:
+        try:
+            chmod = int(ins.flags["chmod"], 8)
+        except ValueError:
+            raise InvalidParameter(f"invalid --chmod={ins.flags['chmod']}: not an octal mode") from None
+        if not 0 <= chmod <= 0o7777:
+            raise InvalidParameter(f"invalid --chmod={ins.flags['chmod']}")
+    p = Plan(ins.cmd, _dest(args[-1], st), args[-1], [], ctx, expand.word(ins.flags.get("chown", ""), env, st.escape), chmod,
+             decompress=ins.cmd == "ADD", patterns=args[:-1])
+    for src in p.patterns:
+        if "://" in src:
+            raise NotSupported(f"{ins.cmd} from a URL ({src}) is not supported by berth yet")
+    if "from" in ins.flags:
+        if ins.cmd == "ADD":
+            raise InvalidParameter("ADD does not support --from")
+        name = expand.word(ins.flags["from"], env, st.escape).lower()
+        p.from_image = stage_images.get(name, "") or name
+        p.root = ""
+        p.decompress = False
+        return p
+    with safepath.Root.at(ctx, label="build context") as root:
+        p.sources = _match(root, p.patterns, "build context")
+        p.comment = _comment(p, root)
+    return p
+
+
+def plan_from_root(p: Plan, root: safepath.Root) -> Plan:
+    """Complete a ``--from`` plan with the sources found in the image's files (``root``)."""
+    p.sources = _match(root, p.patterns, "image")
+    p.comment = _comment(p, root)
+    p.from_root = root
+    return p
+
+
+def _walk(root: safepath.Root) -> list[str]:
+    out: list[str] = []
+
+    def rec(fd: int, rel: str) -> None:
+        for e in os.scandir(fd):
+            path = f"{rel}/{e.name}"
+            out.append(path)
+            if len(out) > MAX_SOURCES:
+                raise InvalidParameter(f"a COPY wildcard matches more than {MAX_SOURCES} files")
+            if e.is_dir(follow_symlinks=False):
+                sub = os.open(e.name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+                try:
+                    rec(sub, path)
+                finally:
+                    os.close(sub)
+
+    top = root.open("/", os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        rec(top, "")
+    finally:
+        os.close(top)
+    return out
+
+
+def _match(root: safepath.Root, patterns: list[str], where: str) -> list[Source]:
+    sources: list[Source] = []
+    listing: list[str] | None = None
+    for pat in patterns:
+        clean = posixpath.normpath("/" + pat)
+        if any(c in clean for c in "*?["):
+            if listing is None:
+                listing = _walk(root)
+            depth = clean.count("/")
+            parts = clean.split("/")
+            names = [p for p in listing if p.count("/") == depth
+                     and all(fnmatch.fnmatchcase(a, b) for a, b in zip(p.split("/"), parts, strict=True))]
+            if not names:
+                raise InvalidParameter(f"COPY failed: no source files were specified ({pat} matches nothing)")
+        else:
+            names = [clean]
+        for name in sorted(names):
+            try:
+                resolved = root.resolve(name)
+                st = os.fstat(fd := root.open(resolved, os.O_PATH))
+                os.close(fd)
+            except (FileNotFoundError, NotADirectoryError):
+                raise InvalidParameter(f"COPY failed: file not found in {where} or excluded by .dockerignore: "
+                                       f"stat {name.lstrip('/')}: file does not exist") from None
+            sources.append(Source(resolved, stat.S_ISDIR(st.st_mode), posixpath.basename(name) or "/"))
+    return sources
+
+
+def _comment(p: Plan, root: safepath.Root) -> str:
+    """``COPY file:<sha256> in <dest> `` as the classic builder's cache key and history (the hash is
+    berth's own: the names, modes, sizes and contents of what is copied)."""
+    hashes = []
+    for s in p.sources:
+        h = hashlib.sha256()
+        for chunk in carchive.tar_stream(root, s.path, ".", "build context", end=False):
+            h.update(chunk)
+        hashes.append(("dir:" if s.is_dir else "file:") + h.hexdigest())
+    if len(hashes) == 1:
+        key = hashes[0]
+    else:
+        key = "multi:" + hashlib.sha256(",".join(hashes).encode()).hexdigest()
+    chown = f"--chown={p.chown} " if p.chown else ""
+    chmod = f"--chmod={p.chmod:o} " if p.chmod is not None else ""
+    return f"{p.cmd} {chown}{chmod}{key} in {p.raw_dest} "
+
+
+def _is_dir(root: safepath.Root, path: str) -> bool:
+    try:
+        fd = root.open(path, os.O_PATH)
+    except OSError:
+        return False
+    try:
+        return stat.S_ISDIR(os.fstat(fd).st_mode)
+    finally:
+        os.close(fd)
+
+
+def _archive_reader(src_root: safepath.Root, path: str) -> Any | None:
+    """An ADD source that is a tar (plain, gzip, bzip2, xz): a reader of its tar, else None."""
+    fd, _ = safepath.open_regular(src_root, path, 1 << 40)
+    f = os.fdopen(fd, "rb")
+    try:
+        reader = bcontext.open_context(f, Gunzip)
+        head = reader.read(tarfmt.BLOCK)
+        if len(head) < tarfmt.BLOCK or not tarfmt._checksum_ok(head):
+            f.close()
+            return None
+    except (InvalidParameter, OSError, EOFError):
+        f.close()
+        return None
+    f.seek(0)
+    return f
+
+
+def apply(p: Plan, src_root: safepath.Root, dst: safepath.Root, owner: tuple[int, int]) -> None:
+    """Put the plan's sources into the container's files ``dst``."""
+    many = len(p.sources) > 1 or len(p.patterns) > 1
+    if many and not p.dest.endswith("/"):
+        raise InvalidParameter(f"When using {p.cmd} with more than one source file, the destination must be a "
+                               "directory and end with a /")
+    dest = p.dest
+    into_dir = dest.endswith("/") or _is_dir(dst, dest)
+    touched: list[str] = []
+    for s in p.sources:
+        if p.decompress and not s.is_dir:
+            f = _archive_reader(src_root, s.path)
+            if f is not None:
+                with f:
+                    os.close(dst.mkdir_all(dest))
+                    carchive.extract(bcontext.open_context(f, Gunzip), dst, dest, "build", False)
+                continue
+        target = dest.rstrip("/") or "/"
+        if not s.is_dir and into_dir:
+            target = posixpath.join(target, s.name)
+        if target == "/" and not s.is_dir:
+            raise InvalidParameter(f"cannot copy the file {s.name} over the root directory")
+        parent, base = posixpath.split(target)
+        os.close(dst.mkdir_all(parent or "/"))
+        with tempfile.TemporaryFile() as tmp:
+            for chunk in carchive.tar_stream(src_root, s.path, base or ".", "build context"):
+                tmp.write(chunk)
+            tmp.seek(0)
+            carchive.extract(tmp, dst, parent or "/", "build", False, owner=owner)
+        touched.append(target)
+    if p.chmod is not None:
+        for t in touched:
+            _chmod_tree(dst, t, p.chmod)
+
+
+def _chmod_tree(root: safepath.Root, path: str, mode: int) -> None:
+    try:
+        fd = root.open(path, os.O_RDONLY | os.O_NOFOLLOW, follow=False)
+    except OSError:
+        return  # a symlink: its mode means nothing
+    try:
+        st = os.fstat(fd)
+        os.fchmod(fd, mode)
+        if stat.S_ISDIR(st.st_mode):
+            for e in os.scandir(fd):
+                if not e.is_symlink():
+                    _chmod_tree(root, f"{path.rstrip('/')}/{e.name}", mode)
+    finally:
+        os.close(fd)
+
+
