@@ -1,0 +1,161 @@
+"""docker build (the classic builder's protocol) on a real berthd, driven by the docker CLI
+(DOCKER_BUILDKIT=0) and docker-py: the steps' output and history in dockerd 20.10's words, the cache,
+multi-stage builds, failures, and build contexts that try to reach outside themselves."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tarfile
+
+import docker
+import pytest
+
+from tests.lib import rawhttp
+from tests.lib.clis import base_env, docker as docker_cli
+from tests.lib.daemon import Berthd
+
+DOCKERFILE = """\
+FROM bb
+ARG X=1
+ENV A=1 B="x y"
+LABEL k=v
+WORKDIR /app
+COPY a.txt .
+COPY dir /d/
+RUN echo out; echo err >&2; echo made > /made
+RUN ["sh", "-c", "echo exec $X"]
+EXPOSE 80
+USER 1:1
+VOLUME /data
+CMD ["sh"]
+"""
+
+
+def _context(tmp_path: os.PathLike[str], files: dict[str, str]) -> str:
+    for name, text in files.items():
+        path = os.path.join(tmp_path, name)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "w") as f:
+            f.write(text)
+    return str(tmp_path)
+
+
+def _build(d: Berthd, ctx: str, *args: str) -> tuple[int, str]:
+    r = docker_cli("build", *args, ctx, env=base_env(DOCKER_HOST=d.url, DOCKER_BUILDKIT="0"), timeout=120)
+    return r.returncode, r.stdout + r.stderr
+
+
+def test_docker_cli_builds_caches_and_records_history_as_dockerd(bb: Berthd, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    ctx = _context(tmp_path, {"Dockerfile": DOCKERFILE, "a.txt": "hello\n", "dir/f": "x\n",
+                              ".dockerignore": "*.log\n", "skip.log": "no\n"})
+    code, out = _build(bb, ctx, "-t", "t:1")
+    assert code == 0, out
+    for line in ("Step 1/13 : FROM bb", "Step 8/13 : RUN echo out; echo err >&2; echo made > /made",
+                 " ---> Running in ", "out\n", "err\n", "Removing intermediate container ", "Successfully built ",
+                 "Successfully tagged t:1"):
+        assert line in out, out
+    docker_cli("-H", bb.url, "image", "prune", "-f")  # the steps' images are not dangling: kept, as dockerd
+    code, again = _build(bb, ctx, "-t", "t:1")
+    assert code == 0 and again.count(" ---> Using cache") == 12, again
+    assert out.split("Successfully built ")[1][:12] == again.split("Successfully built ")[1][:12]
+    r = docker_cli("-H", bb.url, "run", "--rm", "--network", "none", "t:1", "sh", "-c",
+                   "pwd; id -u; cat /app/a.txt /d/f /made; echo $A-$B; ls /app")
+    assert r.stdout.split("\n")[:6] == ["/app", "1", "hello", "x", "made", "1-x y"], r.stdout + r.stderr
+    inspect = json.loads(docker_cli("-H", bb.url, "image", "inspect", "t:1").stdout)[0]
+    cfg = inspect["Config"]
+    assert cfg["User"] == "1:1" and cfg["WorkingDir"] == "/app" and cfg["Cmd"] == ["sh"]
+    assert cfg["ExposedPorts"] == {"80/tcp": {}} and cfg["Volumes"] == {"/data": {}} and cfg["Labels"] == {"k": "v"}
+    history = [h["CreatedBy"] for h in json.loads(rawhttp.request(bb.sock, "GET", "/images/t:1/history").body)]
+    assert history[0] == '/bin/sh -c #(nop)  CMD ["sh"]'  # dockerd's two spaces after #(nop)
+    assert "/bin/sh -c #(nop)  VOLUME [/data]" in history and "/bin/sh -c #(nop) WORKDIR /app" in history
+    assert "|1 X=1 /bin/sh -c echo out; echo err >&2; echo made > /made" in history
+    assert "|1 X=1 sh -c echo exec $X" in history
+    assert any(h.startswith("/bin/sh -c #(nop) COPY file:") and h.endswith(" in . ") for h in history)
+    # a changed source file invalidates its COPY and what follows, not what comes before
+    with open(os.path.join(ctx, "dir", "f"), "w") as f:
+        f.write("changed\n")
+    code, third = _build(bb, ctx, "-t", "t:2")
+    assert code == 0 and third.count(" ---> Using cache") == 5, third
+    assert "skip.log" not in docker_cli("-H", bb.url, "run", "--rm", "t:2", "ls", "/app").stdout
+
+
+def test_a_failed_run_ends_in_dockerds_words_and_tags_nothing(bb: Berthd, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    ctx = _context(tmp_path, {"Dockerfile": "FROM bb\nRUN echo before\nRUN exit 3\nRUN echo never\n"})
+    code, out = _build(bb, ctx, "-t", "broken:1")
+    assert code != 0
+    assert "The command '/bin/sh -c exit 3' returned a non-zero code: 3" in out, out
+    assert "never" not in out
+    assert docker_cli("-H", bb.url, "images", "-q", "broken").stdout == ""
+
+
+def test_multi_stage_with_target_and_copy_from(bb: Berthd, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    ctx = _context(tmp_path, {"Dockerfile": (
+        "FROM bb AS builder\nRUN mkdir /out && echo built > /out/artifact\n"
+        "FROM bb\nCOPY --from=builder /out/artifact /srv/\nCOPY --chown=7:8 --chmod=640 f.txt /srv/f.txt\n"
+        "FROM bb AS never\nRUN exit 1\n"), "f.txt": "f\n"})
+    code, out = _build(bb, ctx, "-t", "ms:1", "--target", "1" if False else "builder")
+    assert code == 0 and "Step 2/2" in out, out
+    code, out = _build(bb, ctx, "-t", "ms:2")
+    assert code != 0  # the last stage fails: the classic builder builds every stage
+    dockerfile = open(os.path.join(ctx, "Dockerfile")).read().replace("FROM bb AS never\nRUN exit 1\n", "")
+    with open(os.path.join(ctx, "Dockerfile"), "w") as f:
+        f.write(dockerfile)
+    code, out = _build(bb, ctx, "-t", "ms:3")
+    assert code == 0, out
+    r = docker_cli("-H", bb.url, "run", "--rm", "ms:3", "sh", "-c",
+                   "cat /srv/artifact; stat -c '%u:%g %a' /srv/f.txt")
+    assert r.stdout == "built\n7:8 640\n", r.stdout + r.stderr
+
+
+def test_docker_py_builds_with_buildargs_and_streams_stderr_wrapped(bb: Berthd) -> None:
+    client = docker.DockerClient(base_url=bb.url, version="1.41")
+    dockerfile = b"FROM bb\nARG WHO\nRUN echo hi $WHO; echo oops >&2\nCMD [\"echo\", \"done\"]\n"
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tf:
+        info = tarfile.TarInfo("Dockerfile")
+        info.size = len(dockerfile)
+        tf.addfile(info, io.BytesIO(dockerfile))
+    buf.seek(0)
+    image, logs = client.images.build(fileobj=buf, custom_context=True, encoding="gzip", tag="py:1",
+                                      buildargs={"WHO": "there"})
+    streams = "".join(m.get("stream", "") for m in logs)
+    assert "hi there" in streams and "\x1b[91moops\n\x1b[0m" in streams, streams
+    assert "py:1" in image.tags
+    assert client.containers.run("py:1", remove=True, network_mode="none") == b"done\n"
+    with pytest.raises(docker.errors.BuildError, match="returned a non-zero code: 2"):
+        client.images.build(fileobj=io.BytesIO(b"FROM bb\nRUN exit 2\n"), tag="py:2")
+
+
+def test_contexts_that_reach_outside_are_refused_and_write_nothing_outside(bb: Berthd, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    # a symlink to the host's /etc/passwd: resolved inside the context, where there is no such file
+    ctx = _context(tmp_path / "a", {"Dockerfile": "FROM bb\nCOPY link /got\n"})
+    os.symlink("/etc/passwd", os.path.join(ctx, "link"))
+    code, out = _build(bb, ctx, "-t", "evil:1")
+    assert code != 0 and "file not found in build context" in out, out
+    ctx = _context(tmp_path / "b", {"Dockerfile": "FROM bb\nCOPY ../../../../etc/passwd /got\n"})
+    code, out = _build(bb, ctx)
+    assert code != 0 and "file not found in build context" in out, out
+    # a tar whose member climbs out of the context, sent as it is
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tf:
+        for name, data in (("Dockerfile", b"FROM bb\n"), ("../../escaped-by-berth-test", b"x")):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+    r = rawhttp.request(bb.sock, "POST", "/build?t=evil:2", body=buf.getvalue(),
+                        headers={"Content-Type": "application/x-tar"})
+    assert r.status == 400 and b"'..' component" in r.body, r.body
+    assert not any(n.startswith("escaped-by-berth-test") for n in os.listdir("/")), "written outside"
+    big = b"FROM bb\n" + b"# padding\n" * (500 << 10)  # about 5 MiB of Dockerfile
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tf:
+        info = tarfile.TarInfo("Dockerfile")
+        info.size = len(big)
+        tf.addfile(info, io.BytesIO(big))
+    r = rawhttp.request(bb.sock, "POST", "/build", body=buf.getvalue(), headers={"Content-Type": "application/x-tar"})
+    assert r.status == 400 and b"larger than" in r.body, r.body
+    r = rawhttp.request(bb.sock, "POST", "/build?version=2", body=b"")
+    assert r.status == 501 and b"classic builder" in r.body
+    assert os.listdir(os.path.join(bb.root, "data", "build")) == []  # every build's directory went
