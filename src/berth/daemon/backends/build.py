@@ -113,7 +113,6 @@ class _Run:
         self.step = 0
         self.stage_images: dict[str, str] = {}  # stage name or index → image ID
         self.made: list[str] = []  # intermediate containers still there
-        self.out: asyncio.Queue[Message | None] = asyncio.Queue(256)
 
     def say(self, text: str) -> Message:
         return {"stream": text}
@@ -131,12 +130,10 @@ class _Run:
         except BerthError as exc:
             yield {"errorDetail": {"message": exc.message}, "error": exc.message}
         finally:
-            if ok or self.opts.forcerm:
+            if ok and self.opts.rm or self.opts.forcerm:
                 for cid in self.made:
                     with contextlib.suppress(BerthError):
                         await self.b.containers.container_remove(cid, True, True)
-                    if ok and not self.opts.quiet:
-                        pass
 
     async def _stages(self) -> AsyncIterator[Message]:
         df, opts = self.df, self.opts
