@@ -13,7 +13,8 @@ import docker
 import pytest
 
 from tests.lib import rawhttp
-from tests.lib.clis import base_env, docker as docker_cli
+from tests.lib.clis import base_env
+from tests.lib.clis import docker as docker_cli
 from tests.lib.daemon import Berthd
 
 DOCKERFILE = """\
