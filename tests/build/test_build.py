@@ -96,8 +96,10 @@ def test_multi_stage_with_target_and_copy_from(bb: Berthd, tmp_path) -> None:  #
         "FROM bb AS builder\nRUN mkdir /out && echo built > /out/artifact\n"
         "FROM bb\nCOPY --from=builder /out/artifact /srv/\nCOPY --chown=7:8 --chmod=640 f.txt /srv/f.txt\n"
         "FROM bb AS never\nRUN exit 1\n"), "f.txt": "f\n"})
-    code, out = _build(bb, ctx, "-t", "ms:1", "--target", "1" if False else "builder")
-    assert code == 0 and "Step 2/2" in out, out
+    code, out = _build(bb, ctx, "-t", "ms:1", "--target", "builder", "--label", "x=$y")
+    assert json.loads(docker_cli("-H", bb.url, "image", "inspect", "ms:1").stdout)[0]["Config"]["Labels"] == \
+        {"x": "$y"}  # the request's labels: a LABEL step of their own, never substituted
+    assert code == 0 and "Step 3/3 : LABEL x=$y" in out, out
     code, out = _build(bb, ctx, "-t", "ms:2")
     assert code != 0  # the last stage fails: the classic builder builds every stage
     dockerfile = open(os.path.join(ctx, "Dockerfile")).read().replace("FROM bb AS never\nRUN exit 1\n", "")
@@ -160,3 +162,43 @@ def test_contexts_that_reach_outside_are_refused_and_write_nothing_outside(bb: B
     r = rawhttp.request(bb.sock, "POST", "/build?version=2", body=b"")
     assert r.status == 501 and b"classic builder" in r.body
     assert os.listdir(os.path.join(bb.root, "data", "build")) == []  # every build's directory went
+
+
+def test_the_build_cache_outlives_image_prune_until_builder_prune(bb: Berthd, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    def dockerfile(version: str) -> str:
+        return f"FROM bb\nRUN echo one > /one\nRUN head -c 3000 /dev/zero > /z\nLABEL v={version}\n"
+
+    ctx = _context(tmp_path, {"Dockerfile": dockerfile("1")})
+    assert _build(bb, ctx, "-t", "c:1")[0] == 0
+    assert "<none>" not in docker_cli("-H", bb.url, "images").stdout  # the steps' images are not listed
+    with open(os.path.join(ctx, "Dockerfile"), "w") as f:
+        f.write(dockerfile("2"))
+    assert _build(bb, ctx, "-t", "c:1")[0] == 0  # v=1's image loses its tag: dangling, but build cache
+    assert docker_cli("-H", bb.url, "create", "bb", "true").returncode == 0  # bb itself stays: in use
+    r = docker_cli("-H", bb.url, "image", "prune", "-a", "-f")  # dockerd's would take the dangling image
+    assert r.returncode == 0, r.stderr
+    with open(os.path.join(ctx, "Dockerfile"), "w") as f:
+        f.write(dockerfile("1"))
+    code, out = _build(bb, ctx, "-t", "c:1")
+    assert code == 0 and out.count(" ---> Using cache") == 3, out
+    df = json.loads(rawhttp.request(bb.sock, "GET", "/system/df").body)
+    assert len(df["BuildCache"]) >= 2 and any(c["Size"] >= 3000 for c in df["BuildCache"]), df["BuildCache"]
+    assert all(c["Description"] and c["UsageCount"] >= 1 for c in df["BuildCache"])
+    r = docker_cli("-H", bb.url, "builder", "prune", "-f")
+    assert r.returncode == 0 and "Total" in r.stdout, r.stdout + r.stderr
+    assert json.loads(rawhttp.request(bb.sock, "GET", "/system/df").body)["BuildCache"] == []
+    assert docker_cli("-H", bb.url, "run", "--rm", "c:1", "cat", "/one").stdout == "one\n"  # c:1 is whole
+    code, out = _build(bb, ctx, "-t", "c:3")
+    assert code == 0 and " ---> Using cache" not in out, out
+
+
+def test_onbuild_triggers_run_in_the_child_build(bb: Berthd, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    base = _context(tmp_path / "base", {"Dockerfile": "FROM bb\nONBUILD COPY t.txt /t.txt\nONBUILD RUN echo trig > /trig\n"})
+    assert _build(bb, base, "-t", "base:1")[0] == 0
+    child = _context(tmp_path / "child", {"Dockerfile": "FROM base:1\nRUN cat /t.txt /trig\n", "t.txt": "from child\n"})
+    code, out = _build(bb, child, "-t", "child:1")
+    assert code == 0 and "# Executing 2 build triggers" in out and "from child\ntrig\n" in out, out
+    cfg = json.loads(docker_cli("-H", bb.url, "image", "inspect", "child:1").stdout)[0]["Config"]
+    assert not cfg.get("OnBuild")  # triggers run once, in the first child
+    code, out = _build(bb, child, "--platform", "linux/arm64")
+    assert code != 0

@@ -35,6 +35,13 @@ class BuildBackend(Protocol):
         ...
 
 
+class BuildCacheBackend(Protocol):
+    async def build_prune(self, until: float | None, keep_storage: int) -> dict[str, Any]:
+        """POST /build/prune: the build cache's images unused since ``until``, oldest first, until
+        ``keep_storage`` bytes are left."""
+        ...
+
+
 class ImageBackend(Protocol):
     async def images_list(self, all_: bool, digests: bool, filters: Filters, api_version: str) -> list[dict[str, Any]]:
         """The body of GET /images/json."""

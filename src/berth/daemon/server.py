@@ -34,6 +34,7 @@ from berth.daemon import authz, logs, setup
 from berth.daemon import config as config_mod
 from berth.daemon.auditing import RequestAuditor
 from berth.daemon.backends.build import Builder
+from berth.daemon.backends.buildprune import BuildCacheService
 from berth.daemon.backends.containerfiles import ContainerFilesAPI
 from berth.daemon.backends.containers import ContainerAPI, ContainerFacts
 from berth.daemon.backends.images import ImageService
@@ -286,7 +287,8 @@ class Daemon:
                              *volume_routes.routes(VolumeService(volumes, self.bus)),
                              *network_routes.routes(NetworkAPI(networks)), *swarm_routes.routes(),
                              *build_routes.routes(Builder(ContainerAPI(life), ContainerFilesAPI(life), images,
-                                                          os.path.join(cfg.data_root, "build")))])
+                                                          os.path.join(cfg.data_root, "build")),
+                                                  BuildCacheService(image_store, containers.images_in_use))])
             self.app = Application(router, server=f"berth/{__version__} (linux)", debug=cfg.debug,
                                    limits=setup.http_limits(os.environ))
             self.actions = actions_mod.methods()

@@ -18,6 +18,7 @@ from typing import Any
 
 from berth.errors import Conflict, InvalidParameter, NotFound
 from berth.image import reference
+from berth.image.buildcache import BuildCache
 from berth.image.distmeta import DistributionMetadata
 from berth.image.layers import Extracted, LayerStore, chain_ids
 from berth.linux.files import write_atomic
@@ -87,6 +88,7 @@ class ImageStore:
         self.db = db
         self.layers = LayerStore(root)
         self.meta = DistributionMetadata(db)
+        self.build_cache = BuildCache(db)
         self.configs = os.path.join(root, "configs")
         os.makedirs(self.configs, mode=0o700, exist_ok=True)
         self.lock = threading.RLock()  # one mutation of images/layers at a time
@@ -168,9 +170,10 @@ class ImageStore:
         with self.db.read() as c:
             return c.execute("SELECT 1 FROM images WHERE parent = ? LIMIT 1", (image_id,)).fetchone() is not None
 
-    def cached_child(self, parent: str, container_config: dict[str, Any]) -> str | None:
+    def cached_child(self, parent: str, container_config: dict[str, Any], among: set[str] | None = None) -> str | None:
         """A build step's image already made: a child of ``parent`` made with the same container
-        config (the classic builder's cache), the newest; None when there is none."""
+        config (the classic builder's cache), the newest, one of ``among`` when given; None when
+        there is none."""
         volatile = ("Image", "Hostname")
 
         def key(cc: Any) -> str:
@@ -180,6 +183,8 @@ class ImageStore:
         with self.db.read() as c:
             rows = c.execute("SELECT id FROM images WHERE parent = ? ORDER BY added DESC", (parent,)).fetchall()
         for (image_id,) in rows:
+            if among is not None and image_id not in among:
+                continue
             try:
                 cfg = self.config(image_id)
             except (OSError, ValueError):

@@ -27,6 +27,7 @@ CATALOGUE: tuple[tuple[str, str, str], ...] = (
     ("GET", "/distribution/{name:path}/json", "registry.inspect"),
     ("POST", "/images/load", "image.load"),
     ("POST", "/build", "image.build"),
+    ("POST", "/build/prune", "builder.prune"),
     ("GET", "/images/get", "image.save"),
     ("POST", "/images/prune", "image.prune"),
     ("GET", "/images/{name:path}/json", "image.inspect"),

@@ -158,6 +158,14 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (image_id, registry, repo, digest)
     );
     """,
+    # 7: the build cache: the images build steps made, kept (untagged) until builder prune
+    """
+    CREATE TABLE build_cache (
+        image_id TEXT PRIMARY KEY REFERENCES images(id) ON DELETE CASCADE,
+        last_used REAL NOT NULL,
+        usage INTEGER NOT NULL DEFAULT 1
+    );
+    """,
 ]
 
 

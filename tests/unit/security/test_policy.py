@@ -8,7 +8,7 @@ import os
 import pytest
 
 from berth.api.router import Router
-from berth.api.routes import containers, images, networks, swarm, system, volumes
+from berth.api.routes import build, containers, images, networks, swarm, system, volumes
 from berth.daemon.authz import Gate, Resolver
 from berth.daemon.authz_context import create_context
 from berth.errors import InvalidParameter
@@ -27,7 +27,8 @@ class _Any:
 def test_every_route_has_a_catalogue_name_and_every_name_a_route() -> None:
     d = _Any()
     router = Router([*system.routes(d), *system.policy_routes(d), *images.routes(d), *containers.routes(d, d),  # type: ignore[arg-type]
-                     *containers.exec_routes(d), *volumes.routes(d), *networks.routes(d), *swarm.routes()])  # type: ignore[arg-type]
+                     *containers.exec_routes(d), *volumes.routes(d), *networks.routes(d), *swarm.routes(),  # type: ignore[arg-type]
+                     *build.routes(d, d)])  # type: ignore[arg-type]
     routed = {(r.method, r.pattern) for r in router.routes()}
     assert routed == {(m, p) for m, p, _ in actions.CATALOGUE}
     assert actions.check_names() == []

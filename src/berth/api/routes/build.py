@@ -5,12 +5,15 @@ stream back as JSON lines, an error once they have begun in the stream (``errorD
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
-from berth.api.backends import BuildBackend
-from berth.api.http import Request
+from berth.api.backends import BuildBackend, BuildCacheBackend
+from berth.api.filters import parse_filters
+from berth.api.http import Request, Response
 from berth.api.router import Route, route
 from berth.api.routes.images import _stream
+from berth.api.routes.system import parse_timestamp
 from berth.build.options import Options
 from berth.errors import InvalidParameter, NotSupported
 
@@ -39,9 +42,12 @@ def options(req: Request) -> Options:
         raise InvalidParameter("squash is only supported with experimental mode")
     if req.arg("remote"):
         raise NotSupported("remote build contexts (a URL or a git repository) are not supported by berth yet")
-    cache_from = req.arg("cachefrom")
-    if cache_from and json.loads(cache_from or "[]"):
-        raise NotSupported("cachefrom is not supported by berth yet")
+    try:
+        cache_from = json.loads(req.arg("cachefrom") or "[]")
+    except ValueError:
+        raise InvalidParameter("cachefrom is not valid JSON") from None
+    if not isinstance(cache_from, list) or not all(isinstance(c, str) for c in cache_from):
+        raise InvalidParameter("cachefrom must be a JSON list of image names")
     if req.arg("platform") and req.arg("platform") not in ("linux", "linux/amd64"):
         raise NotSupported(f"building for platform {req.arg('platform')} is not supported on this host")
     host_config: dict[str, Any] = {}
@@ -54,7 +60,9 @@ def options(req: Request) -> Options:
     for arg, key in (("cpusetcpus", "CpusetCpus"), ("cpusetmems", "CpusetMems"), ("cgroupparent", "CgroupParent")):
         if req.arg(arg):
             host_config[key] = req.arg(arg)
-    dockerfile = req.arg("dockerfile") or "Dockerfile"
+    # the first value, as dockerd's FormValue: docker-py sends an out-of-context Dockerfile's name and
+    # then its text under the same key
+    dockerfile = (req.query.get("dockerfile") or ["Dockerfile"])[0] or "Dockerfile"
     if "\0" in dockerfile or len(dockerfile) > 4096:
         raise InvalidParameter("invalid dockerfile name")
     return Options(
@@ -63,14 +71,24 @@ def options(req: Request) -> Options:
         pull=req.bool_arg("pull"), build_args=_json_map(req, "buildargs", True),
         labels=_json_map(req, "labels", False), target=req.arg("target"), network_mode=req.arg("networkmode"),
         extra_hosts=[h for v in req.query.get("extrahosts", []) for h in v.split(",") if h],
-        host_config=host_config, auth=req.headers.get("x-registry-config", ""))
+        host_config=host_config, cache_from=cache_from, auth=req.headers.get("x-registry-config", ""))
 
 
-def routes(backend: BuildBackend) -> list[Route]:
+def routes(backend: BuildBackend, cache: BuildCacheBackend) -> list[Route]:
     async def build(req: Request) -> None:
         assert req.connection is not None
         messages = backend.build(req.connection.body_stream(), options(req))
         first = await anext(messages, None)  # an error before the first message is a status code
         await _stream(req, messages, first)
 
-    return [route("POST", "/build", build, stream_body=True)]
+    async def prune(req: Request) -> Response:
+        filters = parse_filters(req.arg("filters"), ("until", "unused-for", "id", "parent", "type", "description",
+                                                     "inuse", "shared", "private"))
+        until_text = (filters.get("until") or filters.get("unused-for") or [""])[-1]
+        until = parse_timestamp(until_text, time.time()) if until_text else None
+        keep = req.int_arg("keep-storage") or 0
+        if keep < 0:
+            raise InvalidParameter("keep-storage must not be negative")
+        return Response.json(await cache.build_prune(until, keep))
+
+    return [route("POST", "/build", build, stream_body=True), route("POST", "/build/prune", prune)]

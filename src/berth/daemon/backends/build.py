@@ -113,6 +113,7 @@ class _Run:
         self.step = 0
         self.stage_images: dict[str, str] = {}  # stage name or index → image ID
         self.made: list[str] = []  # intermediate containers still there
+        self.cache_only: set[str] | None = None  # with cachefrom: the images the cache may use
 
     def say(self, text: str) -> Message:
         return {"stream": text}
@@ -138,6 +139,10 @@ class _Run:
     async def _stages(self) -> AsyncIterator[Message]:
         df, opts = self.df, self.opts
         last = df.stage_index(opts.target) if opts.target else len(df.stages) - 1
+        for k, v in sorted(opts.labels.items()):  # as dockerd: a LABEL step each, at the end of the target
+            df.stages[last].instructions.append(Instruction("LABEL", f"LABEL {k}={v}", (k, v), {"raw": "1"}))
+        if opts.cache_from:
+            self.cache_only = await asyncio.to_thread(self._chains, opts.cache_from)
         total = len(df.meta_args) + sum(1 + len(s.instructions) for s in df.stages[:last + 1])
         meta: dict[str, str | None] = {}
         for ins in df.meta_args:
@@ -155,10 +160,15 @@ class _Run:
             yield self.say(f"Step {self.step}/{total} : {stage.from_.original}")
             yield self.say("\n")
             base = expand.word(stage.base, meta_env, df.escape)
+            platform = expand.word(stage.from_.flags.get("platform", ""), meta_env, df.escape)
+            if platform and platform not in ("linux", "linux/amd64") and platform != "$BUILDPLATFORM":
+                raise BuildFailed(f"FROM --platform={platform}: berth builds for linux/amd64 only")
             state = await self._from(base)
             async for m in self._pulled:
                 yield m
             yield self.say(f" ---> {_short(state.image_id)}\n" if state.image_id else " ---> \n")
+            async for m in self._triggers(state):
+                yield m
             for ins in stage.instructions:
                 self.step += 1
                 yield self.say(f"Step {self.step}/{total} : {ins.original}")
@@ -172,10 +182,6 @@ class _Run:
             if stage.name:
                 self.stage_images[stage.name] = state.image_id
         assert state is not None
-        if opts.labels:
-            state.run["Labels"] = {**(state.run.get("Labels") or {}), **opts.labels}
-            await self._commit_meta(state, "LABEL " + " ".join(f"{k}={v}" for k, v in sorted(opts.labels.items())),
-                                    False)
         yield {"aux": {"ID": state.image_id}}
         if opts.quiet:
             yield self.say(state.image_id + "\n")
@@ -185,6 +191,22 @@ class _Run:
             ref = await asyncio.to_thread(self.b.store.tag, state.image_id, t)
             self.b.images._event("tag", state.image_id, ref.familiar)
             yield self.say(f"Successfully tagged {ref.familiar}\n")
+
+    async def _triggers(self, st: steps.StageState) -> AsyncIterator[Message]:
+        """The base image's ONBUILD triggers, run as instructions of their own (no step numbers)."""
+        triggers = [t for t in st.run.get("OnBuild") or [] if isinstance(t, str)]
+        st.run["OnBuild"] = None
+        if not triggers:
+            return
+        yield self.say(f"\x1b[91m# Executing {len(triggers)} build trigger{'s' if len(triggers) > 1 else ''}\n"
+                       "\x1b[0m")
+        for text in triggers:
+            parsed = parse(f"FROM scratch\n{text}\n".encode())
+            for ins in parsed.stages[0].instructions:
+                if ins.cmd in ("ONBUILD", "FROM", "MAINTAINER"):
+                    raise BuildFailed(f"{ins.cmd} isn't allowed as an ONBUILD trigger")
+                async for m in self._dispatch(ins, st):
+                    yield m
 
     # ---- FROM --------------------------------------------------------------------------------------
     _pulled: Any = None
@@ -269,10 +291,26 @@ class _Run:
     def _nop(self, st: steps.StageState, comment: str, one_string: bool) -> list[str]:
         return [*st.shell(), "#(nop) " + comment] if one_string else [*st.shell(), "#(nop) ", comment]
 
+    def _chains(self, names: list[str]) -> set[str]:
+        """cachefrom: the images named (those that exist) and their ancestors: the only cache then."""
+        out: set[str] = set()
+        for name in names:
+            try:
+                image_id: str | None = self.b.store.resolve(name)
+            except (NotFound, InvalidParameter):
+                continue
+            while image_id and image_id not in out:
+                out.add(image_id)
+                image_id = self.b.store.get(image_id).parent
+        return out
+
     async def _cached(self, st: steps.StageState, cc: dict[str, Any]) -> str | None:
         if self.opts.nocache or not st.image_id:
             return None
-        return await asyncio.to_thread(self.b.store.cached_child, st.image_id, cc)
+        hit = await asyncio.to_thread(self.b.store.cached_child, st.image_id, cc, self.cache_only)
+        if hit:
+            await asyncio.to_thread(self.b.store.build_cache.mark, hit)  # used: kept longer by builder prune
+        return hit
 
     async def _commit_meta(self, st: steps.StageState, comment: str, one_string: bool) -> bool:
         """An image for a metadata step (an empty layer); True when the cache had it."""
@@ -320,6 +358,7 @@ class _Run:
             raise
         if ex is not None and empty:
             self.b.store.layers.discard(ex.staging)
+        self.b.store.build_cache.mark(image_id)
         st.image_id = image_id
         st.base_config = new
         st.run["Image"] = image_id

@@ -76,6 +76,8 @@ def _pairs(ins: Instruction, st: StageState) -> list[tuple[str, str]]:
     args = list(ins.args)
     if len(args) % 2:
         raise InvalidParameter(f"{ins.cmd} requires an even number of arguments (name value pairs)")
+    if ins.flags.get("raw"):  # the request's labels: taken as they are, never substituted
+        return [(args[i], args[i + 1]) for i in range(0, len(args), 2)]
     env = st.env
     return [(expand.word(args[i], env, st.escape), expand.word(args[i + 1], env, st.escape))
             for i in range(0, len(args), 2)]

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from berth.api import versions
+from berth.daemon.backends import buildprune
 from berth.daemon.backends.threads import BodyPipe, iterate_in_thread, run_in_own_thread
 from berth.daemon.events import EventBus, make_event
 from berth.errors import Conflict, InvalidParameter
@@ -66,8 +67,11 @@ class ImageService:
             out["VirtualSize"] = rec.size
         return out
 
-    def _list(self, filters: dict[str, list[str]], api_version: str) -> list[dict[str, Any]]:
+    def _list(self, filters: dict[str, list[str]], api_version: str, all_: bool = True) -> list[dict[str, Any]]:
         records = self.store.all()
+        if not all_:  # as dockerd: untagged images under others (build steps) only with -a; berth's build cache too
+            hidden = self.store.build_cache.ids() | {r.parent for r in records if r.parent}
+            records = [r for r in records if r.tags or r.digests or r.id not in hidden]
         if "dangling" in filters:
             want = filters["dangling"][-1].lower()
             if want not in ("true", "false", "1", "0"):
@@ -105,7 +109,7 @@ class ImageService:
 
     async def images_list(self, all_: bool, digests: bool, filters: dict[str, list[str]],
                           api_version: str) -> list[dict[str, Any]]:
-        return await asyncio.to_thread(self._list, filters, api_version)
+        return await asyncio.to_thread(self._list, filters, api_version, all_)
 
     def _inspect(self, name: str, api_version: str) -> dict[str, Any]:
         rec = self.store.get(self.store.resolve(name))
@@ -188,11 +192,12 @@ class ImageService:
         deleted: list[dict[str, str]] = []
         reclaimed = 0
         used = self.in_use()
+        cache = self.store.build_cache.ids()
         for rec in self.store.all():
             if dangling_only and rec.tags or rec.id in used:
                 continue
-            if not rec.tags and self.store.has_children(rec.id):
-                continue  # a build step's image under a later one: kept with it, as dockerd does
+            if not rec.tags and (rec.id in cache or self.store.has_children(rec.id)):
+                continue  # build steps' images are the build cache (builder prune's); parents stay, as dockerd
             sizes = {r["chain_id"]: r["size"] for r in self.store.layer_rows(rec.layers)}
             for item in self.store.delete(rec.id, force=True, noprune=False):
                 deleted.append(item)
@@ -353,7 +358,11 @@ class ImageService:
             images = []
             layers_size = 0
             seen: set[str] = set()
+            build_cache = buildprune.entries(self.store, self.in_use())
+            cached = {"sha256:" + c["ID"] for c in build_cache}
             for rec in self.store.all():
+                if rec.id in cached:
+                    continue
                 cfg = self.store.config(rec.id)
                 s = self._summary(rec, cfg, "1.47")
                 rows = self.store.layer_rows(rec.layers)
@@ -366,7 +375,7 @@ class ImageService:
                 s["Containers"] = 0
                 images.append(s)
             return {"LayersSize": layers_size, "Images": images, "Containers": [], "Volumes": [],
-                    "BuildCache": [], **self.df_extra()}
+                    "BuildCache": build_cache, **self.df_extra()}
         return await asyncio.to_thread(df)
 
     def counts(self) -> int:
