@@ -71,7 +71,7 @@ class Builder:
             reference.parse(t)  # a bad tag fails before any work (a status code)
         work = tempfile.mkdtemp(prefix="build-", dir=self.root)
         ctx = os.path.join(work, "context")
-        os.mkdir(ctx, 0o700)
+        os.mkdir(ctx, 0o755)  # what `COPY . /dir/` gives /dir (the build's own directory above is 0700)
         try:
             await self._unpack(body, ctx)
             df = await asyncio.to_thread(self._dockerfile, ctx, opts.dockerfile)

@@ -165,7 +165,7 @@ def _comment(p: Plan, root: safepath.Root) -> str:
         key = hashes[0]
     else:
         key = "multi:" + hashlib.sha256(",".join(hashes).encode()).hexdigest()
-    chown = f"--chown={p.chown} " if p.chown else ""
+    chown = f"--chown={p.chown}" if p.chown else ""  # no space after it: dockerd's words exactly
     chmod = f"--chmod={p.chmod:o} " if p.chmod is not None else ""
     return f"{p.cmd} {chown}{chmod}{key} in {p.raw_dest} "
 

@@ -67,8 +67,10 @@ def new_state(image_id: str, image_config: dict[str, Any] | None, escape: str,
     cfg: dict[str, Any] = copy.deepcopy(image_config) if image_config else {
         "architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": []}}
     run = {**copy.deepcopy(EMPTY_CONFIG), **(cfg.get("config") or {})}
-    if not run.get("Env"):
-        run["Env"] = ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"] if not image_id else []
+    env = list(run.get("Env") or [])
+    if not any(e.partition("=")[0] == "PATH" for e in env):  # as dockerd: every stage starts with a PATH
+        env.append("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+    run["Env"] = env
     return StageState(image_id, cfg, run, escape, build_args)
 
 
@@ -102,7 +104,11 @@ def metadata(ins: Instruction, st: StageState) -> tuple[str, bool]:
         for k, v in pairs:
             if not k:
                 raise InvalidParameter("ENV names can not be blank")
-            values = [e for e in values if e.partition("=")[0] != k] + [f"{k}={v}"]
+            names = [e.partition("=")[0] for e in values]
+            if k in names:  # replaced where it is, as dockerd
+                values[names.index(k)] = f"{k}={v}"
+            else:
+                values.append(f"{k}={v}")
         run["Env"] = values
         return "ENV " + " ".join(f"{k}={v}" for k, v in pairs), False
     if cmd == "LABEL":
@@ -200,31 +206,60 @@ def _duration(text: str, what: str) -> int:
     return total
 
 
+def go_duration(ns: int) -> str:
+    """Go's time.Duration.String(): 30s, 1m30s, 1h0m0s, 500ms, 0s."""
+    if ns == 0:
+        return "0s"
+    sign, ns = ("-", -ns) if ns < 0 else ("", ns)
+    if ns < 10**9:
+        for unit, size in (("ms", 10**6), ("µs", 10**3), ("ns", 1)):
+            if ns >= size:
+                return sign + f"{ns / size:.9f}".rstrip("0").rstrip(".") + unit
+    h, rest = divmod(ns, 3600 * 10**9)
+    m, rest = divmod(rest, 60 * 10**9)
+    secs = f"{rest / 10**9:.9f}".rstrip("0").rstrip(".") + "s"
+    if h:
+        return f"{sign}{h}h{m}m{secs}"
+    return f"{sign}{m}m{secs}" if m else sign + secs
+
+
+def _go_rune(n: int) -> str:
+    """Go's %q of an int (a rune literal), as dockerd's history shows Retries."""
+    named = {7: "\\a", 8: "\\b", 9: "\\t", 10: "\\n", 11: "\\v", 12: "\\f", 13: "\\r", 39: "\\'", 92: "\\\\"}
+    if n in named:
+        return f"'{named[n]}'"
+    if 0x20 <= n < 0x7F:
+        return f"'{chr(n)}'"
+    return f"'\\x{n:02x}'" if n < 0x100 else f"'\\u{n:04x}'"
+
+
 def _healthcheck(ins: Instruction, st: StageState) -> str:
     args = list(ins.args)
     if not args:
         raise InvalidParameter("HEALTHCHECK requires an argument")
     kind = args[0].upper()
+    hc: dict[str, Any]
     if kind == "NONE":
         if len(args) > 1 or ins.flags:
             raise InvalidParameter("HEALTHCHECK NONE takes no arguments")
-        st.run["Healthcheck"] = {"Test": ["NONE"]}
-        return "HEALTHCHECK &{[\"NONE\"] \"0s\" \"0s\" \"0s\" '\\x00'}"
-    if kind != "CMD":
+        hc = {"Test": ["NONE"]}
+    elif kind != "CMD":
         raise InvalidParameter(f"Unknown type \"{args[0]}\" in HEALTHCHECK (try CMD)")
-    rest = args[1:]
-    test = ["CMD", *rest] if ins.json else ["CMD-SHELL", " ".join(rest)]
-    hc: dict[str, Any] = {"Test": test}
-    for flag, key in (("interval", "Interval"), ("timeout", "Timeout"), ("start-period", "StartPeriod"),
-                      ("start-interval", "StartInterval")):
-        if flag in ins.flags:
-            hc[key] = _duration(ins.flags[flag], flag)
-    if "retries" in ins.flags:
-        if not ins.flags["retries"].isdigit():
-            raise InvalidParameter(f"invalid --retries: {ins.flags['retries']}")
-        hc["Retries"] = int(ins.flags["retries"])
+    else:
+        rest = args[1:]
+        hc = {"Test": ["CMD", *rest] if ins.json else ["CMD-SHELL", " ".join(rest)]}
+        for flag, key in (("interval", "Interval"), ("timeout", "Timeout"), ("start-period", "StartPeriod"),
+                          ("start-interval", "StartInterval")):
+            if flag in ins.flags:
+                hc[key] = _duration(ins.flags[flag], flag)
+        if "retries" in ins.flags:
+            if not ins.flags["retries"].isdigit():
+                raise InvalidParameter(f"invalid --retries: {ins.flags['retries']}")
+            hc["Retries"] = int(ins.flags["retries"])
     st.run["Healthcheck"] = hc
-    return "HEALTHCHECK " + json.dumps(hc, separators=(",", ":"))
+    test = " ".join(json.dumps(t, ensure_ascii=False) for t in hc["Test"])
+    times = " ".join(f'"{go_duration(hc.get(k, 0))}"' for k in ("Interval", "Timeout", "StartPeriod"))
+    return f"HEALTHCHECK &{{[{test}] {times} {_go_rune(hc.get('Retries', 0))}}}"
 
 
 def run_command(ins: Instruction, st: StageState) -> tuple[list[str], list[str]]:
