@@ -10,8 +10,8 @@ temporary directory removed at the end, also on failure.
 
     python bench/run.py [--quick] [--json PATH] [--only GROUP] [--baseline REV] [--tlscrl] [--authz]
 
-GROUP: system, images, pull (a 500 MB image from a local registry, cold), containers, networks,
-connections.
+GROUP: system, images, pull (a 500 MB image from a local registry, cold), build (a 12-step Dockerfile,
+a 200 MB context: cold, one file changed, nothing changed), containers, networks, connections.
 
 With ``--baseline REV`` the berthd of git revision REV runs beside today's ("baseline" column), to
 show what a change costs; the last column is today's berthd against it (+: faster or smaller).
@@ -254,7 +254,7 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="fewer and shorter rounds")
     ap.add_argument("--json", help="also write the results here")
-    ap.add_argument("--only", choices=["system", "images", "pull", "containers", "networks", "connections"],
+    ap.add_argument("--only", choices=["system", "images", "pull", "build", "containers", "networks", "connections"],
                     help="run one group of measures")
     ap.add_argument("--baseline", metavar="REV", help="also run the berthd of this git revision, side by side")
     ap.add_argument("--tlscrl", action="store_true", help="today's berthd checks client certificates against a "
@@ -277,7 +277,7 @@ def main() -> int:
         TLSCRL = f"{certs_root}/ca/crl.pem"
     daemons: dict[str, Daemon] = {}
     results: dict[str, dict[str, float]] = {}
-    if opts.only in ("images", "pull", "containers", "networks", "connections"):
+    if opts.only in ("images", "pull", "build", "containers", "networks", "connections"):
         rounds = 0
     try:
         if rounds == 0:
@@ -318,6 +318,10 @@ def main() -> int:
 
         results.update(pull.main(rounds=3 if opts.quick else 5))
         results.update(pull.push_main(rounds=2 if opts.quick else 3))
+    if opts.only in (None, "build"):
+        import build
+
+        results.update(build.main(rounds=3 if opts.quick else 5))
     if opts.only in (None, "containers"):
         import containers
 

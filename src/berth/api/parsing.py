@@ -151,6 +151,11 @@ class RequestParsing:
         job.request = Request(method, path, query, self._headers, api_version, self.identity, params,
                               connection=conn,
                               raw_target=self._url.decode("latin-1") if self.app.authorizer is not None else "")
+        if self._headers.get("expect", "").lower() == "100-continue" and not job.upgrade and \
+                self.transport is not None and not self._queue and conn._running is None:
+            # curl waits a second for this before it sends a body (Go's server sends it too); only with
+            # no earlier response outstanding, so that it cannot come before one
+            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         if route.stream_body and not job.upgrade:
             assert self.transport is not None
             job.body_stream = BodyStream(conn)

@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import bz2
 import errno
+import hashlib
 import lzma
 import os
 import stat
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from berth import tarfmt
 from berth.build import dockerignore
@@ -26,6 +27,7 @@ from berth.linux import safepath
 MAX_CONTEXT = 16 << 30
 MAX_ENTRIES = 1 << 20
 _ZEROS = bytes(1 << 20)
+_ZERO_VIEW = memoryview(_ZEROS)
 
 
 class _Decompressed:
@@ -89,11 +91,12 @@ def _parts(name: str) -> list[str]:
     return parts
 
 
-def _write(fd: int, reader: tarfmt.TarReader) -> int:
+def _write(fd: int, reader: tarfmt.TarReader, h: Any) -> int:
     written = 0
     while chunk := reader.read_data():
+        h.update(chunk)
         n = len(chunk)
-        if chunk == _ZEROS[:n]:
+        if n <= len(_ZEROS) and _ZERO_VIEW[:n] == chunk:  # compared in place, nothing copied
             os.lseek(fd, n, os.SEEK_CUR)  # a hole
         else:
             view = memoryview(chunk)
@@ -104,8 +107,11 @@ def _write(fd: int, reader: tarfmt.TarReader) -> int:
     return written
 
 
-def unpack(src: BinaryIO, dest: str) -> None:
-    """Unpack the context tar ``src`` into the (empty, berth's own) directory ``dest``."""
+def unpack(src: BinaryIO, dest: str) -> dict[str, str]:
+    """Unpack the context tar ``src`` into the (empty, berth's own) directory ``dest``; the sha256 of
+    each regular file, by its path in the context (COPY's cache key needs them: they are taken as
+    the bytes go by rather than read again)."""
+    digests: dict[str, str] = {}
     total = entries = 0
     reader = tarfmt.TarReader(src)
     dirs: list[tuple[str, float]] = []
@@ -145,12 +151,15 @@ def unpack(src: BinaryIO, dest: str) -> None:
                         fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
                                      0o600, dir_fd=pfd)
                         try:
-                            _write(fd, reader)
+                            h = hashlib.sha256()
+                            _write(fd, reader, h)
+                            digests[path] = h.hexdigest()
                             os.fchmod(fd, e.mode & 0o7777)
                             os.utime(fd, (e.mtime, e.mtime))
                         finally:
                             os.close(fd)
                     elif e.type == tarfmt.SYMLINK:
+                        digests.pop(path, None)
                         os.symlink(e.linkname, name, dir_fd=pfd)
                         os.utime(name, (e.mtime, e.mtime), dir_fd=pfd, follow_symlinks=False)
                     elif e.type == tarfmt.HARDLINK:
@@ -162,6 +171,9 @@ def unpack(src: BinaryIO, dest: str) -> None:
                             os.link(lname, name, src_dir_fd=lpfd, dst_dir_fd=pfd, follow_symlinks=False)
                         finally:
                             os.close(lpfd)
+                        target = "/" + "/".join(lparts)
+                        if target in digests:
+                            digests[path] = digests[target]
                     elif e.type == tarfmt.FIFO:
                         continue  # nothing a COPY could use; dockerd skips them too
                     else:
@@ -182,6 +194,7 @@ def unpack(src: BinaryIO, dest: str) -> None:
                 os.utime(fd, (mtime, mtime))
             finally:
                 os.close(fd)
+    return digests
 
 
 def read_small(dest: str, path: str, limit: int = MAX_SIZE) -> bytes | None:

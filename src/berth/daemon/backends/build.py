@@ -73,23 +73,23 @@ class Builder:
         ctx = os.path.join(work, "context")
         os.mkdir(ctx, 0o755)  # what `COPY . /dir/` gives /dir (the build's own directory above is 0700)
         try:
-            await self._unpack(body, ctx)
+            digests = await self._unpack(body, ctx)
             df = await asyncio.to_thread(self._dockerfile, ctx, opts.dockerfile)
-            run = _Run(self, opts, df, ctx)
+            run = _Run(self, opts, df, ctx, digests)
             async for m in run.execute():
                 yield m
         finally:
             await asyncio.to_thread(shutil.rmtree, work, True)
 
-    async def _unpack(self, body: AsyncIterator[bytes], ctx: str) -> None:
-        def work(pipe: BodyPipe) -> None:
-            bcontext.unpack(bcontext.open_context(pipe, Gunzip), ctx)  # type: ignore[arg-type]
+    async def _unpack(self, body: AsyncIterator[bytes], ctx: str) -> dict[str, str]:
+        def work(pipe: BodyPipe) -> dict[str, str]:
+            return bcontext.unpack(bcontext.open_context(pipe, Gunzip), ctx)  # type: ignore[arg-type]
 
         pipe = BodyPipe()
         task = asyncio.create_task(run_in_own_thread(work, pipe))
         try:
             await pipe.feed(body)
-            await task
+            return await task
         except BaseException:
             pipe.abort()
             await asyncio.gather(task, return_exceptions=True)
@@ -108,8 +108,8 @@ class Builder:
 class _Run:
     """One build: its stages, their images, the containers it made."""
 
-    def __init__(self, b: Builder, opts: Options, df: Dockerfile, ctx: str) -> None:
-        self.b, self.opts, self.df, self.ctx = b, opts, df, ctx
+    def __init__(self, b: Builder, opts: Options, df: Dockerfile, ctx: str, digests: dict[str, str]) -> None:
+        self.b, self.opts, self.df, self.ctx, self.digests = b, opts, df, ctx, digests
         self.step = 0
         self.stage_images: dict[str, str] = {}  # stage name or index → image ID
         self.made: list[str] = []  # intermediate containers still there
@@ -450,7 +450,7 @@ class _Run:
             self.made.remove(cid)
 
     async def _copy(self, ins: Instruction, st: steps.StageState) -> AsyncIterator[Message]:
-        plan = await asyncio.to_thread(buildcopy.plan, ins, st, self.ctx, self.stage_images)
+        plan = await asyncio.to_thread(buildcopy.plan, ins, st, self.ctx, self.stage_images, self.digests)
         src_ctr = None
         try:
             if plan.from_image:

@@ -47,6 +47,7 @@ class Plan:
     patterns: list[str] = field(default_factory=list)
     comment: str = ""
     from_root: Any = None  # a safepath.Root of the image's files, while planned from it
+    digests: dict[str, str] = field(default_factory=dict)  # the context's files' sha256, from unpack
 
     def close(self) -> None:
         self.from_root = None
@@ -59,7 +60,8 @@ def _dest(raw: str, st: StageState) -> str:
     return joined + "/" if raw.endswith("/") and not joined.endswith("/") else joined
 
 
-def plan(ins: Instruction, st: StageState, ctx: str, stage_images: dict[str, str]) -> Plan:
+def plan(ins: Instruction, st: StageState, ctx: str, stage_images: dict[str, str],
+         digests: dict[str, str] | None = None) -> Plan:
     env = st.env
     args = [expand.word(a, env, st.escape) for a in ins.args]
     if len(args) < 2:
@@ -86,6 +88,7 @@ def plan(ins: Instruction, st: StageState, ctx: str, stage_images: dict[str, str
         p.root = ""
         p.decompress = False
         return p
+    p.digests = digests or {}
     with safepath.Root.at(ctx, label="build context") as root:
         p.sources = _match(root, p.patterns, "build context")
         p.comment = _comment(p, root)
@@ -152,15 +155,42 @@ def _match(root: safepath.Root, patterns: list[str], where: str) -> list[Source]
     return sources
 
 
+def _tree_hash(root: safepath.Root, path: str, digests: dict[str, str]) -> str:
+    """The sha256 of what a source is: names, types, modes and contents (a file's from ``digests``,
+    taken at unpack, when it is there; else read), never following a symlink."""
+    h = hashlib.sha256()
+
+    def entry(fd: int, name: str, rel: str, st: os.stat_result) -> None:
+        h.update(f"{rel}\0{stat.S_IFMT(st.st_mode)}\0{stat.S_IMODE(st.st_mode):o}\0{st.st_size}\0".encode())
+        if stat.S_ISLNK(st.st_mode):
+            h.update(os.readlink(name, dir_fd=fd).encode("utf-8", "surrogateescape"))
+        elif stat.S_ISREG(st.st_mode):
+            known = digests.get(rel)
+            if known is None:
+                ffd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, dir_fd=fd)
+                with os.fdopen(ffd, "rb") as f:
+                    known = hashlib.file_digest(f, "sha256").hexdigest()
+            h.update(known.encode())
+        elif stat.S_ISDIR(st.st_mode):
+            sub = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+            try:
+                for e in sorted(os.scandir(sub), key=lambda e: e.name):
+                    entry(sub, e.name, f"{rel.rstrip('/')}/{e.name}", e.stat(follow_symlinks=False))
+            finally:
+                os.close(sub)
+
+    pfd, name = root.parent(path) if path != "/" else (os.dup(root.fd), ".")
+    try:
+        entry(pfd, name, path, os.stat(name, dir_fd=pfd, follow_symlinks=False))
+    finally:
+        os.close(pfd)
+    return h.hexdigest()
+
+
 def _comment(p: Plan, root: safepath.Root) -> str:
     """``COPY file:<sha256> in <dest> `` as the classic builder's cache key and history (the hash is
     berth's own: the names, modes, sizes and contents of what is copied)."""
-    hashes = []
-    for s in p.sources:
-        h = hashlib.sha256()
-        for chunk in carchive.tar_stream(root, s.path, ".", "build context", end=False):
-            h.update(chunk)
-        hashes.append(("dir:" if s.is_dir else "file:") + h.hexdigest())
+    hashes = [("dir:" if s.is_dir else "file:") + _tree_hash(root, s.path, p.digests) for s in p.sources]
     if len(hashes) == 1:
         key = hashes[0]
     else:
