@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shutil
 import stat
 from collections.abc import Callable, Iterator
 from typing import Any, BinaryIO
@@ -98,6 +99,33 @@ class Files:
         else:
             with self.rootfs.root_for(ctr, with_mounts=False) as root:
                 yield root
+
+    def release_upper(self, ctr: Container) -> str:
+        """The upper directory of a container that is about to be removed and will never run again,
+        made fit to become a layer as it is (build steps): the runtime's mount points and device
+        nodes taken out (what ``commit_layer`` leaves out of its tar). Its path."""
+        hidden = self.runtime_paths(ctr)
+        upper = self.layout.dir(ctr.id, "upper")
+        ufd = os.open(upper, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        doomed: list[str] = []
+        try:
+            for rel, _parent, _name, st in safetree.walk(ufd):
+                path = "/" + rel
+                if any(path == d or path.startswith(d + "/") for d in doomed):
+                    continue
+                top = path in hidden or any(path.startswith(h + "/") for h in hidden if h in ("/dev", "/proc", "/sys"))
+                device = (stat.S_ISCHR(st.st_mode) and st.st_rdev != 0) or stat.S_ISBLK(st.st_mode)
+                if top or device:
+                    doomed.append(path)
+        finally:
+            os.close(ufd)
+        for path in doomed:  # berth's own directory, nothing runs there: by path, never following a link
+            target = upper + path
+            if os.path.isdir(target) and not os.path.islink(target):
+                shutil.rmtree(target)
+            else:
+                os.unlink(target)
+        return upper
 
     def commit_layer(self, ctr: Container, out: BinaryIO) -> None:
         """The container's changes (its upper directory, without the runtime's mount points) as a

@@ -37,6 +37,26 @@ OPAQUE = ".wh..wh..opq"
 OPAQUE_XATTR = "trusted.overlay.opaque"
 
 _REC = struct.Struct("<cQ")  # record kind, payload length
+
+
+def _record(kind: bytes, payload: bytes) -> bytes:
+    return _REC.pack(kind, len(payload)) + payload
+
+
+class _Chunks:
+    """An iterator of byte chunks as a file (short reads, as a raw file's)."""
+
+    def __init__(self, chunks: Iterator[bytes]) -> None:
+        self.chunks, self.rest = iter(chunks), b""
+
+    def read(self, n: int = -1) -> bytes:
+        while not self.rest:
+            nxt = next(self.chunks, None)
+            if nxt is None:
+                return b""
+            self.rest = nxt
+        out, self.rest = (self.rest, b"") if n < 0 or n >= len(self.rest) else (self.rest[:n], self.rest[n:])
+        return out
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 
 
@@ -308,6 +328,34 @@ class LayerStore:
             raise
         raw_digest, raw_size = (raw.digest, raw.size) if raw is not None else (hashed.digest, hashed.size)
         return Extracted(staging, hashed.digest, ex.size, hashed.size, raw_digest, raw_size)
+
+    def adopt(self, directory: str, tar_chunks: Iterator[bytes]) -> Extracted:
+        """A new layer whose files are ``directory`` itself (an overlayfs upper directory of berth's
+        own that nothing uses any more: a build step's), moved, not copied. ``tar_chunks`` is that
+        directory as a layer tar: the diff ID and the tar-split come from it; its file contents are
+        the directory's. The caller commits the result or discards it, as ``extract``'s."""
+        staging = self.new_staging()
+        try:
+            hashed = HashingReader(_Chunks(tar_chunks))  # type: ignore[arg-type]
+            reader = tarfmt.TarReader(hashed)  # type: ignore[arg-type]
+            with open(os.path.join(staging, "tar-split"), "wb") as split:
+                for e in reader:
+                    parts = _clean_name(e.name)
+                    base = parts[-1] if parts else ""
+                    if e.type == tarfmt.REGULAR and parts and not base.startswith(WHITEOUT_PREFIX):
+                        split.write(_record(b"F", "/".join(parts).encode("utf-8", "surrogateescape") + b"\0"
+                                            + e.raw_header + struct.pack("<Q", e.size)))
+                        reader.skip_data()
+                    else:
+                        split.write(_record(b"H", e.raw_header))
+                hashed.drain()
+                split.write(_record(b"T", reader.trailer))
+            os.rename(directory, os.path.join(staging, "diff"))
+        except BaseException:
+            self.discard(staging)
+            raise
+        diff = os.path.join(staging, "diff")
+        return Extracted(staging, hashed.digest, disk_size(diff), hashed.size, hashed.digest, hashed.size)
 
     def commit(self, ex: Extracted, chain_id: str) -> bool:
         """Move a synced staging directory into place as ``chain_id``; False if it already exists."""

@@ -22,6 +22,7 @@ from berth.build import context as bcontext
 from berth.build import expand
 from berth.build.options import Options
 from berth.build.parse import Dockerfile, Instruction, parse
+from berth.container import archive as carchive
 from berth.container import logs as clogs
 from berth.container import users
 from berth.daemon.backends import buildcopy
@@ -378,12 +379,27 @@ class _Run:
 
     async def _commit_container(self, st: steps.StageState, cid: str, cc: dict[str, Any]) -> None:
         ctr = self.b.files.registry.get(cid)
+        async with self.b.files.registry.lock(cid):  # an exit's unmount is over
+            pass
+        files, layers = self.b.files.files, self.b.store.layers
+        upper = self.b.files.registry.layout.dir(cid, "upper")
+        # a container that goes right after gives its upper directory to the layer store as it is (one
+        # write of the step's files, not three); otherwise its changes are copied through a tar
+        adopt = self.opts.rm and ctr.idmap is None and os.stat(upper).st_dev == os.stat(layers.tmp).st_dev
 
         def work() -> None:
-            with tempfile.TemporaryFile(dir=self.b.root) as tmp:
-                self.b.files.files.commit_layer(ctr, tmp)
-                tmp.seek(0)
-                ex = self.b.store.layers.extract(tmp)
+            if adopt:
+                files.release_upper(ctr)
+                ufd = os.open(upper, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+                try:
+                    ex = layers.adopt(upper, carchive.layer_stream(ufd, lambda p: False))
+                finally:
+                    os.close(ufd)
+            else:
+                with tempfile.TemporaryFile(dir=self.b.root) as tmp:
+                    files.commit_layer(ctr, tmp)
+                    tmp.seek(0)
+                    ex = layers.extract(tmp)
             self._new_image(st, cc, ex, cid)
 
         await asyncio.to_thread(work)
