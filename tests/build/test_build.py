@@ -8,6 +8,7 @@ import io
 import json
 import os
 import tarfile
+import urllib.parse
 
 import docker
 import pytest
@@ -202,3 +203,59 @@ def test_onbuild_triggers_run_in_the_child_build(bb: Berthd, tmp_path) -> None: 
     assert not cfg.get("OnBuild")  # triggers run once, in the first child
     code, out = _build(bb, child, "--platform", "linux/arm64")
     assert code != 0
+
+
+def _serve(root: str, cleanup) -> str:  # type: ignore[no-untyped-def]
+    """A static HTTP server on loopback for ``root`` (a dumb-protocol git repository works from it)."""
+    import functools
+    import http.server
+    import threading
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+        def guess_type(self, path):  # type: ignore[no-untyped-def]
+            return "text/plain" if path.endswith("Dockerfile.txt") else super().guess_type(path)
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=root))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    cleanup.add("the test HTTP server", server.shutdown)
+    return f"http://127.0.0.1:{server.server_address[1]}"
+
+
+def test_remote_contexts_and_add_from_a_url(bb: Berthd, tmp_path, cleanup) -> None:  # type: ignore[no-untyped-def]
+    import subprocess
+
+    served = tmp_path / "served"
+    served.mkdir()
+    (served / "payload.txt").write_text("downloaded\n")
+    ctx = _context(tmp_path / "ctx", {"Dockerfile": "FROM bb\nCOPY hello /hello\n", "hello": "from a tarball\n"})
+    with tarfile.open(served / "ctx.tar.gz", "w:gz") as tf:
+        for name in ("Dockerfile", "hello"):
+            tf.add(os.path.join(ctx, name), name)
+    (served / "Dockerfile.txt").write_text("FROM bb\nRUN echo from a plain Dockerfile > /plain\n")
+    repo = tmp_path / "repo"
+    git = ["git", "-c", "user.email=t@t", "-c", "user.name=t", "-c", "init.defaultBranch=main"]
+    subprocess.run([*git, "init", "-q", str(repo)], check=True)
+    (repo / "sub").mkdir()
+    (repo / "sub" / "Dockerfile").write_text("FROM bb\nCOPY f /f\n")
+    (repo / "sub" / "f").write_text("from git\n")
+    subprocess.run([*git, "-C", str(repo), "add", "."], check=True)
+    subprocess.run([*git, "-C", str(repo), "commit", "-qm", "x"], check=True)
+    subprocess.run([*git, "clone", "-q", "--bare", str(repo), str(served / "repo.git")], check=True)
+    subprocess.run(["git", "-C", str(served / "repo.git"), "update-server-info"], check=True)
+    base = _serve(str(served), cleanup)
+    for remote, tag, check in ((f"{base}/ctx.tar.gz", "r:tar", ("cat", "/hello", "from a tarball\n")),
+                               (f"{base}/Dockerfile.txt", "r:plain", ("cat", "/plain", "from a plain Dockerfile\n")),
+                               (f"{base}/repo.git#main:sub", "r:git", ("cat", "/f", "from git\n"))):
+        r = rawhttp.request(bb.sock, "POST", f"/build?t={tag}&remote={urllib.parse.quote(remote, safe='')}")
+        assert r.status == 200 and b"Successfully tagged" in r.body, r.body
+        assert docker_cli("-H", bb.url, "run", "--rm", tag, *check[:2]).stdout == check[2]
+    r = rawhttp.request(bb.sock, "POST", f"/build?remote={base}/repo.git%23--upload-pack=x")
+    assert b"invalid git reference" in r.body, r.body  # an option smuggled in as a ref is refused
+    ctx = _context(tmp_path / "add", {"Dockerfile": f"FROM bb\nADD {base}/payload.txt /srv/\n"})
+    code, out = _build(bb, ctx, "-t", "r:add")
+    assert code == 0, out
+    r = docker_cli("-H", bb.url, "run", "--rm", "r:add", "sh", "-c", "cat /srv/payload.txt; stat -c %a /srv/payload.txt")
+    assert r.stdout == "downloaded\n600\n", r.stdout + r.stderr

@@ -21,5 +21,6 @@ class Options:
     network_mode: str = ""
     extra_hosts: list[str] = field(default_factory=list)
     host_config: dict[str, Any] = field(default_factory=dict)  # shmsize, memory, cpu*
+    remote: str = ""  # a URL: the context is fetched from there (a tarball, a Dockerfile or git)
     cache_from: list[str] = field(default_factory=list)  # images whose chains are the only cache
     auth: str = ""  # X-Registry-Config (base64 JSON of registry → credentials)

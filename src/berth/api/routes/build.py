@@ -40,8 +40,9 @@ def options(req: Request) -> Options:
         raise NotSupported("BuildKit (version=2) is not supported by berth: it runs the classic builder")
     if req.bool_arg("squash"):
         raise InvalidParameter("squash is only supported with experimental mode")
-    if req.arg("remote"):
-        raise NotSupported("remote build contexts (a URL or a git repository) are not supported by berth yet")
+    remote = req.arg("remote")
+    if len(remote) > 4096 or "\0" in remote:
+        raise InvalidParameter("invalid remote URL")
     try:
         cache_from = json.loads(req.arg("cachefrom") or "[]")
     except ValueError:
@@ -71,7 +72,7 @@ def options(req: Request) -> Options:
         pull=req.bool_arg("pull"), build_args=_json_map(req, "buildargs", True),
         labels=_json_map(req, "labels", False), target=req.arg("target"), network_mode=req.arg("networkmode"),
         extra_hosts=[h for v in req.query.get("extrahosts", []) for h in v.split(",") if h],
-        host_config=host_config, cache_from=cache_from, auth=req.headers.get("x-registry-config", ""))
+        host_config=host_config, remote=remote, cache_from=cache_from, auth=req.headers.get("x-registry-config", ""))
 
 
 def routes(backend: BuildBackend, cache: BuildCacheBackend) -> list[Route]:

@@ -25,13 +25,13 @@ from berth.build.parse import Dockerfile, Instruction, parse
 from berth.container import archive as carchive
 from berth.container import logs as clogs
 from berth.container import users
-from berth.daemon.backends import buildcopy
+from berth.daemon.backends import buildcopy, buildremote
 from berth.daemon.backends import buildsteps as steps
 from berth.daemon.backends.containerfiles import ContainerFilesAPI
 from berth.daemon.backends.containers import ContainerAPI
 from berth.daemon.backends.images import ImageService
 from berth.daemon.backends.threads import BodyPipe, run_in_own_thread
-from berth.errors import BerthError, InvalidParameter, NotFound
+from berth.errors import BerthError, InvalidParameter, NotFound, NotSupported
 from berth.image import reference
 from berth.image.store import NewLayer
 from berth.image.streams import Gunzip
@@ -74,7 +74,12 @@ class Builder:
         ctx = os.path.join(work, "context")
         os.mkdir(ctx, 0o755)  # what `COPY . /dir/` gives /dir (the build's own directory above is 0700)
         try:
-            digests = await self._unpack(body, ctx)
+            if opts.remote:
+                async for _ in body:
+                    pass  # a remote context: the body is empty (or ignored, as dockerd does)
+                digests = await asyncio.to_thread(buildremote.fetch_context, opts.remote, work, ctx)
+            else:
+                digests = await self._unpack(body, ctx)
             df = await asyncio.to_thread(self._dockerfile, ctx, opts.dockerfile)
             run = _Run(self, opts, df, ctx, digests)
             async for m in run.execute():
@@ -465,8 +470,24 @@ class _Run:
             await self.b.containers.container_remove(cid, True, True)
             self.made.remove(cid)
 
+    def _download(self, ins: Instruction, st: steps.StageState, into: str) -> list[str]:
+        """ADD's URLs, each into a directory of its own under ``into``: their paths there."""
+        args = [expand.word(a, st.env, st.escape) for a in ins.args[:-1]]
+        if not all("://" in a for a in args):
+            raise NotSupported("ADD of URLs and local files together is not supported by berth yet")
+        names = []
+        for n, url in enumerate(args):
+            os.mkdir(os.path.join(into, str(n)))
+            names.append(f"{n}/{buildremote.add_url(url, os.path.join(into, str(n)))}")
+        return names
+
     async def _copy(self, ins: Instruction, st: steps.StageState) -> AsyncIterator[Message]:
-        plan = await asyncio.to_thread(buildcopy.plan, ins, st, self.ctx, self.stage_images, self.digests)
+        downloads, names = "", None
+        if ins.cmd == "ADD" and any("://" in a for a in ins.args[:-1]):
+            downloads = tempfile.mkdtemp(prefix="add-", dir=os.path.dirname(self.ctx))
+            names = await asyncio.to_thread(self._download, ins, st, downloads)
+        plan = await asyncio.to_thread(buildcopy.plan, ins, st, downloads or self.ctx, self.stage_images,
+                                       {} if downloads else self.digests, names)
         src_ctr = None
         try:
             if plan.from_image:
@@ -491,7 +512,7 @@ class _Run:
                     owner = (u.uid, u.gid)
                 with contextlib.ExitStack() as stack:
                     src = stack.enter_context(self.b.files.life.rootfs.root_for(src_ctr)) if src_ctr is not None \
-                        else stack.enter_context(safepath.Root.at(self.ctx, label="build context"))
+                        else stack.enter_context(safepath.Root.at(plan.root, label="build context"))
                     buildcopy.apply(plan, src, dst, owner)
 
             async for m in self._files(st, plan.comment, change):

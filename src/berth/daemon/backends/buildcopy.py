@@ -19,7 +19,7 @@ from berth.build import expand
 from berth.build.parse import Instruction
 from berth.container import archive as carchive
 from berth.daemon.backends.buildsteps import StageState
-from berth.errors import InvalidParameter, NotSupported
+from berth.errors import InvalidParameter
 from berth.image.streams import Gunzip
 from berth.linux import safepath
 
@@ -61,7 +61,8 @@ def _dest(raw: str, st: StageState) -> str:
 
 
 def plan(ins: Instruction, st: StageState, ctx: str, stage_images: dict[str, str],
-         digests: dict[str, str] | None = None) -> Plan:
+         digests: dict[str, str] | None = None, downloaded: list[str] | None = None) -> Plan:
+    """``downloaded``: ADD's URLs, fetched into ``ctx`` under these names (never unpacked, as dockerd)."""
     env = st.env
     args = [expand.word(a, env, st.escape) for a in ins.args]
     if len(args) < 2:
@@ -77,9 +78,11 @@ def plan(ins: Instruction, st: StageState, ctx: str, stage_images: dict[str, str
             raise InvalidParameter(f"invalid --chmod={ins.flags['chmod']}")
     p = Plan(ins.cmd, _dest(args[-1], st), args[-1], [], ctx, expand.word(ins.flags.get("chown", ""), env, st.escape), chmod,
              decompress=ins.cmd == "ADD", patterns=args[:-1])
+    if downloaded is not None:
+        p.patterns, p.decompress = downloaded, False
     for src in p.patterns:
         if "://" in src:
-            raise NotSupported(f"{ins.cmd} from a URL ({src}) is not supported by berth yet")
+            raise InvalidParameter(f"{ins.cmd} cannot take a URL ({src}): only ADD can")
     if "from" in ins.flags:
         if ins.cmd == "ADD":
             raise InvalidParameter("ADD does not support --from")
