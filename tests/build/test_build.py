@@ -103,6 +103,7 @@ def test_multi_stage_with_target_and_copy_from(bb: Berthd, tmp_path) -> None:  #
     assert code == 0 and "Step 3/3 : LABEL x=$y" in out, out
     code, out = _build(bb, ctx, "-t", "ms:2")
     assert code != 0  # the last stage fails: the classic builder builds every stage
+    assert docker_cli("-H", bb.url, "ps", "-q").stdout == ""  # nothing of the stages run at once keeps running
     dockerfile = open(os.path.join(ctx, "Dockerfile")).read().replace("FROM bb AS never\nRUN exit 1\n", "")
     with open(os.path.join(ctx, "Dockerfile"), "w") as f:
         f.write(dockerfile)
@@ -259,3 +260,23 @@ def test_remote_contexts_and_add_from_a_url(bb: Berthd, tmp_path, cleanup) -> No
     assert code == 0, out
     r = docker_cli("-H", bb.url, "run", "--rm", "r:add", "sh", "-c", "cat /srv/payload.txt; stat -c %a /srv/payload.txt")
     assert r.stdout == "downloaded\n600\n", r.stdout + r.stderr
+
+
+def test_independent_stages_run_at_once_and_their_output_stays_in_order(bb: Berthd, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from tests.lib.daemon import free_port
+
+    # stage a listens on a loopback port of the host's network (--network host) until stage b sends to
+    # it: only if the two stages run at once does a receive anything (one after the other, a would
+    # give up after 30 s and the build fail)
+    port = free_port()
+    ctx = _context(tmp_path, {"Dockerfile": (
+        f"FROM bb AS a\nRUN timeout 30 nc -l -p {port} > /got && echo a got $(cat /got)\n"
+        f"FROM bb AS b\nRUN for i in $(seq 100); do echo hello | nc 127.0.0.1 {port} && break; sleep 0.1; done\n"
+        "FROM bb\nCOPY --from=a /got /a\nCOPY --from=b /etc/passwd /b\n")})
+    code, out = _build(bb, ctx, "-t", "par:1", "--network", "host")
+    assert code == 0, out
+    assert "a got hello" in out
+    assert out.index("a got hello") < out.index("Step 3/7 : FROM bb AS b")  # stage a's output first
+    assert [line.split(" :")[0] for line in out.splitlines() if line.startswith("Step ")] == \
+        [f"Step {n}/7" for n in range(1, 8)]
+    assert docker_cli("-H", bb.url, "run", "--rm", "par:1", "cat", "/a").stdout == "hello\n"

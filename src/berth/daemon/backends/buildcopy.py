@@ -86,8 +86,7 @@ def plan(ins: Instruction, st: StageState, ctx: str, stage_images: dict[str, str
     if "from" in ins.flags:
         if ins.cmd == "ADD":
             raise InvalidParameter("ADD does not support --from")
-        name = expand.word(ins.flags["from"], env, st.escape).lower()
-        p.from_image = stage_images.get(name, "") or name
+        p.from_image = expand.word(ins.flags["from"], env, st.escape)  # a stage's name or number, or an image
         p.root = ""
         p.decompress = False
         return p

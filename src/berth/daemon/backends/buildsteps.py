@@ -13,7 +13,7 @@ from typing import Any
 
 from berth.build import expand
 from berth.build.parse import Instruction
-from berth.errors import InvalidParameter
+from berth.errors import BerthError, InvalidParameter
 
 DEFAULT_SHELL = ["/bin/sh", "-c"]
 PROXY_ARGS = ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "FTP_PROXY", "ftp_proxy", "NO_PROXY",
@@ -22,6 +22,14 @@ EMPTY_CONFIG: dict[str, Any] = {
     "Hostname": "", "Domainname": "", "User": "", "AttachStdin": False, "AttachStdout": False, "AttachStderr": False,
     "Tty": False, "OpenStdin": False, "StdinOnce": False, "Env": None, "Cmd": None, "Image": "", "Volumes": None,
     "WorkingDir": "", "Entrypoint": None, "OnBuild": None, "Labels": None}
+
+
+class BuildFailed(BerthError):
+    """A step failed: reported in the stream, with the exit code when a RUN failed."""
+
+    def __init__(self, message: str, code: int = 0) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 @dataclass
@@ -34,6 +42,7 @@ class StageState:
     build_args: dict[str, str | None]  # given by the client (buildargs)
     declared: dict[str, str | None] = field(default_factory=dict)  # ARGs of this stage, in order
     maintainer: str = ""
+    stage: int = 0  # which stage of the Dockerfile
 
     @property
     def env(self) -> dict[str, str]:

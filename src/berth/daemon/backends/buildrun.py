@@ -1,0 +1,492 @@
+"""One build's run: its stages (those that do not need each other at once, in parallel; their
+output in order), each instruction's step, the containers and images the steps make."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
+
+from berth.build import expand
+from berth.build.options import Options
+from berth.build.parse import Dockerfile, Instruction, parse
+from berth.container import archive as carchive
+from berth.container import logs as clogs
+from berth.container import users
+from berth.daemon.backends import buildcopy, buildremote
+from berth.daemon.backends import buildsteps as steps
+from berth.daemon.backends.buildsteps import BuildFailed
+from berth.errors import BerthError, InvalidParameter, NotFound, NotSupported
+from berth.image import reference
+from berth.image.store import NewLayer
+from berth.linux import safepath
+
+if TYPE_CHECKING:
+    from berth.daemon.backends.build import Builder
+
+EMPTY_TAR_DIFF = "sha256:5f70bf18a086007016e948b04aed3b82103a36bea41755b6cddfaf10ace3c6ef"
+Message = dict[str, Any]
+
+
+def _short(image_id: str) -> str:
+    return image_id.split(":", 1)[-1][:12]
+
+
+def _now() -> str:
+    import datetime as dt
+
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+class Run:
+    """One build: its stages, their images, the containers it made."""
+
+    def __init__(self, b: Builder, opts: Options, df: Dockerfile, ctx: str, digests: dict[str, str]) -> None:
+        self.b, self.opts, self.df, self.ctx, self.digests = b, opts, df, ctx, digests
+        self.stage_images: dict[str, str] = {}  # stage name or index → image ID
+        self.done: list[asyncio.Event] = []  # each stage's, set once its image is there
+        self.made: list[str] = []  # intermediate containers still there
+        self.cache_only: set[str] | None = None  # with cachefrom: the images the cache may use
+
+    def say(self, text: str) -> Message:
+        return {"stream": text}
+
+    async def execute(self) -> AsyncIterator[Message]:
+        ok = False
+        try:
+            async for m in self._stages():
+                if not self.opts.quiet or "aux" in m or "error" in m:
+                    yield m
+            ok = True
+        except BuildFailed as exc:
+            yield {"errorDetail": {"code": exc.code, "message": exc.message} if exc.code else
+                   {"message": exc.message}, "error": exc.message}
+        except BerthError as exc:
+            yield {"errorDetail": {"message": exc.message}, "error": exc.message}
+        finally:
+            if ok and self.opts.rm or self.opts.forcerm:
+                for cid in self.made:
+                    with contextlib.suppress(BerthError):
+                        await self.b.containers.container_remove(cid, True, True)
+
+    async def _stages(self) -> AsyncIterator[Message]:
+        df, opts = self.df, self.opts
+        last = df.stage_index(opts.target) if opts.target else len(df.stages) - 1
+        for k, v in sorted(opts.labels.items()):  # as dockerd: a LABEL step each, at the end of the target
+            df.stages[last].instructions.append(Instruction("LABEL", f"LABEL {k}={v}", (k, v), {"raw": "1"}))
+        if opts.cache_from:
+            self.cache_only = await asyncio.to_thread(self._chains, opts.cache_from)
+        stages = df.stages[:last + 1]
+        total = len(df.meta_args) + sum(1 + len(s.instructions) for s in stages)
+        meta: dict[str, str | None] = {}
+        for n, ins in enumerate(df.meta_args, start=1):
+            yield self.say(f"Step {n}/{total} : {ins.original}")
+            yield self.say("\n")
+            for raw in ins.args:
+                name, eq, default = raw.partition("=")
+                meta[name] = opts.build_args.get(name) if name in opts.build_args else (
+                    expand.word(default, {k: v for k, v in meta.items() if v is not None}, df.escape) if eq else None)
+        meta_env = {k: v for k, v in meta.items() if v is not None}
+        first, n = [], len(df.meta_args)
+        for stage in stages:
+            first.append(n + 1)
+            n += 1 + len(stage.instructions)
+        # Every stage runs at once, waiting only for the stages it names (FROM, COPY --from); the
+        # output goes out stage after stage, as the classic builder's would. A later stage's output
+        # waits in its queue (bounded: a full queue holds that stage back).
+        self.done = [asyncio.Event() for _ in stages]
+        queues: list[asyncio.Queue[Any]] = [asyncio.Queue(256) for _ in stages]
+        final: list[steps.StageState] = []
+
+        async def run_stage(i: int) -> None:
+            try:
+                async for m in self._stage(i, first[i], total, meta_env, final if i == len(stages) - 1 else []):
+                    await queues[i].put(m)
+                await queues[i].put(None)
+            except BaseException as exc:  # noqa: BLE001 - handed to the reader, in order
+                await queues[i].put(exc)
+
+        tasks = [asyncio.create_task(run_stage(i)) for i in range(len(stages))]
+        try:
+            for q in queues:
+                while (m := await q.get()) is not None:
+                    if isinstance(m, BaseException):
+                        raise m
+                    yield m
+        finally:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        state = final[0]
+        yield {"aux": {"ID": state.image_id}}
+        if opts.quiet:
+            yield self.say(state.image_id + "\n")
+            return
+        yield self.say(f"Successfully built {_short(state.image_id)}\n")
+        for tag in opts.tags:
+            ref = await asyncio.to_thread(self.b.store.tag, state.image_id, tag)
+            self.b.images._event("tag", state.image_id, ref.familiar)
+            yield self.say(f"Successfully tagged {ref.familiar}\n")
+
+    async def _stage(self, index: int, step: int, total: int, meta_env: dict[str, str],
+                     result: list[steps.StageState]) -> AsyncIterator[Message]:
+        stage = self.df.stages[index]
+        yield self.say(f"Step {step}/{total} : {stage.from_.original}")
+        yield self.say("\n")
+        base = expand.word(stage.base, meta_env, self.df.escape)
+        platform = expand.word(stage.from_.flags.get("platform", ""), meta_env, self.df.escape)
+        if platform and platform not in ("linux", "linux/amd64") and platform != "$BUILDPLATFORM":
+            raise BuildFailed(f"FROM --platform={platform}: berth builds for linux/amd64 only")
+        pulled: list[Message] = []
+        state = await self._from(base, index, pulled)
+        for m in pulled:
+            yield m
+        yield self.say(f" ---> {_short(state.image_id)}\n" if state.image_id else " ---> \n")
+        async for m in self._triggers(state):
+            yield m
+        for ins in stage.instructions:
+            step += 1
+            yield self.say(f"Step {step}/{total} : {ins.original}")
+            yield self.say("\n")
+            async for m in self._dispatch(ins, state):
+                yield m
+            yield self.say(f" ---> {_short(state.image_id)}\n")
+        if not state.image_id:
+            raise BuildFailed("No image was generated. Is your Dockerfile empty?")
+        self.stage_images[str(index)] = state.image_id
+        if stage.name:
+            self.stage_images[stage.name] = state.image_id
+        self.done[index].set()
+        result.append(state)
+
+    async def stage_image(self, name: str, before: int) -> str | None:
+        """The image of the stage ``name`` (its name or its number) defined before stage ``before``,
+        once that stage is done; None when no such stage."""
+        for i, s in enumerate(self.df.stages[:before]):
+            if name.lower() in (s.name, str(i)):
+                await self.done[i].wait()
+                return self.stage_images[str(i)]
+        return None
+
+    async def _triggers(self, st: steps.StageState) -> AsyncIterator[Message]:
+        """The base image's ONBUILD triggers, run as instructions of their own (no step numbers)."""
+        triggers = [t for t in st.run.get("OnBuild") or [] if isinstance(t, str)]
+        st.run["OnBuild"] = None
+        if not triggers:
+            return
+        yield self.say(f"\x1b[91m# Executing {len(triggers)} build trigger{'s' if len(triggers) > 1 else ''}\n"
+                       "\x1b[0m")
+        for text in triggers:
+            parsed = parse(f"FROM scratch\n{text}\n".encode())
+            for ins in parsed.stages[0].instructions:
+                if ins.cmd in ("ONBUILD", "FROM", "MAINTAINER"):
+                    raise BuildFailed(f"{ins.cmd} isn't allowed as an ONBUILD trigger")
+                async for m in self._dispatch(ins, st):
+                    yield m
+
+    # ---- FROM --------------------------------------------------------------------------------------
+    async def _from(self, base: str, index: int, pulled: list[Message]) -> steps.StageState:
+        if base.lower() == "scratch":
+            st = steps.new_state("", None, self.df.escape, self.opts.build_args)
+            st.stage = index
+            return st
+        image_id = await self.stage_image(base, index) or await self._image(base, pulled)
+        cfg = json.loads(await asyncio.to_thread(self.b.store.config_bytes, image_id))
+        st = steps.new_state(image_id, cfg, self.df.escape, self.opts.build_args)
+        st.run["Image"] = image_id
+        st.stage = index
+        return st
+
+    async def _image(self, name: str, pulled: list[Message] | None = None) -> str:
+        ref = reference.parse(name)
+        if not self.opts.pull:
+            try:
+                return await asyncio.to_thread(self.b.store.resolve, str(ref) if not ref.digest else name)
+            except NotFound:
+                pass
+        async for m in self.b.images.image_pull(ref.familiar_name, ref.digest or ref.tag or "latest", "",
+                                                self._auth_for(ref.domain)):
+            if pulled is not None:
+                pulled.append(m)
+        return await asyncio.to_thread(self.b.store.resolve, name)
+
+    def _auth_for(self, domain: str) -> str:
+        """X-Registry-Auth for ``domain`` from X-Registry-Config (a map of registry → credentials)."""
+        if not self.opts.auth:
+            return ""
+        import base64
+
+        try:
+            padded = self.opts.auth + "=" * (-len(self.opts.auth) % 4)
+            configs = json.loads(base64.urlsafe_b64decode(padded))
+        except ValueError:
+            raise InvalidParameter("X-Registry-Config is not base64 JSON") from None
+        if not isinstance(configs, dict):
+            return ""
+        for key, value in configs.items():
+            host = str(key).split("://", 1)[-1].split("/", 1)[0]
+            if host == domain or domain == "docker.io" and host in ("index.docker.io", "registry-1.docker.io"):
+                return base64.urlsafe_b64encode(json.dumps(value).encode()).decode()
+        return ""
+
+    # ---- instructions ------------------------------------------------------------------------------
+    async def _dispatch(self, ins: Instruction, st: steps.StageState) -> AsyncIterator[Message]:
+        if ins.cmd == "RUN":
+            async for m in self._run(ins, st):
+                yield m
+        elif ins.cmd in ("COPY", "ADD"):
+            async for m in self._copy(ins, st):
+                yield m
+        else:
+            comment, one_string = steps.metadata(ins, st)
+            if ins.cmd == "WORKDIR":
+                async for m in self._files(st, comment, lambda root: os.close(root.mkdir_all(st.run["WorkingDir"]))):
+                    yield m
+                return
+            if await self._commit_meta(st, comment, one_string):
+                yield self.say(" ---> Using cache\n")
+
+    def _container_config(self, st: steps.StageState, cmd: list[str]) -> dict[str, Any]:
+        cc = json.loads(json.dumps(st.run))
+        cc["Cmd"] = cmd
+        return cc
+
+    def _nop(self, st: steps.StageState, comment: str, one_string: bool) -> list[str]:
+        return [*st.shell(), "#(nop) " + comment] if one_string else [*st.shell(), "#(nop) ", comment]
+
+    def _chains(self, names: list[str]) -> set[str]:
+        """cachefrom: the images named (those that exist) and their ancestors: the only cache then."""
+        out: set[str] = set()
+        for name in names:
+            try:
+                image_id: str | None = self.b.store.resolve(name)
+            except (NotFound, InvalidParameter):
+                continue
+            while image_id and image_id not in out:
+                out.add(image_id)
+                image_id = self.b.store.get(image_id).parent
+        return out
+
+    async def _cached(self, st: steps.StageState, cc: dict[str, Any]) -> str | None:
+        if self.opts.nocache or not st.image_id:
+            return None
+        hit = await asyncio.to_thread(self.b.store.cached_child, st.image_id, cc, self.cache_only)
+        if hit:
+            await asyncio.to_thread(self.b.store.build_cache.mark, hit)  # used: kept longer by builder prune
+        return hit
+
+    async def _commit_meta(self, st: steps.StageState, comment: str, one_string: bool) -> bool:
+        """An image for a metadata step (an empty layer); True when the cache had it."""
+        cc = self._container_config(st, self._nop(st, comment, one_string))
+        hit = await self._cached(st, cc)
+        if hit:
+            st.image_id = hit
+            st.run["Image"] = hit
+            return True
+        await asyncio.to_thread(self._new_image, st, cc, None, "")
+        return False
+
+    def _new_image(self, st: steps.StageState, cc: dict[str, Any], ex: Any, container: str) -> None:
+        """Register the step's image: the stage's config with the run config, history and layer."""
+        base = st.base_config
+        empty = ex is None or ex.diff_id == EMPTY_TAR_DIFF
+        diff_ids = list((base.get("rootfs") or {}).get("diff_ids") or [])
+        entry: dict[str, Any] = {"created": _now(), "created_by": " ".join(cc.get("Cmd") or [])}
+        if st.maintainer:
+            entry["author"] = st.maintainer
+        if empty:
+            entry["empty_layer"] = True
+        else:
+            diff_ids.append(ex.diff_id)
+        run = json.loads(json.dumps(st.run))
+        run["Image"] = st.image_id
+        cc = {**cc, "Image": st.image_id}
+        new = {k: v for k, v in base.items() if k not in ("config", "container_config", "history", "rootfs",
+                                                          "container", "created", "author")}
+        new.update({"architecture": base.get("architecture") or "amd64", "os": base.get("os") or "linux",
+                    "config": run, "container": container, "container_config": cc, "created": entry["created"],
+                    "docker_version": "berth", "history": [*(base.get("history") or []), entry],
+                    "rootfs": {"type": "layers", "diff_ids": diff_ids}})
+        if st.maintainer:
+            new["author"] = st.maintainer
+        data = json.dumps(new, separators=(",", ":")).encode()
+        layers = [NewLayer(d, None) for d in diff_ids]
+        if not empty:
+            layers[-1] = NewLayer(ex.diff_id, ex)
+        try:
+            image_id, _ = self.b.store.add(data, layers, [], parent=st.image_id or None)
+        except BaseException:
+            if ex is not None:
+                self.b.store.layers.discard(ex.staging)
+            raise
+        if ex is not None and empty:
+            self.b.store.layers.discard(ex.staging)
+        self.b.store.build_cache.mark(image_id)
+        st.image_id = image_id
+        st.base_config = new
+        st.run["Image"] = image_id
+
+    async def _container(self, st: steps.StageState, cmd: list[str], env_extra: list[str]) -> str:
+        if not st.image_id:
+            raise BuildFailed("Please provide a source image with `from` prior to commit")
+        env = list(st.run.get("Env") or []) + env_extra
+        hc = {"NetworkMode": self.opts.network_mode or "default", "ExtraHosts": self.opts.extra_hosts or None,
+              "LogConfig": {"Type": "json-file", "Config": {}}, **self.opts.host_config}
+        body = {"Image": st.image_id, "Cmd": cmd, "Entrypoint": [], "Env": env, "User": st.run.get("User") or "",
+                "WorkingDir": st.run.get("WorkingDir") or "", "Labels": st.run.get("Labels") or {},
+                "Healthcheck": {"Test": ["NONE"]}, "HostConfig": hc}
+        created = await asyncio.to_thread(self.b.containers.container_create, body, "", "1.41")
+        self.made.append(created["Id"])
+        return str(created["Id"])
+
+    async def _commit_container(self, st: steps.StageState, cid: str, cc: dict[str, Any]) -> None:
+        ctr = self.b.files.registry.get(cid)
+        async with self.b.files.registry.lock(cid):  # an exit's unmount is over
+            pass
+        files, layers = self.b.files.files, self.b.store.layers
+        upper = self.b.files.registry.layout.dir(cid, "upper")
+        # a container that goes right after gives its upper directory to the layer store as it is (one
+        # write of the step's files, not three); otherwise its changes are copied through a tar
+        adopt = self.opts.rm and ctr.idmap is None and os.stat(upper).st_dev == os.stat(layers.tmp).st_dev
+
+        def work() -> None:
+            if adopt:
+                files.release_upper(ctr)
+                ufd = os.open(upper, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+                try:
+                    ex = layers.adopt(upper, carchive.layer_stream(ufd, lambda p: False))
+                finally:
+                    os.close(ufd)
+            else:
+                with tempfile.TemporaryFile(dir=self.b.root) as tmp:
+                    files.commit_layer(ctr, tmp)
+                    tmp.seek(0)
+                    ex = layers.extract(tmp)
+            self._new_image(st, cc, ex, cid)
+
+        await asyncio.to_thread(work)
+
+    async def _remove(self, cid: str) -> AsyncIterator[Message]:
+        if self.opts.rm:
+            await self.b.containers.container_remove(cid, True, True)
+            self.made.remove(cid)
+            yield self.say(f"Removing intermediate container {cid[:12]}\n")
+
+    async def _run(self, ins: Instruction, st: steps.StageState) -> AsyncIterator[Message]:
+        cmd, saved = steps.run_command(ins, st)
+        cc = self._container_config(st, saved)
+        hit = await self._cached(st, cc)
+        if hit:
+            st.image_id = hit
+            yield self.say(" ---> Using cache\n")
+            return
+        cid = await self._container(st, cmd, st.arg_env())
+        yield self.say(f" ---> Running in {cid[:12]}\n")
+        fut = await self.b.containers.container_wait(cid, "next-exit")
+        try:
+            await self.b.containers.container_start(cid)
+            async for chunk in self._output(cid):
+                yield chunk
+            code = await fut
+        except asyncio.CancelledError:  # another stage failed, or the client went: this one goes too
+            with contextlib.suppress(BerthError):
+                await asyncio.shield(self.b.containers.container_remove(cid, True, True))
+                self.made.remove(cid)
+            raise
+        if code != 0:
+            raise BuildFailed(f"The command '{steps.shown(cmd)}' returned a non-zero code: {code}", code)
+        await self._commit_container(st, cid, cc)
+        async for m in self._remove(cid):
+            yield m
+
+    async def _output(self, cid: str) -> AsyncIterator[Message]:
+        ctr = self.b.files.registry.get(cid)
+        async for line in self.b.containers.life.logs.output(ctr, stdout=True, stderr=True, since=0, until=None,
+                                                             tail=None, follow=True, from_start=True):
+            if line is None:
+                continue
+            text = line.data.decode("utf-8", "replace")
+            yield self.say(f"\x1b[91m{text}\x1b[0m" if line.stream == clogs.STDERR else text)
+
+    async def _files(self, st: steps.StageState, comment: str, change: Any,
+                     cmd: list[str] | None = None) -> AsyncIterator[Message]:
+        """A step that changes files without running anything: a container that never starts."""
+        cc = self._container_config(st, cmd or self._nop(st, comment, True))
+        hit = await self._cached(st, cc)
+        if hit:
+            st.image_id = hit
+            yield self.say(" ---> Using cache\n")
+            return
+        if not st.image_id:  # FROM scratch: the first file step starts from an empty image
+            await asyncio.to_thread(self._new_image, st, self._container_config(st, self._nop(st, "FROM scratch",
+                                                                                                False)), None, "")
+        cid = await self._container(st, ["/bin/sh"], [])
+        ctr = self.b.files.registry.get(cid)
+
+        def work() -> None:
+            with self.b.files.life.rootfs.root_for(ctr) as root:
+                change(root)
+
+        await asyncio.to_thread(work)
+        await self._commit_container(st, cid, cc)
+        if self.opts.rm:
+            await self.b.containers.container_remove(cid, True, True)
+            self.made.remove(cid)
+
+    def _download(self, ins: Instruction, st: steps.StageState, into: str) -> list[str]:
+        """ADD's URLs, each into a directory of its own under ``into``: their paths there."""
+        args = [expand.word(a, st.env, st.escape) for a in ins.args[:-1]]
+        if not all("://" in a for a in args):
+            raise NotSupported("ADD of URLs and local files together is not supported by berth yet")
+        names = []
+        for n, url in enumerate(args):
+            os.mkdir(os.path.join(into, str(n)))
+            names.append(f"{n}/{buildremote.add_url(url, os.path.join(into, str(n)))}")
+        return names
+
+    async def _copy(self, ins: Instruction, st: steps.StageState) -> AsyncIterator[Message]:
+        downloads, names = "", None
+        if ins.cmd == "ADD" and any("://" in a for a in ins.args[:-1]):
+            downloads = tempfile.mkdtemp(prefix="add-", dir=os.path.dirname(self.ctx))
+            names = await asyncio.to_thread(self._download, ins, st, downloads)
+        plan = await asyncio.to_thread(buildcopy.plan, ins, st, downloads or self.ctx, self.stage_images,
+                                       {} if downloads else self.digests, names)
+        src_ctr = None
+        try:
+            if plan.from_image:
+                image_id = await self.stage_image(plan.from_image, st.stage) or await self._image(plan.from_image)
+                src = steps.new_state(image_id, None, self.df.escape, {})
+                src.image_id = image_id
+                src_cid = await self._container(src, ["/bin/sh"], [])
+                src_ctr = self.b.files.registry.get(src_cid)
+
+                def complete() -> None:
+                    assert src_ctr is not None
+                    with self.b.files.life.rootfs.root_for(src_ctr) as root:
+                        buildcopy.plan_from_root(plan, root)
+
+                await asyncio.to_thread(complete)
+
+            def change(dst: Any) -> None:
+                owner = (0, 0)
+                if plan.chown:
+                    u = users.resolve_user(dst, plan.chown)
+                    owner = (u.uid, u.gid)
+                with contextlib.ExitStack() as stack:
+                    src = stack.enter_context(self.b.files.life.rootfs.root_for(src_ctr)) if src_ctr is not None \
+                        else stack.enter_context(safepath.Root.at(plan.root, label="build context"))
+                    buildcopy.apply(plan, src, dst, owner)
+
+            async for m in self._files(st, plan.comment, change):
+                yield m
+        finally:
+            if src_ctr is not None:
+                with contextlib.suppress(BerthError):
+                    await self.b.containers.container_remove(src_ctr.id, True, True)
+                    self.made.remove(src_ctr.id)
+
+
