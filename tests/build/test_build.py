@@ -163,7 +163,7 @@ def test_contexts_that_reach_outside_are_refused_and_write_nothing_outside(bb: B
     assert r.status == 400 and b"larger than" in r.body, r.body
     r = rawhttp.request(bb.sock, "POST", "/build?version=2", body=b"")
     assert r.status == 501 and b"classic builder" in r.body
-    assert os.listdir(os.path.join(bb.root, "data", "build")) == []  # every build's directory went
+    assert os.listdir(os.path.join(bb.root, "data", "build")) == ["files"]  # every build's directory went
 
 
 def test_the_build_cache_outlives_image_prune_until_builder_prune(bb: Berthd, tmp_path) -> None:  # type: ignore[no-untyped-def]
@@ -189,6 +189,7 @@ def test_the_build_cache_outlives_image_prune_until_builder_prune(bb: Berthd, tm
     r = docker_cli("-H", bb.url, "builder", "prune", "-f")
     assert r.returncode == 0 and "Total" in r.stdout, r.stdout + r.stderr
     assert json.loads(rawhttp.request(bb.sock, "GET", "/system/df").body)["BuildCache"] == []
+    assert os.listdir(os.path.join(bb.root, "data", "build", "files")) == []  # the context files' cache too
     assert docker_cli("-H", bb.url, "run", "--rm", "c:1", "cat", "/one").stdout == "one\n"  # c:1 is whole
     code, out = _build(bb, ctx, "-t", "c:3")
     assert code == 0 and " ---> Using cache" not in out, out
@@ -280,3 +281,14 @@ def test_independent_stages_run_at_once_and_their_output_stays_in_order(bb: Bert
     assert [line.split(" :")[0] for line in out.splitlines() if line.startswith("Step ")] == \
         [f"Step {n}/7" for n in range(1, 8)]
     assert docker_cli("-H", bb.url, "run", "--rm", "par:1", "cat", "/a").stdout == "hello\n"
+
+
+def test_a_context_file_that_changes_only_its_mode_is_copied_with_the_new_mode(bb: Berthd, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    ctx = _context(tmp_path, {"Dockerfile": "FROM bb\nCOPY f /f\n", "f": "same bytes\n"})
+    os.chmod(os.path.join(ctx, "f"), 0o644)
+    assert _build(bb, ctx, "-t", "mode:1")[0] == 0
+    os.chmod(os.path.join(ctx, "f"), 0o600)  # small files come from a cache keyed by content, mode and time
+    code, out = _build(bb, ctx, "-t", "mode:2")
+    assert code == 0 and "Using cache" not in out.split("COPY f /f")[1], out
+    for tag, mode in (("mode:1", "644"), ("mode:2", "600")):
+        assert docker_cli("-H", bb.url, "run", "--rm", tag, "stat", "-c", "%a", "/f").stdout == mode + "\n"

@@ -26,6 +26,7 @@ from berth.linux import safepath
 
 MAX_CONTEXT = 16 << 30
 MAX_ENTRIES = 1 << 20
+SMALL_FILE = 1 << 20  # files up to this size are read whole and may come from the files cache
 _ZEROS = bytes(1 << 20)
 _ZERO_VIEW = memoryview(_ZEROS)
 
@@ -107,11 +108,52 @@ def _write(fd: int, reader: tarfmt.TarReader, h: Any) -> int:
     return written
 
 
-def unpack(src: BinaryIO, dest: str) -> dict[str, str]:
+def _small_file(reader: tarfmt.TarReader, e: tarfmt.Entry, pfd: int, name: str, cfd: int) -> str:
+    """A small file: read whole, hashed, then linked from the files cache when the same content,
+    mode and time are there (creating a file costs a millisecond on some disks, a link does not),
+    else written and added to the cache. Its sha256."""
+    parts = []
+    while chunk := reader.read_data():
+        parts.append(chunk)
+    data = b"".join(parts)
+    digest = hashlib.sha256(data).hexdigest()
+    key = f"{digest}-{e.mode & 0o7777:o}-{int(e.mtime * 1e9)}"
+    try:
+        os.link(key, name, src_dir_fd=cfd, dst_dir_fd=pfd, follow_symlinks=False)
+        return digest
+    except FileNotFoundError:
+        pass
+    fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=pfd)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        os.fchmod(fd, e.mode & 0o7777)
+        os.utime(fd, (e.mtime, e.mtime))
+    finally:
+        os.close(fd)
+    try:
+        os.link(name, key, src_dir_fd=pfd, dst_dir_fd=cfd, follow_symlinks=False)
+    except FileExistsError:
+        pass  # another build put it there meanwhile
+    return digest
+
+
+def unpack(src: BinaryIO, dest: str, cache: str | None = None) -> dict[str, str]:
     """Unpack the context tar ``src`` into the (empty, berth's own) directory ``dest``; the sha256 of
     each regular file, by its path in the context (COPY's cache key needs them: they are taken as
-    the bytes go by rather than read again)."""
+    the bytes go by rather than read again). ``cache``: a directory of berth's own, on the same
+    filesystem, where small files are kept by content, mode and time between builds."""
     digests: dict[str, str] = {}
+    cfd = os.open(cache, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC) if cache else -1
+    try:
+        return _unpack(src, dest, digests, cfd)
+    finally:
+        if cfd >= 0:
+            os.close(cfd)
+
+
+def _unpack(src: BinaryIO, dest: str, digests: dict[str, str], cfd: int) -> dict[str, str]:
     total = entries = 0
     reader = tarfmt.TarReader(src)
     dirs: list[tuple[str, float]] = []
@@ -148,6 +190,9 @@ def unpack(src: BinaryIO, dest: str) -> dict[str, str]:
                         total += e.size
                         if total > MAX_CONTEXT:
                             raise InvalidParameter(f"the build context is larger than {MAX_CONTEXT >> 30} GiB")
+                        if cfd >= 0 and e.size <= SMALL_FILE:
+                            digests[path] = _small_file(reader, e, pfd, name, cfd)
+                            continue
                         fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
                                      0o600, dir_fd=pfd)
                         try:

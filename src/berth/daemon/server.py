@@ -288,7 +288,8 @@ class Daemon:
                              *network_routes.routes(NetworkAPI(networks)), *swarm_routes.routes(),
                              *build_routes.routes(Builder(ContainerAPI(life), ContainerFilesAPI(life), images,
                                                           os.path.join(cfg.data_root, "build")),
-                                                  BuildCacheService(image_store, containers.images_in_use))])
+                                                  BuildCacheService(image_store, containers.images_in_use,
+                                                                    os.path.join(cfg.data_root, "build", "files")))])
             self.app = Application(router, server=f"berth/{__version__} (linux)", debug=cfg.debug,
                                    limits=setup.http_limits(os.environ))
             self.actions = actions_mod.methods()

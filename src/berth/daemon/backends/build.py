@@ -37,7 +37,9 @@ class Builder:
         self.containers, self.files, self.images = containers, files, images
         self.store = images.store
         self.root = root
-        os.makedirs(root, mode=0o700, exist_ok=True)
+        self.files_cache = os.path.join(root, "files")  # small context files, by content (context.unpack)
+        os.makedirs(self.files_cache, mode=0o700, exist_ok=True)
+        os.chmod(root, 0o700)
 
     # ---- the request ------------------------------------------------------------------------------
     async def build(self, body: AsyncIterator[bytes], opts: Options) -> AsyncIterator[Message]:
@@ -62,7 +64,7 @@ class Builder:
 
     async def _unpack(self, body: AsyncIterator[bytes], ctx: str) -> dict[str, str]:
         def work(pipe: BodyPipe) -> dict[str, str]:
-            return bcontext.unpack(bcontext.open_context(pipe, Gunzip), ctx)  # type: ignore[arg-type]
+            return bcontext.unpack(bcontext.open_context(pipe, Gunzip), ctx, self.files_cache)  # type: ignore[arg-type]
 
         pipe = BodyPipe()
         task = asyncio.create_task(run_in_own_thread(work, pipe))

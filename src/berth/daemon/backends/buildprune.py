@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -39,8 +40,20 @@ def entries(store: ImageStore, in_use: set[str]) -> list[dict[str, Any]]:
 
 
 class BuildCacheService:
-    def __init__(self, store: ImageStore, in_use: Callable[[], set[str]]) -> None:
-        self.store, self.in_use = store, in_use
+    def __init__(self, store: ImageStore, in_use: Callable[[], set[str]], files_cache: str = "") -> None:
+        self.store, self.in_use, self.files_cache = store, in_use, files_cache
+
+    def _prune_files(self) -> int:
+        """Empty the small-files cache of build contexts; the bytes only it held."""
+        freed = 0
+        if not self.files_cache or not os.path.isdir(self.files_cache):
+            return 0
+        for e in os.scandir(self.files_cache):
+            st = e.stat(follow_symlinks=False)
+            if st.st_nlink == 1:
+                freed += st.st_size
+            os.unlink(e.path)
+        return freed
 
     def _prune(self, until: float | None, keep_storage: int) -> dict[str, Any]:
         with self.store.lock:
@@ -63,6 +76,8 @@ class BuildCacheService:
                 if any("Deleted" in g and g["Deleted"] != image_id for g in gone):  # its layer went with it
                     reclaimed += c["Size"]
                 total -= c["Size"]
+            if until is None and not keep_storage:
+                reclaimed += self._prune_files()
             return {"CachesDeleted": deleted or None, "SpaceReclaimed": reclaimed}
 
     async def build_prune(self, until: float | None, keep_storage: int) -> dict[str, Any]:
