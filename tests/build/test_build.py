@@ -291,4 +291,5 @@ def test_a_context_file_that_changes_only_its_mode_is_copied_with_the_new_mode(b
     code, out = _build(bb, ctx, "-t", "mode:2")
     assert code == 0 and "Using cache" not in out.split("COPY f /f")[1], out
     for tag, mode in (("mode:1", "644"), ("mode:2", "600")):
-        assert docker_cli("-H", bb.url, "run", "--rm", tag, "stat", "-c", "%a", "/f").stdout == mode + "\n"
+        r = docker_cli("-H", bb.url, "run", "--rm", tag, "sh", "-c", "stat -c %a /f")
+        assert r.stdout == mode + "\n", r.stdout + r.stderr
