@@ -26,7 +26,7 @@ from berth.linux import safepath
 
 MAX_CONTEXT = 16 << 30
 MAX_ENTRIES = 1 << 20
-SMALL_FILE = 1 << 20  # files up to this size are read whole and may come from the files cache
+SMALL_FILE = 32 << 20  # files up to this size are read whole (one at a time) and may come from the files cache
 _ZEROS = bytes(1 << 20)
 _ZERO_VIEW = memoryview(_ZEROS)
 
@@ -112,11 +112,12 @@ def _small_file(reader: tarfmt.TarReader, e: tarfmt.Entry, pfd: int, name: str, 
     """A small file: read whole, hashed, then linked from the files cache when the same content,
     mode and time are there (creating a file costs a millisecond on some disks, a link does not),
     else written and added to the cache. Its sha256."""
-    parts = []
+    parts = []  # the pieces as read (1 MiB at most each: no large buffer is allocated and faulted in)
+    h = hashlib.sha256()
     while chunk := reader.read_data():
+        h.update(chunk)
         parts.append(chunk)
-    data = b"".join(parts)
-    digest = hashlib.sha256(data).hexdigest()
+    digest = h.hexdigest()
     key = f"{digest}-{e.mode & 0o7777:o}-{int(e.mtime * 1e9)}"
     try:
         os.link(key, name, src_dir_fd=cfd, dst_dir_fd=pfd, follow_symlinks=False)
@@ -125,9 +126,10 @@ def _small_file(reader: tarfmt.TarReader, e: tarfmt.Entry, pfd: int, name: str, 
         pass
     fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=pfd)
     try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
+        for part in parts:
+            view = memoryview(part)
+            while view:
+                view = view[os.write(fd, view):]
         os.fchmod(fd, e.mode & 0o7777)
         os.utime(fd, (e.mtime, e.mtime))
     finally:
