@@ -131,10 +131,15 @@ class TarReader:
     holds the bytes after the last entry once iteration ends.
     """
 
-    def __init__(self, f: BinaryIO) -> None:
+    def __init__(self, f: BinaryIO, lenient_end: bool = False) -> None:
+        """``lenient_end``: an archive may stop right after an entry's data, without its padding or
+        the end-of-archive blocks, as Go's reader allows (the docker CLI sends build contexts so
+        when it adds a Dockerfile from stdin)."""
         self._f = f
         self.trailer = b""
         self._pending = 0  # padded data bytes of the current entry not yet consumed
+        self._lenient = lenient_end
+        self._ended = False  # the stream stopped in an entry's padding (lenient only)
 
     def _read_exact(self, n: int) -> bytes:
         chunks = []
@@ -164,8 +169,10 @@ class TarReader:
             long_name = long_link = None
             extended = meta = 0
             while True:
-                block = self._read_block()
+                block = None if self._ended else self._read_block()
                 if block is None:
+                    if self._lenient and not raw:
+                        return
                     raise InvalidParameter("unexpected end of tar archive (no end-of-archive marker)")
                 if block == bytes(BLOCK):
                     rest = bytearray(block)
@@ -262,5 +269,10 @@ class TarReader:
         while self._data_left > 0:
             self.read_data()
         if self._pending:
-            self._read_exact(self._pending)
+            if self._lenient:  # the padding may be missing at the very end
+                while self._pending and (chunk := self._f.read(self._pending)):
+                    self._pending -= len(chunk)
+                self._ended = self._pending > 0
+            else:
+                self._read_exact(self._pending)
             self._pending = 0

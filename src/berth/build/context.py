@@ -157,7 +157,7 @@ def unpack(src: BinaryIO, dest: str, cache: str | None = None) -> dict[str, str]
 
 def _unpack(src: BinaryIO, dest: str, digests: dict[str, str], cfd: int) -> dict[str, str]:
     total = entries = 0
-    reader = tarfmt.TarReader(src)
+    reader = tarfmt.TarReader(src, lenient_end=True)  # as the docker CLI may send it
     dirs: list[tuple[str, float]] = []
     with safepath.Root.at(dest, label="build context") as root:
         try:

@@ -6,7 +6,9 @@ repositories), never prompts, and gets its arguments after ``--``."""
 
 from __future__ import annotations
 
+import base64
 import email.utils
+import json
 import os
 import posixpath
 import re
@@ -142,3 +144,21 @@ def _git(remote: str, work: str, ctx: str) -> None:
         raise InvalidParameter(f"subdirectory {subdir!r} is not a directory of the repository")
     os.rmdir(ctx)
     os.rename(top, ctx)
+
+
+def registry_auth(config: str, domain: str) -> str:
+    """X-Registry-Auth for ``domain`` from the build's X-Registry-Config (base64 JSON: registry →
+    credentials, as the docker CLI sends every login it has); "" when it has none for it."""
+    if not config:
+        return ""
+    try:
+        configs = json.loads(base64.urlsafe_b64decode(config + "=" * (-len(config) % 4)))
+    except ValueError:
+        raise InvalidParameter("X-Registry-Config is not base64 JSON") from None
+    if not isinstance(configs, dict):
+        return ""
+    for key, value in configs.items():
+        host = str(key).split("://", 1)[-1].split("/", 1)[0]
+        if host == domain or domain == "docker.io" and host in ("index.docker.io", "registry-1.docker.io"):
+            return base64.urlsafe_b64encode(json.dumps(value).encode()).decode()
+    return ""

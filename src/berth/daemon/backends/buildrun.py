@@ -9,7 +9,7 @@ import json
 import os
 import tempfile
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from berth.build import expand
 from berth.build.options import Options
@@ -20,13 +20,22 @@ from berth.container import users
 from berth.daemon.backends import buildcopy, buildremote
 from berth.daemon.backends import buildsteps as steps
 from berth.daemon.backends.buildsteps import BuildFailed
+from berth.daemon.backends.containerfiles import ContainerFilesAPI
+from berth.daemon.backends.containers import ContainerAPI
+from berth.daemon.backends.images import ImageService
 from berth.errors import BerthError, InvalidParameter, NotFound, NotSupported
 from berth.image import reference
-from berth.image.store import NewLayer
+from berth.image.store import ImageStore, NewLayer
 from berth.linux import safepath
 
-if TYPE_CHECKING:
-    from berth.daemon.backends.build import Builder
+
+class Builder(Protocol):
+    """What a run needs of the builder (``build.Builder``)."""
+    containers: ContainerAPI
+    files: ContainerFilesAPI
+    images: ImageService
+    store: ImageStore
+    root: str
 
 EMPTY_TAR_DIFF = "sha256:5f70bf18a086007016e948b04aed3b82103a36bea41755b6cddfaf10ace3c6ef"
 Message = dict[str, Any]
@@ -209,29 +218,10 @@ class Run:
             except NotFound:
                 pass
         async for m in self.b.images.image_pull(ref.familiar_name, ref.digest or ref.tag or "latest", "",
-                                                self._auth_for(ref.domain)):
+                                                buildremote.registry_auth(self.opts.auth, ref.domain)):
             if pulled is not None:
                 pulled.append(m)
         return await asyncio.to_thread(self.b.store.resolve, name)
-
-    def _auth_for(self, domain: str) -> str:
-        """X-Registry-Auth for ``domain`` from X-Registry-Config (a map of registry → credentials)."""
-        if not self.opts.auth:
-            return ""
-        import base64
-
-        try:
-            padded = self.opts.auth + "=" * (-len(self.opts.auth) % 4)
-            configs = json.loads(base64.urlsafe_b64decode(padded))
-        except ValueError:
-            raise InvalidParameter("X-Registry-Config is not base64 JSON") from None
-        if not isinstance(configs, dict):
-            return ""
-        for key, value in configs.items():
-            host = str(key).split("://", 1)[-1].split("/", 1)[0]
-            if host == domain or domain == "docker.io" and host in ("index.docker.io", "registry-1.docker.io"):
-                return base64.urlsafe_b64encode(json.dumps(value).encode()).decode()
-        return ""
 
     # ---- instructions ------------------------------------------------------------------------------
     async def _dispatch(self, ins: Instruction, st: steps.StageState) -> AsyncIterator[Message]:
