@@ -14,7 +14,7 @@ A measurement, not part of `make test`: the suite is not in docker-py's PyPI pac
      that namespace's bridges), starts the daemon on a private socket and data root, loads the
      images, runs the suite with JUnit output, and stops the daemon;
   4. prints, per test, what each daemon did, the totals for the whole suite and for the selection
-     without build, registry, swarm and plugin tests (their issues have not landed), and writes
+     without the tests that need Docker Hub itself, swarm or managed plugins, and writes
      the comparison as markdown with ``--markdown PATH``.
 
     Registry tests that need Docker Hub itself (an account for push and login, its search, a
@@ -297,7 +297,7 @@ def report(res: dict[str, dict[str, tuple[str, str]]], markdown: str | None, rea
     tests = sorted(set().union(*[set(r) for r in res.values()]))
     sel = [t for t in tests if excluded(t, [res[k][t][1] for k in kinds if t in res[k]]) is None]
     totals = []
-    for label, group in (("whole suite", tests), ("selection (no build/registry/swarm/plugin)", sel)):
+    for label, group in (("whole suite", tests), ("selection (no Docker Hub, swarm or plugin)", sel)):
         line = ", ".join(f"{k} {sum(1 for t in group if res[k].get(t, ('',))[0] == 'passed')}" for k in kinds)
         totals.append(f"{label}: {len(group)} tests; passed: {line}")
         print(totals[-1])

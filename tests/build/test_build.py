@@ -116,7 +116,7 @@ def test_multi_stage_with_target_and_copy_from(bb: Berthd, tmp_path) -> None:  #
 
 def test_docker_py_builds_with_buildargs_and_streams_stderr_wrapped(bb: Berthd) -> None:
     client = docker.DockerClient(base_url=bb.url, version="1.41")
-    dockerfile = b"FROM bb\nARG WHO\nRUN echo hi $WHO; echo oops >&2\nCMD [\"echo\", \"done\"]\n"
+    dockerfile = b"FROM bb\nARG WHO\nRUN echo hi $WHO via $http_proxy; echo oops >&2\nCMD [\"echo\", \"done\"]\n"
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w:gz") as tf:
         info = tarfile.TarInfo("Dockerfile")
@@ -124,9 +124,11 @@ def test_docker_py_builds_with_buildargs_and_streams_stderr_wrapped(bb: Berthd) 
         tf.addfile(info, io.BytesIO(dockerfile))
     buf.seek(0)
     image, logs = client.images.build(fileobj=buf, custom_context=True, encoding="gzip", tag="py:1",
-                                      buildargs={"WHO": "there"})
+                                      buildargs={"WHO": "there", "http_proxy": "http://127.0.0.1:9"})
     streams = "".join(m.get("stream", "") for m in logs)
-    assert "hi there" in streams and "\x1b[91moops\n\x1b[0m" in streams, streams
+    assert "hi there via http://127.0.0.1:9" in streams and "\x1b[91moops\n\x1b[0m" in streams, streams
+    history = [h["CreatedBy"] for h in client.api.history("py:1")]
+    assert not any("http_proxy=" in h for h in history), history  # a predefined proxy ARG is not recorded
     assert "py:1" in image.tags
     assert client.containers.run("py:1", remove=True, network_mode="none") == b"done\n"
     with pytest.raises(docker.errors.BuildError, match="returned a non-zero code: 2"):

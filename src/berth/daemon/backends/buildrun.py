@@ -374,7 +374,7 @@ class Run:
             st.image_id = hit
             yield self.say(" ---> Using cache\n")
             return
-        cid = await self._container(st, cmd, st.arg_env())
+        cid = await self._container(st, cmd, st.arg_env() + st.proxy_env())
         yield self.say(f" ---> Running in {cid[:12]}\n")
         fut = await self.b.containers.container_wait(cid, "next-exit")
         try:

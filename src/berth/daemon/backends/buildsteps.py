@@ -67,6 +67,12 @@ class StageState:
                 out.append(f"{name}={value}")
         return out
 
+    def proxy_env(self) -> list[str]:
+        """The predefined proxy ARGs given with --build-arg and not declared: a RUN sees them, the
+        history and the cache key do not (as dockerd)."""
+        return [f"{k}={v}" for k, v in sorted(self.build_args.items())
+                if k in PROXY_ARGS and k not in self.declared and v is not None]
+
     def shell(self) -> list[str]:
         return list(self.run.get("Shell") or DEFAULT_SHELL)
 
