@@ -295,3 +295,11 @@ def test_a_context_file_that_changes_only_its_mode_is_copied_with_the_new_mode(b
     for tag, mode in (("mode:1", "644"), ("mode:2", "600")):
         r = docker_cli("-H", bb.url, "run", "--rm", tag, "sh", "-c", "stat -c %a /f")
         assert r.stdout == mode + "\n", r.stdout + r.stderr
+
+
+def test_the_docker_clis_default_mode_builds_too(bb: Berthd, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    # without DOCKER_BUILDKIT the CLI asks /_ping's Builder-Version; with no buildx it uses this protocol
+    ctx = _context(tmp_path, {"Dockerfile": "FROM bb\nRUN echo default > /mode\n"})
+    env = {k: v for k, v in base_env(DOCKER_HOST=bb.url).items() if k != "DOCKER_BUILDKIT"}
+    r = docker_cli("build", "-t", "default:1", ctx, env=env, timeout=120)
+    assert r.returncode == 0 and "Successfully tagged default:1" in r.stdout, r.stdout + r.stderr
