@@ -303,3 +303,27 @@ def test_the_docker_clis_default_mode_builds_too(bb: Berthd, tmp_path) -> None: 
     env = {k: v for k, v in base_env(DOCKER_HOST=bb.url).items() if k != "DOCKER_BUILDKIT"}
     r = docker_cli("build", "-t", "default:1", ctx, env=env, timeout=120)
     assert r.returncode == 0 and "Successfully tagged default:1" in r.stdout, r.stdout + r.stderr
+
+
+def test_build_options_reach_the_steps(bb: Berthd, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    ctx = _context(tmp_path, {"Dockerfile": (
+        "# escape=`\n"
+        "ARG BASE=bb\n"
+        "FROM ${BASE}\n"
+        "MAINTAINER someone@example.org\n"
+        "RUN grep -q 'berth-test-host' /etc/hosts && (cat /sys/fs/cgroup/memory/memory.limit_in_bytes `\n"
+        "    2>/dev/null || cat /sys/fs/cgroup/memory.max) `\n"
+        "    && df -k /dev/shm | tail -1\n"
+        "RUN exit 7\n")})
+    code, out = _build(bb, ctx, "-t", "opts:1", "--add-host", "berth-test-host:10.0.0.1", "--memory", "64m",
+                       "--shm-size", "8m", "--force-rm")
+    assert code != 0 and "returned a non-zero code: 7" in out, out
+    assert str(64 << 20) in out, out  # the memory limit reached the RUN step
+    assert " 8192 " in out, out  # and the /dev/shm size
+    assert docker_cli("-H", bb.url, "ps", "-aq").stdout == ""  # --force-rm: the failed step's container went
+    with open(os.path.join(ctx, "Dockerfile"), "w") as f:
+        f.write("ARG BASE=bb\nFROM ${BASE}\nMAINTAINER someone@example.org\n")
+    code, out = _build(bb, ctx, "-t", "opts:2")
+    assert code == 0, out
+    assert json.loads(docker_cli("-H", bb.url, "image", "inspect", "opts:2").stdout)[0]["Author"] == \
+        "someone@example.org"
