@@ -259,9 +259,11 @@ def _member_path(name: str) -> list[str]:
 
 def extract(src: BinaryIO, root: Root, path: str, container: str, no_overwrite_dir_non_dir: bool,
             owner: tuple[int, int] | None = None,
-            writable: Callable[[str], None] | None = None, idmap: IDMap | None = None) -> None:
+            writable: Callable[[str], None] | None = None, idmap: IDMap | None = None,
+            mode: int | None = None) -> None:
     """Extract the tar ``src`` into the directory ``path`` of ``root``. ``owner`` (uid, gid) replaces
-    the archive's owners (``copyUIDGID``); owners are as the container sees them, shifted to host ids
+    the archive's owners (``copyUIDGID``) and ``mode`` the modes of its files and directories (COPY
+    --chmod); owners are as the container sees them, shifted to host ids
     by ``idmap`` for a remapped container; ``writable(logical_path)`` raises when the resolved
     destination may not be written (a read-only rootfs or volume)."""
     try:
@@ -285,7 +287,7 @@ def extract(src: BinaryIO, root: Root, path: str, container: str, no_overwrite_d
             comps = _member_path(entry.name)
             if not comps:
                 continue  # "./": the extraction point itself
-            _extract_one(root, dest, comps, entry, reader, no_overwrite_dir_non_dir, owner, writable, idmap)
+            _extract_one(root, dest, comps, entry, reader, no_overwrite_dir_non_dir, owner, writable, idmap, mode)
             if entry.type == DIR:
                 dirs.append(("/".join(comps), entry))
     except OSError as exc:
@@ -309,7 +311,7 @@ def extract(src: BinaryIO, root: Root, path: str, container: str, no_overwrite_d
 
 def _extract_one(root: Root, dest: str, comps: list[str], e: Entry, reader: TarReader, no_overwrite: bool,
                  owner: tuple[int, int] | None, writable: Callable[[str], None] | None,
-                 idmap: IDMap | None) -> None:
+                 idmap: IDMap | None, mode: int | None = None) -> None:
     parent_path = dest.rstrip("/") + "/" + "/".join(comps[:-1])
     name = comps[-1]
     if writable is not None and len(comps) > 1:
@@ -373,7 +375,8 @@ def _extract_one(root: Root, dest: str, comps: list[str], e: Entry, reader: TarR
         if e.type != SYMLINK:
             fd = safetree.open_child(pfd, name)
             try:
-                os.chmod(f"/proc/self/fd/{fd}", e.mode)  # fchmod() refuses O_PATH descriptors
+                os.chmod(f"/proc/self/fd/{fd}", e.mode if mode is None or e.type not in (REGULAR, DIR)
+                         else mode)  # fchmod() refuses O_PATH descriptors
                 os.utime(f"/proc/self/fd/{fd}", (e.mtime, e.mtime))
             finally:
                 os.close(fd)

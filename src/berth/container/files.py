@@ -17,7 +17,7 @@ from berth.container import archive as carchive
 from berth.container import mounts as cmounts
 from berth.container.model import Container
 from berth.container.rootfs import Rootfs
-from berth.errors import Conflict
+from berth.errors import Conflict, InvalidParameter
 from berth.linux import safepath, safetree
 from berth.linux.mount import is_mounted
 
@@ -114,6 +114,9 @@ class Files:
                 if any(path == d or path.startswith(d + "/") for d in doomed):
                     continue
                 top = path in hidden or any(path.startswith(h + "/") for h in hidden if h in ("/dev", "/proc", "/sys"))
+                if _name.startswith(".wh.") and not top:
+                    raise InvalidParameter(f"the step made {path}: a name starting with .wh. cannot be in an image "
+                                           "layer (it means a deleted file there)")
                 device = (stat.S_ISCHR(st.st_mode) and st.st_rdev != 0) or stat.S_ISBLK(st.st_mode)
                 if top or device:
                     doomed.append(path)

@@ -64,3 +64,17 @@ def test_parser_groups_stages_and_refuses_what_the_classic_builder_cannot_run() 
             parse(text)
     with pytest.raises(InvalidParameter, match="failed to reach build target nope"):
         parse(b"FROM a\n").stage_index("nope")
+
+
+def test_dockerignore_matching_takes_linear_time_whatever_the_pattern() -> None:
+    """Patterns a backtracking regex takes minutes over (``**/**/…``, ``*a*a*…b``) answer at once (a
+    regression would run into pytest's timeout)."""
+    assert dockerignore.Matcher(["**/" * 12 + "x"]).excluded("a/" * 25 + "x")
+    assert not dockerignore.Matcher(["**/" * 12 + "x"]).excluded("a/" * 25 + "y")
+    assert not dockerignore.Matcher(["*a" * 12 + "*b"]).excluded("a" * 250)
+    assert dockerignore.Matcher(["x**y", "[a-c]x"]).excluded("xa/y")
+    assert not dockerignore.Matcher(["x**y"]).excluded("xay")
+    with pytest.raises(InvalidParameter, match="bad range"):
+        dockerignore.Matcher(["[z-a]"])
+    with pytest.raises(InvalidParameter, match="longer than"):
+        dockerignore.Matcher(["a" * 5000])

@@ -24,7 +24,7 @@ from berth.daemon.backends.buildrun import Run
 from berth.daemon.backends.containerfiles import ContainerFilesAPI
 from berth.daemon.backends.containers import ContainerAPI
 from berth.daemon.backends.images import ImageService
-from berth.daemon.backends.threads import BodyPipe, run_in_own_thread
+from berth.daemon.backends.threads import BodyPipe, consume_in_thread
 from berth.errors import InvalidParameter
 from berth.image import reference
 from berth.image.streams import Gunzip
@@ -66,15 +66,7 @@ class Builder:
         def work(pipe: BodyPipe) -> dict[str, str]:
             return bcontext.unpack(bcontext.open_context(pipe, Gunzip), ctx, self.files_cache)  # type: ignore[arg-type]
 
-        pipe = BodyPipe()
-        task = asyncio.create_task(run_in_own_thread(work, pipe))
-        try:
-            await pipe.feed(body)
-            return await task
-        except BaseException:
-            pipe.abort()
-            await asyncio.gather(task, return_exceptions=True)
-            raise
+        return await consume_in_thread(body, work)
 
     def _dockerfile(self, ctx: str, name: str) -> Dockerfile:
         data = bcontext.read_small(ctx, name)

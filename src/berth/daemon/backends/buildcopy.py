@@ -48,6 +48,7 @@ class Plan:
     comment: str = ""
     from_root: Any = None  # a safepath.Root of the image's files, while planned from it
     digests: dict[str, str] = field(default_factory=dict)  # the context's files' sha256, from unpack
+    tmp: str = ""  # where the copy's tar is staged (the build's own directory)
 
     def close(self) -> None:
         self.from_root = None
@@ -238,7 +239,6 @@ def apply(p: Plan, src_root: safepath.Root, dst: safepath.Root, owner: tuple[int
                                "directory and end with a /")
     dest = p.dest
     into_dir = dest.endswith("/") or _is_dir(dst, dest)
-    touched: list[str] = []
     for s in p.sources:
         if p.decompress and not s.is_dir:
             f = _archive_reader(src_root, s.path)
@@ -254,30 +254,11 @@ def apply(p: Plan, src_root: safepath.Root, dst: safepath.Root, owner: tuple[int
             raise InvalidParameter(f"cannot copy the file {s.name} over the root directory")
         parent, base = posixpath.split(target)
         os.close(dst.mkdir_all(parent or "/"))
-        with tempfile.TemporaryFile() as tmp:
+        with tempfile.TemporaryFile(dir=p.tmp or None) as tmp:
             for chunk in carchive.tar_stream(src_root, s.path, base or ".", "build context"):
                 tmp.write(chunk)
             tmp.seek(0)
-            carchive.extract(tmp, dst, parent or "/", "build", False, owner=owner)
-        touched.append(target)
-    if p.chmod is not None:
-        for t in touched:
-            _chmod_tree(dst, t, p.chmod)
+            carchive.extract(tmp, dst, parent or "/", "build", False, owner=owner, mode=p.chmod)
 
-
-def _chmod_tree(root: safepath.Root, path: str, mode: int) -> None:
-    try:
-        fd = root.open(path, os.O_RDONLY | os.O_NOFOLLOW, follow=False)
-    except OSError:
-        return  # a symlink: its mode means nothing
-    try:
-        st = os.fstat(fd)
-        os.fchmod(fd, mode)
-        if stat.S_ISDIR(st.st_mode):
-            for e in os.scandir(fd):
-                if not e.is_symlink():
-                    _chmod_tree(root, f"{path.rstrip('/')}/{e.name}", mode)
-    finally:
-        os.close(fd)
 
 

@@ -120,11 +120,17 @@ def _git(remote: str, work: str, ctx: str) -> None:
     if subdir and (subdir.startswith("/") or ".." in subdir.split("/")):
         raise InvalidParameter(f"invalid subdirectory {subdir!r} in {remote!r}")
     clone = os.path.join(work, "git")
-    argv = ["git", "-c", "protocol.ext.allow=never", "-c", "protocol.file.allow=never", "clone", "--quiet",
+    # only the network transports; no helper (ext::, foo::…) and no local file, in submodules either
+    allow = [a for proto in ("http", "https", "git", "ssh") for a in ("-c", f"protocol.{proto}.allow=always")]
+    argv = ["git", "-c", "protocol.allow=never", *allow, "-c", "protocol.ext.allow=never", "-c",
+            "protocol.file.allow=never", "clone", "--quiet",
             "--depth", "1", "--recurse-submodules", *(["--branch", ref] if ref else []), "--", url, clone]
     env = {k: v for k, v in os.environ.items() if k.lower() in ("path", "http_proxy", "https_proxy", "no_proxy",
-                                                                "all_proxy", "home")}
-    env.update(GIT_TERMINAL_PROMPT="0", GIT_ASKPASS="/bin/false", GIT_CONFIG_NOSYSTEM="1")
+                                                                "all_proxy")}
+    # HOME is the build's own directory: the daemon's user's git config, credentials and keys are not
+    # an API caller's to use
+    env.update(GIT_TERMINAL_PROMPT="0", GIT_ASKPASS="/bin/false", GIT_CONFIG_NOSYSTEM="1", HOME=work,
+               GIT_SSH_COMMAND="ssh -o BatchMode=yes -F /dev/null")
     try:
         r = subprocess.run(argv, capture_output=True, text=True, timeout=TIMEOUT, env=env, stdin=subprocess.DEVNULL)
         if r.returncode != 0 and "shallow" in r.stderr:  # a dumb http server: the whole history, then

@@ -8,7 +8,7 @@ import contextlib
 import json
 import os
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any, Protocol
 
 from berth.build import expand
@@ -66,21 +66,27 @@ class Run:
 
     async def execute(self) -> AsyncIterator[Message]:
         ok = False
+        error: Message | None = None
         try:
             async for m in self._stages():
                 if not self.opts.quiet or "aux" in m or "error" in m:
                     yield m
             ok = True
         except BuildFailed as exc:
-            yield {"errorDetail": {"code": exc.code, "message": exc.message} if exc.code else
-                   {"message": exc.message}, "error": exc.message}
+            error = {"errorDetail": {"code": exc.code, "message": exc.message} if exc.code else
+                     {"message": exc.message}, "error": exc.message}
         except BerthError as exc:
-            yield {"errorDetail": {"message": exc.message}, "error": exc.message}
+            error = {"errorDetail": {"message": exc.message}, "error": exc.message}
+        except (OSError, RecursionError, OverflowError, ValueError) as exc:  # what the input drove the OS to
+            error = {"errorDetail": {"message": f"build failed: {exc}"}, "error": f"build failed: {exc}"}
         finally:
+            # the containers go before the last message: a client that sees the end finds them gone
             if ok and self.opts.rm or self.opts.forcerm:
                 for cid in self.made:
                     with contextlib.suppress(BerthError):
                         await self.b.containers.container_remove(cid, True, True)
+        if error is not None:
+            yield error
 
     async def _stages(self) -> AsyncIterator[Message]:
         df, opts = self.df, self.opts
@@ -112,11 +118,15 @@ class Run:
         final: list[steps.StageState] = []
 
         async def run_stage(i: int) -> None:
+            gen = self._stage(i, first[i], total, meta_env, final if i == len(stages) - 1 else [])
             try:
-                async for m in self._stage(i, first[i], total, meta_env, final if i == len(stages) - 1 else []):
-                    await queues[i].put(m)
+                async with contextlib.aclosing(gen):  # a cancelled stage's RUN container goes (see _run)
+                    async for m in gen:
+                        await queues[i].put(m)
                 await queues[i].put(None)
-            except BaseException as exc:  # noqa: BLE001 - handed to the reader, in order
+            except asyncio.CancelledError:
+                raise  # the reader has stopped: nothing waits for this stage's queue
+            except BaseException as exc:  # noqa: BLE001 - handed to the reader, in order (a cancel ends the wait)
                 await queues[i].put(exc)
 
         tasks = [asyncio.create_task(run_stage(i)) for i in range(len(stages))]
@@ -142,7 +152,7 @@ class Run:
             yield self.say(f"Successfully tagged {ref.familiar}\n")
 
     async def _stage(self, index: int, step: int, total: int, meta_env: dict[str, str],
-                     result: list[steps.StageState]) -> AsyncIterator[Message]:
+                     result: list[steps.StageState]) -> AsyncGenerator[Message, None]:
         stage = self.df.stages[index]
         yield self.say(f"Step {step}/{total} : {stage.from_.original}")
         yield self.say("\n")
@@ -152,6 +162,7 @@ class Run:
             raise BuildFailed(f"FROM --platform={platform}: berth builds for linux/amd64 only")
         pulled: list[Message] = []
         state = await self._from(base, index, pulled)
+        state.meta = dict(meta_env)
         for m in pulled:
             yield m
         yield self.say(f" ---> {_short(state.image_id)}\n" if state.image_id else " ---> \n")
@@ -233,6 +244,7 @@ class Run:
                 yield m
         else:
             comment, one_string = steps.metadata(ins, st)
+            steps.check_size(st)
             if ins.cmd == "WORKDIR":
                 async for m in self._files(st, comment, lambda root: os.close(root.mkdir_all(st.run["WorkingDir"]))):
                     yield m
@@ -261,6 +273,14 @@ class Run:
                 image_id = self.b.store.get(image_id).parent
         return out
 
+    async def _take(self, st: steps.StageState, image_id: str) -> None:
+        """Go on from a cached step's image: its config (layers, history, run config) is the stage's."""
+        cfg = json.loads(await asyncio.to_thread(self.b.store.config_bytes, image_id))
+        st.base_config = cfg
+        st.run = {**json.loads(json.dumps(steps.EMPTY_CONFIG)), **(cfg.get("config") or {})}
+        st.image_id = image_id
+        st.run["Image"] = image_id
+
     async def _cached(self, st: steps.StageState, cc: dict[str, Any]) -> str | None:
         if self.opts.nocache or not st.image_id:
             return None
@@ -274,7 +294,7 @@ class Run:
         cc = self._container_config(st, self._nop(st, comment, one_string))
         hit = await self._cached(st, cc)
         if hit:
-            st.image_id = hit
+            await self._take(st, hit)
             st.run["Image"] = hit
             return True
         await asyncio.to_thread(self._new_image, st, cc, None, "")
@@ -371,7 +391,7 @@ class Run:
         cc = self._container_config(st, saved)
         hit = await self._cached(st, cc)
         if hit:
-            st.image_id = hit
+            await self._take(st, hit)
             yield self.say(" ---> Using cache\n")
             return
         cid = await self._container(st, cmd, st.arg_env() + st.proxy_env())
@@ -382,7 +402,7 @@ class Run:
             async for chunk in self._output(cid):
                 yield chunk
             code = await fut
-        except asyncio.CancelledError:  # another stage failed, or the client went: this one goes too
+        except (asyncio.CancelledError, GeneratorExit):  # another stage failed, or the client went
             with contextlib.suppress(BerthError):
                 await asyncio.shield(self.b.containers.container_remove(cid, True, True))
                 self.made.remove(cid)
@@ -408,7 +428,7 @@ class Run:
         cc = self._container_config(st, cmd or self._nop(st, comment, True))
         hit = await self._cached(st, cc)
         if hit:
-            st.image_id = hit
+            await self._take(st, hit)
             yield self.say(" ---> Using cache\n")
             return
         if not st.image_id:  # FROM scratch: the first file step starts from an empty image
@@ -445,6 +465,7 @@ class Run:
             names = await asyncio.to_thread(self._download, ins, st, downloads)
         plan = await asyncio.to_thread(buildcopy.plan, ins, st, downloads or self.ctx, self.stage_images,
                                        {} if downloads else self.digests, names)
+        plan.tmp = os.path.dirname(self.ctx)
         src_ctr = None
         try:
             if plan.from_image:

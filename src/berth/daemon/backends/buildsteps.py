@@ -43,6 +43,7 @@ class StageState:
     declared: dict[str, str | None] = field(default_factory=dict)  # ARGs of this stage, in order
     maintainer: str = ""
     stage: int = 0  # which stage of the Dockerfile
+    meta: dict[str, str] = field(default_factory=dict)  # the ARGs before the first FROM, with their values
 
     @property
     def env(self) -> dict[str, str]:
@@ -145,8 +146,11 @@ def metadata(ins: Instruction, st: StageState) -> tuple[str, bool]:
             for p in expand.words(raw, env, st.escape):
                 port, _, proto = p.partition("/")
                 lo, _, hi = port.partition("-")
-                if not lo.isdigit() or (hi and not hi.isdigit()) or proto not in ("", "tcp", "udp", "sctp"):
+                if not lo.isdigit() or (hi and not hi.isdigit()) or proto not in ("", "tcp", "udp", "sctp") \
+                        or len(lo) > 5 or len(hi) > 5 or int(lo) > 65535 or int(hi or lo) > 65535:
                     raise InvalidParameter(f"Invalid containerPort: {p}")
+                if int(hi or lo) < int(lo):
+                    raise InvalidParameter(f"Invalid range specified for the Port: {p}")
                 for n in range(int(lo), int(hi or lo) + 1):
                     ports[f"{n}/{proto or 'tcp'}"] = {}
                 shown.append(p)
@@ -199,12 +203,21 @@ def metadata(ins: Instruction, st: StageState) -> tuple[str, bool]:
         shown = []
         for raw in ins.args:
             name, eq, default = raw.partition("=")
-            value = expand.word(default, env, st.escape) if eq else None
+            value = expand.word(default, env, st.escape) if eq else st.meta.get(name)  # a meta ARG's value
             st.declared.pop(name, None)
             st.declared[name] = value
             shown.append(f"{name}={value}" if eq else name)
         return "ARG " + " ".join(shown), False
     raise InvalidParameter(f"{cmd} is not a metadata instruction")  # pragma: no cover
+
+
+MAX_RUN_CONFIG = 1 << 20
+
+
+def check_size(st: StageState) -> None:
+    """The run config stays within a bound (ENV and LABEL values may each grow to 1 MiB)."""
+    if len(json.dumps(st.run)) > MAX_RUN_CONFIG:
+        raise InvalidParameter(f"the image's config would be larger than {MAX_RUN_CONFIG >> 20} MiB")
 
 
 def _duration(text: str, what: str) -> int:

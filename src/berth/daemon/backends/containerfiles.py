@@ -17,7 +17,7 @@ from berth.container import users
 from berth.container.files import Files
 from berth.container.model import Container, now
 from berth.daemon.backends.lifecycle import Lifecycle
-from berth.daemon.backends.threads import BodyPipe, iterate_in_thread, run_in_own_thread
+from berth.daemon.backends.threads import BodyPipe, consume_in_thread, iterate_in_thread
 from berth.errors import BerthError
 from berth.image import importer
 from berth.image import reference as image_reference
@@ -87,15 +87,7 @@ class ContainerFilesAPI:
                 carchive.extract(decompressed(pipe), root, path, name, no_overwrite,  # type: ignore[arg-type]
                                  owner=owner, writable=writable, idmap=ctr.idmap)
 
-        pipe = BodyPipe()
-        task = asyncio.create_task(run_in_own_thread(work, pipe))
-        try:
-            await pipe.feed(body)
-            await task
-        except BaseException:
-            pipe.abort()
-            await asyncio.gather(task, return_exceptions=True)
-            raise
+        await consume_in_thread(body, work)
 
     async def container_export(self, name: str) -> AsyncIterator[bytes]:
         """The container's filesystem as a tar (volumes not included), as docker export."""

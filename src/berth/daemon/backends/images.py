@@ -12,7 +12,7 @@ from typing import Any
 
 from berth.api import versions
 from berth.daemon.backends import buildprune
-from berth.daemon.backends.threads import BodyPipe, iterate_in_thread, run_in_own_thread
+from berth.daemon.backends.threads import BodyPipe, consume_in_thread, iterate_in_thread, run_in_own_thread
 from berth.daemon.events import EventBus, make_event
 from berth.errors import Conflict, InvalidParameter
 from berth.image import archive, importer, manifests, reference
@@ -215,15 +215,8 @@ class ImageService:
         if repo:
             tags.append(f"{repo}:{tag}" if tag else repo)
             reference.parse(tags[0])  # a bad name fails before any byte is read
-        pipe = BodyPipe()
-        work = asyncio.create_task(run_in_own_thread(importer.import_rootfs, self.store, pipe, tags, message, changes))
-        try:
-            await pipe.feed(body)
-            image_id = await work
-        except BaseException:
-            pipe.abort()
-            await asyncio.gather(work, return_exceptions=True)
-            raise
+        image_id = await consume_in_thread(body, lambda pipe: importer.import_rootfs(self.store, pipe, tags, message,
+                                                                                  changes))
         self._event("import", image_id, reference.parse(tags[0]).familiar if tags else "")
         return image_id
 

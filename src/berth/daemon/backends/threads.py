@@ -122,6 +122,24 @@ async def run_in_own_thread(fn: Callable[..., T], *args: object) -> T:
     return await fut
 
 
+async def consume_in_thread(body: AsyncIterator[bytes], fn: Callable[..., T], *args: object) -> T:
+    """``fn(pipe, *args)`` in a thread of its own, fed ``body`` through a ``BodyPipe``. The work
+    decides: when it fails (a bad entry early in a large upload), its error is raised at once and the
+    rest of the body is not waited for (the pipe would stay full, and the request hang)."""
+    pipe = BodyPipe()
+    work = asyncio.create_task(run_in_own_thread(fn, pipe, *args))
+    feeder = asyncio.create_task(pipe.feed(body))
+    try:
+        result = await work
+        await feeder
+        return result
+    except BaseException:
+        pipe.abort()
+        feeder.cancel()
+        await asyncio.gather(work, feeder, return_exceptions=True)
+        raise
+
+
 async def iterate_in_thread(make: Callable[[], Iterator[T]], depth: int = 8) -> AsyncIterator[T]:
     """Run the generator ``make()`` in a thread and yield its items on the event loop."""
     loop = asyncio.get_running_loop()
