@@ -10,7 +10,7 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-from berth.errors import BerthError, NotFound
+from berth.errors import BerthError, InvalidParameter, NotFound
 from berth.image.store import ImageStore
 
 
@@ -36,6 +36,20 @@ def entries(store: ImageStore, in_use: set[str]) -> list[dict[str, Any]]:
                     "Description": str(history[-1].get("created_by", "")), "InUse": e.image_id in in_use,
                     "Shared": False, "Size": size, "CreatedAt": rec.created, "LastUsedAt": _time(e.last_used),
                     "UsageCount": e.usage})
+    return out
+
+
+def chains(store: ImageStore, names: list[str]) -> set[str]:
+    """cachefrom: the images named (those that exist) and their ancestors: the only cache then."""
+    out: set[str] = set()
+    for name in names:
+        try:
+            image_id: str | None = store.resolve(name)
+        except (NotFound, InvalidParameter):
+            continue
+        while image_id and image_id not in out:
+            out.add(image_id)
+            image_id = store.get(image_id).parent
     return out
 
 

@@ -17,13 +17,13 @@ from berth.build.parse import Dockerfile, Instruction, parse
 from berth.container import archive as carchive
 from berth.container import logs as clogs
 from berth.container import users
-from berth.daemon.backends import buildcopy, buildremote
+from berth.daemon.backends import buildcopy, buildprune, buildremote
 from berth.daemon.backends import buildsteps as steps
 from berth.daemon.backends.buildsteps import BuildFailed
 from berth.daemon.backends.containerfiles import ContainerFilesAPI
 from berth.daemon.backends.containers import ContainerAPI
 from berth.daemon.backends.images import ImageService
-from berth.errors import BerthError, InvalidParameter, NotFound, NotSupported
+from berth.errors import BerthError, NotFound, NotSupported
 from berth.image import reference
 from berth.image.store import ImageStore, NewLayer
 from berth.linux import safepath
@@ -60,6 +60,7 @@ class Run:
         self.done: list[asyncio.Event] = []  # each stage's, set once its image is there
         self.made: list[str] = []  # intermediate containers still there
         self.cache_only: set[str] | None = None  # with cachefrom: the images the cache may use
+        self.running: set[str] = set()  # RUN steps' containers between their start and their exit
 
     def say(self, text: str) -> Message:
         return {"stream": text}
@@ -94,7 +95,7 @@ class Run:
         for k, v in sorted(opts.labels.items()):  # as dockerd: a LABEL step each, at the end of the target
             df.stages[last].instructions.append(Instruction("LABEL", f"LABEL {k}={v}", (k, v), {"raw": "1"}))
         if opts.cache_from:
-            self.cache_only = await asyncio.to_thread(self._chains, opts.cache_from)
+            self.cache_only = await asyncio.to_thread(buildprune.chains, self.b.store, opts.cache_from)
         stages = df.stages[:last + 1]
         total = len(df.meta_args) + sum(1 + len(s.instructions) for s in stages)
         meta: dict[str, str | None] = {}
@@ -140,6 +141,10 @@ class Run:
             for t in tasks:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            for cid in list(self.running):  # a stage stopped between two messages: its RUN step's container
+                with contextlib.suppress(BerthError):
+                    await self.b.containers.container_remove(cid, True, True)
+                self.running.discard(cid)
         state = final[0]
         yield {"aux": {"ID": state.image_id}}
         if opts.quiet:
@@ -259,19 +264,6 @@ class Run:
 
     def _nop(self, st: steps.StageState, comment: str, one_string: bool) -> list[str]:
         return [*st.shell(), "#(nop) " + comment] if one_string else [*st.shell(), "#(nop) ", comment]
-
-    def _chains(self, names: list[str]) -> set[str]:
-        """cachefrom: the images named (those that exist) and their ancestors: the only cache then."""
-        out: set[str] = set()
-        for name in names:
-            try:
-                image_id: str | None = self.b.store.resolve(name)
-            except (NotFound, InvalidParameter):
-                continue
-            while image_id and image_id not in out:
-                out.add(image_id)
-                image_id = self.b.store.get(image_id).parent
-        return out
 
     async def _take(self, st: steps.StageState, image_id: str) -> None:
         """Go on from a cached step's image: its config (layers, history, run config) is the stage's."""
@@ -397,11 +389,13 @@ class Run:
         cid = await self._container(st, cmd, st.arg_env() + st.proxy_env())
         yield self.say(f" ---> Running in {cid[:12]}\n")
         fut = await self.b.containers.container_wait(cid, "next-exit")
+        self.running.add(cid)
         try:
             await self.b.containers.container_start(cid)
             async for chunk in self._output(cid):
                 yield chunk
             code = await fut
+            self.running.discard(cid)
         except (asyncio.CancelledError, GeneratorExit):  # another stage failed, or the client went
             with contextlib.suppress(BerthError):
                 await asyncio.shield(self.b.containers.container_remove(cid, True, True))
