@@ -281,15 +281,14 @@ class Daemon:
             self.system = SystemService(cfg, self.bus, setup.engine_id(cfg.data_root), image_count=images.counts,
                                         container_counts=containers.counts)
             execs = ExecService(registry, runtimes, parse_detach_keys)
+            builder = Builder(ContainerAPI(life), ContainerFilesAPI(life), images, os.path.join(cfg.data_root, "build"))
             router = Router([*system_routes.routes(self.system), *image_routes.routes(images),
                              *container_routes.routes(ContainerAPI(life), ContainerFilesAPI(life)),
                              *container_routes.exec_routes(execs),
                              *volume_routes.routes(VolumeService(volumes, self.bus)),
                              *network_routes.routes(NetworkAPI(networks)), *swarm_routes.routes(),
-                             *build_routes.routes(Builder(ContainerAPI(life), ContainerFilesAPI(life), images,
-                                                          os.path.join(cfg.data_root, "build")),
-                                                  BuildCacheService(image_store, containers.images_in_use,
-                                                                    os.path.join(cfg.data_root, "build", "files")))])
+                             *build_routes.routes(builder, BuildCacheService(image_store, containers.images_in_use,
+                                                                             builder.files_cache))])
             self.app = Application(router, server=f"berth/{__version__} (linux)", debug=cfg.debug,
                                    limits=setup.http_limits(os.environ))
             self.actions = actions_mod.methods()

@@ -30,7 +30,7 @@ from typing import BinaryIO
 
 from berth import tarfmt
 from berth.errors import InvalidParameter, NotFound, System
-from berth.image.streams import HashingReader, open_layer
+from berth.image.streams import ChunkReader, HashingReader, open_layer
 
 WHITEOUT_PREFIX = ".wh."
 OPAQUE = ".wh..wh..opq"
@@ -43,20 +43,6 @@ def _record(kind: bytes, payload: bytes) -> bytes:
     return _REC.pack(kind, len(payload)) + payload
 
 
-class _Chunks:
-    """An iterator of byte chunks as a file (short reads, as a raw file's)."""
-
-    def __init__(self, chunks: Iterator[bytes]) -> None:
-        self.chunks, self.rest = iter(chunks), b""
-
-    def read(self, n: int = -1) -> bytes:
-        while not self.rest:
-            nxt = next(self.chunks, None)
-            if nxt is None:
-                return b""
-            self.rest = nxt
-        out, self.rest = (self.rest, b"") if n < 0 or n >= len(self.rest) else (self.rest[:n], self.rest[n:])
-        return out
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 
 
@@ -117,7 +103,7 @@ class _Extractor:
         self.records = 0
 
     def record(self, kind: bytes, payload: bytes) -> None:
-        self.split.write(_REC.pack(kind, len(payload)) + payload)
+        self.split.write(_record(kind, payload))
         self.records += 1
 
     def _parent(self, parts: list[str], name: str) -> str:
@@ -336,7 +322,7 @@ class LayerStore:
         the directory's. The caller commits the result or discards it, as ``extract``'s."""
         staging = self.new_staging()
         try:
-            hashed = HashingReader(_Chunks(tar_chunks))  # type: ignore[arg-type]
+            hashed = HashingReader(ChunkReader(tar_chunks))  # type: ignore[arg-type]
             reader = tarfmt.TarReader(hashed)  # type: ignore[arg-type]
             with open(os.path.join(staging, "tar-split"), "wb") as split:
                 for e in reader:

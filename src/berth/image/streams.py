@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import zlib
+from collections.abc import Iterable
 from typing import Any, BinaryIO, cast
 
 from berth.errors import InvalidParameter
@@ -34,6 +35,23 @@ class HashingReader:
     @property
     def digest(self) -> str:
         return "sha256:" + self._h.hexdigest()
+
+
+class ChunkReader:
+    """An iterator of byte chunks as a file whose reads may be short, as a raw file's (the tar
+    readers loop): a generated tar read by another without being staged anywhere."""
+
+    def __init__(self, chunks: Iterable[bytes]) -> None:
+        self.chunks, self.rest = iter(chunks), b""
+
+    def read(self, n: int = -1) -> bytes:
+        while not self.rest:
+            nxt = next(self.chunks, None)
+            if nxt is None:
+                return b""
+            self.rest = nxt
+        out, self.rest = (self.rest, b"") if n < 0 or n >= len(self.rest) else (self.rest[:n], self.rest[n:])
+        return out
 
 
 class PeekReader:

@@ -12,6 +12,7 @@ from berth.api.filters import parse_filters
 from berth.api.http import Request, Response
 from berth.api.router import Route, route
 from berth.errors import InvalidParameter
+from berth.units import parse_go_duration
 
 EVENT_FILTERS = ("config", "container", "daemon", "event", "image", "label", "network", "node",
                  "plugin", "scope", "secret", "service", "type", "volume")
@@ -45,13 +46,10 @@ def parse_timestamp(text: str, now: float) -> float:
         return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
     except ValueError:
         pass
-    units = {"ns": 1e-9, "us": 1e-6, "ms": 1e-3, "s": 1, "m": 60, "h": 3600}
-    for unit in sorted(units, key=len, reverse=True):
-        if text.endswith(unit):
-            try:
-                return now - float(text[: -len(unit)]) * units[unit]
-            except ValueError:
-                break
+    try:
+        return now - parse_go_duration(text) / 1e9
+    except ValueError:
+        pass
     raise InvalidParameter(f"failed to parse value {text!r} as a timestamp")
 
 

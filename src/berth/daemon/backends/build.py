@@ -14,13 +14,12 @@ import os
 import shutil
 import tempfile
 from collections.abc import AsyncIterator
-from typing import Any
 
 from berth.build import context as bcontext
 from berth.build.options import Options
 from berth.build.parse import Dockerfile, parse
 from berth.daemon.backends import buildremote
-from berth.daemon.backends.buildrun import Run
+from berth.daemon.backends.buildrun import Message, Run
 from berth.daemon.backends.containerfiles import ContainerFilesAPI
 from berth.daemon.backends.containers import ContainerAPI
 from berth.daemon.backends.images import ImageService
@@ -28,8 +27,6 @@ from berth.daemon.backends.threads import BodyPipe, consume_in_thread
 from berth.errors import InvalidParameter
 from berth.image import reference
 from berth.image.streams import Gunzip
-
-Message = dict[str, Any]
 
 
 class Builder:

@@ -9,7 +9,6 @@ import hashlib
 import os
 import posixpath
 import stat
-import tempfile
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,7 +19,7 @@ from berth.build.parse import Instruction
 from berth.container import archive as carchive
 from berth.daemon.backends.buildsteps import StageState
 from berth.errors import InvalidParameter
-from berth.image.streams import Gunzip
+from berth.image.streams import ChunkReader, Gunzip
 from berth.linux import safepath
 
 MAX_SOURCES = 100000
@@ -46,12 +45,7 @@ class Plan:
     from_image: str = ""
     patterns: list[str] = field(default_factory=list)
     comment: str = ""
-    from_root: Any = None  # a safepath.Root of the image's files, while planned from it
     digests: dict[str, str] = field(default_factory=dict)  # the context's files' sha256, from unpack
-    tmp: str = ""  # where the copy's tar is staged (the build's own directory)
-
-    def close(self) -> None:
-        self.from_root = None
 
 
 def _dest(raw: str, st: StageState) -> str:
@@ -61,8 +55,8 @@ def _dest(raw: str, st: StageState) -> str:
     return joined + "/" if raw.endswith("/") and not joined.endswith("/") else joined
 
 
-def plan(ins: Instruction, st: StageState, ctx: str, stage_images: dict[str, str],
-         digests: dict[str, str] | None = None, downloaded: list[str] | None = None) -> Plan:
+def plan(ins: Instruction, st: StageState, ctx: str, digests: dict[str, str] | None = None,
+         downloaded: list[str] | None = None) -> Plan:
     """``downloaded``: ADD's URLs, fetched into ``ctx`` under these names (never unpacked, as dockerd)."""
     env = st.env
     args = [expand.word(a, env, st.escape) for a in ins.args]
@@ -95,15 +89,14 @@ def plan(ins: Instruction, st: StageState, ctx: str, stage_images: dict[str, str
     with safepath.Root.at(ctx, label="build context") as root:
         p.sources = _match(root, p.patterns, "build context")
         p.comment = _comment(p, root)
-    return p
+    return _checked(p)
 
 
 def plan_from_root(p: Plan, root: safepath.Root) -> Plan:
     """Complete a ``--from`` plan with the sources found in the image's files (``root``)."""
     p.sources = _match(root, p.patterns, "image")
     p.comment = _comment(p, root)
-    p.from_root = root
-    return p
+    return _checked(p)
 
 
 def _walk(root: safepath.Root) -> list[str]:
@@ -231,12 +224,16 @@ def _archive_reader(src_root: safepath.Root, path: str) -> Any | None:
     return f
 
 
-def apply(p: Plan, src_root: safepath.Root, dst: safepath.Root, owner: tuple[int, int]) -> None:
-    """Put the plan's sources into the container's files ``dst``."""
-    many = len(p.sources) > 1 or len(p.patterns) > 1
-    if many and not p.dest.endswith("/"):
+def _checked(p: Plan) -> Plan:
+    """Several sources need a directory destination, said with a trailing / (checked before any work)."""
+    if (len(p.sources) > 1 or len(p.patterns) > 1) and not p.dest.endswith("/"):
         raise InvalidParameter(f"When using {p.cmd} with more than one source file, the destination must be a "
                                "directory and end with a /")
+    return p
+
+
+def apply(p: Plan, src_root: safepath.Root, dst: safepath.Root, owner: tuple[int, int]) -> None:
+    """Put the plan's sources into the container's files ``dst``."""
     dest = p.dest
     into_dir = dest.endswith("/") or _is_dir(dst, dest)
     for s in p.sources:
@@ -254,11 +251,9 @@ def apply(p: Plan, src_root: safepath.Root, dst: safepath.Root, owner: tuple[int
             raise InvalidParameter(f"cannot copy the file {s.name} over the root directory")
         parent, base = posixpath.split(target)
         os.close(dst.mkdir_all(parent or "/"))
-        with tempfile.TemporaryFile(dir=p.tmp or None) as tmp:
-            for chunk in carchive.tar_stream(src_root, s.path, base or ".", "build context"):
-                tmp.write(chunk)
-            tmp.seek(0)
-            carchive.extract(tmp, dst, parent or "/", "build", False, owner=owner, mode=p.chmod)
+        # the source's tar goes straight into the extraction (two roots: nothing is staged between)
+        tar = ChunkReader(carchive.tar_stream(src_root, s.path, base or ".", "build context"))
+        carchive.extract(tar, dst, parent or "/", "build", False, owner=owner, mode=p.chmod)  # type: ignore[arg-type]
 
 
 

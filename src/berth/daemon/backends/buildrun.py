@@ -56,7 +56,7 @@ class Run:
 
     def __init__(self, b: Builder, opts: Options, df: Dockerfile, ctx: str, digests: dict[str, str]) -> None:
         self.b, self.opts, self.df, self.ctx, self.digests = b, opts, df, ctx, digests
-        self.stage_images: dict[str, str] = {}  # stage name or index → image ID
+        self.stage_images: dict[str, str] = {}  # stage number → image ID (stage_image finds names)
         self.done: list[asyncio.Event] = []  # each stage's, set once its image is there
         self.made: list[str] = []  # intermediate containers still there
         self.cache_only: set[str] | None = None  # with cachefrom: the images the cache may use
@@ -83,9 +83,8 @@ class Run:
         finally:
             # the containers go before the last message: a client that sees the end finds them gone
             if ok and self.opts.rm or self.opts.forcerm:
-                for cid in self.made:
-                    with contextlib.suppress(BerthError):
-                        await self.b.containers.container_remove(cid, True, True)
+                for cid in list(self.made):
+                    await self._drop(cid)
         if error is not None:
             yield error
 
@@ -142,8 +141,7 @@ class Run:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             for cid in list(self.running):  # a stage stopped between two messages: its RUN step's container
-                with contextlib.suppress(BerthError):
-                    await self.b.containers.container_remove(cid, True, True)
+                await self._drop(cid)
                 self.running.discard(cid)
         state = final[0]
         yield {"aux": {"ID": state.image_id}}
@@ -152,9 +150,8 @@ class Run:
             return
         yield self.say(f"Successfully built {_short(state.image_id)}\n")
         for tag in opts.tags:
-            ref = await asyncio.to_thread(self.b.store.tag, state.image_id, tag)
-            self.b.images._event("tag", state.image_id, ref.familiar)
-            yield self.say(f"Successfully tagged {ref.familiar}\n")
+            await self.b.images.image_tag(state.image_id, tag, "")  # the tag and its event, as docker tag
+            yield self.say(f"Successfully tagged {reference.parse(tag).familiar}\n")
 
     async def _stage(self, index: int, step: int, total: int, meta_env: dict[str, str],
                      result: list[steps.StageState]) -> AsyncGenerator[Message, None]:
@@ -183,8 +180,6 @@ class Run:
         if not state.image_id:
             raise BuildFailed("No image was generated. Is your Dockerfile empty?")
         self.stage_images[str(index)] = state.image_id
-        if stage.name:
-            self.stage_images[stage.name] = state.image_id
         self.done[index].set()
         result.append(state)
 
@@ -216,15 +211,10 @@ class Run:
     # ---- FROM --------------------------------------------------------------------------------------
     async def _from(self, base: str, index: int, pulled: list[Message]) -> steps.StageState:
         if base.lower() == "scratch":
-            st = steps.new_state("", None, self.df.escape, self.opts.build_args)
-            st.stage = index
-            return st
+            return steps.new_state("", None, self.df.escape, self.opts.build_args, index)
         image_id = await self.stage_image(base, index) or await self._image(base, pulled)
         cfg = json.loads(await asyncio.to_thread(self.b.store.config_bytes, image_id))
-        st = steps.new_state(image_id, cfg, self.df.escape, self.opts.build_args)
-        st.run["Image"] = image_id
-        st.stage = index
-        return st
+        return steps.new_state(image_id, cfg, self.df.escape, self.opts.build_args, index)
 
     async def _image(self, name: str, pulled: list[Message] | None = None) -> str:
         ref = reference.parse(name)
@@ -268,10 +258,7 @@ class Run:
     async def _take(self, st: steps.StageState, image_id: str) -> None:
         """Go on from a cached step's image: its config (layers, history, run config) is the stage's."""
         cfg = json.loads(await asyncio.to_thread(self.b.store.config_bytes, image_id))
-        st.base_config = cfg
-        st.run = {**json.loads(json.dumps(steps.EMPTY_CONFIG)), **(cfg.get("config") or {})}
-        st.image_id = image_id
-        st.run["Image"] = image_id
+        st.base_config, st.run, st.image_id = cfg, steps.run_config(cfg, image_id), image_id
 
     async def _cached(self, st: steps.StageState, cc: dict[str, Any]) -> str | None:
         if self.opts.nocache or not st.image_id:
@@ -287,7 +274,6 @@ class Run:
         hit = await self._cached(st, cc)
         if hit:
             await self._take(st, hit)
-            st.run["Image"] = hit
             return True
         await asyncio.to_thread(self._new_image, st, cc, None, "")
         return False
@@ -372,10 +358,16 @@ class Run:
 
         await asyncio.to_thread(work)
 
+    async def _drop(self, cid: str) -> None:
+        """Remove a container this run made (its volumes too); gone already is fine."""
+        with contextlib.suppress(BerthError):
+            await self.b.containers.container_remove(cid, True, True)
+        with contextlib.suppress(ValueError):
+            self.made.remove(cid)
+
     async def _remove(self, cid: str) -> AsyncIterator[Message]:
         if self.opts.rm:
-            await self.b.containers.container_remove(cid, True, True)
-            self.made.remove(cid)
+            await self._drop(cid)
             yield self.say(f"Removing intermediate container {cid[:12]}\n")
 
     async def _run(self, ins: Instruction, st: steps.StageState) -> AsyncIterator[Message]:
@@ -397,9 +389,7 @@ class Run:
             code = await fut
             self.running.discard(cid)
         except (asyncio.CancelledError, GeneratorExit):  # another stage failed, or the client went
-            with contextlib.suppress(BerthError):
-                await asyncio.shield(self.b.containers.container_remove(cid, True, True))
-                self.made.remove(cid)
+            await asyncio.shield(self._drop(cid))
             raise
         if code != 0:
             raise BuildFailed(f"The command '{steps.shown(cmd)}' returned a non-zero code: {code}", code)
@@ -416,10 +406,9 @@ class Run:
             text = line.data.decode("utf-8", "replace")
             yield self.say(f"\x1b[91m{text}\x1b[0m" if line.stream == clogs.STDERR else text)
 
-    async def _files(self, st: steps.StageState, comment: str, change: Any,
-                     cmd: list[str] | None = None) -> AsyncIterator[Message]:
+    async def _files(self, st: steps.StageState, comment: str, change: Any) -> AsyncIterator[Message]:
         """A step that changes files without running anything: a container that never starts."""
-        cc = self._container_config(st, cmd or self._nop(st, comment, True))
+        cc = self._container_config(st, self._nop(st, comment, True))
         hit = await self._cached(st, cc)
         if hit:
             await self._take(st, hit)
@@ -438,8 +427,7 @@ class Run:
         await asyncio.to_thread(work)
         await self._commit_container(st, cid, cc)
         if self.opts.rm:
-            await self.b.containers.container_remove(cid, True, True)
-            self.made.remove(cid)
+            await self._drop(cid)
 
     def _download(self, ins: Instruction, st: steps.StageState, into: str) -> list[str]:
         """ADD's URLs, each into a directory of its own under ``into``: their paths there."""
@@ -457,15 +445,13 @@ class Run:
         if ins.cmd == "ADD" and any("://" in a for a in ins.args[:-1]):
             downloads = tempfile.mkdtemp(prefix="add-", dir=os.path.dirname(self.ctx))
             names = await asyncio.to_thread(self._download, ins, st, downloads)
-        plan = await asyncio.to_thread(buildcopy.plan, ins, st, downloads or self.ctx, self.stage_images,
+        plan = await asyncio.to_thread(buildcopy.plan, ins, st, downloads or self.ctx,
                                        {} if downloads else self.digests, names)
-        plan.tmp = os.path.dirname(self.ctx)
         src_ctr = None
         try:
             if plan.from_image:
                 image_id = await self.stage_image(plan.from_image, st.stage) or await self._image(plan.from_image)
                 src = steps.new_state(image_id, None, self.df.escape, {})
-                src.image_id = image_id
                 src_cid = await self._container(src, ["/bin/sh"], [])
                 src_ctr = self.b.files.registry.get(src_cid)
 
@@ -490,8 +476,6 @@ class Run:
                 yield m
         finally:
             if src_ctr is not None:
-                with contextlib.suppress(BerthError):
-                    await self.b.containers.container_remove(src_ctr.id, True, True)
-                    self.made.remove(src_ctr.id)
+                await self._drop(src_ctr.id)
 
 

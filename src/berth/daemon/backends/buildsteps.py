@@ -1,7 +1,7 @@
 """What each Dockerfile instruction does to a build stage's state, as the classic builder does it:
 metadata instructions change the run config and make an image with an empty layer; RUN runs a
 container and commits its changes; COPY/ADD/WORKDIR change the files of a container that never
-runs and commit them. The executor (``build.py``) owns the containers and images."""
+runs and commit them. The run (``buildrun.py``) owns the containers and images."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from typing import Any
 from berth.build import expand
 from berth.build.parse import Instruction
 from berth.errors import BerthError, InvalidParameter
+from berth.units import go_duration, parse_go_duration
 
 DEFAULT_SHELL = ["/bin/sh", "-c"]
 PROXY_ARGS = ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "FTP_PROXY", "ftp_proxy", "NO_PROXY",
@@ -45,14 +46,16 @@ class StageState:
     stage: int = 0  # which stage of the Dockerfile
     meta: dict[str, str] = field(default_factory=dict)  # the ARGs before the first FROM, with their values
 
+    def _args(self) -> dict[str, str]:
+        """The declared ARGs that have a value: the client's (buildargs), else the default."""
+        values = {name: self.build_args.get(name) if name in self.build_args else default
+                  for name, default in self.declared.items()}
+        return {k: v for k, v in values.items() if v is not None}
+
     @property
     def env(self) -> dict[str, str]:
         """What substitution sees: the stage's ARGs (given values first), then ENV over them."""
-        out: dict[str, str] = {}
-        for name, default in self.declared.items():
-            value = self.build_args.get(name) if name in self.build_args else default
-            if value is not None:
-                out[name] = value
+        out = self._args()
         for e in self.run.get("Env") or []:
             k, _, v = e.partition("=")
             out[k] = v
@@ -61,12 +64,7 @@ class StageState:
     def arg_env(self) -> list[str]:
         """The ARG values a RUN sees and records (``|N k=v …``), those ENV does not override."""
         env_names = {e.partition("=")[0] for e in self.run.get("Env") or []}
-        out = []
-        for name, default in sorted(self.declared.items()):
-            value = self.build_args.get(name) if name in self.build_args else default
-            if value is not None and name not in env_names:
-                out.append(f"{name}={value}")
-        return out
+        return [f"{k}={v}" for k, v in sorted(self._args().items()) if k not in env_names]
 
     def proxy_env(self) -> list[str]:
         """The predefined proxy ARGs given with --build-arg and not declared: a RUN sees them, the
@@ -78,16 +76,21 @@ class StageState:
         return list(self.run.get("Shell") or DEFAULT_SHELL)
 
 
+def run_config(image_config: dict[str, Any], image_id: str) -> dict[str, Any]:
+    """The run config a step goes on from: the image's own, every key there, its Image the image."""
+    return {**copy.deepcopy(EMPTY_CONFIG), **copy.deepcopy(image_config.get("config") or {}), "Image": image_id}
+
+
 def new_state(image_id: str, image_config: dict[str, Any] | None, escape: str,
-              build_args: dict[str, str | None]) -> StageState:
+              build_args: dict[str, str | None], stage: int = 0) -> StageState:
     cfg: dict[str, Any] = copy.deepcopy(image_config) if image_config else {
         "architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": []}}
-    run = {**copy.deepcopy(EMPTY_CONFIG), **(cfg.get("config") or {})}
+    run = run_config(cfg, image_id)
     env = list(run.get("Env") or [])
     if not any(e.partition("=")[0] == "PATH" for e in env):  # as dockerd: every stage starts with a PATH
         env.append("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
     run["Env"] = env
-    return StageState(image_id, cfg, run, escape, build_args)
+    return StageState(image_id, cfg, run, escape, build_args, stage=stage)
 
 
 def _pairs(ins: Instruction, st: StageState) -> list[tuple[str, str]]:
@@ -221,34 +224,10 @@ def check_size(st: StageState) -> None:
 
 
 def _duration(text: str, what: str) -> int:
-    units = {"ns": 1, "us": 1000, "µs": 1000, "ms": 10**6, "s": 10**9, "m": 60 * 10**9, "h": 3600 * 10**9}
-    total, num = 0, ""
-    rest = text
-    import re
-
-    parts = re.findall(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)", rest)
-    if not parts or "".join(a + b for a, b in parts) != rest:
-        raise InvalidParameter(f"time: invalid duration \"{text}\" for --{what}")
-    for num, unit in parts:
-        total += int(float(num) * units[unit])
-    return total
-
-
-def go_duration(ns: int) -> str:
-    """Go's time.Duration.String(): 30s, 1m30s, 1h0m0s, 500ms, 0s."""
-    if ns == 0:
-        return "0s"
-    sign, ns = ("-", -ns) if ns < 0 else ("", ns)
-    if ns < 10**9:
-        for unit, size in (("ms", 10**6), ("µs", 10**3), ("ns", 1)):
-            if ns >= size:
-                return sign + f"{ns / size:.9f}".rstrip("0").rstrip(".") + unit
-    h, rest = divmod(ns, 3600 * 10**9)
-    m, rest = divmod(rest, 60 * 10**9)
-    secs = f"{rest / 10**9:.9f}".rstrip("0").rstrip(".") + "s"
-    if h:
-        return f"{sign}{h}h{m}m{secs}"
-    return f"{sign}{m}m{secs}" if m else sign + secs
+    try:
+        return parse_go_duration(text)
+    except ValueError:
+        raise InvalidParameter(f"time: invalid duration \"{text}\" for --{what}") from None
 
 
 def _go_rune(n: int) -> str:
