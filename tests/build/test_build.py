@@ -163,6 +163,15 @@ def test_contexts_that_reach_outside_are_refused_and_write_nothing_outside(bb: B
         tf.addfile(info, io.BytesIO(big))
     r = rawhttp.request(bb.sock, "POST", "/build", body=buf.getvalue(), headers={"Content-Type": "application/x-tar"})
     assert r.status == 400 and b"larger than" in r.body, r.body
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tf:
+        info = tarfile.TarInfo("Dockerfile")
+        info.size = len(b"FROM bb\nENV Q=1\n")
+        tf.addfile(info, io.BytesIO(b"FROM bb\nENV Q=1\n"))
+    r = rawhttp.request(bb.sock, "POST", "/build?q=1&t=quiet:1", body=buf.getvalue())
+    lines = [json.loads(x) for x in r.body.splitlines() if x.strip()]
+    assert len(lines) == 1 and lines[0]["stream"].startswith("sha256:"), lines  # q=1: the ID alone, as dockerd
+    assert docker_cli("-H", bb.url, "images", "-q", "quiet:1").stdout.strip() == lines[0]["stream"][7:19]
     r = rawhttp.request(bb.sock, "POST", "/build?version=2", body=b"")
     assert r.status == 501 and b"classic builder" in r.body
     assert os.listdir(os.path.join(bb.root, "data", "build")) == ["files"]  # every build's directory went
@@ -303,6 +312,8 @@ def test_the_docker_clis_default_mode_builds_too(bb: Berthd, tmp_path) -> None: 
     env = {k: v for k, v in base_env(DOCKER_HOST=bb.url).items() if k != "DOCKER_BUILDKIT"}
     r = docker_cli("build", "-t", "default:1", ctx, env=env, timeout=120)
     assert r.returncode == 0 and "Successfully tagged default:1" in r.stdout, r.stdout + r.stderr
+    r = docker_cli("build", "-q", "-t", "default:2", ctx, env=env, timeout=120)
+    assert r.returncode == 0 and r.stdout.startswith("sha256:"), r.stdout + r.stderr  # -q: the ID alone
 
 
 def test_build_options_reach_the_steps(bb: Berthd, tmp_path) -> None:  # type: ignore[no-untyped-def]

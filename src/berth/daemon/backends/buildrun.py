@@ -70,7 +70,8 @@ class Run:
         error: Message | None = None
         try:
             async for m in self._stages():
-                if not self.opts.quiet or "aux" in m or "error" in m:
+                if not self.opts.quiet or m.get("quiet"):
+                    m.pop("quiet", None)
                     yield m
             ok = True
         except BuildFailed as exc:
@@ -144,10 +145,12 @@ class Run:
                 await self._drop(cid)
                 self.running.discard(cid)
         state = final[0]
-        yield {"aux": {"ID": state.image_id}}
-        if opts.quiet:
-            yield self.say(state.image_id + "\n")
+        if opts.quiet:  # as dockerd: the ID alone
+            for tag in opts.tags:
+                await self.b.images.image_tag(state.image_id, tag, "")
+            yield {"stream": state.image_id + "\n", "quiet": True}
             return
+        yield {"aux": {"ID": state.image_id}}
         yield self.say(f"Successfully built {_short(state.image_id)}\n")
         for tag in opts.tags:
             await self.b.images.image_tag(state.image_id, tag, "")  # the tag and its event, as docker tag
