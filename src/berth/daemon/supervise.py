@@ -23,6 +23,7 @@ import time
 
 LOG_LIMIT = 10 << 20
 MAX_BACKOFF = 30.0
+SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 
 class Supervisor:
@@ -78,7 +79,14 @@ class Supervisor:
             if self.stopping.is_set():  # a SIGTERM that came before the child was there to get it
                 self.child.terminate()
             pump = threading.Thread(target=self._pump, args=(self.child,), daemon=True)
-            pump.start()
+            # The pump starts with these signals blocked, so the kernel gives them to this thread: one
+            # given to the pump would only set Python's flag, and this thread, in waitpid, would not
+            # wake up to act on it (a SIGTERM then stopped nothing)
+            mask = signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
+            try:
+                pump.start()
+            finally:
+                signal.pthread_sigmask(signal.SIG_SETMASK, mask)
             rc = self.child.wait()
             pump.join(timeout=5)
             if self.stopping.is_set():
@@ -114,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     os.write(fd, f"{os.getpid()}\n".encode())
     os.close(fd)
     sup = Supervisor(opts.argv_file, opts.log)
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+    for sig in SIGNALS:
         signal.signal(sig, sup.signal)
     try:
         return sup.run()
