@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import bz2
 import errno
-import hashlib
 import lzma
 import os
 import stat
 from typing import Any, BinaryIO
 
 from berth import tarfmt
-from berth.build import dockerignore
+from berth.build import digest, dockerignore
 from berth.build.parse import MAX_SIZE
 from berth.errors import InvalidParameter, NotFound, System
 from berth.linux import safepath
@@ -111,17 +110,17 @@ def _write(fd: int, reader: tarfmt.TarReader, h: Any) -> int:
 def _small_file(reader: tarfmt.TarReader, e: tarfmt.Entry, pfd: int, name: str, cfd: int) -> str:
     """A small file: read whole, hashed, then linked from the files cache when the same content,
     mode and time are there (creating a file costs a millisecond on some disks, a link does not),
-    else written and added to the cache. Its sha256."""
+    else written and added to the cache. Its content hash (``digest``)."""
     parts = []  # the pieces as read (1 MiB at most each: no large buffer is allocated and faulted in)
-    h = hashlib.sha256()
+    h = digest.hasher()
     while chunk := reader.read_data():
         h.update(chunk)
         parts.append(chunk)
-    digest = h.hexdigest()
-    key = f"{digest}-{e.mode & 0o7777:o}-{int(e.mtime * 1e9)}"
+    hexed = h.hexdigest()
+    key = f"{hexed}-{e.mode & 0o7777:o}-{int(e.mtime * 1e9)}"
     try:
         os.link(key, name, src_dir_fd=cfd, dst_dir_fd=pfd, follow_symlinks=False)
-        return digest
+        return hexed
     except FileNotFoundError:
         pass
     fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=pfd)
@@ -138,7 +137,7 @@ def _small_file(reader: tarfmt.TarReader, e: tarfmt.Entry, pfd: int, name: str, 
         os.link(name, key, src_dir_fd=pfd, dst_dir_fd=cfd, follow_symlinks=False)
     except FileExistsError:
         pass  # another build put it there meanwhile
-    return digest
+    return hexed
 
 
 def unpack(src: BinaryIO, dest: str, cache: str | None = None) -> dict[str, str]:
@@ -198,7 +197,7 @@ def _unpack(src: BinaryIO, dest: str, digests: dict[str, str], cfd: int) -> dict
                         fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
                                      0o600, dir_fd=pfd)
                         try:
-                            h = hashlib.sha256()
+                            h = digest.hasher()
                             _write(fd, reader, h)
                             digests[path] = h.hexdigest()
                             os.fchmod(fd, e.mode & 0o7777)

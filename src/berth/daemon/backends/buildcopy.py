@@ -5,7 +5,6 @@ its root (``safepath``): a context's symlinks cannot lead a COPY out of the cont
 from __future__ import annotations
 
 import fnmatch
-import hashlib
 import os
 import posixpath
 import stat
@@ -14,7 +13,7 @@ from typing import Any
 
 from berth import tarfmt
 from berth.build import context as bcontext
-from berth.build import expand
+from berth.build import digest, expand
 from berth.build.parse import Instruction
 from berth.container import archive as carchive
 from berth.daemon.backends.buildsteps import StageState
@@ -152,9 +151,9 @@ def _match(root: safepath.Root, patterns: list[str], where: str) -> list[Source]
 
 
 def _tree_hash(root: safepath.Root, path: str, digests: dict[str, str]) -> str:
-    """The sha256 of what a source is: names, types, modes and contents (a file's from ``digests``,
+    """The content hash (``digest``) of what a source is: names, types, modes and contents (a file's from ``digests``,
     taken at unpack, when it is there; else read), never following a symlink."""
-    h = hashlib.sha256()
+    h = digest.hasher()
 
     def entry(fd: int, name: str, rel: str, st: os.stat_result) -> None:
         h.update(f"{rel}\0{stat.S_IFMT(st.st_mode)}\0{stat.S_IMODE(st.st_mode):o}\0{st.st_size}\0".encode())
@@ -164,8 +163,10 @@ def _tree_hash(root: safepath.Root, path: str, digests: dict[str, str]) -> str:
             known = digests.get(rel)
             if known is None:
                 ffd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, dir_fd=fd)
-                with os.fdopen(ffd, "rb") as f:
-                    known = hashlib.file_digest(f, "sha256").hexdigest()
+                try:
+                    known = digest.of_fd(ffd)
+                finally:
+                    os.close(ffd)
             h.update(known.encode())
         elif stat.S_ISDIR(st.st_mode):
             sub = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
@@ -184,13 +185,13 @@ def _tree_hash(root: safepath.Root, path: str, digests: dict[str, str]) -> str:
 
 
 def _comment(p: Plan, root: safepath.Root) -> str:
-    """``COPY file:<sha256> in <dest> `` as the classic builder's cache key and history (the hash is
+    """``COPY file:<hash> in <dest> `` as the classic builder's cache key and history (the hash is
     berth's own: the names, modes, sizes and contents of what is copied)."""
     hashes = [("dir:" if s.is_dir else "file:") + _tree_hash(root, s.path, p.digests) for s in p.sources]
     if len(hashes) == 1:
         key = hashes[0]
     else:
-        key = "multi:" + hashlib.sha256(",".join(hashes).encode()).hexdigest()
+        key = "multi:" + digest.of_bytes(",".join(hashes).encode())
     chown = f"--chown={p.chown}" if p.chown else ""  # no space after it: dockerd's words exactly
     chmod = f"--chmod={p.chmod:o} " if p.chmod is not None else ""
     return f"{p.cmd} {chown}{chmod}{key} in {p.raw_dest} "

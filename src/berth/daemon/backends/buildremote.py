@@ -91,7 +91,7 @@ def add_url(url: str, into: str) -> str:
 
 
 def fetch_context(remote: str, work: str, ctx: str) -> dict[str, str]:
-    """A remote context into the (empty) directory ``ctx``; the files' sha256 where known."""
+    """A remote context into the (empty) directory ``ctx``; the files' content hashes where known."""
     if is_git(remote):
         _git(remote, work, ctx)
         return {}
