@@ -3,7 +3,7 @@ Engine API's JSON). The daemon's backends satisfy these without importing this m
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable
 from typing import Any, Protocol
 
 from berth.api.filters import Filters
@@ -30,7 +30,7 @@ class SystemBackend(Protocol):
 
 
 class BuildBackend(Protocol):
-    def build(self, body: AsyncIterator[bytes], opts: Any) -> AsyncIterator[dict[str, Any]]:
+    def build(self, body: AsyncIterable[bytes], opts: Any) -> AsyncIterator[dict[str, Any]]:
         """POST /build's messages (``opts``: ``berth.build.options.Options``)."""
         ...
 
@@ -63,12 +63,12 @@ class ImageBackend(Protocol):
     async def images_prune(self, filters: Filters) -> dict[str, Any]:
         ...
 
-    async def image_import(self, body: AsyncIterator[bytes], repo: str, tag: str, message: str,
+    async def image_import(self, body: AsyncIterable[bytes], repo: str, tag: str, message: str,
                            changes: list[str]) -> str:
         """Import a root filesystem tar as a one-layer image; returns its ID."""
         ...
 
-    def image_load(self, body: AsyncIterator[bytes], quiet: bool) -> AsyncIterator[dict[str, Any]]:
+    def image_load(self, body: AsyncIterable[bytes], quiet: bool) -> AsyncIterator[dict[str, Any]]:
         """Load an archive; yields JSON progress messages, the last ones "Loaded image: ..."."""
         ...
 
@@ -161,7 +161,7 @@ class ContainerFilesBackend(Protocol):
 
     async def archive_get(self, name: str, path: str) -> tuple[str, AsyncIterator[bytes]]: ...
 
-    async def archive_put(self, name: str, path: str, body: AsyncIterator[bytes], no_overwrite: bool,
+    async def archive_put(self, name: str, path: str, body: AsyncIterable[bytes], no_overwrite: bool,
                           copy_uid_gid: bool = False) -> None:
         """Extract the tar ``body`` into the directory ``path`` (resolved inside the container);
         ``copy_uid_gid`` gives what is copied to the container's user, as dockerd does."""

@@ -11,6 +11,9 @@ States (one connection, one request in flight at a time; pipelined requests wait
 Rules:
 - Routing happens when the headers are complete. A ``stream_body`` route is dispatched then and reads
   its body as it arrives (reading pauses above 1 MiB buffered); any other route gets its whole body.
+  On a plain socket the parser stops at the end of such a request's headers and the loop stops
+  reading: the worker thread that consumes the body reads it from the socket itself (``rawbody``),
+  then gives back what followed it, which a fresh parser takes (``parsing.py``).
 - An ``Upgrade: tcp`` request stops the parser (llhttp reports the offset where raw bytes begin and
   does not read a body): its Content-Length bytes are taken from the raw stream here, the handler is
   dispatched, and whatever follows is the client's first stdin for the hijacked stream.
@@ -38,10 +41,8 @@ import logging
 import math
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 from typing import Any
-
-import httptools
 
 from berth.api import wire
 from berth.api.application import Application
@@ -89,7 +90,7 @@ class HttpConnection(RequestParsing, asyncio.BufferedProtocol):
         self.identity: Identity = ANONYMOUS
         self._audit_memo: list[Any] | None = None  # the auditor's, for this connection
         self.authz_memo: list[Any] | None = None  # the authorizer's, for this connection
-        self._parser: Any = httptools.HttpRequestParser(self)
+        self._init_parsing()
         self._url = b""
         self._headers: dict[str, str] = {}
         self._current: Job | None = None  # the job being parsed
@@ -154,23 +155,7 @@ class HttpConnection(RequestParsing, asyncio.BufferedProtocol):
         if self._hijack is not None:
             self._hijack.feed_data(data)
             return
-        try:
-            self._parser.feed_data(data)
-        except httptools.HttpParserUpgrade as exc:
-            self._raw = bytearray()
-            self._raw_received(data[exc.args[0]:])
-            return
-        except httptools.HttpParserCallbackError:
-            if self._dead:
-                return
-            raise
-        except httptools.HttpParserError as exc:
-            self._bad_request(f"malformed HTTP request: {exc}")
-            return
-        if self._in_headers:
-            self._header_bytes += len(data)
-            if self._header_bytes > self.app.limits.max_header_bytes:
-                self._bad_request("request header fields too large", status=431)
+        self._parse(data)
 
     def eof_received(self) -> bool | None:
         if self._hijack is not None:
@@ -467,11 +452,11 @@ class HttpConnection(RequestParsing, asyncio.BufferedProtocol):
             self.transport.resume_reading()
         return stream
 
-    def body_stream(self) -> AsyncIterator[bytes]:
+    def body_stream(self) -> AsyncIterable[bytes]:
         job = self._running
         assert job is not None
         if job.body_stream is not None:
-            return job.body_stream.__aiter__()
+            return job.body_stream
         body = job.request.body if job.request is not None else b""
 
         async def once() -> AsyncIterator[bytes]:

@@ -9,7 +9,7 @@ takes over the output itself through ``Request.connection``: ``start_stream`` fo
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterable, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import parse_qs
@@ -41,7 +41,7 @@ class ConnectionControl(Protocol):
     async def hijack(self, content_type: str = "application/vnd.docker.raw-stream",
                      head: bytes | None = None) -> HijackedStream: ...
 
-    def body_stream(self) -> AsyncIterator[bytes]: ...
+    def body_stream(self) -> AsyncIterable[bytes]: ...
 
 
 @dataclass(slots=True)

@@ -5,20 +5,22 @@ what is queued and answers."""
 
 from __future__ import annotations
 
+import asyncio
 import math
+import os
+import socket
 import time
 from typing import TYPE_CHECKING, Any
 
 import httptools
 
-from berth.api import versions, wire
+from berth.api import rawbody, versions, wire
 from berth.api.bodies import BODY_HIGH_WATER, BodyStream
 from berth.api.http import Request, Response
 from berth.api.router import Route
 from berth.errors import InvalidParameter
 
 if TYPE_CHECKING:
-    import asyncio
     from collections import deque
 
     from berth.api.application import Application
@@ -58,7 +60,8 @@ class RequestParsing:
 
     # the state of the request being parsed (the connection's own is in its __slots__)
     __slots__ = ("_parser", "_url", "_headers", "_current", "_state", "_in_headers", "_header_bytes", "_uploading",
-                 "_shrink", "_raw", "_upgrade_job", "_upgrade_need")
+                 "_shrink", "_raw", "_upgrade_job", "_upgrade_need", "_head_seen", "_clean_start", "_completed_here",
+                 "_detach")
     _parser: Any
     _url: bytes
     _headers: dict[str, str]
@@ -71,6 +74,10 @@ class RequestParsing:
     _raw: bytearray | None
     _upgrade_job: Job | None
     _upgrade_need: int
+    _head_seen: list[bytes]  # the request's bytes from earlier reads, while its headers are incomplete
+    _clean_start: bool  # the request began at the start of a read (only CR and LF before it)
+    _completed_here: bool  # a request ended in the bytes being parsed now
+    _detach: tuple[Job, int] | None  # a body to hand to a thread, and its framing (rawbody.framing)
 
     if TYPE_CHECKING:  # the connection's, which these callbacks use
         app: Application
@@ -88,8 +95,102 @@ class RequestParsing:
 
         def pause_reading(self, why: str) -> None: ...
 
+        def resume_reading(self, why: str) -> None: ...
+
+        def data_received(self, data: bytes | memoryview) -> None: ...
+
+    def _init_parsing(self) -> None:
+        self._parser = httptools.HttpRequestParser(self)
+        self._head_seen = []
+        self._clean_start = False
+        self._completed_here = False
+        self._detach = None
+
+    def _parse(self, data: bytes | memoryview) -> None:
+        """Feed ``data`` to the parser (its callbacks below do the rest)."""
+        self._completed_here = False
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade as exc:
+            self._raw = bytearray()
+            self._raw_received(data[exc.args[0]:])
+            return
+        except httptools.HttpParserCallbackError:
+            if self._detach is not None:
+                self._to_thread(data)
+                return
+            if self._dead:
+                return
+            raise
+        except httptools.HttpParserError as exc:
+            self._bad_request(f"malformed HTTP request: {exc}")
+            return
+        if self._in_headers:
+            if self._clean_start:
+                self._head_seen.append(bytes(data))
+            self._header_bytes += len(data)
+            if self._header_bytes > self.app.limits.max_header_bytes:
+                self._bad_request("request header fields too large", status=431)
+
+    # ---- a streamed body read by a worker thread from the socket (rawbody) ----------------------
+    def _threadable(self) -> bool:
+        t = self.transport
+        return self._clean_start and t is not None and t.get_extra_info("ssl_object") is None and \
+            t.get_extra_info("socket") is not None
+
+    def _to_thread(self, data: bytes | memoryview) -> None:
+        """The parser stopped at the end of a streamed request's headers: the rest of ``data`` is its
+        body's start. Reading stops here until the thread that reads the body gives back what the
+        client sent after it; a fresh parser takes the requests that follow."""
+        assert self._detach is not None and self.transport is not None
+        (job, length), self._detach = self._detach, None
+        seen, self._head_seen = b"".join(self._head_seen), []
+        end = rawbody.header_end(seen, bytes(data))
+        if end < 0:  # cannot be: llhttp found the end of these headers
+            self._bad_request("malformed HTTP request: no end of headers")
+            return
+        self._parser = httptools.HttpRequestParser(self)
+        loop = asyncio.get_running_loop()
+
+        def done(leftover: bytes, error: BaseException | None) -> None:  # in the reading thread
+            try:
+                loop.call_soon_threadsafe(self._body_read, job, leftover, error)
+            except RuntimeError:  # the loop is closed: the daemon has stopped
+                pass
+
+        sock = self.transport.get_extra_info("socket")
+        own = socket.socket(fileno=os.dup(sock.fileno()))  # stays valid whatever the loop does with its own
+        raw = rawbody.SocketBody(own, bytes(data[end:]), length, self.app.limits.body_timeout, done)
+        self.pause_reading("thread")
+        assert job.body_stream is not None
+        job.body_stream.go_raw(raw, on_take=lambda: self._set_deadline(math.inf))  # the reader has a timeout
+
+    def _body_read(self, job: Job, leftover: bytes, error: BaseException | None) -> None:
+        """The thread has read the whole body (``leftover``: what followed it), or could not (``error``)."""
+        if self._current is job:
+            self._current = None
+        self._uploading = False
+        self._shrink = True
+        stream = job.body_stream
+        assert stream is not None
+        if self.transport is None:
+            return
+        if error is not None or stream.discarded >= 0:
+            if self._running is job and isinstance(error, InvalidParameter):
+                job.keep_alive = False  # malformed: the handler answers (400), then the connection closes
+            else:
+                self.transport.close()  # the client is gone or silent (the handler is cancelled), or the
+            return  # early answer is out and the upload over
+        job.complete = True
+        self._set_deadline(math.inf)  # the request is read: now it waits for us
+        self.resume_reading("thread")
+        if leftover:
+            self.data_received(leftover)
+
     # ---- httptools callbacks ----------------------------------------------------------------
     def on_message_begin(self) -> None:
+        self._clean_start = not self._completed_here
+        self._head_seen = []
         self._url = b""
         self._headers = {}
         self._current = Job()
@@ -161,6 +262,10 @@ class RequestParsing:
             job.body_stream = BodyStream(conn)
             self._uploading = True  # reads may grow up to 1 MiB, as fast as the upload fills them
             self._enqueue(job)
+            length = rawbody.framing(self._headers)
+            if length is not None and self._threadable():
+                self._detach = (job, length)
+                raise Abort  # llhttp stops here; _parse hands the body over (_to_thread)
 
     def on_body(self, body: bytes) -> None:
         if self._dead:
@@ -178,6 +283,8 @@ class RequestParsing:
         job.body_parts.append(body)
 
     def on_message_complete(self) -> None:
+        self._completed_here = True
+        self._head_seen = []
         if self._dead:
             raise Abort
         job = self._current

@@ -13,7 +13,7 @@ import asyncio
 import os
 import shutil
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator
 
 from berth.build import context as bcontext
 from berth.build.options import Options
@@ -23,7 +23,7 @@ from berth.daemon.backends.buildrun import Message, Run
 from berth.daemon.backends.containerfiles import ContainerFilesAPI
 from berth.daemon.backends.containers import ContainerAPI
 from berth.daemon.backends.images import ImageService
-from berth.daemon.backends.threads import BodyPipe, consume_in_thread
+from berth.daemon.backends.threads import Reader, consume_in_thread
 from berth.errors import InvalidParameter
 from berth.image import reference
 from berth.image.streams import Gunzip
@@ -39,7 +39,7 @@ class Builder:
         os.chmod(root, 0o700)
 
     # ---- the request ------------------------------------------------------------------------------
-    async def build(self, body: AsyncIterator[bytes], opts: Options) -> AsyncIterator[Message]:
+    async def build(self, body: AsyncIterable[bytes], opts: Options) -> AsyncIterator[Message]:
         for t in opts.tags:
             reference.parse(t)  # a bad tag fails before any work (a status code)
         work = tempfile.mkdtemp(prefix="build-", dir=self.root)
@@ -59,8 +59,8 @@ class Builder:
         finally:
             await asyncio.to_thread(shutil.rmtree, work, True)
 
-    async def _unpack(self, body: AsyncIterator[bytes], ctx: str) -> dict[str, str]:
-        def work(pipe: BodyPipe) -> dict[str, str]:
+    async def _unpack(self, body: AsyncIterable[bytes], ctx: str) -> dict[str, str]:
+        def work(pipe: Reader) -> dict[str, str]:
             return bcontext.unpack(bcontext.open_context(pipe, Gunzip), ctx, self.files_cache)  # type: ignore[arg-type]
 
         return await consume_in_thread(body, work)

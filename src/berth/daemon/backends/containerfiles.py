@@ -9,7 +9,7 @@ import contextlib
 import json
 import os
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator
 from typing import Any
 
 from berth.container import archive as carchive
@@ -17,7 +17,7 @@ from berth.container import users
 from berth.container.files import Files
 from berth.container.model import Container, now
 from berth.daemon.backends.lifecycle import Lifecycle
-from berth.daemon.backends.threads import BodyPipe, consume_in_thread, iterate_in_thread
+from berth.daemon.backends.threads import Reader, consume_in_thread, iterate_in_thread
 from berth.errors import BerthError
 from berth.image import importer
 from berth.image import reference as image_reference
@@ -73,12 +73,12 @@ class ContainerFilesAPI:
 
         return header, chunks()
 
-    async def archive_put(self, name: str, path: str, body: AsyncIterator[bytes], no_overwrite: bool,
+    async def archive_put(self, name: str, path: str, body: AsyncIterable[bytes], no_overwrite: bool,
                           copy_uid_gid: bool = False) -> None:
         ctr = await self._settled(name)
         writable = self.files.writable(ctr)
 
-        def work(pipe: BodyPipe) -> None:
+        def work(pipe: Reader) -> None:
             with self.life.rootfs.root_for(ctr) as root:
                 owner = None
                 if copy_uid_gid:  # as dockerd: the container's user owns what is copied in

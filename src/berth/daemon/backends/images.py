@@ -7,12 +7,12 @@ import collections
 import datetime as dt
 import fnmatch
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterable, AsyncIterator, Callable
 from typing import Any
 
 from berth.api import versions
 from berth.daemon.backends import buildprune
-from berth.daemon.backends.threads import BodyPipe, consume_in_thread, iterate_in_thread, run_in_own_thread
+from berth.daemon.backends.threads import body_reader, consume_in_thread, iterate_in_thread, run_in_own_thread
 from berth.daemon.events import EventBus, make_event
 from berth.errors import Conflict, InvalidParameter
 from berth.image import archive, importer, manifests, reference
@@ -209,7 +209,7 @@ class ImageService:
         self.bus.publish(make_event("image", "prune", "", {"reclaimed": str(result["SpaceReclaimed"])}))
         return result
 
-    async def image_import(self, body: AsyncIterator[bytes], repo: str, tag: str, message: str,
+    async def image_import(self, body: AsyncIterable[bytes], repo: str, tag: str, message: str,
                            changes: list[str]) -> str:
         tags = []
         if repo:
@@ -220,8 +220,8 @@ class ImageService:
         self._event("import", image_id, reference.parse(tags[0]).familiar if tags else "")
         return image_id
 
-    async def image_load(self, body: AsyncIterator[bytes], quiet: bool) -> AsyncIterator[dict[str, Any]]:
-        pipe = BodyPipe()
+    async def image_load(self, body: AsyncIterable[bytes], quiet: bool) -> AsyncIterator[dict[str, Any]]:
+        reader, pipe, feeder = body_reader(body)
         loop = asyncio.get_running_loop()
         progress: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
 
@@ -229,8 +229,7 @@ class ImageService:
             if not quiet:
                 loop.call_soon_threadsafe(progress.put_nowait, msg)
 
-        work = asyncio.create_task(run_in_own_thread(archive.load, self.store, pipe, report))
-        feeder = asyncio.create_task(pipe.feed(body))
+        work = asyncio.create_task(run_in_own_thread(archive.load, self.store, reader, report))
         try:
             while not work.done():
                 getter = asyncio.create_task(progress.get())
@@ -242,11 +241,14 @@ class ImageService:
             while not progress.empty():
                 yield _progress_message(progress.get_nowait())
             loaded = work.result()
-            await feeder
+            if feeder is not None:
+                await feeder
         except BaseException:
-            pipe.abort()
-            feeder.cancel()
-            await asyncio.gather(work, feeder, return_exceptions=True)
+            if pipe is not None:
+                pipe.abort()
+            if feeder is not None:
+                feeder.cancel()
+            await asyncio.gather(work, *(f for f in (feeder,) if f is not None), return_exceptions=True)
             raise
         for item in loaded:
             if item.tags:

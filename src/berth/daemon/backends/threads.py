@@ -11,12 +11,30 @@ from __future__ import annotations
 import asyncio
 import queue
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator
-from typing import TypeVar
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterator
+from typing import Protocol, TypeVar
+
+from berth.api.bodies import BodyStream
 
 T = TypeVar("T")
 _EOF = b""
 _ABORT = None
+
+
+class Reader(Protocol):
+    """What a worker thread reads a request body from: a ``BodyPipe``, or the connection's socket
+    itself (``rawbody.SocketBody``) when the connection handed the body over."""
+
+    def read(self, n: int = -1) -> bytes: ...
+
+
+def body_reader(body: AsyncIterable[bytes]) -> tuple[Reader, BodyPipe | None, asyncio.Task[None] | None]:
+    """A blocking reader of ``body`` for one worker thread; the pipe and the task that feeds it from
+    the loop when there is one (the task is to be awaited, the pipe aborted if the work fails)."""
+    if isinstance(body, BodyStream) and (raw := body.take_reader()) is not None:
+        return raw, None, None
+    pipe = BodyPipe()
+    return pipe, pipe, asyncio.create_task(pipe.feed(body))
 
 
 class BodyPipe:
@@ -30,7 +48,7 @@ class BodyPipe:
         self._eof = False
         self.aborted = threading.Event()
 
-    async def feed(self, body: AsyncIterator[bytes]) -> None:
+    async def feed(self, body: AsyncIterable[bytes]) -> None:
         """Copy ``body`` into the pipe (waiting while it is full), then mark its end. Pieces are
         gathered up to ``COALESCE`` bytes: the connection hands out what each read got (25 KiB on
         average from the docker CLI), and a queue of such small pieces held the reader back."""
@@ -122,21 +140,23 @@ async def run_in_own_thread(fn: Callable[..., T], *args: object) -> T:
     return await fut
 
 
-async def consume_in_thread(body: AsyncIterator[bytes], fn: Callable[..., T], *args: object) -> T:
-    """``fn(pipe, *args)`` in a thread of its own, fed ``body`` through a ``BodyPipe``. The work
+async def consume_in_thread(body: AsyncIterable[bytes], fn: Callable[..., T], *args: object) -> T:
+    """``fn(reader, *args)`` in a thread of its own, reading ``body`` (``body_reader``). The work
     decides: when it fails (a bad entry early in a large upload), its error is raised at once and the
     rest of the body is not waited for (the pipe would stay full, and the request hang)."""
-    pipe = BodyPipe()
-    work = asyncio.create_task(run_in_own_thread(fn, pipe, *args))
-    feeder = asyncio.create_task(pipe.feed(body))
+    reader, pipe, feeder = body_reader(body)
+    work = asyncio.create_task(run_in_own_thread(fn, reader, *args))
     try:
         result = await work
-        await feeder
+        if feeder is not None:
+            await feeder
         return result
     except BaseException:
-        pipe.abort()
-        feeder.cancel()
-        await asyncio.gather(work, feeder, return_exceptions=True)
+        if pipe is not None:
+            pipe.abort()
+        if feeder is not None:
+            feeder.cancel()
+        await asyncio.gather(work, *(f for f in (feeder,) if f is not None), return_exceptions=True)
         raise
 
 
