@@ -35,9 +35,9 @@ class Conn(Protocol):
 class BodyStream:
     """A request body read as it arrives (image load, import, archive upload, build context).
 
-    On a plain socket the connection hands the body over ``raw`` (``rawbody.SocketBody``): a worker
-    thread takes it with ``take_reader`` and reads the socket itself. Iterating such a body, or
-    discarding it, reads it in a thread of its own."""
+    For a ``body_in_thread`` route on a plain socket the connection hands the body over ``raw``
+    (``rawbody.SocketBody``): a worker thread takes it with ``take_reader`` and reads the socket
+    itself. Iterating such a body, or discarding it, reads it in a thread of its own."""
 
     def __init__(self, conn: Conn) -> None:
         self._conn = conn

@@ -11,9 +11,9 @@ States (one connection, one request in flight at a time; pipelined requests wait
 Rules:
 - Routing happens when the headers are complete. A ``stream_body`` route is dispatched then and reads
   its body as it arrives (reading pauses above 1 MiB buffered); any other route gets its whole body.
-  On a plain socket the parser stops at the end of such a request's headers and the loop stops
-  reading: the worker thread that consumes the body reads it from the socket itself (``rawbody``),
-  then gives back what followed it, which a fresh parser takes (``parsing.py``).
+  For a ``body_in_thread`` route on a plain socket the parser stops at the end of the headers and the
+  loop stops reading: the worker thread that consumes the body reads it from the socket itself
+  (``rawbody``), then gives back what followed it, which a fresh parser takes (``parsing.py``).
 - An ``Upgrade: tcp`` request stops the parser (llhttp reports the offset where raw bytes begin and
   does not read a body): its Content-Length bytes are taken from the raw stream here, the handler is
   dispatched, and whatever follows is the client's first stdin for the hijacked stream.

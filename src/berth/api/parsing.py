@@ -262,7 +262,7 @@ class RequestParsing:
             job.body_stream = BodyStream(conn)
             self._uploading = True  # reads may grow up to 1 MiB, as fast as the upload fills them
             self._enqueue(job)
-            length = rawbody.framing(self._headers)
+            length = rawbody.framing(self._headers) if route.body_in_thread else None
             if length is not None and self._threadable():
                 self._detach = (job, length)
                 raise Abort  # llhttp stops here; _parse hands the body over (_to_thread)

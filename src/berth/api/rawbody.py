@@ -1,19 +1,22 @@
-"""A request body read by a worker thread straight from the connection's socket.
+"""A request body read by a worker thread straight from the connection's socket (``body_in_thread``
+routes: ``POST /build``).
 
-An upload (a build context, ``docker load``, ``docker cp`` into a container) is consumed by a worker
-thread. Read on the event loop, every 32 KiB chunk of it costs a parser callback, a copy and a
-hand-over between threads, and the event loop and the worker contend for the interpreter: for a
-200 MB build context that was more CPU than hashing it. Here the loop stops reading the connection
-once a streamed request's headers are complete, and the thread that consumes the body reads it
-itself, from its own duplicate of the socket, decoding the framing (``Content-Length`` or chunked)
-as it goes. When the body ends, whatever the client sent after it goes back to the connection, which
-parses it as the next request.
+A build context is consumed by a worker thread that does little more than hash it. Read on the
+event loop, every 32 KiB chunk of it cost a parser callback, a copy and a hand-over between
+threads, and the loop and the worker contended for the interpreter: for a 200 MB context that was
+more CPU than the hashing, on two cores the docker CLI needs half of. Here the loop stops reading
+the connection once such a request's headers are complete, and the thread that consumes the body
+reads it itself, from its own duplicate of the socket, decoding the framing (``Content-Length`` or
+chunked) as it goes. When the body ends, whatever the client sent after it goes back to the
+connection, which parses it as the next request. (``docker load`` stays on the loop: its worker
+hashes and writes, and the loop's reading alongside it was faster than one thread doing both;
+measured in docs/performance.md.)
 
 Only for plain sockets (unix and TCP): a TLS connection's bytes must go through its TLS object, on
 the loop. The framing is checked as strictly as llhttp checks it: a chunk size is 1 to 16 hex digits,
 a chunk's data ends with CRLF, a size line or the trailer has a bound. A malformed body is a 400
-(``InvalidParameter``); a client gone, or silent for the body timeout, ends the read with
-``ConnectionAbortedError``; in both cases the connection closes after the answer.
+(``InvalidParameter``), and the connection closes after the answer; a client gone, or silent for
+the body timeout, ends the read with ``ConnectionAbortedError``, and the connection closes at once.
 """
 
 from __future__ import annotations

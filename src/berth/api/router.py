@@ -2,7 +2,8 @@
 
 A ``Route`` names its method, a path pattern (``/containers/{name}/json``; ``{name:path}`` matches
 across slashes, for image references), its handler, and what it needs of the connection:
-``stream_body`` routes are dispatched as soon as their headers arrive and read the body as a stream;
+``stream_body`` routes are dispatched as soon as their headers arrive and read the body as a stream
+(``body_in_thread``: a worker thread reads it from the socket, see ``rawbody``);
 ``min_version`` routes answer 404 ... to older clients, as dockerd's WithMinimumAPIVersion does.
 Every route has an ``action`` (``container.create``, ``system.info``) from ``security.actions``: a
 stable name that authorization policies and the audit log use.
@@ -31,17 +32,21 @@ class Route:
     stream_body: bool = False
     min_version: str | None = None
     is_async: bool = field(default=False, compare=False)
+    body_in_thread: bool = False
 
 
 def route(method: str, pattern: str, handler: Handler, *, stream_body: bool = False, min_version: str | None = None,
-          action: str | None = None) -> Route:
-    """A route; its action is the catalogue's (``security.actions``) unless given (tests' own routes)."""
+          action: str | None = None, body_in_thread: bool = False) -> Route:
+    """A route; its action is the catalogue's (``security.actions``) unless given (tests' own routes).
+    ``body_in_thread`` (with ``stream_body``): on a plain socket, the handler's worker thread reads the
+    body from the socket itself (``rawbody``)."""
     if action is None:
         try:
             action = actions.action_of(method, pattern)
         except KeyError:
             raise ValueError(f"{method} {pattern} has no action name in berth.security.actions") from None
-    return Route(method, pattern, handler, action, stream_body, min_version, inspect.iscoroutinefunction(handler))
+    return Route(method, pattern, handler, action, stream_body or body_in_thread, min_version,
+                 inspect.iscoroutinefunction(handler), body_in_thread)
 
 
 def _compile(pattern: str) -> re.Pattern[str]:

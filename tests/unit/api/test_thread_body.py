@@ -91,9 +91,9 @@ def ping(req: Request) -> Response:
 def server() -> Iterator[str]:
     a = "test.route"
     app = Application(Router([
-        route("POST", "/digest", digest, stream_body=True, action=a), route("POST", "/iterate", iterate, stream_body=True, action=a),
-        route("POST", "/refuse", refuse, stream_body=True, action=a), route("POST", "/part", part, stream_body=True, action=a),
-        route("POST", "/late", late, stream_body=True, action=a), route("GET", "/ping", ping, action=a)]), server="t")
+        route("POST", "/digest", digest, body_in_thread=True, action=a), route("POST", "/iterate", iterate, body_in_thread=True, action=a),
+        route("POST", "/refuse", refuse, body_in_thread=True, action=a), route("POST", "/part", part, body_in_thread=True, action=a),
+        route("POST", "/late", late, body_in_thread=True, action=a), route("GET", "/ping", ping, action=a)]), server="t")
     tmpdir = tempfile.mkdtemp(prefix="berth-rawbody-")
     path = os.path.join(tmpdir, "s.sock")
     loop = asyncio.new_event_loop()

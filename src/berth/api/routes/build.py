@@ -92,4 +92,4 @@ def routes(backend: BuildBackend, cache: BuildCacheBackend) -> list[Route]:
             raise InvalidParameter("keep-storage must not be negative")
         return Response.json(await cache.build_prune(until, keep))
 
-    return [route("POST", "/build", build, stream_body=True), route("POST", "/build/prune", prune)]
+    return [route("POST", "/build", build, body_in_thread=True), route("POST", "/build/prune", prune)]
