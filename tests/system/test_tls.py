@@ -234,3 +234,25 @@ def test_only_ecdhe_aead_suites_and_no_renegotiation(make_berthd, pki_dirs):
             p.kill()
             p.wait()
     assert "RENEGOTIATING" in out and "no renegotiation" in out, out[-500:]
+
+
+def test_a_build_context_over_tls_and_over_the_unix_socket_hashes_alike(make_berthd, pki_dirs, tmp_path):
+    """Over TLS the event loop reads a build context; over the unix socket the hashing thread reads
+    it from the socket itself (rawbody). The second build, the same context by the other way, is
+    all from the cache: the same image. (FROM scratch, as the test found: a COPY onto no layers needs
+    an empty lower directory for its overlay, and the cache has to look among images of no parent.)"""
+    t = start_tls(make_berthd, f"{pki_dirs}/server")
+    ctx = tmp_path / "ctx"
+    (ctx / "src").mkdir(parents=True)
+    (ctx / "Dockerfile").write_text("FROM scratch\nCOPY . /ctx/\nLABEL built=twice\n")
+    (ctx / "blob").write_bytes(os.urandom(5 << 20))  # many reads, many 32 KiB chunks
+    for i in range(50):
+        (ctx / "src" / f"f{i}").write_text(f"file {i}\n" * (i + 1))
+    env = {**t.env(f"{pki_dirs}/client"), "DOCKER_BUILDKIT": "0"}
+    over_tls = docker("build", "-q", str(ctx), env=env, timeout=120)
+    assert over_tls.returncode == 0 and over_tls.stdout.startswith("sha256:"), over_tls.stderr
+    unix_env = {**base_env(), "DOCKER_BUILDKIT": "0"}
+    over_unix = docker("-H", t.d.url, "build", str(ctx), env=unix_env, timeout=120)
+    assert over_unix.returncode == 0, over_unix.stderr
+    assert over_unix.stdout.count("Using cache") == 2, over_unix.stdout  # COPY and LABEL
+    assert f"Successfully built {over_tls.stdout.strip()[7:19]}" in over_unix.stdout, over_unix.stdout

@@ -40,7 +40,12 @@ class Rootfs:
             raise Conflict(f"container {ctr.short_id} was made with userns-remap ids {idmap.uid}:{idmap.gid}; "
                            "berthd now runs with " + (f"{self.userns.idmap.uid}:{self.userns.idmap.gid}"
                                                       if self.userns else "no userns-remap") + ": it cannot start")
-        mount_overlay(self.lowers_of(ctr.image_id), self.layout.dir(ctr.id, "upper"), self.layout.dir(ctr.id, "work"),
+        lowers = self.lowers_of(ctr.image_id)
+        if not lowers:  # an image of no layers (FROM scratch, then COPY): overlayfs needs a lower directory
+            empty = self.layout.dir(ctr.id, "empty")
+            os.makedirs(empty, mode=0o755, exist_ok=True)
+            lowers = [empty]
+        mount_overlay(lowers, self.layout.dir(ctr.id, "upper"), self.layout.dir(ctr.id, "work"),
                       rootfs, self.userns if idmap is not None else None)
         return idmap
 

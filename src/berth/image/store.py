@@ -171,9 +171,9 @@ class ImageStore:
             return c.execute("SELECT 1 FROM images WHERE parent = ? LIMIT 1", (image_id,)).fetchone() is not None
 
     def cached_child(self, parent: str, container_config: dict[str, Any], among: set[str] | None = None) -> str | None:
-        """A build step's image already made: a child of ``parent`` made with the same container
-        config (the classic builder's cache), the newest, one of ``among`` when given; None when
-        there is none."""
+        """A build step's image already made: a child of ``parent`` ("": of scratch) made with the same
+        container config (the classic builder's cache), the newest, one of ``among`` when given; None
+        when there is none."""
         volatile = ("Image", "Hostname")
 
         def key(cc: Any) -> str:
@@ -181,7 +181,10 @@ class ImageStore:
 
         want = key(container_config)
         with self.db.read() as c:
-            rows = c.execute("SELECT id FROM images WHERE parent = ? ORDER BY added DESC", (parent,)).fetchall()
+            if parent:
+                rows = c.execute("SELECT id FROM images WHERE parent = ? ORDER BY added DESC", (parent,)).fetchall()
+            else:  # the children of scratch: images of no parent
+                rows = c.execute("SELECT id FROM images WHERE parent IS NULL OR parent = '' ORDER BY added DESC").fetchall()
         for (image_id,) in rows:
             if among is not None and image_id not in among:
                 continue

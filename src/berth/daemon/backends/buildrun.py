@@ -264,7 +264,7 @@ class Run:
         st.base_config, st.run, st.image_id = cfg, steps.run_config(cfg, image_id), image_id
 
     async def _cached(self, st: steps.StageState, cc: dict[str, Any]) -> str | None:
-        if self.opts.nocache or not st.image_id:
+        if self.opts.nocache:
             return None
         hit = await asyncio.to_thread(self.b.store.cached_child, st.image_id, cc, self.cache_only)
         if hit:
@@ -411,15 +411,18 @@ class Run:
 
     async def _files(self, st: steps.StageState, comment: str, change: Any) -> AsyncIterator[Message]:
         """A step that changes files without running anything: a container that never starts."""
+        if not st.image_id:  # FROM scratch: the first file step starts from an empty image (an earlier one's)
+            scratch = self._container_config(st, self._nop(st, "FROM scratch", False))
+            if base := await self._cached(st, scratch):
+                await self._take(st, base)
+            else:
+                await asyncio.to_thread(self._new_image, st, scratch, None, "")
         cc = self._container_config(st, self._nop(st, comment, True))
         hit = await self._cached(st, cc)
         if hit:
             await self._take(st, hit)
             yield self.say(" ---> Using cache\n")
             return
-        if not st.image_id:  # FROM scratch: the first file step starts from an empty image
-            await asyncio.to_thread(self._new_image, st, self._container_config(st, self._nop(st, "FROM scratch",
-                                                                                                False)), None, "")
         cid = await self._container(st, ["/bin/sh"], [])
         ctr = self.b.files.registry.get(cid)
 
