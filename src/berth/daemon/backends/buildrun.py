@@ -281,8 +281,10 @@ class Run:
         await asyncio.to_thread(self._new_image, st, cc, None, "")
         return False
 
-    def _new_image(self, st: steps.StageState, cc: dict[str, Any], ex: Any, container: str) -> None:
-        """Register the step's image: the stage's config with the run config, history and layer."""
+    def _new_image(self, st: steps.StageState, cc: dict[str, Any], ex: Any, container: str,
+                   record: bool = True) -> None:
+        """Register the step's image: the stage's config with the run config, history and layer
+        (``record`` False: no history entry, for the empty image a first step on scratch starts from)."""
         base = st.base_config
         empty = ex is None or ex.diff_id == EMPTY_TAR_DIFF
         diff_ids = list((base.get("rootfs") or {}).get("diff_ids") or [])
@@ -300,7 +302,7 @@ class Run:
                                                           "container", "created", "author")}
         new.update({"architecture": base.get("architecture") or "amd64", "os": base.get("os") or "linux",
                     "config": run, "container": container, "container_config": cc, "created": entry["created"],
-                    "docker_version": "berth", "history": [*(base.get("history") or []), entry],
+                    "docker_version": "berth", "history": [*(base.get("history") or []), *([entry] if record else [])],
                     "rootfs": {"type": "layers", "diff_ids": diff_ids}})
         if st.maintainer:
             new["author"] = st.maintainer
@@ -416,7 +418,7 @@ class Run:
             if base := await self._cached(st, scratch):
                 await self._take(st, base)
             else:
-                await asyncio.to_thread(self._new_image, st, scratch, None, "")
+                await asyncio.to_thread(self._new_image, st, scratch, None, "", False)
         cc = self._container_config(st, self._nop(st, comment, True))
         hit = await self._cached(st, cc)
         if hit:
