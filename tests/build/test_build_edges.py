@@ -57,3 +57,23 @@ def test_copy_chmod_over_a_directory_with_a_fifo_and_meta_args_and_wh_names(bb: 
     ctx = _context(tmp_path / "wh", {"Dockerfile": "FROM bb\nRUN touch /.wh.hidden\n"})
     code, out = _build(bb, ctx)
     assert code != 0 and "cannot be in an image layer" in out, out
+
+
+def test_a_context_nested_deeper_than_the_bound_is_a_400_and_one_within_it_builds(bb: Berthd) -> None:
+    """Directories 256 deep at most: the walks over a context (.dockerignore's pruning, COPY's hash of a
+    directory) go one level at a time, and a context 1000 levels deep was an internal error."""
+    def context(depth: int) -> bytes:
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w") as tf:
+            for name, data in (("Dockerfile", b"FROM scratch\nCOPY d /d\n"), (".dockerignore", b"**/*.log\n"),
+                               ("/".join(["d"] * depth) + "/leaf", b"deep\n"), ("d/x.log", b"dropped\n")):
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                tf.addfile(info, io.BytesIO(data))
+        return buf.getvalue()
+
+    headers = {"Content-Type": "application/x-tar"}
+    r = rawhttp.request(bb.sock, "POST", "/build?t=deep:1", body=context(1000), headers=headers, timeout=60)
+    assert r.status == 400 and b"more than 256 directories deep" in r.body, r.body
+    r = rawhttp.request(bb.sock, "POST", "/build?t=deep:1", body=context(255), headers=headers, timeout=60)
+    assert r.status == 200 and b"Successfully tagged deep:1" in r.body, r.body

@@ -5,7 +5,7 @@ links in the tar; ``.dockerignore`` applied; the Dockerfile read.
 A context is untrusted input. Names with ``..`` are refused; symlinks are kept as they are (they may
 point anywhere: they are only ever resolved inside the context's root); device nodes are refused;
 runs of zeros are written as holes, so a sparse file costs no disk; the whole is bounded
-(``MAX_CONTEXT`` bytes of file data, ``MAX_ENTRIES`` entries).
+(``MAX_CONTEXT`` bytes of file data, ``MAX_ENTRIES`` entries, ``MAX_DEPTH`` directories deep).
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from berth.linux import safepath
 
 MAX_CONTEXT = 16 << 30
 MAX_ENTRIES = 1 << 20
+MAX_DEPTH = 256  # directories: the walks over a context (.dockerignore, COPY's hash) go a level per call
 SMALL_FILE = 32 << 20  # files up to this size are read whole (one at a time) and may come from the files cache
 _ZEROS = bytes(1 << 20)
 _ZERO_VIEW = memoryview(_ZEROS)
@@ -88,6 +89,8 @@ def _parts(name: str) -> list[str]:
     parts = [p for p in name.split("/") if p not in ("", ".")]
     if ".." in parts:
         raise InvalidParameter(f"build context entry {name!r} has a '..' component")
+    if len(parts) > MAX_DEPTH + 1:
+        raise InvalidParameter(f"build context entry {name[:200]!r}... is nested more than {MAX_DEPTH} directories deep")
     return parts
 
 
