@@ -246,6 +246,40 @@ def _unpack(src: BinaryIO, dest: str, digests: dict[str, str], cfd: int) -> dict
     return digests
 
 
+def trim_cache(cache: str, limit: int) -> int:
+    """Keep the small-files cache under ``limit`` bytes: when it is over, remove the entries used
+    least recently (a link to or from an entry sets its ctime) until it is under three quarters of
+    it. Entries a context links to right now are left. The bytes freed."""
+    entries = []
+    total = 0
+    with os.scandir(cache) as it:
+        for e in it:
+            try:
+                st = e.stat(follow_symlinks=False)
+            except FileNotFoundError:
+                continue
+            total += st.st_size
+            entries.append((st.st_ctime_ns, st.st_size, st.st_nlink, e.name))
+    if total <= limit:
+        return 0
+    freed = 0
+    cfd = os.open(cache, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        for _, size, links, name in sorted(entries):
+            if total - freed <= limit * 3 // 4:
+                break
+            if links > 1:
+                continue
+            try:
+                os.unlink(name, dir_fd=cfd)
+            except FileNotFoundError:
+                continue  # another build's trim took it
+            freed += size
+    finally:
+        os.close(cfd)
+    return freed
+
+
 def read_small(dest: str, path: str, limit: int = MAX_SIZE) -> bytes | None:
     """A file of the context (resolved inside it), None when there is none."""
     with safepath.Root.at(dest, label="build context") as root:

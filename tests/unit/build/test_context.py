@@ -77,3 +77,19 @@ def test_hostile_names_links_and_a_cut_short_archive(tmp_path) -> None:  # type:
     (tmp_path / "c").mkdir()
     with pytest.raises(InvalidParameter, match="truncated"):  # cut inside the data: refused
         context.unpack(io.BytesIO(raw.tobuf() + b"a"), str(tmp_path / "c"))  # type: ignore[arg-type]
+
+
+def test_the_files_cache_is_trimmed_least_recently_used_first(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import time
+
+    cache = tmp_path / "files"
+    cache.mkdir()
+    for i in range(8):  # 8 entries of 1 MiB, made one after the other (their ctimes in that order)
+        (cache / f"e{i}").write_bytes(bytes(1 << 20))
+        time.sleep(0.01)
+    os.link(cache / "e0", tmp_path / "used")  # e0 is linked again: the most recently used now
+    os.unlink(tmp_path / "used")
+    os.link(cache / "e1", tmp_path / "in-a-context")  # e1 is in a context right now
+    assert context.trim_cache(str(cache), 10 << 20) == 0  # under the bound: nothing goes
+    freed = context.trim_cache(str(cache), 6 << 20)  # over: down to 3/4 of it (4.5 MiB): the 4 oldest but e1 go
+    assert freed == 4 << 20 and sorted(p.name for p in cache.iterdir()) == ["e0", "e1", "e6", "e7"]

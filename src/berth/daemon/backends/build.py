@@ -28,6 +28,8 @@ from berth.errors import InvalidParameter
 from berth.image import reference
 from berth.image.streams import Gunzip
 
+FILES_CACHE_LIMIT = 2 << 30  # the small-files cache's bytes (context.trim_cache); builder prune empties it
+
 
 class Builder:
     def __init__(self, containers: ContainerAPI, files: ContainerFilesAPI, images: ImageService, root: str) -> None:
@@ -61,7 +63,11 @@ class Builder:
 
     async def _unpack(self, body: AsyncIterable[bytes], ctx: str) -> dict[str, str]:
         def work(pipe: Reader) -> dict[str, str]:
-            return bcontext.unpack(bcontext.open_context(pipe, Gunzip), ctx, self.files_cache)  # type: ignore[arg-type]
+            before = os.stat(self.files_cache).st_mtime_ns
+            digests = bcontext.unpack(bcontext.open_context(pipe, Gunzip), ctx, self.files_cache)  # type: ignore[arg-type]
+            if os.stat(self.files_cache).st_mtime_ns != before:  # the cache has new entries
+                bcontext.trim_cache(self.files_cache, FILES_CACHE_LIMIT)
+            return digests
 
         return await consume_in_thread(body, work)
 
