@@ -14,6 +14,7 @@ import posixpath
 import re
 import shutil
 import subprocess
+import time
 import urllib.parse
 from dataclasses import dataclass
 
@@ -24,7 +25,8 @@ from berth.errors import InvalidParameter, Unavailable
 from berth.image.streams import Gunzip
 
 MAX_DOWNLOAD = bcontext.MAX_CONTEXT
-TIMEOUT = 600.0
+TIMEOUT = 600.0  # between two reads
+DEADLINE = 3600.0  # a whole download (a server that sends a byte now and then is not waited for forever)
 _GIT_SUFFIX = re.compile(r"\.git(?:#.+)?$")
 _REF = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/-]{0,254}")
 
@@ -50,9 +52,11 @@ class Download:
     mtime: float | None
 
 
-def download(url: str, dest: str, limit: int = MAX_DOWNLOAD) -> Download:
-    """``url`` (http or https) into the new file ``dest``, at most ``limit`` bytes."""
+def download(url: str, dest: str, limit: int = MAX_DOWNLOAD, deadline: float = DEADLINE) -> Download:
+    """``url`` (http or https) into the new file ``dest``, at most ``limit`` bytes, in at most
+    ``deadline`` seconds."""
     _http_url(url)
+    end = time.monotonic() + deadline
     try:
         with httpx.Client(follow_redirects=True, timeout=httpx.Timeout(TIMEOUT, connect=30.0)) as client, \
                 client.stream("GET", url) as r:
@@ -65,6 +69,8 @@ def download(url: str, dest: str, limit: int = MAX_DOWNLOAD) -> Download:
                     got += len(chunk)
                     if got > limit:
                         raise InvalidParameter(f"{url} is larger than {limit >> 20} MiB")
+                    if time.monotonic() > end:
+                        raise Unavailable(f"failed to GET {url}: not done in {deadline:g} s")
                     f.write(chunk)
             modified = r.headers.get("last-modified")
             mtime = None
