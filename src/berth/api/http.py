@@ -71,15 +71,17 @@ class Request:
         return self._query
 
     def arg(self, name: str, default: str = "") -> str:
+        """A query parameter's first value, as Go's ``FormValue`` gives dockerd (docker-py sends a build's
+        out-of-context Dockerfile name and then its text under one key)."""
         values = self.query.get(name)
-        return values[-1] if values else default
+        return values[0] if values else default
 
     def bool_arg(self, name: str, default: bool = False) -> bool:
         """Docker's boolean query values: absent → default; "", "0", "false", "no" → False."""
         values = self.query.get(name)
         if not values:
             return default
-        return values[-1].strip().lower() not in ("", "0", "false", "no", "off")
+        return values[0].strip().lower() not in ("", "0", "false", "no", "off")
 
     def int_arg(self, name: str, default: int | None = None) -> int | None:
         text = self.arg(name)

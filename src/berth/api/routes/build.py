@@ -61,9 +61,7 @@ def options(req: Request) -> Options:
     for arg, key in (("cpusetcpus", "CpusetCpus"), ("cpusetmems", "CpusetMems"), ("cgroupparent", "CgroupParent")):
         if req.arg(arg):
             host_config[key] = req.arg(arg)
-    # the first value, as dockerd's FormValue: docker-py sends an out-of-context Dockerfile's name and
-    # then its text under the same key
-    dockerfile = (req.query.get("dockerfile") or ["Dockerfile"])[0] or "Dockerfile"
+    dockerfile = req.arg("dockerfile") or "Dockerfile"
     if "\0" in dockerfile or len(dockerfile) > 4096:
         raise InvalidParameter("invalid dockerfile name")
     return Options(
