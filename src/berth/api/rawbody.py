@@ -99,11 +99,11 @@ class SocketBody:
             while chunk := self.read(BUFFER):
                 parts.append(chunk)
             return b"".join(parts)
+        if self._state == "failed":
+            raise ConnectionAbortedError("the request body could not be read")
         while not self._left:
             if self._state == "done":
                 return b""
-            if self._state == "failed":
-                raise ConnectionAbortedError("the request body could not be read")
             self._framing()
         if self._pos == self._end:
             self._fill()
@@ -198,9 +198,9 @@ class SocketBody:
             self._view.release()
             self._buf, self._view = grown, memoryview(grown)
             self._pos, self._end = 0, self._end - self._pos
-        elif self._end == len(self._buf):
+        elif self._end == len(self._buf):  # a line across the end: its start (under MAX_LINE) moves
             rest = self._end - self._pos
-            self._buf[:rest] = self._view[self._pos:self._end]
+            self._buf[:rest] = bytes(self._view[self._pos:self._end])  # a copy: the two may overlap
             self._pos, self._end = 0, rest
         while True:
             try:

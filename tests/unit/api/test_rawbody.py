@@ -189,3 +189,22 @@ def test_a_client_gone_a_silent_client_and_an_abort_end_the_read() -> None:
     assert done == [(b"", caught.value)]
     assert a.recv(10) == b""  # the abort shut the connection down: the client sees its end
     a.close()
+
+
+def test_a_size_line_across_the_end_of_the_full_buffer_is_moved_to_its_start() -> None:
+    """The reader's buffer filled to its end by one read, a chunk-size line cut there: the line's start
+    moves to the front and the rest is read after it (the one place where bytes move in the buffer)."""
+    a, raw, done = _pair(b"", -1)
+    a.setsockopt(socket.SOL_SOCKET, 32, 8 << 20)  # SO_SNDBUFFORCE (root): all of it waits in the socket
+    first = rawbody.BUFFER - 32
+    line = b"10;" + b"e" * 30 + b"\r\n"  # starts 23 bytes before the buffer's end, ends 12 after it
+    data = (bytes(range(256)) * (first // 256 + 1))[:first]
+    framed = b"%x\r\n" % first + data + b"\r\n" + line + b"z" * 16 + b"\r\n0\r\n\r\n"
+    assert len(b"%x\r\n" % first) + first + 2 + len(line) - rawbody.BUFFER == 12
+    a.sendall(framed)
+    got = b""
+    while chunk := raw.read(1 << 20):
+        got += chunk
+    assert got == data + b"z" * 16
+    assert done == [(b"", None)]
+    a.close()
