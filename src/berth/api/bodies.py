@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Protocol
 
 from berth.api.rawbody import SocketBody
+from berth.errors import BerthError
 
 # After an early answer (a 400 before the whole upload arrived), this much of the rest of the body is
 # read and dropped so that the client, still sending, can read the answer instead of a broken pipe.
@@ -50,6 +51,7 @@ class BodyStream:
         self._raw: SocketBody | None = None
         self._raw_taken = False
         self._on_take: Callable[[], None] | None = None
+        self._failure: BerthError | None = None  # why the pump could not read the body (a 400)
         self.discarded = -1  # >= 0 once the handler answered early and the rest is thrown away
 
     def go_raw(self, raw: SocketBody, on_take: Callable[[], None]) -> None:
@@ -90,8 +92,11 @@ class BodyStream:
     def feed(self, data: bytes) -> None:
         if self.discarded >= 0:
             self.discarded += len(data)
-            if self.discarded > MAX_DISCARD and self._conn.transport is not None:
-                self._conn.transport.close()
+            if self.discarded > MAX_DISCARD:
+                if self._raw is not None:
+                    self._raw.abort()  # the close below waits for unsent output: the reader would not
+                if self._conn.transport is not None:
+                    self._conn.transport.close()
             return
         self._chunks.append(data)
         self._size += len(data)
@@ -129,17 +134,24 @@ class BodyStream:
         loop = asyncio.get_running_loop()
 
         def run() -> None:
+            failure = None
             try:
                 while chunk := raw.read(1 << 20):
                     asyncio.run_coroutine_threadsafe(self._arrive(chunk), loop).result()
-            except Exception:  # noqa: BLE001 - the reader has told the connection, which closes
+            except BerthError as exc:  # a malformed body: the iterating handler fails with it
+                failure = exc
+            except Exception:  # noqa: BLE001 - the client is gone: the reader has told the connection
                 pass
             try:
-                loop.call_soon_threadsafe(self.end)
+                loop.call_soon_threadsafe(self._pumped, failure)
             except RuntimeError:  # the loop is closed: the daemon has stopped
                 pass
 
         threading.Thread(target=run, name="berth-body", daemon=True).start()
+
+    def _pumped(self, failure: BerthError | None) -> None:
+        self._failure = failure
+        self.end()
 
     async def _arrive(self, chunk: bytes) -> None:
         self.feed(chunk)
@@ -158,6 +170,8 @@ class BodyStream:
                 finally:
                     self._waiter = None
             if not self._chunks:
+                if self._failure is not None:
+                    raise self._failure
                 return
             chunk = self._chunks.popleft()
             self._size -= len(chunk)

@@ -165,6 +165,8 @@ class HttpConnection(RequestParsing, asyncio.BufferedProtocol):
             return True
         if self._running is not None or self._queue:
             self._peer_eof = True
+            if self._current is not None and self._current.body_stream is not None and not self._current.complete:
+                self._current.body_stream.end()  # cut short: its reader sees the end now, not at the timeout
             return True  # let the responses in flight finish; the transport closes after them
         return None
 
@@ -259,8 +261,7 @@ class HttpConnection(RequestParsing, asyncio.BufferedProtocol):
             log.debug("%s: closing a connection in state %s past its deadline", self.identity.principal,
                       self._state)
         self.deadline = math.inf
-        if self.transport is not None:
-            self.transport.close()
+        self.shutdown()
 
     # ---- running handlers in order ----------------------------------------------------------
     def _enqueue(self, job: Job) -> None:
@@ -480,6 +481,9 @@ class HttpConnection(RequestParsing, asyncio.BufferedProtocol):
             t.close()
 
     def shutdown(self) -> None:
-        """Close this connection at once (daemon shutdown)."""
+        """Close this connection at once (daemon shutdown, or past its deadline). A body being read ends
+        here: close() waits for unsent output, and a thread reading the socket would go on meanwhile."""
+        if self._current is not None and self._current.body_stream is not None:
+            self._current.body_stream.end()
         if self.transport is not None:
             self.transport.close()

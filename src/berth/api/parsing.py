@@ -77,7 +77,7 @@ class RequestParsing:
     _head_seen: list[bytes]  # the request's bytes from earlier reads, while its headers are incomplete
     _clean_start: bool  # the request began at the start of a read (only CR and LF before it)
     _completed_here: bool  # a request ended in the bytes being parsed now
-    _detach: tuple[Job, int] | None  # a body to hand to a thread, and its framing (rawbody.framing)
+    _detach: tuple[Job, int, socket.socket] | None  # a body to hand to a thread: framing, own socket
 
     if TYPE_CHECKING:  # the connection's, which these callbacks use
         app: Application
@@ -133,20 +133,31 @@ class RequestParsing:
                 self._bad_request("request header fields too large", status=431)
 
     # ---- a streamed body read by a worker thread from the socket (rawbody) ----------------------
-    def _threadable(self) -> bool:
+    def _own_socket(self) -> socket.socket | None:
+        """A duplicate of the connection's socket for a thread to read a body from, when the request
+        began at the start of a read and the connection is a plain socket; None otherwise (or when no
+        descriptor is left: the loop reads the body then)."""
         t = self.transport
-        return self._clean_start and t is not None and t.get_extra_info("ssl_object") is None and \
-            t.get_extra_info("socket") is not None
+        if not self._clean_start or t is None or t.get_extra_info("ssl_object") is not None:
+            return None
+        sock = t.get_extra_info("socket")
+        if sock is None:
+            return None
+        try:
+            return socket.socket(fileno=os.dup(sock.fileno()))  # stays valid whatever the loop does with its own
+        except OSError:
+            return None
 
     def _to_thread(self, data: bytes | memoryview) -> None:
         """The parser stopped at the end of a streamed request's headers: the rest of ``data`` is its
         body's start. Reading stops here until the thread that reads the body gives back what the
         client sent after it; a fresh parser takes the requests that follow."""
         assert self._detach is not None and self.transport is not None
-        (job, length), self._detach = self._detach, None
+        (job, length, own), self._detach = self._detach, None
         seen, self._head_seen = b"".join(self._head_seen), []
         end = rawbody.header_end(seen, bytes(data))
         if end < 0:  # cannot be: llhttp found the end of these headers
+            own.close()
             self._bad_request("malformed HTTP request: no end of headers")
             return
         self._parser = httptools.HttpRequestParser(self)
@@ -158,8 +169,6 @@ class RequestParsing:
             except RuntimeError:  # the loop is closed: the daemon has stopped
                 pass
 
-        sock = self.transport.get_extra_info("socket")
-        own = socket.socket(fileno=os.dup(sock.fileno()))  # stays valid whatever the loop does with its own
         raw = rawbody.SocketBody(own, bytes(data[end:]), length, self.app.limits.body_timeout, done)
         self.pause_reading("thread")
         assert job.body_stream is not None
@@ -263,8 +272,9 @@ class RequestParsing:
             self._uploading = True  # reads may grow up to 1 MiB, as fast as the upload fills them
             self._enqueue(job)
             length = rawbody.framing(self._headers) if route.body_in_thread else None
-            if length is not None and self._threadable():
-                self._detach = (job, length)
+            own = self._own_socket() if length is not None else None
+            if length is not None and own is not None:
+                self._detach = (job, length, own)
                 raise Abort  # llhttp stops here; _parse hands the body over (_to_thread)
 
     def on_body(self, body: bytes) -> None:

@@ -13,14 +13,17 @@ hashes and writes, and the loop's reading alongside it was faster than one threa
 measured in docs/performance.md.)
 
 Only for plain sockets (unix and TCP): a TLS connection's bytes must go through its TLS object, on
-the loop. The framing is checked as strictly as llhttp checks it: a chunk size is 1 to 16 hex digits,
-a chunk's data ends with CRLF, a size line or the trailer has a bound. A malformed body is a 400
+the loop. The framing is checked as strictly as llhttp checks it: a chunk size is 1 to 16 hex digits
+followed by its extensions or its CRLF, extensions and trailer lines have no control bytes (no bare CR
+or LF that a proxy in front might read as a line's end), a chunk's data ends with CRLF, a size line
+and the trailer have a bound. A malformed body is a 400
 (``InvalidParameter``), and the connection closes after the answer; a client gone, or silent for
 the body timeout, ends the read with ``ConnectionAbortedError``, and the connection closes at once.
 """
 
 from __future__ import annotations
 
+import re
 import select
 import socket
 import threading
@@ -29,9 +32,14 @@ from collections.abc import Callable
 from berth.errors import InvalidParameter
 
 BUFFER = 1 << 20  # one read takes at most this much
+FIRST_BUFFER = 64 << 10  # what a read starts with; ×4 while reads fill it (an idle upload holds little)
 MAX_LINE = 4096  # a chunk-size line, extensions included
 MAX_TRAILER = 64 << 10
 _HEX = frozenset(b"0123456789abcdefABCDEF")
+# as llhttp reads them: an extension is ";" name ["=" value] with no control bytes; a trailer line is a
+# header field (a token, ":", a value of visible bytes, spaces and tabs)
+_EXTENSIONS = re.compile(rb"(?:;[\t -~\x80-\xff]*)?")
+_TRAILER_LINE = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[\t \x21-\x7e\x80-\xff]*")
 
 
 def framing(headers: dict[str, str]) -> int | None:
@@ -59,9 +67,12 @@ def header_end(prefix: bytes, data: bytes) -> int:
 
 
 def _chunk_size(line: bytes) -> int | None:
-    """A chunk-size line's size (its extensions ignored), or None when it is not 1 to 16 hex digits."""
-    size = line.split(b";", 1)[0].rstrip(b" \t")
+    """A chunk-size line's size, or None unless it is 1 to 16 hex digits right before its extensions
+    (no space between) or its end, and the extensions hold no control bytes."""
+    size, semi, _ = line.partition(b";")
     if not 0 < len(size) <= 16 or not _HEX.issuperset(size):
+        return None
+    if semi and not _EXTENSIONS.fullmatch(line, len(size)):
         return None
     return int(size, 16)
 
@@ -76,8 +87,9 @@ class SocketBody:
         most seconds between two reads that bring bytes; ``done(leftover, error)`` is called once, from
         the reading thread, when the body has ended (error None) or cannot be read any more."""
         self._sock = sock
-        self._buf = bytearray(initial)  # grown to BUFFER at the first read from the socket
+        self._buf = bytearray(initial)  # grown at the first read from the socket (FIRST_BUFFER, up to BUFFER)
         self._view = memoryview(self._buf)
+        self._filled = True  # the last read filled the buffer: the next may take more
         self._pos, self._end = 0, len(initial)
         self._chunked = length < 0
         self._left = 0 if self._chunked else length  # data bytes left in this chunk, or in the body
@@ -172,6 +184,8 @@ class SocketBody:
             total += len(line) + 2
             if total > MAX_TRAILER:
                 raise InvalidParameter("malformed chunked request body: the trailer is too large")
+            if not _TRAILER_LINE.fullmatch(line):
+                raise InvalidParameter("malformed chunked request body: a bad trailer line")
 
     def _line(self) -> bytes:
         """The next CRLF-terminated line, without its CRLF."""
@@ -192,8 +206,8 @@ class SocketBody:
         """Read more into the buffer (keeping what is not consumed yet); fail at the end of the stream."""
         if self._pos == self._end:
             self._pos = self._end = 0
-        if len(self._buf) < BUFFER:
-            grown = bytearray(BUFFER)
+        if len(self._buf) < BUFFER and (self._filled or len(self._buf) < FIRST_BUFFER):
+            grown = bytearray(min(BUFFER, max(FIRST_BUFFER, len(self._buf) * 4)))
             grown[:self._end - self._pos] = self._view[self._pos:self._end]
             self._view.release()
             self._buf, self._view = grown, memoryview(grown)
@@ -215,6 +229,7 @@ class SocketBody:
             if not got:
                 raise self._fail(ConnectionAbortedError("the client went away before the end of the request body"))
             self._end += got
+            self._filled = self._end == len(self._buf)
             return
 
     def _wait(self) -> bool:

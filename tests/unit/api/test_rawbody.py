@@ -153,6 +153,11 @@ def test_a_content_length_body_and_its_leftover() -> None:
     (b"2\r\nabX\r\n0\r\n\r\n", "no CRLF after a chunk's data"),
     (b"2;" + b"e" * 5000 + b"\r\nab\r\n", "a line is too long"),
     (b"0\r\n" + b"X: y\r\n" * 12000 + b"\r\n", "the trailer is too large"),
+    (b"5 \r\nhello\r\n0\r\n\r\n", "a bad chunk size"),  # nothing between the size and its end
+    (b"5 ;a=b\r\nhello\r\n0\r\n\r\n", "a bad chunk size"),
+    (b"5;a\nb\r\nhello\r\n0\r\n\r\n", "a bad chunk size"),  # a bare LF a proxy may end a line at
+    (b"0\r\nX: y\n\nGET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n", "a bad trailer line"),
+    (b"0\r\nnot a field\r\n\r\n", "a bad trailer line"),
 ])
 def test_malformed_framing_is_an_invalid_parameter_and_the_read_ends(framed: bytes, words: str) -> None:
     a, raw, done = _pair(b"", -1)
@@ -207,4 +212,18 @@ def test_a_size_line_across_the_end_of_the_full_buffer_is_moved_to_its_start() -
         got += chunk
     assert got == data + b"z" * 16
     assert done == [(b"", None)]
+    a.close()
+
+
+def test_an_idle_upload_holds_a_small_buffer_and_a_busy_one_grows_it() -> None:
+    a, raw, done = _pair(b"", 10 << 20)
+    a.sendall(b"x" * 100)
+    assert raw.read(1 << 20) == b"x" * 100
+    assert len(raw._buf) <= rawbody.FIRST_BUFFER  # 64 KiB for a client that sends little
+    a.setsockopt(socket.SOL_SOCKET, 32, 8 << 20)  # SO_SNDBUFFORCE: reads can fill the buffer
+    a.sendall(bytes(6 << 20))
+    got = 100
+    while got < 6 << 20:
+        got += len(raw.read(1 << 20))
+    assert len(raw._buf) == rawbody.BUFFER  # full reads made it grow to the most
     a.close()

@@ -87,13 +87,25 @@ def ping(req: Request) -> Response:
     return Response.text("pong")
 
 
+def big(req: Request) -> Response:
+    return Response.text("x" * 260_000)  # more than the socket takes: the rest waits in the transport
+
+
+async def count(req: Request) -> Response:  # a stream_body route on the loop, for comparison
+    n = 0
+    async for chunk in req.connection.body_stream():
+        n += len(chunk)
+    return Response.json({"size": n})
+
+
 @pytest.fixture
 def server() -> Iterator[str]:
     a = "test.route"
     app = Application(Router([
         route("POST", "/digest", digest, body_in_thread=True, action=a), route("POST", "/iterate", iterate, body_in_thread=True, action=a),
         route("POST", "/refuse", refuse, body_in_thread=True, action=a), route("POST", "/part", part, body_in_thread=True, action=a),
-        route("POST", "/late", late, body_in_thread=True, action=a), route("GET", "/ping", ping, action=a)]), server="t")
+        route("POST", "/late", late, body_in_thread=True, action=a), route("GET", "/ping", ping, action=a),
+        route("GET", "/big", big, action=a), route("POST", "/count", count, stream_body=True, action=a)]), server="t")
     tmpdir = tempfile.mkdtemp(prefix="berth-rawbody-")
     path = os.path.join(tmpdir, "s.sock")
     loop = asyncio.new_event_loop()
@@ -245,4 +257,52 @@ def test_the_server_closing_the_connection_ends_a_read_in_progress(server: str) 
     shutdowns[0]()  # the client is still there, silent: only the server's close can end the read
     until(lambda: "aborted" in seen, "the reading thread stopped")
     assert s.recv(10) == b""  # the client sees the end (the reader's own descriptor does not hold it open)
+    s.close()
+
+
+def _send_until_refused(s: socket.socket, limit: int) -> int:
+    """Send zeros until the server stops taking them (or ``limit`` bytes): how many went."""
+    block, sent = bytes(1 << 20), 0
+    try:
+        while sent < limit:
+            sent += s.send(block)
+    except OSError:
+        pass
+    return sent
+
+
+@pytest.mark.parametrize("how", ["an early answer", "the daemon stopping"])
+def test_a_client_that_leaves_our_answer_unread_cannot_upload_without_end(server: str, how: str) -> None:
+    """An answer the client does not read waits in the transport, and closing then waits for it: the
+    thread reading the body must stop by itself (at MAX_DISCARD after an early answer; at once when
+    the daemon stops)."""
+    s = _connect(server)
+    s.settimeout(5)
+    s.sendall(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")  # and never read
+    time.sleep(0.2)
+    where = "/refuse" if how == "an early answer" else "/digest"
+    s.sendall(f"POST {where} HTTP/1.1\r\nHost: x\r\nContent-Length: 100000000000\r\n\r\n".encode())
+    if how == "the daemon stopping":
+        until(lambda: "thread" in seen, "the body is being read")
+        shutdowns[0]()
+    sent = _send_until_refused(s, 1 << 30)
+    assert sent < 200 << 20, f"{sent >> 20} MiB went into a connection that was closing"
+    s.close()
+
+
+def test_a_malformed_body_iterated_on_the_loop_is_a_400(server: str) -> None:
+    s = _connect(server)
+    s.sendall(b"POST /iterate HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\nZZZ\r\n")
+    (status, body), = _responses(s, 1)
+    assert status == 400 and b"malformed chunked request body" in body, body
+    s.close()
+
+
+def test_a_body_the_client_ends_early_ends_at_once_on_the_loop_too(server: str) -> None:
+    s = _connect(server)
+    s.sendall(b"POST /count HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n" + b"x" * 1000)
+    t0 = time.monotonic()
+    s.shutdown(socket.SHUT_WR)  # no more will come
+    (status, body), = _responses(s, 1)
+    assert (status, json.loads(body)) == (200, {"size": 1000}) and time.monotonic() - t0 < 10
     s.close()
