@@ -137,7 +137,13 @@ class BodyStream:
             failure = None
             try:
                 while chunk := raw.read(1 << 20):
-                    asyncio.run_coroutine_threadsafe(self._arrive(chunk), loop).result()
+                    arrive = self._arrive(chunk)
+                    try:
+                        done = asyncio.run_coroutine_threadsafe(arrive, loop)
+                    except RuntimeError:  # the loop is closed: the daemon has stopped
+                        arrive.close()
+                        return
+                    done.result()
             except BerthError as exc:  # a malformed body: the iterating handler fails with it
                 failure = exc
             except Exception:  # noqa: BLE001 - the client is gone: the reader has told the connection

@@ -136,7 +136,18 @@ class OCIRuntime:
     def start(self, cid: str, p: Paths) -> None:
         r = self._run("start", cid)
         if r.returncode != 0:
-            raise self._error("start", r.stderr, os.path.join(p.run_dir, "oci-log"))
+            err = self._error("start", r.stderr, os.path.join(p.run_dir, "oci-log"))
+            if "not running" in r.stderr and isinstance(err, System):
+                # the first process ended between create and start: conmon's exit file says how
+                code = None
+                for _ in range(20):
+                    if (code := read_exit_code(p.exit_dir, cid)) is not None:
+                        break
+                    time.sleep(0.05)
+                how = ("no exit status recorded" if code is None else
+                       f"killed by signal {code - 128}" if code > 128 else f"exit code {code}")
+                err = System(f"{err.message} (its first process ended before it was started: {how})")
+            raise err
 
     def kill(self, cid: str, sig: int) -> None:
         r = self._run("kill", cid, str(sig))
