@@ -66,6 +66,11 @@ class BodyStream:
         nothing has read it yet; else None (then iterate)."""
         if self._raw is None or self._raw_taken:
             return None
+        return self._claim()
+
+    def _claim(self) -> SocketBody:
+        """The raw body, for the one thread that reads it from now on."""
+        assert self._raw is not None
         self._raw_taken = True
         if self._on_take is not None:
             self._on_take()
@@ -126,11 +131,7 @@ class BodyStream:
 
     def _pump(self) -> None:
         """Read the raw body in a thread into this stream (for iteration, or to drop it)."""
-        raw = self._raw
-        assert raw is not None
-        self._raw_taken = True
-        if self._on_take is not None:
-            self._on_take()
+        raw = self._claim()
         loop = asyncio.get_running_loop()
 
         def run() -> None:

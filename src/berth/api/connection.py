@@ -165,8 +165,7 @@ class HttpConnection(RequestParsing, asyncio.BufferedProtocol):
             return True
         if self._running is not None or self._queue:
             self._peer_eof = True
-            if self._current is not None and self._current.body_stream is not None and not self._current.complete:
-                self._current.body_stream.end()  # cut short: its reader sees the end now, not at the timeout
+            self._end_body()  # cut short: its reader sees the end now, not at the timeout
             return True  # let the responses in flight finish; the transport closes after them
         return None
 
@@ -180,8 +179,7 @@ class HttpConnection(RequestParsing, asyncio.BufferedProtocol):
             self._task.cancel()
         if self._running is not None and self.app.auditor is not None:
             self._audit(self._running)  # a stream or hijack the client ended (or a request it gave up on)
-        if self._current is not None and self._current.body_stream is not None:
-            self._current.body_stream.end()
+        self._end_body()
         self._queue.clear()
         self._queued_bytes = 0
         self.transport = None
@@ -483,7 +481,11 @@ class HttpConnection(RequestParsing, asyncio.BufferedProtocol):
     def shutdown(self) -> None:
         """Close this connection at once (daemon shutdown, or past its deadline). A body being read ends
         here: close() waits for unsent output, and a thread reading the socket would go on meanwhile."""
-        if self._current is not None and self._current.body_stream is not None:
-            self._current.body_stream.end()
+        self._end_body()
         if self.transport is not None:
             self.transport.close()
+
+    def _end_body(self) -> None:
+        """The body of the request being read (a streamed one, still incomplete) ends here."""
+        if self._current is not None and self._current.body_stream is not None:
+            self._current.body_stream.end()

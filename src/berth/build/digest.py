@@ -24,7 +24,7 @@ def hasher() -> blake3:
 
 def of_fd(fd: int) -> str:
     """The hash of what is left to read from ``fd`` (the caller opened and closes it)."""
-    h = blake3()
+    h = hasher()
     while chunk := os.read(fd, CHUNK):
         h.update(chunk)
     return h.hexdigest()

@@ -12,7 +12,13 @@ from typing import Any
 
 from berth.api import versions
 from berth.daemon.backends import buildprune
-from berth.daemon.backends.threads import body_reader, consume_in_thread, iterate_in_thread, run_in_own_thread
+from berth.daemon.backends.threads import (
+    abandon,
+    body_reader,
+    consume_in_thread,
+    iterate_in_thread,
+    run_in_own_thread,
+)
 from berth.daemon.events import EventBus, make_event
 from berth.errors import Conflict, InvalidParameter
 from berth.image import archive, importer, manifests, reference
@@ -244,11 +250,7 @@ class ImageService:
             if feeder is not None:
                 await feeder
         except BaseException:
-            if pipe is not None:
-                pipe.abort()
-            if feeder is not None:
-                feeder.cancel()
-            await asyncio.gather(work, *(f for f in (feeder,) if f is not None), return_exceptions=True)
+            await abandon(work, pipe, feeder)
             raise
         for item in loaded:
             if item.tags:

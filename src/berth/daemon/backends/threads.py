@@ -152,12 +152,18 @@ async def consume_in_thread(body: AsyncIterable[bytes], fn: Callable[..., T], *a
             await feeder
         return result
     except BaseException:
-        if pipe is not None:
-            pipe.abort()
-        if feeder is not None:
-            feeder.cancel()
-        await asyncio.gather(work, *(f for f in (feeder,) if f is not None), return_exceptions=True)
+        await abandon(work, pipe, feeder)
         raise
+
+
+async def abandon(work: asyncio.Future[T], pipe: BodyPipe | None, feeder: asyncio.Task[None] | None) -> None:
+    """The work failed or its client went: the pipe's reader fails at its next read, the feeder stops,
+    and both are waited for."""
+    if pipe is not None:
+        pipe.abort()
+    if feeder is not None:
+        feeder.cancel()
+    await asyncio.gather(work, *(f for f in (feeder,) if f is not None), return_exceptions=True)
 
 
 async def iterate_in_thread(make: Callable[[], Iterator[T]], depth: int = 8) -> AsyncIterator[T]:
