@@ -8,7 +8,10 @@ kept on /sys/fs/cgroup, so a berthd provisioned there runs containers.
 
 ``destroy`` (registered in the test's Cleanup) kills every process of the host's mount namespace
 (sshd, berthd, its supervisor, conmon) and every container they started, and removes the
-containers' cgroups.
+containers' cgroups. The namespace is held open from the start until ``destroy`` ends: a freed
+namespace's number is given to the next one made at once, and a scan by number after the host's last
+process died killed another test's container as it was being created (crun: "read from the init
+process", or "not running" at start).
 
 Network safety: the host's namespace has its /30 to the runner and nothing else (no default route):
 it can reach no outside address. Everything is registered in the test's ``Cleanup``.
@@ -46,7 +49,8 @@ class TestHost:
     host_key_pub: str
 
     sshd_pid: int = 0
-    mntns: str = ""  # its mount namespace, read once sshd listens
+    mntns: str = ""  # its mount namespace ("mnt:[N]"), read once sshd listens
+    mntns_fd: int = -1  # holds that namespace (and so its number) until destroy ends
 
     def sh(self, script: str) -> subprocess.CompletedProcess[str]:
         """Run ``script`` as the host sees itself (its network and mount namespaces), through ssh."""
@@ -131,9 +135,15 @@ def make_host(cleanup: Cleanup, name: str) -> TestHost:
             assert time.monotonic() < deadline, "the test host's sshd did not listen"
             time.sleep(0.05)
     host = TestHost(name, ns, host_ip, f"{work}/root_key", work, open(f"{work}/host_key.pub").read().split()[1],
-                    proc.pid, _mntns(proc.pid))
+                    proc.pid, *hold_mntns(proc.pid))
     cleanup.add(f"the processes and containers of test host {name}", lambda: destroy(host))
     return host
+
+
+def hold_mntns(pid: int) -> tuple[str, int]:
+    """The mount namespace of ``pid`` as ("mnt:[N]", an fd that keeps it, and its number, alive)."""
+    fd = os.open(f"/proc/{pid}/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
+    return os.readlink(f"/proc/self/fd/{fd}"), fd
 
 
 def _mntns(pid: str | int) -> str:
@@ -145,10 +155,20 @@ def _mntns(pid: str | int) -> str:
 
 def destroy(host: TestHost) -> None:
     """Everything the host runs, gone: its processes, then its containers (found by their conmon's
-    arguments) and their cgroups. The mount namespace goes with its last process."""
+    arguments) and their cgroups. The mount namespace goes with its last process and the fd held on it."""
     ns = host.mntns
-    if not ns or ns == _mntns("self"):
-        return
+    if host.mntns_fd < 0:
+        return  # not held: its number may be another namespace's by now
+    try:
+        if not ns or ns == _mntns("self"):
+            return
+        _kill_all(ns)
+    finally:
+        os.close(host.mntns_fd)
+        host.mntns_fd = -1
+
+
+def _kill_all(ns: str) -> None:
     ids: set[str] = set()
     for _ in range(3):  # the supervisor may start berthd again between two kills
         pids = [p for p in os.listdir("/proc") if p.isdigit() and _mntns(p) == ns]
